@@ -1,0 +1,683 @@
+#!/usr/bin/env python3
+"""agent-worker: put an AI coding agent to work on a new branch of a git repository, inside a
+Docker container, and report what it did. The click entry point and the AgentWorker pipeline.
+
+Docker, git and rich are imported only once a run starts, so --help and --version stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from agents.base_agent import AgentResult, BaseAgent
+    from config import Config
+    from console import Env, Progress, Redactor, RunLog
+    from docker_manager import ContainerSpec, ExitInfo
+    from errors import AgentWorkerError
+    from git_manager import Workspace
+    from report import RunReport
+
+__version__ = "0.1.0"
+TOOL_DIR = Path(__file__).resolve().parent
+STOP_GRACE_S = 30.0  # after a timeout or a signal: time for the container to commit and bundle
+AGENT_IDENTITY = ("agent-worker", "agent-worker@localhost")
+log = logging.getLogger("agent_worker")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "agent-worker"
+
+
+class Signals:
+    """SIGINT and SIGTERM raise Interrupted in the main thread, once; while protected (cleanup)
+    they are only counted, and one more means "stop waiting"."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._protected = 0
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        from errors import Interrupted
+
+        self.count += 1
+        if self.count == 1 and not self._protected:
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    @contextmanager
+    def protected(self) -> Iterator[None]:
+        self._protected += 1
+        try:
+            yield
+        finally:
+            self._protected -= 1
+
+
+@dataclass
+class Outcome:
+    """How the run ended, as seen from the host."""
+
+    exit: ExitInfo | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+    started: bool = False  # the container started: the agent may have done work
+    head: str | None = None
+    import_error: str | None = None
+    error: AgentWorkerError | None = None
+    agent_tail: list[str] = field(default_factory=list)
+
+
+def decide_status(
+    outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
+) -> tuple[str, int, str | None, list[str]]:
+    """(status, exit code, error message, warnings) from everything known about a run."""
+    from errors import EXIT_AGENT_FAILED, EXIT_INTERRUPTED, EXIT_TIMEOUT, Interrupted
+
+    exit_info, warnings = outcome.exit, []
+    oom = exit_info is not None and exit_info.oom_killed
+    status, code, message = "success", 0, None
+    if outcome.error is not None:
+        status = "interrupted" if isinstance(outcome.error, Interrupted) else "error"
+        code, message = outcome.error.exit_code, str(outcome.error)
+    elif outcome.interrupted:
+        status, code, message = "interrupted", EXIT_INTERRUPTED, "interrupted by a signal"
+    elif outcome.timed_out:
+        status, code = "timeout", EXIT_TIMEOUT
+        message = f"the agent did not finish within {timeout_s:g}s (--timeout)"
+    elif exit_info is not None and exit_info.status_code != 0 and oom:
+        status, code = "failed", EXIT_AGENT_FAILED
+        message = f"the agent ran out of memory (--memory {memory}) and was killed"
+    elif result is not None and (result.is_error or not result.found):
+        status, code = "failed", EXIT_AGENT_FAILED
+        message = result.error or "the agent reported an error"
+    elif exit_info is not None and exit_info.status_code != 0:
+        status, code = "failed", EXIT_AGENT_FAILED
+        message = f"the agent exited with status {exit_info.status_code}"
+    if oom and status == "success":
+        warnings.append(
+            f"a process in the container ran out of memory (--memory {memory}) and was killed"
+        )
+    if outcome.import_error:
+        warnings.append(outcome.import_error)
+        if status == "success":
+            status, code, message = "failed", EXIT_AGENT_FAILED, outcome.import_error
+    if status in ("failed", "timeout") and outcome.agent_tail:
+        message = f"{message}; the agent's last output: {' | '.join(outcome.agent_tail[-3:])}"
+    return status, code, message, warnings
+
+
+class AgentWorker:
+    """One run: preflight, image, branch, container, results, report."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        redactor: Redactor,
+        runlog: RunLog,
+        progress: Progress,
+        signals: Signals,
+    ) -> None:
+        import agents
+
+        self.config = config
+        self.redactor = redactor
+        self.runlog = runlog
+        self.progress = progress
+        self.signals = signals
+        self.agent: BaseAgent = agents.get(config.agent_type)
+        self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        self.started = time.monotonic()
+        self.run_dir = Path()
+        self.timings: dict[str, float] = {}
+        self.warnings: list[str] = list(config.warnings)
+        self._last = self.started
+
+    def _mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[name] = now - self._last
+        self._last = now
+
+    def run(self) -> RunReport:
+        """Everything up to the image changes nothing; after that, a report is always written."""
+        import docker_manager
+        import git_manager
+        from errors import UsageError
+
+        cfg = self.config
+        self.agent.check_credentials(cfg)
+        ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
+        client = docker_manager.connect(cfg.docker_host)
+        engine_cpus = docker_manager.engine_cpus(client)
+        if cfg.cpus is not None and cfg.cpus > engine_cpus:
+            raise UsageError(
+                f"--cpus {cfg.cpus:g} is more than the {engine_cpus} CPUs of the Docker engine"
+            )
+        for name in docker_manager.remove_orphans(client):
+            self.progress.warn(f"removed container {name}, left by an agent-worker that is gone")
+        self._mark("preflight")
+        self.progress.phase("Preparing the agent image")
+        image = docker_manager.ensure_image(
+            client,
+            build_args=self.agent.image_build_args(cfg) | {"BASE_IMAGE": cfg.base_image},
+            ca_certs=cfg.ca_certs,
+            force=cfg.force_rebuild,
+            log_dir=cache_dir() / "builds",
+            on_line=lambda line: self.progress.line(line, style="dim"),
+        )
+        self._mark("image")
+        log.info("image %s (%s)", image.tag, "built" if image.built else "reused")
+        self.run_dir = ws.git_dir / "agent-worker" / "runs" / self.run_id
+        self.run_dir.mkdir(parents=True)
+        self.runlog.to_file(self.run_dir / "agent-worker.log")
+        (self.run_dir / "task.md").write_text(cfg.task, encoding="utf-8")
+        if image.log_path is not None:
+            (self.run_dir / "build.log").write_bytes(image.log_path.read_bytes())
+        return self._run(client, ws, image.tag)
+
+    def _run(self, client: Any, ws: Workspace, tag: str) -> RunReport:
+        import docker_manager
+        import git_manager
+        from errors import EXIT_INTERNAL, AgentWorkerError
+
+        outcome = Outcome()
+        container = None
+        try:
+            git_manager.create_branch(ws)
+            self.progress.phase("Starting the agent container")
+            container = docker_manager.create_container(client, self._spec(ws, tag))
+            (self.run_dir / "source.bundle").unlink(missing_ok=True)  # it is in the container now
+            docker_manager.start(container)
+            outcome.started = True
+            self._mark("container")
+            self._supervise(container, outcome)
+            self._mark("agent")
+            with self.signals.protected():
+                self._collect(container, ws, outcome)
+            self._mark("results")
+        except AgentWorkerError as exc:
+            outcome.error = exc
+        except Exception as exc:  # noqa: BLE001 (a bug: reported with the log, not a traceback)
+            log.error("internal error:\n%s", traceback.format_exc())
+            outcome.error = AgentWorkerError(
+                f"internal error ({type(exc).__name__}: {exc}); please report it with the log "
+                f"{self.run_dir / 'agent-worker.log'}"
+            )
+            outcome.error.exit_code = EXIT_INTERNAL
+        finally:
+            with self.signals.protected():
+                if container is not None:
+                    docker_manager.remove(container)
+                if not outcome.started and git_manager.delete_branch(ws):
+                    log.info("deleted branch %s: the agent never started", ws.branch)
+        return self._report(ws, outcome)
+
+    def _spec(self, ws: Workspace, tag: str) -> ContainerSpec:
+        import docker_manager
+        import git_manager
+        from docker_manager import FileEntry
+
+        cfg = self.config
+        secret_env = self.agent.secret_env(cfg)
+        self.redactor.add(*secret_env.values())
+        files = [
+            FileEntry("/agent-worker", None, 0o755),
+            FileEntry("/agent-worker/task.md", cfg.task.encode("utf-8")),
+            FileEntry("/agent-worker/out", None, 0o755, uid=docker_manager.AGENT_UID),
+            FileEntry("/agent-worker/secrets", None, 0o700),
+            *(
+                FileEntry(f"/agent-worker/secrets/{k}", v.encode(), 0o600)
+                for k, v in secret_env.items()
+            ),
+        ]
+        mount = cfg.workspace == "mount" or (
+            cfg.workspace == "auto" and docker_manager.is_local(cfg.docker_host)
+        )
+        if not mount:
+            bundle = self.run_dir / "source.bundle"
+            git_manager.bundle_branch(ws, bundle)
+            files.append(FileEntry("/agent-worker/source.bundle", bundle))
+        name, email = AGENT_IDENTITY
+        if cfg.git_identity == "user":
+            name, email = git_manager.user_identity(ws.root) or AGENT_IDENTITY
+        env = {
+            "AW_BRANCH": ws.branch,
+            "AW_BASE": ws.base_commit,
+            "AW_FIREWALL": "1" if cfg.firewall else "0",
+            "AW_ALLOW_HOSTS": ",".join(self._allowlist()),
+            "TZ": cfg.timezone,
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        } | self.agent.container_env(cfg)
+        return docker_manager.ContainerSpec(
+            image=tag,
+            name=f"agent-worker-{self.run_id}",
+            command=["/usr/local/bin/agent_inside.sh", "--", *self.agent.container_command(cfg)],
+            env=env,
+            labels=docker_manager.process_labels(self.run_id, ws.root),
+            memory_bytes=cfg.memory_bytes,
+            cpus=cfg.cpus,
+            pids_limit=cfg.pids_limit,
+            firewall=cfg.firewall,
+            source_dir=ws.git_dir if mount else None,
+            files=files,
+        )
+
+    def _allowlist(self) -> list[str]:
+        hosts: list[str] = []
+        for host in [*self.agent.api_hosts(self.config), *self.config.allow_hosts]:
+            if host in hosts:
+                self.progress.warn(f"allowed host {host} is listed twice")
+            else:
+                hosts.append(host)
+        return hosts
+
+    def _supervise(self, container: Any, outcome: Outcome) -> None:
+        """Stream the agent's output until it ends, the timeout passes, or a signal arrives."""
+        import docker_manager
+        from console import AgentOutput
+        from errors import Interrupted
+
+        output = AgentOutput(self.run_dir, self.agent.on_output_line, self.progress, self.redactor)
+        pump = docker_manager.OutputPump(container, output.stdout.feed, output.stderr.feed)
+        deadline = time.monotonic() + self.config.timeout_s
+        self.progress.phase(f"Agent at work on branch {self.config.branch}")
+        try:
+            pump.start()
+            while pump.is_alive() and not outcome.timed_out:
+                pump.join(min(max(deadline - time.monotonic(), 0.0), 1.0))
+                outcome.timed_out = time.monotonic() >= deadline and pump.is_alive()
+        except Interrupted:
+            outcome.interrupted = True
+        with self.signals.protected():
+            outcome.interrupted = outcome.interrupted or self.signals.count > 0
+            if outcome.timed_out or outcome.interrupted:
+                why = "timed out" if outcome.timed_out else "interrupted"
+                self.progress.phase(f"Agent {why}: stopping it and saving its commits")
+                docker_manager.signal(container, "SIGTERM")
+                outcome.exit = self._wait_exit(container, STOP_GRACE_S)
+                if outcome.exit is None:
+                    docker_manager.signal(container, "SIGKILL")
+            while outcome.exit is None:
+                outcome.exit = docker_manager.wait(container, 60.0)
+            pump.join(10.0)
+            output.close()
+        self.warnings += output.warnings
+        outcome.agent_tail = list(output.tail)
+        if pump.error is not None:
+            self.warnings.append(f"reading the agent's output failed: {pump.error}")
+
+    def _wait_exit(self, container: Any, grace: float) -> ExitInfo | None:
+        """Wait up to grace seconds for the container to exit; another signal cuts it short."""
+        import docker_manager
+
+        end = time.monotonic() + grace
+        signals_seen = max(self.signals.count, 1)
+        while time.monotonic() < end and self.signals.count <= signals_seen:
+            exit_info = docker_manager.wait(container, 1.0)
+            if exit_info is not None:
+                return exit_info
+        return None
+
+    def _collect(self, container: Any, ws: Workspace, outcome: Outcome) -> None:
+        """Copy the container's results out and bring its commits onto the branch."""
+        import docker_manager
+        import git_manager
+        from errors import GitError
+
+        self.progress.phase("Bringing the agent's commits back")
+        docker_manager.copy_out(container, "/agent-worker/out", self.run_dir)
+        out = self.run_dir / "out"
+        failure = out / "finalize-error"
+        if failure.is_file() and failure.stat().st_size:
+            self.warnings.append(
+                "saving the agent's work inside the container failed: "
+                + failure.read_text(errors="replace").strip()[-500:]
+            )
+        bundle = out / "result.bundle"
+        if bundle.is_file():
+            try:
+                outcome.head = git_manager.import_bundle(ws, bundle)
+                bundle.unlink()
+            except GitError as exc:
+                outcome.import_error = f"{exc}; the agent's commits are kept in {bundle}"
+                outcome.head = git_manager.branch_head(ws)
+            return
+        outcome.head = git_manager.branch_head(ws)
+        inner = (out / "head").read_text().strip() if (out / "head").is_file() else None
+        if inner and inner != ws.base_commit:
+            outcome.import_error = (
+                f"the agent left HEAD at {inner[:12]}, which does not "
+                f"descend from the base {ws.base_commit[:12]}: nothing imported"
+            )
+
+    def _report(self, ws: Workspace, outcome: Outcome) -> RunReport:
+        import git_manager
+        from report import AgentInfo, RunReport, Tokens, render_json
+
+        cfg = self.config
+        started = outcome.started
+        result = self._agent_result() if started else None
+        status, code, message, warnings = decide_status(
+            outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory
+        )
+        self.warnings += warnings
+        result = result or _empty_result()
+        report = RunReport(
+            run_id=self.run_id,
+            status=status,
+            exit_code=code,
+            branch=ws.branch if started else None,
+            base_commit=ws.base_commit,
+            head_commit=outcome.head,
+            duration_s=time.monotonic() - self.started,
+            agent=AgentInfo(
+                type=cfg.agent_type,
+                version=result.version or self.agent.version(cfg),
+                model=result.model or cfg.model,
+                session_id=result.session_id,
+            ),
+            tokens=Tokens(
+                result.input_tokens,
+                result.output_tokens,
+                result.cache_read_tokens,
+                result.cache_creation_tokens,
+            ),
+            cost_usd=result.cost_usd,
+            turns=result.turns,
+            files=git_manager.diff_stats(ws, outcome.head) if outcome.head else [],
+            run_dir=str(self.run_dir),
+            error=self.redactor.text(message) if message else None,
+            firewall=cfg.firewall,
+            warnings=[self.redactor.text(w) for w in self.warnings],
+            timings=self.timings,
+        )
+        (self.run_dir / "report.json").write_text(render_json(report), encoding="utf-8")
+        log.info("run %s ended: %s (exit %d)", self.run_id, status, code)
+        return report
+
+    def _agent_result(self) -> AgentResult:
+        path = self.run_dir / "agent.jsonl"
+        if not path.is_file():
+            return _empty_result()
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            return self.agent.parse_result(lines)
+
+
+def _empty_result() -> AgentResult:
+    from agents.base_agent import AgentResult
+
+    return AgentResult()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(options: Mapping[str, Any], env: Env) -> int:
+    """Run agent-worker with parsed options; returns the exit code."""
+    import agents
+    import config as config_module
+    from console import Progress, Redactor, RunLog
+    from errors import EXIT_INTERNAL, AgentWorkerError
+
+    redactor = Redactor()
+    signals = Signals()
+    signals.install()
+    runlog = None
+    try:
+        known = {name: cls.api_key_env for name, cls in agents.available().items()}
+        cfg = config_module.load(
+            options,
+            environ=os.environ,
+            cwd=Path.cwd(),
+            tool_dir=TOOL_DIR if (TOOL_DIR / "pyproject.toml").is_file() else None,
+            known_agents=known,
+            stdin_text=env.stdin.read,
+        )
+        redactor.add(cfg.api_key or "")
+        runlog = RunLog(redactor, debug=cfg.debug, stderr=env.stderr)
+        log.debug("agent-worker %s, %s", __version__, cfg)
+        progress = Progress(env, redactor)
+        for warning in cfg.warnings:
+            progress.warn(warning)
+        try:
+            worker = AgentWorker(
+                cfg, redactor=redactor, runlog=runlog, progress=progress, signals=signals
+            )
+            report = worker.run()
+        finally:
+            progress.close()
+        _emit(report, cfg, env)
+        if report.error:
+            env.stderr.write(f"agent-worker: {report.status}: {report.error}\n")
+        return report.exit_code
+    except AgentWorkerError as exc:
+        _fail(
+            env,
+            options,
+            redactor.text(str(exc)),
+            exc.exit_code,
+            [redactor.text(d) for d in exc.details],
+        )
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 (the single top-level handler for bugs)
+        path = _crash_log(redactor.text(traceback.format_exc()))
+        _fail(
+            env,
+            options,
+            f"internal error ({type(exc).__name__}: {redactor.text(str(exc))}); "
+            f"please report it with the log {path}",
+            EXIT_INTERNAL,
+            [],
+        )
+        return EXIT_INTERNAL
+    finally:
+        signals.restore()
+        if runlog is not None:
+            runlog.close()
+
+
+def _emit(report: RunReport, cfg: Config, env: Env) -> None:
+    from report import render_json, render_rich, render_text
+
+    if cfg.report_file is not None:
+        try:
+            cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
+            cfg.report_file.write_text(render_json(report), encoding="utf-8")
+        except OSError as exc:
+            env.stderr.write(f"agent-worker: warning: cannot write --report-file: {exc}\n")
+    if cfg.json_output:
+        env.stdout.write(render_json(report))
+    elif env.stdout_tty:
+        render_rich(report, env.stdout)
+    else:
+        env.stdout.write(render_text(report))
+    env.stdout.flush()
+
+
+def _fail(
+    env: Env, options: Mapping[str, Any], message: str, code: int, details: list[str]
+) -> None:
+    """One line saying what went wrong and what to do; JSON on stdout too with --json."""
+    env.stderr.write(f"agent-worker: error: {message}\n")
+    for line in details:
+        env.stderr.write(f"  | {line}\n")
+    if options.get("json_output"):
+        import json
+
+        from report import SCHEMA_VERSION
+
+        env.stdout.write(
+            json.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "status": "error",
+                    "exit_code": code,
+                    "error": message,
+                }
+            )
+            + "\n"
+        )
+
+
+def _crash_log(text: str) -> Path:
+    path = cache_dir() / "crash" / datetime.now().strftime("%Y%m%d-%H%M%S.log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _env_help(var: str, default: str | None = None) -> str:
+    parts = [f"env {var}"] if var else []
+    if default:
+        parts.append(f"default: {default}")
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
+EPILOG = """Exit codes: 0 success, 1 the agent ran and failed, 2 usage or configuration error,
+3 a precondition failed (not a repository, dirty tree, branch exists, Docker unreachable, image
+build failed), 124 timed out, 130 interrupted, 4 internal error (the message names a log)."""
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
+@click.option("--task", metavar="TEXT", help="What the agent should do.")
+@click.option("--task-file", metavar="PATH", help="Read the task from a file (- for stdin).")
+@click.option(
+    "--project",
+    metavar="PATH",
+    help="The git repository to work on." + _env_help("PROJECT_PATH", "current dir"),
+)
+@click.option(
+    "--branch",
+    metavar="NAME",
+    help="Branch to create for the work. [default: agent-task-YYYYmmdd-HHMMSS]",
+)
+@click.option(
+    "--agent-type", metavar="NAME", help="Agent backend." + _env_help("AGENT_TYPE", "claude")
+)
+@click.option(
+    "--api-key",
+    metavar="KEY",
+    help="API key; visible in the process list, prefer the variable."
+    + _env_help("ANTHROPIC_API_KEY"),
+)
+@click.option("--base-url", metavar="URL", help="API base URL." + _env_help("ANTHROPIC_BASE_URL"))
+@click.option("--model", metavar="NAME", help="Model for the agent." + _env_help("ANTHROPIC_MODEL"))
+@click.option(
+    "--max-turns", metavar="N", help="Turn limit." + _env_help("AGENT_MAX_TURNS", "unlimited")
+)
+@click.option(
+    "--timezone",
+    metavar="TZ",
+    help="Time zone inside the container." + _env_help("TZ", "host's zone, else UTC"),
+)
+@click.option(
+    "--timeout",
+    metavar="SECONDS",
+    help="Stop the agent after this long (also 30m, 2h)." + _env_help("AGENT_TIMEOUT", "3600"),
+)
+@click.option(
+    "--remote-docker",
+    metavar="URL",
+    help="Docker engine to use (tcp://, ssh://, unix://)."
+    + _env_help("DOCKER_HOST", "local engine"),
+)
+@click.option(
+    "--base-image",
+    metavar="IMAGE",
+    help="Base of the agent image." + _env_help("AGENT_WORKER_BASE_IMAGE", "debian:bookworm-slim"),
+)
+@click.option(
+    "--claude-version",
+    metavar="V",
+    help="Claude Code version in the image." + _env_help("CLAUDE_CODE_VERSION", "pinned"),
+)
+@click.option(
+    "--ca-cert",
+    metavar="PATH",
+    multiple=True,
+    help="Extra CA certificate (PEM) to trust in the image, e.g. a corporate proxy's; "
+    "repeatable." + _env_help("AGENT_WORKER_CA_CERT, ':'-separated"),
+)
+@click.option("--force-rebuild", is_flag=True, help="Rebuild the agent image without cache.")
+@click.option("--json", "json_output", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--report-file", metavar="PATH", help="Also write the JSON report to PATH.")
+@click.option(
+    "--git-identity",
+    metavar="agent|user",
+    help="Commit as agent-worker or as your git identity."
+    + _env_help("AGENT_WORKER_GIT_IDENTITY", "agent"),
+)
+@click.option(
+    "--workspace",
+    metavar="auto|mount|copy",
+    help="auto: mount the repository read-only on a local engine, copy a bundle in "
+    "on a remote one." + _env_help("AGENT_WORKER_WORKSPACE", "auto"),
+)
+@click.option(
+    "--allow-host",
+    metavar="HOST[:PORT]",
+    multiple=True,
+    help="Let the agent reach this host too; repeatable."
+    + _env_help("AGENT_WORKER_ALLOW_HOSTS, comma-separated"),
+)
+@click.option("--no-firewall", is_flag=True, help="Let the agent reach any address.")
+@click.option(
+    "--memory",
+    metavar="SIZE",
+    help="Memory limit, /workspace included." + _env_help("AGENT_WORKER_MEMORY", "4g"),
+)
+@click.option("--cpus", metavar="N", help="CPU limit." + _env_help("AGENT_WORKER_CPUS", "all"))
+@click.option(
+    "--pids-limit",
+    metavar="N",
+    help="Process limit." + _env_help("AGENT_WORKER_PIDS_LIMIT", "1024"),
+)
+@click.option(
+    "--debug", is_flag=True, default=None, help="Log every step to stderr." + _env_help("DEBUG")
+)
+@click.option("--env-file", metavar="PATH", help="Read settings from this file instead of .env.")
+@click.version_option(__version__, "--version", prog_name="agent-worker")
+def cli(**options: Any) -> None:
+    """Run an AI coding agent on a new branch of this repository, in a Docker container.
+
+    The agent works in its own clone; your checkout is never touched. Its commits come back on
+    the new branch, and a report says what it did and what it cost.
+    """
+    from console import Env
+
+    sys.exit(main(options, Env()))
+
+
+if __name__ == "__main__":
+    cli(prog_name="agent-worker")

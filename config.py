@@ -1,0 +1,402 @@
+"""Config (frozen) and load(): command line > environment > .env file > defaults, validated."""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from errors import UsageError
+
+DEFAULT_CLAUDE_CODE_VERSION = "2.1.331"
+DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
+DEFAULT_TIMEOUT_S = 3600.0
+DEFAULT_MEMORY = "4g"
+DEFAULT_PIDS_LIMIT = 1024
+MAX_TASK_BYTES = 512 * 1024
+
+# Option name -> the variable that sets it from the environment or a .env file. Only these keys
+# are ever read from a .env file, and nothing from it is forwarded wholesale to the container.
+ENV_KEYS: Mapping[str, str] = {
+    "project": "PROJECT_PATH",
+    "agent_type": "AGENT_TYPE",
+    "base_url": "ANTHROPIC_BASE_URL",
+    "model": "ANTHROPIC_MODEL",
+    "max_turns": "AGENT_MAX_TURNS",
+    "timezone": "TZ",
+    "timeout": "AGENT_TIMEOUT",
+    "remote_docker": "DOCKER_HOST",
+    "base_image": "AGENT_WORKER_BASE_IMAGE",
+    "claude_version": "CLAUDE_CODE_VERSION",
+    "ca_cert": "AGENT_WORKER_CA_CERT",
+    "debug": "DEBUG",
+    "git_identity": "AGENT_WORKER_GIT_IDENTITY",
+    "workspace": "AGENT_WORKER_WORKSPACE",
+    "allow_host": "AGENT_WORKER_ALLOW_HOSTS",
+    "memory": "AGENT_WORKER_MEMORY",
+    "cpus": "AGENT_WORKER_CPUS",
+    "pids_limit": "AGENT_WORKER_PIDS_LIMIT",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs, resolved and validated."""
+
+    project: Path
+    task: str
+    branch: str
+    branch_given: bool
+    agent_type: str
+    api_key: str | None = field(repr=False)
+    base_url: str | None
+    model: str | None
+    max_turns: int | None
+    timezone: str
+    timeout_s: float
+    docker_host: str | None
+    base_image: str
+    claude_version: str
+    ca_certs: tuple[Path, ...]
+    force_rebuild: bool
+    json_output: bool
+    report_file: Path | None
+    debug: bool
+    git_identity: str
+    workspace: str
+    allow_hosts: tuple[str, ...]
+    firewall: bool
+    memory: str
+    memory_bytes: int
+    cpus: float | None
+    pids_limit: int
+    env_files: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class _Layers:
+    cli: Mapping[str, Any]
+    environ: Mapping[str, str]
+    dotenv: dict[str, tuple[str, Path]]
+
+    def get(self, name: str) -> tuple[str | None, str]:
+        """The raw value of an option and a label naming where it came from."""
+        value = self.cli.get(name)
+        if value is not None and value != ():
+            return _cli_text(value), "--" + name.replace("_", "-")
+        key = ENV_KEYS.get(name)
+        if key is None:
+            return None, ""
+        if self.environ.get(key, "") != "":
+            return self.environ[key], key
+        if key in self.dotenv:
+            text, path = self.dotenv[key]
+            return text, f"{key} in {path}"
+        return None, key
+
+
+def _cli_text(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+T = TypeVar("T")
+
+
+def _parsed(layers: _Layers, name: str, parse: Callable[[str, str], T], default: T) -> T:
+    text, source = layers.get(name)
+    return default if text is None else parse(text, source)
+
+
+def _bad(source: str, text: str, expected: str) -> UsageError:
+    return UsageError(f"{source} must be {expected}, got {text!r}")
+
+
+def parse_duration(text: str, source: str) -> float:
+    """Seconds from '3600', '90s', '30m' or '2h'; positive."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not match:
+        raise _bad(source, text, "a positive number of seconds (or with s, m, h)")
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if seconds <= 0:
+        raise _bad(source, text, "a positive number of seconds")
+    return seconds
+
+
+def _positive_int(text: str, source: str) -> int:
+    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) <= 0:
+        raise _bad(source, text, "a positive whole number")
+    return int(text)
+
+
+def _positive_float(text: str, source: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise _bad(source, text, "a positive number")
+    return value
+
+
+def _bool(text: str, source: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise _bad(source, text, "true or false")
+
+
+def parse_memory(text: str, source: str) -> int:
+    """Bytes from a Docker-style size: 512m, 4g, 1048576."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", text.lower())
+    if not match:
+        raise _bad(source, text, "a size such as 512m or 4g")
+    scale = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2)]
+    size = int(float(match.group(1)) * scale)
+    if size < 6 * 1024**2:
+        raise _bad(source, text, "at least 6m (Docker's minimum)")
+    return size
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(text: str, source: str) -> str:
+        if text not in choices:
+            raise _bad(source, text, " or ".join(choices))
+        return text
+
+    return parse
+
+
+def validate_url(text: str, source: str, schemes: tuple[str, ...]) -> str:
+    """A URL with one of the schemes and a host (unix:// needs a path instead)."""
+    try:
+        parts = urlsplit(text.strip())
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError:
+        raise _bad(source, text, f"a {'/'.join(schemes)} URL") from None
+    if parts.scheme not in schemes:
+        raise _bad(source, text, "a URL starting with " + " or ".join(s + "://" for s in schemes))
+    if parts.scheme in ("unix", "npipe"):
+        if not parts.path:
+            raise _bad(source, text, f"{parts.scheme}:// followed by a socket path")
+    elif not parts.hostname:
+        raise _bad(source, text, f"a {parts.scheme}:// URL with a host")
+    return text.strip()
+
+
+_HOST_RE = re.compile(
+    r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(\d{1,5}))?"
+)
+
+
+def parse_allow_hosts(text: str, source: str) -> tuple[str, ...]:
+    """HOST[:PORT] entries, comma-separated; duplicates are dropped later, with a warning."""
+    hosts = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = _HOST_RE.fullmatch(item)
+        if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
+            raise _bad(source, item, "a HOST or HOST:PORT")
+        hosts.append(item)
+    return tuple(hosts)
+
+
+def _pem_certificates(text: str, source: str) -> tuple[Path, ...]:
+    paths = []
+    for item in (p for p in text.replace(",", os.pathsep).split(os.pathsep) if p.strip()):
+        path = Path(item.strip()).expanduser().resolve()
+        try:
+            data = path.read_text(encoding="ascii", errors="strict")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"{source}: cannot read CA certificate {path}: {_reason(exc)}"
+            ) from None
+        blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
+        try:
+            for block in blocks:
+                ssl.PEM_cert_to_DER_cert(block)
+        except ValueError:
+            blocks = []
+        if not blocks:
+            raise UsageError(
+                f"{source}: {path} is not a PEM certificate (expected BEGIN CERTIFICATE)"
+            )
+        paths.append(path)
+    return tuple(dict.fromkeys(paths))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return str(exc)
+
+
+def _timezone(text: str, source: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _bad(source, text, "a time zone name such as Europe/Paris or UTC") from None
+    return text
+
+
+def host_timezone() -> str:
+    """The host's zone name (/etc/timezone or the /etc/localtime link), else UTC."""
+    try:
+        name = Path("/etc/timezone").read_text(encoding="utf-8").strip()
+        if name:
+            return name
+    except OSError:
+        pass
+    target = os.path.realpath("/etc/localtime")
+    if "/zoneinfo/" in target:
+        return target.split("/zoneinfo/", 1)[1]
+    return "UTC"
+
+
+def read_task(task: str | None, task_file: str | None, stdin_text: Callable[[], str]) -> str:
+    """The task text from --task or --task-file (- for stdin); non-empty, UTF-8, bounded."""
+    if (task is None) == (task_file is None):
+        raise UsageError("give the task with exactly one of --task TEXT or --task-file PATH")
+    if task_file is not None:
+        try:
+            if task_file == "-":
+                task = stdin_text()
+            else:
+                task = Path(task_file).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--task-file: cannot read {task_file}: {_reason(exc)}") from None
+    assert task is not None
+    size = len(task.encode("utf-8", "surrogateescape"))
+    if not task.strip():
+        raise UsageError("the task is empty: say what the agent should do")
+    if size > MAX_TASK_BYTES:
+        raise UsageError(
+            f"the task is {size:,} bytes, over the {MAX_TASK_BYTES:,}-byte limit: "
+            "put the material in a file in the repository and refer to it in the task"
+        )
+    return task
+
+
+def _dotenv_layer(paths: list[Path], wanted: set[str]) -> dict[str, tuple[str, Path]]:
+    from dotenv import dotenv_values
+
+    layer: dict[str, tuple[str, Path]] = {}
+    for path in paths:
+        for key, value in dotenv_values(path).items():
+            if key in wanted and value is not None and key not in layer:
+                layer[key] = (value, path)
+    return layer
+
+
+def _env_files(env_file: str | None, cwd: Path, tool_dir: Path | None) -> list[Path]:
+    if env_file is not None:
+        path = Path(env_file).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--env-file: {path} is not a readable file")
+        return [path.resolve()]
+    found = [cwd / ".env"]
+    if tool_dir is not None and tool_dir.resolve() != cwd.resolve():
+        found.append(tool_dir / ".env")
+    return [p.resolve() for p in found if p.is_file()]
+
+
+def load(
+    cli: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str],
+    cwd: Path,
+    tool_dir: Path | None = None,
+    known_agents: Mapping[str, str] | None = None,
+    stdin_text: Callable[[], str] = lambda: "",
+    now: datetime | None = None,
+) -> Config:
+    """Resolve every option from its layers and validate it; raises UsageError on bad values.
+
+    known_agents maps each agent type to the variable holding its API key.
+    """
+    agents = known_agents if known_agents is not None else {"claude": "ANTHROPIC_API_KEY"}
+    env_files = _env_files(cli.get("env_file"), cwd, tool_dir)
+    wanted = set(ENV_KEYS.values()) | set(agents.values())
+    layers = _Layers(cli, environ, _dotenv_layer(env_files, wanted))
+    agent_type = _parsed(layers, "agent_type", lambda t, s: t.strip(), "claude")
+    if agent_type not in agents:
+        raise UsageError(f"unknown agent type {agent_type!r}; known: {', '.join(sorted(agents))}")
+
+    project_text, project_source = layers.get("project")
+    project = (cwd / (project_text or ".")).expanduser().resolve()
+    if not project.is_dir():
+        what = "does not exist" if not project.exists() else "is not a directory"
+        raise UsageError(f"{project_source or '--project'}: {project} {what}")
+
+    warnings = []
+    key_var = agents[agent_type]
+    api_key = cli.get("api_key") or environ.get(key_var) or _dotenv_value(layers, key_var)
+    if cli.get("api_key"):
+        warnings.append(
+            "--api-key is visible to other users in the process list; "
+            f"set {key_var} in the environment or a .env file instead"
+        )
+
+    task = read_task(cli.get("task"), cli.get("task_file"), stdin_text)
+    branch = cli.get("branch") or (now or datetime.now()).strftime("agent-task-%Y%m%d-%H%M%S")
+    memory = _parsed(layers, "memory", lambda t, s: t.strip().lower(), DEFAULT_MEMORY)
+    base_url = _parsed(layers, "base_url", lambda t, s: validate_url(t, s, ("http", "https")), None)
+    docker_host = _parsed(
+        layers,
+        "remote_docker",
+        lambda t, s: validate_url(t, s, ("tcp", "unix", "ssh", "http", "https", "npipe")),
+        None,
+    )
+    report_file = cli.get("report_file")
+    return Config(
+        project=project,
+        task=task,
+        branch=branch,
+        branch_given=bool(cli.get("branch")),
+        agent_type=agent_type,
+        api_key=api_key or None,
+        base_url=base_url.rstrip("/") if base_url else None,
+        model=_parsed(layers, "model", lambda t, s: t.strip() or None, None),
+        max_turns=_parsed(layers, "max_turns", _positive_int, None),
+        timezone=_parsed(layers, "timezone", _timezone, None) or host_timezone(),
+        timeout_s=_parsed(layers, "timeout", parse_duration, DEFAULT_TIMEOUT_S),
+        docker_host=docker_host,
+        base_image=_parsed(layers, "base_image", lambda t, s: t.strip(), DEFAULT_BASE_IMAGE),
+        claude_version=_parsed(
+            layers, "claude_version", lambda t, s: t.strip(), DEFAULT_CLAUDE_CODE_VERSION
+        ),
+        ca_certs=_parsed(layers, "ca_cert", _pem_certificates, ()),
+        force_rebuild=bool(cli.get("force_rebuild")),
+        json_output=bool(cli.get("json_output")),
+        report_file=Path(report_file).expanduser().resolve() if report_file else None,
+        debug=_parsed(layers, "debug", _bool, False),
+        git_identity=_parsed(layers, "git_identity", _choice("agent", "user"), "agent"),
+        workspace=_parsed(layers, "workspace", _choice("auto", "mount", "copy"), "auto"),
+        allow_hosts=_parsed(layers, "allow_host", parse_allow_hosts, ()),
+        firewall=not cli.get("no_firewall"),
+        memory=memory,
+        memory_bytes=parse_memory(memory, layers.get("memory")[1]),
+        cpus=_parsed(layers, "cpus", _positive_float, None),
+        pids_limit=_parsed(layers, "pids_limit", _positive_int, DEFAULT_PIDS_LIMIT),
+        env_files=tuple(env_files),
+        warnings=tuple(warnings),
+    )
+
+
+def _dotenv_value(layers: _Layers, key: str) -> str | None:
+    found = layers.dotenv.get(key)
+    return found[0] if found else None

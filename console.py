@@ -1,0 +1,307 @@
+"""What the user sees while a run goes on: the injectable terminal, live progress, the log, and
+the redaction that keeps secrets out of all of them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from agents.base_agent import ProgressEvent
+
+log = logging.getLogger("agent_worker")
+MIN_SECRET_LEN = 8
+MAX_LINE = 1024 * 1024  # a longer line of output is passed on in pieces
+
+
+@dataclass
+class Env:
+    """The process's streams, injectable so tests can capture everything."""
+
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    stdin: IO[str] = field(default_factory=lambda: sys.stdin)
+
+    @property
+    def stdout_tty(self) -> bool:
+        return _isatty(self.stdout)
+
+    @property
+    def stderr_tty(self) -> bool:
+        return _isatty(self.stderr)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def mask(secret: str) -> str:
+    """A secret shortened to its last 4 characters: sk-ant-…abcd."""
+    prefix = "sk-ant-" if secret.startswith("sk-ant-") else ""
+    return f"{prefix}\u2026{secret[-4:]}"
+
+
+class Redactor:
+    """Replaces every secret value in text or bytes with its masked form."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(*secrets)
+
+    def add(self, *secrets: str) -> None:
+        for secret in secrets:
+            if len(secret) >= MIN_SECRET_LEN and secret not in self._secrets:
+                self._secrets.append(secret)
+        self._secrets.sort(key=len, reverse=True)
+
+    @property
+    def longest(self) -> int:
+        return len(self._secrets[0]) if self._secrets else 0
+
+    def text(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, mask(secret))
+        return text
+
+    def data(self, data: bytes) -> bytes:
+        for secret in self._secrets:
+            raw = secret.encode()
+            if raw in data:
+                data = data.replace(raw, mask(secret).encode())
+        return data
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor.text(record.getMessage())
+        record.args = None
+        return True
+
+
+class RunLog:
+    """The orchestrator's log: kept in memory until the run directory exists, then a file."""
+
+    def __init__(self, redactor: Redactor, *, debug: bool, stderr: IO[str]) -> None:
+        self._memory: list[logging.LogRecord] = []
+        self._filter = _RedactingFilter(redactor)
+        self._handlers: list[logging.Handler] = []
+        self.path: Path | None = None
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        self._keep = _ListHandler(self._memory)
+        self._attach(self._keep)
+        if debug:
+            console = logging.StreamHandler(stderr)
+            console.setFormatter(logging.Formatter("agent-worker: debug: %(message)s"))
+            self._attach(console)
+
+    def _attach(self, handler: logging.Handler) -> None:
+        handler.addFilter(self._filter)
+        log.addHandler(handler)
+        self._handlers.append(handler)
+
+    def to_file(self, path: Path) -> None:
+        """Write what was logged so far to path, and everything after it too."""
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        for record in self._memory:
+            handler.handle(record)
+        log.removeHandler(self._keep)
+        self._handlers.remove(self._keep)
+        self._memory.clear()
+        self._attach(handler)
+        self.path = path
+
+    def close(self) -> None:
+        for handler in self._handlers:
+            log.removeHandler(handler)
+            handler.close()
+        self._handlers.clear()
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Progress:
+    """Live progress on stderr: a rich status line on a terminal, timestamped lines otherwise."""
+
+    def __init__(self, env: Env, redactor: Redactor) -> None:
+        self._env = env
+        self._redact = redactor.text
+        self._start = time.monotonic()
+        self._live: Any = None
+        self._console: Any = None
+        self._status = ""
+        self._tools = 0
+        if env.stderr_tty:
+            from rich.console import Console
+
+            self._console = Console(file=env.stderr, highlight=False)
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self._start:6.1f}s"
+
+    def phase(self, text: str) -> None:
+        """A step of the run starts (building the image, starting the container...)."""
+        self._status = self._redact(text)
+        log.info(text)
+        if self._console is None:
+            self._env.stderr.write(f"[{self._elapsed()}] {self._status}\n")
+            self._env.stderr.flush()
+            return
+        if self._live is None:
+            from rich.status import Status
+
+            self._live = Status(self._status, console=self._console)
+            self._live.start()
+        self._live.update(f"{self._status}  [dim]{self._elapsed()}[/dim]")
+
+    def line(self, text: str, *, style: str = "") -> None:
+        """A line printed above the status (a tool call, a build step, a note)."""
+        text = self._redact(text)
+        if self._console is None:
+            self._env.stderr.write(f"[{self._elapsed()}]   {text}\n")
+            self._env.stderr.flush()
+        else:
+            from rich.text import Text
+
+            self._console.print(Text(f"  {text}", style=style))
+            if self._live is not None:
+                self._live.update(f"{self._status}  [dim]{self._elapsed()}[/dim]")
+
+    def event(self, event: ProgressEvent) -> None:
+        """A live event from the agent's output."""
+        if event.kind == "tool":
+            self._tools += 1
+            self.line(event.text, style="cyan")
+        elif event.kind == "text":
+            self.line(event.text, style="dim")
+        else:
+            self.line(event.text)
+
+    def warn(self, text: str) -> None:
+        text = self._redact(text)
+        log.warning(text)
+        if self._console is None:
+            self._env.stderr.write(f"agent-worker: warning: {text}\n")
+            self._env.stderr.flush()
+        else:
+            from rich.text import Text
+
+            self._console.print(Text(f"warning: {text}", style="yellow"))
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+class LineSplitter:
+    """Bytes in, whole lines (with their newline) out, each with secrets redacted.
+
+    Splitting happens on bytes, before any decoding, so a character split across chunks is whole
+    again by the time a line is decoded. A line longer than max_line is passed on in pieces;
+    the last bytes of the buffer stay behind so a secret is never cut in two.
+    """
+
+    def __init__(
+        self,
+        on_line: Callable[[bytes], None],
+        *,
+        redact: Callable[[bytes], bytes],
+        keep: int = 0,
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self._buf = bytearray()
+        self._on_line = on_line
+        self._redact = redact
+        self._keep = max(keep - 1, 0)
+        self._max = max_line
+
+    def feed(self, data: bytes) -> None:
+        scan_from = len(self._buf)
+        self._buf += data
+        start = 0
+        while (end := self._buf.find(b"\n", max(start, scan_from))) >= 0:
+            self._on_line(self._redact(bytes(self._buf[start : end + 1])))
+            start = end + 1
+        if start:
+            del self._buf[:start]
+        if len(self._buf) > self._max:
+            self._buf = bytearray(self._redact(bytes(self._buf)))
+            cut = len(self._buf) - self._keep
+            self._on_line(bytes(self._buf[:cut]))
+            del self._buf[:cut]
+
+    def close(self) -> None:
+        if self._buf:
+            self._on_line(self._redact(bytes(self._buf)))
+            self._buf.clear()
+
+
+class AgentOutput:
+    """The container's output: stdout to agent.jsonl and live progress events; stderr to
+    container.log, with agent-worker's own warnings and the agent's last lines kept."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        parse_line: Callable[[str], ProgressEvent | None],
+        progress: Progress,
+        redactor: Redactor,
+    ) -> None:
+        self._jsonl = (run_dir / "agent.jsonl").open("wb")
+        self._stderr = (run_dir / "container.log").open("wb")
+        self._parse_line = parse_line
+        self._progress = progress
+        self.stdout = LineSplitter(self._out_line, redact=redactor.data, keep=redactor.longest)
+        self.stderr = LineSplitter(self._err_line, redact=redactor.data, keep=redactor.longest)
+        self.tail: deque[str] = deque(maxlen=12)
+        self.warnings: list[str] = []
+
+    def _out_line(self, raw: bytes) -> None:
+        self._jsonl.write(raw)
+        event = self._parse_line(raw.decode("utf-8", "replace"))
+        if event is not None:
+            self._progress.event(event)
+
+    def _err_line(self, raw: bytes) -> None:
+        self._stderr.write(raw)
+        text = raw.decode("utf-8", "replace").rstrip("\n")
+        if text.startswith(_OWN_WARNING):
+            self.warnings.append(text.removeprefix(_OWN_WARNING))
+            self._progress.warn(self.warnings[-1])
+        elif text.startswith(_OWN):
+            self._progress.line(text.removeprefix(_OWN), style="dim")
+        elif text.strip():
+            self.tail.append(text)
+            log.debug("agent stderr: %s", text)
+
+    def close(self) -> None:
+        self.stdout.close()
+        self.stderr.close()
+        self._jsonl.close()
+        self._stderr.close()
+
+
+_OWN = "agent-worker: "
+_OWN_WARNING = "agent-worker: warning: "

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Runs inside the agent container, started by agent-worker (docker-init is PID 1).
+#
+# As root:  set the egress firewall, take the secrets out of /agent-worker/secrets, then drop for
+#           good to the agent user with no capabilities and no-new-privileges (setpriv).
+# As agent: clone the task branch into /workspace, run the agent (argv after "--", the task on
+#           its stdin), commit what it left uncommitted, bundle base..HEAD into /agent-worker/out.
+#
+# Inputs: AW_BRANCH, AW_BASE, AW_FIREWALL (1/0), AW_ALLOW_HOSTS; /agent-worker/task.md;
+# /agent-worker/source.bundle (copy mode) or the repository's git directory mounted at /source.
+# Outputs in /agent-worker/out: result.bundle (when HEAD moved), head, exit-code, finalize-error.
+# Exit status: the agent's.
+set -euo pipefail
+
+IN=/agent-worker
+OUT=/agent-worker/out
+
+say() { printf 'agent-worker: %s\n' "$*" >&2; }
+
+root_stage() {
+  if [[ "${AW_FIREWALL:-1}" == 1 ]]; then
+    /usr/local/bin/init-firewall.sh
+  else
+    say "warning: firewall disabled (--no-firewall): the agent can reach any address"
+  fi
+  local file name
+  if [[ -d "$IN/secrets" ]]; then
+    for file in "$IN"/secrets/*; do
+      [[ -f "$file" ]] || continue
+      name=${file##*/}
+      [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { say "ignoring secret with a bad name"; continue; }
+      export "$name=$(<"$file")"
+    done
+    rm -rf "$IN/secrets"
+  fi
+  exec setpriv --reuid=agent --regid=agent --init-groups \
+    --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
+    env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@"
+}
+
+clone_workspace() {
+  local source=/source shared=--shared
+  if [[ -f "$IN/source.bundle" ]]; then source=$IN/source.bundle; shared=; fi
+  git -c safe.directory='*' clone --quiet ${shared:+"$shared"} --single-branch \
+    --branch "$AW_BRANCH" -- "$source" /workspace
+  cd /workspace
+  [[ -n "${GIT_AUTHOR_NAME:-}" ]] && git config user.name "$GIT_AUTHOR_NAME"
+  [[ -n "${GIT_AUTHOR_EMAIL:-}" ]] && git config user.email "$GIT_AUTHOR_EMAIL"
+  local head
+  head=$(git rev-parse HEAD)
+  [[ "$head" == "$AW_BASE" ]] || { say "error: clone is at $head, expected $AW_BASE"; exit 3; }
+}
+
+agent_pid=
+stopping=0
+on_signal() {
+  stopping=1
+  [[ -n "$agent_pid" ]] && kill -TERM -- "-$agent_pid" "$agent_pid" 2>/dev/null
+  return 0
+}
+
+# Ends every other process of the agent user: stray background jobs, fork bombs.
+kill_leftovers() {
+  local round
+  for round in 1 2 3 4 5 6 7 8 9 10; do
+    kill -KILL -1 2>/dev/null || return 0
+    sleep 0.1
+  done
+}
+
+commit_and_bundle() {
+  cd /workspace
+  git add -A
+  if ! git diff --cached --quiet; then
+    local title msg=/tmp/agent-worker-commit-msg
+    title=$(head -n 1 "$IN/task.md" | cut -c 1-60)
+    printf 'agent-worker: work the agent left uncommitted\n\nTask: %s\n' "$title" >"$msg"
+    git -c commit.gpgsign=false commit --quiet --no-verify --file "$msg"
+  fi
+  local head
+  head=$(git rev-parse HEAD)
+  printf '%s\n' "$head" >"$OUT/head"
+  if [[ "$head" != "$AW_BASE" ]] && git merge-base --is-ancestor "$AW_BASE" "$head"; then
+    git bundle create --quiet "$OUT/result.bundle" "$AW_BASE..HEAD"
+  fi
+}
+
+agent_stage() {
+  trap on_signal TERM INT HUP
+  clone_workspace
+  # setsid: the agent leads its own process group, so a stop reaches its children too.
+  setsid "$@" <"$IN/task.md" &
+  agent_pid=$!
+  local status=0
+  wait "$agent_pid" || status=$?
+  while kill -0 "$agent_pid" 2>/dev/null; do
+    if ((stopping)); then
+      sleep 3
+      kill -KILL -- "-$agent_pid" "$agent_pid" 2>/dev/null || true
+    fi
+    status=0
+    wait "$agent_pid" || status=$?
+  done
+  trap '' TERM INT HUP
+  kill_leftovers
+  printf '%s\n' "$status" >"$OUT/exit-code"
+  if ! (commit_and_bundle) 2>"$OUT/finalize-error"; then
+    say "error: could not save the agent's work: $(tail -n 3 "$OUT/finalize-error")"
+  fi
+  exit "$status"
+}
+
+if [[ "${1:-}" == "--as-agent" ]]; then
+  shift
+  [[ "${1:-}" == "--" ]] && shift
+  agent_stage "$@"
+fi
+[[ "$(id -u)" == 0 ]] || { say "error: must start as root (the firewall needs it)"; exit 3; }
+root_stage "$@"

@@ -1,0 +1,53 @@
+"""One root error, its kinds, and the exit code each maps to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+EXIT_SUCCESS = 0
+EXIT_AGENT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PRECONDITION = 3
+EXIT_INTERNAL = 4
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
+
+
+class AgentWorkerError(Exception):
+    """Root of every error agent-worker expects; the message tells the user what to do next."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, *, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = list(details)  # a few lines shown under the message (a build's last output)
+
+
+class UsageError(AgentWorkerError):
+    """A bad option, value or configuration: nothing was started."""
+
+    exit_code = EXIT_USAGE
+
+
+class PreconditionError(AgentWorkerError):
+    """The world is not ready: not a repository, dirty tree, branch exists, Docker unreachable."""
+
+    exit_code = EXIT_PRECONDITION
+
+
+class DockerError(PreconditionError):
+    """The Docker engine is unreachable or refused an operation."""
+
+
+class ImageBuildError(PreconditionError):
+    """The agent image could not be built."""
+
+
+class GitError(PreconditionError):
+    """A git operation on the user's repository failed."""
+
+
+class Interrupted(AgentWorkerError):  # noqa: N818 (InterruptedError is a builtin)
+    """SIGINT or SIGTERM arrived."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -1,0 +1,215 @@
+"""RunReport (plain data) and its renderers: rich panel, plain text, versioned JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+SCHEMA_VERSION = 1
+STATUS_STYLE = {
+    "success": "green",
+    "failed": "red",
+    "timeout": "yellow",
+    "interrupted": "yellow",
+    "error": "red",
+}
+_CODE = {
+    "added": "A",
+    "modified": "M",
+    "deleted": "D",
+    "renamed": "R",
+    "copied": "C",
+    "type-changed": "T",
+}
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    status: str  # added, modified, deleted, renamed, copied, type-changed
+    added: int | None  # None for a binary file
+    removed: int | None
+    old_path: str | None = None
+    binary: bool = False
+
+
+@dataclass
+class Tokens:
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_creation: int | None = None
+
+    @property
+    def total(self) -> int | None:
+        """Input plus output; the cache figures are shown on their own."""
+        if self.input is None and self.output is None:
+            return None
+        return (self.input or 0) + (self.output or 0)
+
+
+@dataclass
+class AgentInfo:
+    type: str
+    version: str | None = None
+    model: str | None = None
+    session_id: str | None = None
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    status: str  # success, failed, timeout, interrupted, error
+    exit_code: int
+    branch: str | None
+    base_commit: str | None
+    head_commit: str | None
+    duration_s: float
+    agent: AgentInfo
+    tokens: Tokens = field(default_factory=Tokens)
+    cost_usd: float | None = None
+    turns: int | None = None
+    files: list[FileChange] = field(default_factory=list)
+    run_dir: str | None = None
+    error: str | None = None
+    firewall: bool = True
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lines_added(self) -> int:
+        return sum(f.added or 0 for f in self.files)
+
+    @property
+    def lines_removed(self) -> int:
+        return sum(f.removed or 0 for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        tokens = asdict(self.tokens) | {"total": self.tokens.total}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "branch": self.branch,
+            "base_commit": self.base_commit,
+            "head_commit": self.head_commit,
+            "duration_s": round(self.duration_s, 3),
+            "agent": asdict(self.agent),
+            "tokens": tokens,
+            "cost_usd": self.cost_usd,
+            "turns": self.turns,
+            "changes": {
+                "lines_added": self.lines_added,
+                "lines_removed": self.lines_removed,
+                "files_changed": len(self.files),
+                "files": [asdict(f) for f in self.files],
+            },
+            "run_dir": self.run_dir,
+            "error": self.error,
+            "firewall": self.firewall,
+            "warnings": self.warnings,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    if hours:
+        return f"{hours}h {minutes}m {secs:.1f}s"
+    return f"{minutes}m {secs:.1f}s" if minutes else f"{secs:.1f}s"
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def _file_line(change: FileChange, width: int) -> str:
+    name = change.path if change.old_path is None else f"{change.old_path} -> {change.path}"
+    if change.binary:
+        counts = "binary"
+    else:
+        counts = " ".join(
+            part
+            for part in (
+                f"+{change.added}" if change.added else "",
+                f"\u2212{change.removed}" if change.removed else "",
+            )
+            if part
+        )
+    return f"  {_CODE.get(change.status, '?')} {name:<{width}}  {counts}".rstrip()
+
+
+def report_rows(report: RunReport) -> list[tuple[str, str]]:
+    """(label, text) rows shared by the plain and the rich renderer; '' labels continue a row."""
+    status = f"{report.status} (exit {report.exit_code})"
+    turns = "?" if report.turns is None else str(report.turns)
+    rows = [
+        ("Branch", f"{report.branch or '-':<30} Status   {status}"),
+        ("Duration", f"{format_duration(report.duration_s):<30} Turns    {turns}"),
+    ]
+    t = report.tokens
+    rows.append(
+        (
+            "Tokens",
+            f"{_n(t.total)} total \u00b7 {_n(t.input)} in \u00b7 {_n(t.output)} out"
+            f" \u00b7 {_n(t.cache_read)} cache read \u00b7 {_n(t.cache_creation)}"
+            " cache write",
+        )
+    )
+    rows.append(("Cost", "?" if report.cost_usd is None else f"${report.cost_usd:.4f}"))
+    if report.files:
+        rows.append(
+            (
+                "Changes",
+                f"+{report.lines_added} \u2212{report.lines_removed} in "
+                f"{len(report.files)} file{'s' if len(report.files) != 1 else ''}",
+            )
+        )
+        width = min(
+            48, max(len(f.path) + (len(f.old_path) + 4 if f.old_path else 0) for f in report.files)
+        )
+        rows.extend(("", _file_line(f, width)) for f in report.files)
+    elif report.head_commit is not None:
+        rows.append(("Changes", "no changes"))
+    if not report.firewall:
+        rows.append(("Firewall", "off (--no-firewall): the agent could reach any address"))
+    rows.extend(("Warning", w) for w in report.warnings)
+    if report.error:
+        rows.append(("Error", report.error))
+    if report.run_dir:
+        rows.append(("Run data", report.run_dir))
+    return rows
+
+
+def render_text(report: RunReport) -> str:
+    lines = ["AGENT EXECUTION REPORT"]
+    for label, text in report_rows(report):
+        lines.append(f"{label:<10} {text}" if label else text)
+    return "\n".join(lines) + "\n"
+
+
+def render_rich(report: RunReport, stream: IO[str]) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold")
+    table.add_column()
+    for label, text in report_rows(report):
+        table.add_row(label, text, style="red" if label == "Error" else "")
+    Console(file=stream, force_terminal=True).print(
+        Panel(
+            table,
+            title="AGENT EXECUTION REPORT",
+            title_align="left",
+            border_style=STATUS_STYLE.get(report.status, "white"),
+        )
+    )
+
+
+def render_json(report: RunReport) -> str:
+    return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
