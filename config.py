@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
-import ssl
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -123,7 +123,7 @@ def _bad(source: str, text: str, expected: str) -> UsageError:
 
 def parse_duration(text: str, source: str) -> float:
     """Seconds from '3600', '90s', '30m' or '2h'; positive."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
     if not match:
         raise _bad(source, text, "a positive number of seconds (or with s, m, h)")
     seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
@@ -223,18 +223,24 @@ def _pem_certificates(text: str, source: str) -> tuple[Path, ...]:
             raise UsageError(
                 f"{source}: cannot read CA certificate {path}: {_reason(exc)}"
             ) from None
-        blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
-        try:
-            for block in blocks:
-                ssl.PEM_cert_to_DER_cert(block)
-        except ValueError:
-            blocks = []
-        if not blocks:
+        blocks = re.findall(
+            r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", data, re.S
+        )
+        if not blocks or not all(_is_der_certificate(block) for block in blocks):
             raise UsageError(
                 f"{source}: {path} is not a PEM certificate (expected BEGIN CERTIFICATE)"
             )
         paths.append(path)
     return tuple(dict.fromkeys(paths))
+
+
+def _is_der_certificate(body: str) -> bool:
+    """The base64 body of a PEM block decodes to an ASN.1 SEQUENCE (every X.509 certificate)."""
+    try:
+        der = base64.b64decode("".join(body.split()), validate=True)
+    except ValueError:
+        return False
+    return len(der) > 64 and der[0] == 0x30
 
 
 def _reason(exc: BaseException) -> str:

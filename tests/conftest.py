@@ -1,0 +1,226 @@
+"""Shared fixtures: real git repositories, a real Docker engine, the agent image, the fake API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = "sk-ant-test-Q7xv93LkPz0aBcD1eF2gH3"
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    """Run git in repo and return its stdout."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+def make_repo(path: Path, files: dict[str, str | bytes] | None = None) -> Path:
+    """A repository with one commit of the given files on branch main."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Test User")
+    git(path, "config", "user.email", "test@example.com")
+    for name, content in (files or {"README.md": "# project\n"}).items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(
+        tmp_path / "project",
+        {
+            "README.md": "# project\n",
+            "src/app.py": "def greet():\n    return 'hello'\n",
+        },
+    )
+
+
+def snapshot(repo: Path) -> dict[str, Any]:
+    """Everything of the user's checkout a run must not change."""
+    files = {}
+    for path in sorted(repo.rglob("*")):
+        if ".git" in path.relative_to(repo).parts or not path.is_file():
+            continue
+        files[str(path.relative_to(repo))] = path.read_bytes()
+    git_dir = repo / ".git"
+    return {
+        "head": (git_dir / "HEAD").read_text(),
+        "head_commit": git(repo, "rev-parse", "HEAD"),
+        "index": (git_dir / "index").read_bytes(),
+        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
+        "files": files,
+        "config": (git_dir / "config").read_bytes(),
+        "hooks": sorted(p.name for p in (git_dir / "hooks").iterdir()),
+    }
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None
+
+
+def run_cli(
+    args: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    stdin: str | None = None,
+) -> CliResult:
+    """Run ./agent_worker.py from the checkout as a user would, with no .env of the checkout."""
+    report_file = cwd.parent / f"report-{os.getpid()}-{len(args)}.json"
+    report_file.unlink(missing_ok=True)
+    empty_env = cwd.parent / "empty.env"
+    empty_env.touch()
+    argv = [sys.executable, str(ROOT / "agent_worker.py"), "--env-file", str(empty_env), *args]
+    if not any(a == "--report-file" for a in args):
+        argv += ["--report-file", str(report_file)]
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+    report = json.loads(report_file.read_text()) if report_file.is_file() else None
+    return CliResult(done.returncode, done.stdout, done.stderr, report)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any agent-worker settings, plus extra."""
+    keys = (
+        "PROJECT_PATH",
+        "AGENT_TYPE",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "AGENT_MAX_TURNS",
+        "AGENT_TIMEOUT",
+        "DEBUG",
+        "AGENT_WORKER_GIT_IDENTITY",
+        "AGENT_WORKER_WORKSPACE",
+        "AGENT_WORKER_ALLOW_HOSTS",
+        "AGENT_WORKER_MEMORY",
+        "AGENT_WORKER_CPUS",
+        "AGENT_WORKER_PIDS_LIMIT",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in keys}
+    env.update(extra)
+    return env
+
+
+def require(what: str) -> None:
+    """Docker-backed tests fail loudly under CI and skip on a developer machine without it."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} (CI=true: Docker tests never skip)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker_manager
+    from errors import DockerError
+
+    try:
+        return docker_manager.connect(None)
+    except DockerError as exc:
+        require(f"no Docker engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: Any) -> str:
+    name = os.environ.get("AGENT_WORKER_BASE_IMAGE", "debian:bookworm-slim")
+    import docker_manager
+
+    if not docker_manager.image_exists(docker_client, name):
+        require(f"base image {name} is missing: run scripts/test, which builds one")
+    return name
+
+
+@pytest.fixture(scope="session")
+def ca_certs() -> tuple[Path, ...]:
+    value = os.environ.get("AGENT_WORKER_CA_CERT", "")
+    return tuple(Path(p) for p in value.split(os.pathsep) if p)
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
+    """The real agent image with the pinned Claude Code, built once per machine."""
+    import docker_manager
+    from config import DEFAULT_CLAUDE_CODE_VERSION
+
+    result = docker_manager.ensure_image(
+        docker_client,
+        build_args={"CLAUDE_CODE_VERSION": DEFAULT_CLAUDE_CODE_VERSION, "BASE_IMAGE": base_image},
+        ca_certs=ca_certs,
+        force=False,
+        log_dir=ROOT / ".pytest_cache" / "builds",
+        on_line=lambda line: None,
+    )
+    return result.tag
+
+
+@pytest.fixture(scope="session")
+def gateway(docker_client: Any) -> str:
+    import docker_manager
+
+    return docker_manager.bridge_gateway(docker_client)
+
+
+@pytest.fixture
+def fake_api(gateway: str) -> Iterator[Any]:
+    from fake_anthropic import FakeAnthropic
+
+    with FakeAnthropic(host=gateway) as fake:
+        yield fake
+
+
+@pytest.fixture
+def run_env(
+    fake_api: Any, gateway: str, base_image: str, agent_image: str, ca_certs: tuple[Path, ...]
+) -> Callable[..., dict[str, str]]:
+    """The environment of a run against the fake API with the suite's image settings."""
+
+    def make(**extra: str) -> dict[str, str]:
+        return clean_env(
+            ANTHROPIC_API_KEY=TEST_KEY,
+            ANTHROPIC_BASE_URL=fake_api.url(gateway),
+            AGENT_WORKER_BASE_IMAGE=base_image,
+            AGENT_WORKER_CA_CERT=os.pathsep.join(str(p) for p in ca_certs),
+            **extra,
+        )
+
+    return make
+
+
+def containers_of(docker_client: Any, run_id: str) -> list[Any]:
+    return list(
+        docker_client.containers.list(all=True, filters={"label": f"agent-worker.run-id={run_id}"})
+    )

@@ -1,0 +1,243 @@
+"""The command line as a user meets it: help, version, and every bad input with its one-line
+message and exit code, leaving nothing behind. None of these reach Docker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, clean_env, git, make_repo, run_cli, snapshot
+
+
+def test_help_and_version_do_not_import_docker_git_or_rich() -> None:
+    code = (
+        "import sys\n"
+        "import agent_worker\n"
+        "for argv in (['--help'], ['--version'], ['-h']):\n"
+        "    try:\n"
+        "        agent_worker.cli(argv, prog_name='agent-worker')\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, exit.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('docker', 'git', 'rich'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert "HEAVY []" in done.stdout
+    assert "--task TEXT" in done.stdout
+    assert "Exit codes:" in done.stdout
+    assert "agent-worker, version" in done.stdout
+
+
+def test_installed_command_runs(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "agent-worker"
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("agent-worker, version ")
+
+
+def test_every_option_is_in_the_help() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "agent_worker.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for option in (
+        "--project",
+        "--branch",
+        "--task",
+        "--task-file",
+        "--agent-type",
+        "--api-key",
+        "--base-url",
+        "--model",
+        "--max-turns",
+        "--timezone",
+        "--timeout",
+        "--remote-docker",
+        "--base-image",
+        "--claude-version",
+        "--ca-cert",
+        "--force-rebuild",
+        "--json",
+        "--report-file",
+        "--debug",
+        "--env-file",
+        "--version",
+        "--git-identity",
+        "--workspace",
+        "--allow-host",
+        "--no-firewall",
+        "--memory",
+        "--cpus",
+        "--pids-limit",
+    ):
+        assert option in done.stdout, option
+    for variable in (
+        "PROJECT_PATH",
+        "AGENT_TYPE",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "AGENT_MAX_TURNS",
+        "AGENT_TIMEOUT",
+        "DOCKER_HOST",
+        "AGENT_WORKER_BASE_IMAGE",
+        "CLAUDE_CODE_VERSION",
+        "AGENT_WORKER_CA_CERT",
+    ):
+        assert variable in done.stdout, variable
+
+
+def nothing_left(repo: Path, before: dict[str, object], branches: str) -> None:
+    assert snapshot(repo) == before
+    assert git(repo, "branch", "--list") == branches
+    assert not (repo / ".git" / "agent-worker").exists()
+
+
+KEY = {"ANTHROPIC_API_KEY": "sk-ant-test-0000000000"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--timeout", "0"], 2, "--timeout must be a positive number of seconds, got '0'"),
+        (["--timeout", "-1"], 2, "--timeout must be a positive number of seconds, got '-1'"),
+        (["--timeout", "soon"], 2, "--timeout must be a positive number of seconds"),
+        (["--agent-type", "robot"], 2, "unknown agent type 'robot'; known: claude"),
+        (["--remote-docker", "tcp//nohost"], 2, "--remote-docker must be a URL starting with"),
+        (["--branch", "a..b"], 2, "--branch: 'a..b' is not a valid git branch name"),
+        (["--branch", "-x"], 2, "--branch: '-x' is not a valid git branch name"),
+        (["--branch", "with space"], 2, "--branch: 'with space' is not a valid git branch name"),
+        (["--task", ""], 2, "the task is empty"),
+        (["--ca-cert", "/etc/hostname"], 2, "is not a PEM certificate"),
+    ],
+)
+def test_bad_options(repo: Path, args: list[str], code: int, message: str) -> None:
+    before = snapshot(repo)
+    argv = args if "--task" in args else ["--task", "do it", *args]
+    result = run_cli(argv, cwd=repo, env=clean_env(**KEY))
+    assert result.code == code, result.stderr
+    assert result.stderr.startswith("agent-worker: error: ")
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    nothing_left(repo, before, "* main\n")
+
+
+def test_missing_api_key_names_the_variable(repo: Path) -> None:
+    before = snapshot(repo)
+    result = run_cli(["--task", "x"], cwd=repo, env=clean_env())
+    assert result.code == 2
+    assert "set ANTHROPIC_API_KEY" in result.stderr
+    nothing_left(repo, before, "* main\n")
+
+
+def test_task_file_problems(repo: Path, tmp_path: Path) -> None:
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9\n")
+    for path, message in (
+        (tmp_path / "missing.md", "no such file or directory"),
+        (latin, "not UTF-8 text"),
+    ):
+        result = run_cli(["--task-file", str(path)], cwd=repo, env=clean_env(**KEY))
+        assert result.code == 2
+        assert message in result.stderr
+
+
+def test_a_one_megabyte_task_is_refused(repo: Path) -> None:
+    before = snapshot(repo)
+    result = run_cli(["--task-file", "-"], cwd=repo, env=clean_env(**KEY), stdin="y" * 1_000_000)
+    assert result.code == 2
+    assert "the task is 1,000,000 bytes, over the 524,288-byte limit" in result.stderr
+    nothing_left(repo, before, "* main\n")
+
+
+def test_project_that_is_not_a_directory(tmp_path: Path) -> None:
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    result = run_cli(["--task", "x", "--project", str(file)], cwd=tmp_path, env=clean_env(**KEY))
+    assert result.code == 2
+    assert "is not a directory" in result.stderr
+
+
+def test_directory_that_is_not_a_repository(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = run_cli(["--task", "x"], cwd=plain, env=clean_env(**KEY))
+    assert result.code == 3
+    assert "is not a git repository" in result.stderr
+    assert list(plain.iterdir()) == []
+
+
+def test_repository_without_commits(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    result = run_cli(["--task", "x"], cwd=empty, env=clean_env(**KEY))
+    assert result.code == 3
+    assert "has no commits yet: make a first commit" in result.stderr
+    assert not (empty / ".git" / "agent-worker").exists()
+
+
+@pytest.mark.parametrize("kind", ["modified", "staged", "untracked"])
+def test_dirty_tree(repo: Path, kind: str) -> None:
+    if kind == "modified":
+        (repo / "README.md").write_text("changed\n")
+    elif kind == "staged":
+        (repo / "new.txt").write_text("new\n")
+        git(repo, "add", "new.txt")
+    else:
+        (repo / "stray.txt").write_text("stray\n")
+    before = snapshot(repo)
+    result = run_cli(["--task", "x"], cwd=repo, env=clean_env(**KEY))
+    assert result.code == 3
+    assert "uncommitted changes" in result.stderr
+    assert "commit or stash them" in result.stderr
+    nothing_left(repo, before, "* main\n")
+
+
+def test_ignored_files_do_not_make_the_tree_dirty(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {".gitignore": "build/\n", "a.txt": "a\n"})
+    (repo / "build").mkdir()
+    (repo / "build" / "out.o").write_text("binary")
+    import git_manager
+
+    ws = git_manager.preflight(repo, "b1", branch_given=True)
+    assert ws.branch == "b1"
+
+
+def test_existing_branch(repo: Path) -> None:
+    git(repo, "branch", "taken")
+    before = snapshot(repo)
+    result = run_cli(["--task", "x", "--branch", "taken"], cwd=repo, env=clean_env(**KEY))
+    assert result.code == 3
+    assert "branch 'taken' already exists" in result.stderr
+    nothing_left(repo, before, "* main\n  taken\n")
+
+
+def test_unreachable_docker_url(repo: Path) -> None:
+    before = snapshot(repo)
+    result = run_cli(
+        ["--task", "x", "--remote-docker", "tcp://127.0.0.1:9"],
+        cwd=repo,
+        env=clean_env(**KEY),
+        timeout=120,
+    )
+    assert result.code == 3
+    assert "cannot reach the Docker engine at tcp://127.0.0.1:9" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    nothing_left(repo, before, "* main\n")
+
+
+def test_json_mode_reports_errors_as_json(repo: Path) -> None:
+    import json
+
+    result = run_cli(["--task", "x", "--json"], cwd=repo, env=clean_env())
+    assert result.code == 2
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "error"
+    assert payload["exit_code"] == 2
+    assert "ANTHROPIC_API_KEY" in payload["error"]

@@ -1,0 +1,248 @@
+"""config.load(): layering, .env handling and validation, each bad value with its message."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import config
+from errors import UsageError
+
+CERT = Path("/usr/local/share/ca-certificates")
+
+
+def load(
+    tmp_path: Path,
+    cli: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    tool_dir: Path | None = None,
+    **kw: Any,
+) -> config.Config:
+    options: dict[str, Any] = {"task": "do it"} | (cli or {})
+    return config.load(options, environ=environ or {}, cwd=tmp_path, tool_dir=tool_dir, **kw)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load(tmp_path, now=datetime(2026, 11, 24, 10, 15, 0))
+    assert cfg.project == tmp_path.resolve()
+    assert cfg.branch == "agent-task-20261124-101500"
+    assert not cfg.branch_given
+    assert cfg.agent_type == "claude"
+    assert cfg.timeout_s == 3600
+    assert cfg.base_image == "debian:bookworm-slim"
+    assert cfg.claude_version == config.DEFAULT_CLAUDE_CODE_VERSION
+    assert cfg.memory_bytes == 4 * 1024**3
+    assert cfg.pids_limit == 1024
+    assert cfg.cpus is None
+    assert cfg.max_turns is None
+    assert cfg.firewall
+    assert cfg.workspace == "auto"
+    assert cfg.git_identity == "agent"
+    assert cfg.api_key is None
+
+
+def test_command_line_beats_environment_beats_dotenv_beats_default(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("AGENT_TIMEOUT=30\nAGENT_MAX_TURNS=7\nANTHROPIC_MODEL=m-env\n")
+    cfg = load(tmp_path, {"timeout": "10"}, {"AGENT_TIMEOUT": "20", "ANTHROPIC_MODEL": "m-var"})
+    assert cfg.timeout_s == 10
+    assert cfg.model == "m-var"
+    assert cfg.max_turns == 7
+    cfg = load(tmp_path, {}, {"AGENT_TIMEOUT": "20"})
+    assert cfg.timeout_s == 20
+    cfg = load(tmp_path)
+    assert cfg.timeout_s == 30
+    assert cfg.env_files == ((tmp_path / ".env").resolve(),)
+
+
+def test_every_variable_in_the_table_is_read(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    environ = {
+        "PROJECT_PATH": str(project),
+        "AGENT_TYPE": "claude",
+        "ANTHROPIC_API_KEY": "sk-ant-xyz12345",
+        "ANTHROPIC_BASE_URL": "http://10.0.0.1:8080/",
+        "ANTHROPIC_MODEL": "claude-x",
+        "AGENT_MAX_TURNS": "12",
+        "TZ": "Europe/Paris",
+        "AGENT_TIMEOUT": "90m",
+        "DOCKER_HOST": "tcp://10.0.0.2:2375",
+        "AGENT_WORKER_BASE_IMAGE": "mine:1",
+        "CLAUDE_CODE_VERSION": "2.0.0",
+        "DEBUG": "1",
+        "AGENT_WORKER_GIT_IDENTITY": "user",
+        "AGENT_WORKER_WORKSPACE": "copy",
+        "AGENT_WORKER_ALLOW_HOSTS": "pypi.org, github.com:443",
+        "AGENT_WORKER_MEMORY": "512m",
+        "AGENT_WORKER_CPUS": "1.5",
+        "AGENT_WORKER_PIDS_LIMIT": "64",
+    }
+    cfg = load(tmp_path, {}, environ)
+    assert cfg.project == project.resolve()
+    assert cfg.api_key == "sk-ant-xyz12345"
+    assert cfg.base_url == "http://10.0.0.1:8080"
+    assert cfg.model == "claude-x"
+    assert cfg.max_turns == 12
+    assert cfg.timezone == "Europe/Paris"
+    assert cfg.timeout_s == 5400
+    assert cfg.docker_host == "tcp://10.0.0.2:2375"
+    assert cfg.base_image == "mine:1"
+    assert cfg.claude_version == "2.0.0"
+    assert cfg.debug
+    assert cfg.git_identity == "user"
+    assert cfg.workspace == "copy"
+    assert cfg.allow_hosts == ("pypi.org", "github.com:443")
+    assert cfg.memory_bytes == 512 * 1024**2
+    assert cfg.cpus == 1.5
+    assert cfg.pids_limit == 64
+
+
+def test_dotenv_reads_only_known_keys(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ANTHROPIC_API_KEY=sk-ant-fromfile1\nAWS_SECRET=nope\n")
+    cfg = load(tmp_path)
+    assert cfg.api_key == "sk-ant-fromfile1"
+    assert "nope" not in repr(cfg)
+    assert "AWS_SECRET" not in repr(cfg)
+
+
+def test_dotenv_of_the_current_directory_wins_over_the_tool_directory(tmp_path: Path) -> None:
+    tool = tmp_path / "tool"
+    tool.mkdir()
+    (tool / ".env").write_text("AGENT_TIMEOUT=11\nAGENT_MAX_TURNS=3\n")
+    (tmp_path / ".env").write_text("AGENT_TIMEOUT=22\n")
+    cfg = load(tmp_path, tool_dir=tool)
+    assert cfg.timeout_s == 22
+    assert cfg.max_turns == 3
+
+
+def test_env_file_option_replaces_the_default_files(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("AGENT_TIMEOUT=22\n")
+    other = tmp_path / "other.env"
+    other.write_text("AGENT_MAX_TURNS=4\n")
+    cfg = load(tmp_path, {"env_file": str(other)})
+    assert cfg.timeout_s == 3600
+    assert cfg.max_turns == 4
+    with pytest.raises(UsageError, match=r"--env-file: .*missing.env is not a readable file"):
+        load(tmp_path, {"env_file": str(tmp_path / "missing.env")})
+
+
+def test_api_key_on_the_command_line_warns(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {"api_key": "sk-ant-cli123456"}, {"ANTHROPIC_API_KEY": "sk-ant-env"})
+    assert cfg.api_key == "sk-ant-cli123456"
+    assert any("process list" in w and "ANTHROPIC_API_KEY" in w for w in cfg.warnings)
+    assert load(tmp_path, {}, {"ANTHROPIC_API_KEY": "sk-ant-env"}).warnings == ()
+
+
+def test_agent_plugins_bring_their_own_key_variable(tmp_path: Path) -> None:
+    agents = {"claude": "ANTHROPIC_API_KEY", "other": "OTHER_KEY"}
+    (tmp_path / ".env").write_text("OTHER_KEY=from-dotenv\n")
+    cfg = load(tmp_path, {"agent_type": "other"}, known_agents=agents)
+    assert cfg.api_key == "from-dotenv"
+
+
+@pytest.mark.parametrize(
+    ("cli", "message"),
+    [
+        ({"timeout": "abc"}, "--timeout must be a positive number of seconds"),
+        ({"timeout": "0"}, "--timeout must be a positive number of seconds, got '0'"),
+        ({"timeout": "-1"}, "--timeout must be a positive number of seconds"),
+        ({"max_turns": "0"}, "--max-turns must be a positive whole number"),
+        ({"max_turns": "x"}, "--max-turns must be a positive whole number"),
+        ({"remote_docker": "tcp://"}, "--remote-docker must be a tcp:// URL with a host"),
+        ({"remote_docker": "foo://bar"}, "--remote-docker must be a URL starting with tcp://"),
+        ({"remote_docker": "tcp://host:port"}, "--remote-docker must be a"),
+        ({"remote_docker": "unix://"}, "unix:// followed by a socket path"),
+        ({"base_url": "api.example.com"}, "--base-url must be a URL starting with http://"),
+        ({"agent_type": "nope"}, "unknown agent type 'nope'; known: claude"),
+        ({"memory": "lots"}, "--memory must be a size such as 512m or 4g"),
+        ({"memory": "1m"}, "at least 6m"),
+        ({"cpus": "0"}, "--cpus must be a positive number"),
+        ({"pids_limit": "-5"}, "--pids-limit must be a positive whole number"),
+        ({"git_identity": "me"}, "--git-identity must be agent or user"),
+        ({"workspace": "nfs"}, "--workspace must be auto or mount or copy"),
+        ({"allow_host": ("bad host!",)}, "--allow-host must be a HOST or HOST:PORT"),
+        ({"allow_host": ("h:99999",)}, "--allow-host must be a HOST or HOST:PORT"),
+        ({"timezone": "Mars/Olympus"}, "--timezone must be a time zone name"),
+        ({"task": "   \n"}, "the task is empty"),
+        ({"task": None}, "exactly one of --task TEXT or --task-file PATH"),
+        ({"task_file": "x"}, "exactly one of --task TEXT or --task-file PATH"),
+        ({"project": "/nonexistent/dir"}, "--project: /nonexistent/dir does not exist"),
+    ],
+)
+def test_bad_values_are_usage_errors(tmp_path: Path, cli: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=_escape(message)) as caught:
+        load(tmp_path, cli)
+    assert "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_environment_values_are_named_by_their_variable(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="AGENT_TIMEOUT must be a positive number"):
+        load(tmp_path, {}, {"AGENT_TIMEOUT": "soon"})
+    (tmp_path / ".env").write_text("AGENT_TIMEOUT=later\n")
+    with pytest.raises(UsageError, match=r"AGENT_TIMEOUT in .*\.env must be a positive number"):
+        load(tmp_path)
+
+
+def test_task_file(tmp_path: Path) -> None:
+    task = tmp_path / "task.md"
+    task.write_text("Fix the tests\nplease\n", encoding="utf-8")
+    assert load(tmp_path, {"task": None, "task_file": str(task)}).task == "Fix the tests\nplease\n"
+    stdin = load(tmp_path, {"task": None, "task_file": "-"}, stdin_text=lambda: "from stdin")
+    assert stdin.task == "from stdin"
+
+
+def test_task_file_missing_or_not_utf8(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--task-file: cannot read .*: no such file or directory"):
+        load(tmp_path, {"task": None, "task_file": str(tmp_path / "missing.md")})
+    latin = tmp_path / "latin.md"
+    latin.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        load(tmp_path, {"task": None, "task_file": str(latin)})
+
+
+def test_task_size_limit(tmp_path: Path) -> None:
+    assert len(load(tmp_path, {"task": "x" * 200_000}).task) == 200_000
+    with pytest.raises(
+        UsageError, match="the task is 1,000,000 bytes, over the 524,288-byte limit"
+    ):
+        load(tmp_path, {"task": "x" * 1_000_000})
+
+
+def test_ca_certificates(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.crt"
+    not_pem.write_text("hello\n")
+    with pytest.raises(UsageError, match="is not a PEM certificate"):
+        load(tmp_path, {"ca_cert": (str(not_pem),)})
+    broken = tmp_path / "broken.crt"
+    broken.write_text("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+    with pytest.raises(UsageError, match="is not a PEM certificate"):
+        load(tmp_path, {"ca_cert": (str(broken),)})
+    with pytest.raises(UsageError, match=r"cannot read CA certificate .*no such file"):
+        load(tmp_path, {"ca_cert": (str(tmp_path / "none.crt"),)})
+    real = sorted(CERT.glob("*.crt"))
+    if real:  # the machine's own CA files, where it has any, are accepted
+        cfg = load(tmp_path, {}, {"AGENT_WORKER_CA_CERT": ":".join(map(str, real))})
+        assert cfg.ca_certs == tuple(p.resolve() for p in real)
+
+
+def test_durations_and_sizes() -> None:
+    assert config.parse_duration("90", "x") == 90
+    assert config.parse_duration("1.5m", "x") == 90
+    assert config.parse_duration("2h", "x") == 7200
+    assert config.parse_memory("4g", "x") == 4 * 1024**3
+    assert config.parse_memory("1536M", "x") == 1536 * 1024**2
+
+
+def test_the_api_key_never_shows_in_repr(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {}, {"ANTHROPIC_API_KEY": "sk-ant-verysecret99"})
+    assert "verysecret" not in repr(cfg)
