@@ -212,9 +212,6 @@ class AgentWorker:
             self.progress.phase("Starting the agent container")
             container = docker_manager.create_container(client, self._spec(ws, tag))
             (self.run_dir / "source.bundle").unlink(missing_ok=True)  # it is in the container now
-            docker_manager.start(container)
-            outcome.started = True
-            self._mark("container")
             self._supervise(container, outcome)
             self._mark("agent")
             with self.signals.protected():
@@ -307,6 +304,9 @@ class AgentWorker:
 
         output = AgentOutput(self.run_dir, self.agent.on_output_line, self.progress, self.redactor)
         pump = docker_manager.OutputPump(container, output.stdout.feed, output.stderr.feed)
+        docker_manager.start(container)
+        outcome.started = True
+        self._mark("container")
         deadline = time.monotonic() + self.config.timeout_s
         self.progress.phase(f"Agent at work on branch {self.config.branch}")
         try:

@@ -87,11 +87,11 @@ class ImageResult:
     log_path: Path | None
 
 
-def _context_files(ca_certs: tuple[Path, ...]) -> list[tuple[str, bytes, int]]:
+def _context_files(context_dir: Path, ca_certs: tuple[Path, ...]) -> list[tuple[str, bytes, int]]:
     files = []
-    for path in sorted(p for p in CONTAINER_DIR.rglob("*") if p.is_file()):
+    for path in sorted(p for p in context_dir.rglob("*") if p.is_file()):
         mode = 0o755 if os.access(path, os.X_OK) else 0o644
-        files.append((path.relative_to(CONTAINER_DIR).as_posix(), path.read_bytes(), mode))
+        files.append((path.relative_to(context_dir).as_posix(), path.read_bytes(), mode))
     for i, cert in enumerate(ca_certs):
         files.append((f"ca-certs/{i:02d}-{cert.stem}.crt", cert.read_bytes(), 0o644))
     return files
@@ -140,9 +140,11 @@ def ensure_image(
     force: bool,
     log_dir: Path,
     on_line: Callable[[str], None],
+    context_dir: Path = CONTAINER_DIR,
+    tag_latest: bool = True,
 ) -> ImageResult:
     """The agent image for these inputs: reused when its content tag exists, else built."""
-    files = _context_files(ca_certs)
+    files = _context_files(context_dir, ca_certs)
     tag = image_tag(files, build_args)
     if not force and image_exists(client, tag):
         return ImageResult(tag=tag, built=False, log_path=None)
@@ -176,13 +178,19 @@ def ensure_image(
             error = _reason(exc)
             log.write(f"error: {error}\n")
     if error is not None:
+        error = error.splitlines()[-1] if error else "unknown error"
+        base = build_args.get("BASE_IMAGE")
+        if base and not image_exists(client, base):
+            error = (
+                f"base image {base} is not on the Docker engine and could not be pulled "
+                f"({error}); pull or import it, or choose another --base-image"
+            )
         raise ImageBuildError(
-            f"the agent image build failed: {error.splitlines()[-1] if error else 'unknown error'}"
-            f" (full log: {log_path})",
-            details=tail,
+            f"the agent image build failed: {error} (full log: {log_path})", details=tail
         )
-    with suppress(*_DOCKER_ERRORS):
-        client.api.tag(tag, IMAGE_REPO, "latest", force=True)
+    if tag_latest:
+        with suppress(*_DOCKER_ERRORS):
+            client.api.tag(tag, IMAGE_REPO, "latest", force=True)
     return ImageResult(tag=tag, built=True, log_path=log_path)
 
 
@@ -342,7 +350,11 @@ def start(container: Container) -> None:
 
 
 class OutputPump(threading.Thread):
-    """Feeds the container's output, from its first byte, to the callbacks until it ends."""
+    """Feeds the container's output to the callbacks until it ends.
+
+    Made before the container starts: attaching later would miss what it printed first (the
+    engine replays nothing to a late attach), as `docker run` knows.
+    """
 
     def __init__(
         self,
@@ -351,17 +363,19 @@ class OutputPump(threading.Thread):
         on_stderr: Callable[[bytes], None],
     ) -> None:
         super().__init__(name="container-output", daemon=True)
-        self._container = container
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
         self.error: BaseException | None = None
+        try:
+            self._chunks = _api(container).attach(
+                _id(container), stdout=True, stderr=True, stream=True, demux=True
+            )
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(f"cannot attach to the agent container: {_reason(exc)}") from None
 
     def run(self) -> None:
         try:
-            chunks = _api(self._container).attach(
-                _id(self._container), stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
-            for out, err in chunks:
+            for out, err in self._chunks:
                 if out:
                     self._on_stdout(out)
                 if err:

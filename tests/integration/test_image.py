@@ -1,0 +1,141 @@
+"""ensure_image() against the real engine: content-addressed reuse, rebuilds, failures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import docker_manager
+from config import DEFAULT_CLAUDE_CODE_VERSION
+from conftest import ROOT, git, make_repo, run_cli, clean_env, snapshot
+from errors import ImageBuildError
+
+
+def args(base_image: str) -> dict[str, str]:
+    return {"CLAUDE_CODE_VERSION": DEFAULT_CLAUDE_CODE_VERSION, "BASE_IMAGE": base_image}
+
+
+def test_unchanged_inputs_build_nothing(
+    docker_client: Any, agent_image: str, base_image: str, ca_certs: tuple[Path, ...],
+    tmp_path: Path,
+) -> None:
+    lines: list[str] = []
+    before = docker_client.images.get(agent_image).id
+    again = docker_manager.ensure_image(
+        docker_client, build_args=args(base_image), ca_certs=ca_certs, force=False,
+        log_dir=tmp_path, on_line=lines.append,
+    )
+    assert again.tag == agent_image
+    assert not again.built
+    assert again.log_path is None
+    assert lines == []
+    assert docker_client.images.get(agent_image).id == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_changed_dockerfile_byte_rebuilds(
+    docker_client: Any, agent_image: str, base_image: str, ca_certs: tuple[Path, ...],
+    tmp_path: Path,
+) -> None:
+    context = tmp_path / "container"
+    shutil.copytree(ROOT / "container", context)
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_bytes(dockerfile.read_bytes() + b" ")
+    lines: list[str] = []
+    changed = docker_manager.ensure_image(
+        docker_client, build_args=args(base_image), ca_certs=ca_certs, force=False,
+        log_dir=tmp_path / "logs", on_line=lines.append, context_dir=context, tag_latest=False,
+    )
+    try:
+        assert changed.built
+        assert changed.tag != agent_image
+        assert changed.log_path is not None
+        assert "Successfully tagged " + changed.tag in changed.log_path.read_text()
+        assert any("Step" in line for line in lines)
+        again = docker_manager.ensure_image(
+            docker_client, build_args=args(base_image), ca_certs=ca_certs, force=False,
+            log_dir=tmp_path / "logs", on_line=lines.append, context_dir=context,
+            tag_latest=False,
+        )
+        assert not again.built
+        assert again.tag == changed.tag
+    finally:
+        docker_client.images.remove(changed.tag)
+
+
+def test_version_and_ca_files_are_part_of_the_tag(tmp_path: Path, ca_certs: tuple[Path, ...]
+                                                  ) -> None:
+    files = docker_manager._context_files(ROOT / "container", ())
+    base = docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"})
+    assert base == docker_manager.image_tag(files, {"BASE_IMAGE": "b", "CLAUDE_CODE_VERSION": "1"})
+    assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "2", "BASE_IMAGE": "b"})
+    assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "c"})
+    cert = tmp_path / "ca.crt"
+    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    with_ca = docker_manager._context_files(ROOT / "container", (cert,))
+    assert docker_manager.image_tag(with_ca, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"}) != base
+
+
+def test_force_rebuild_builds_even_when_present(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo built > /marker\n")
+    def build(force: bool) -> docker_manager.ImageResult:
+        return docker_manager.ensure_image(
+            docker_client, build_args={"BASE_IMAGE": base_image}, ca_certs=(), force=force,
+            log_dir=tmp_path, on_line=lambda line: None, context_dir=context, tag_latest=False)
+    first = build(False)
+    try:
+        assert not build(False).built
+        forced = build(True)
+        assert forced.built
+        assert forced.tag == first.tag
+    finally:
+        docker_client.images.remove(first.tag, force=True)
+
+
+def test_a_failed_build_names_its_log_and_leaves_no_image(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 7\n")
+    with pytest.raises(ImageBuildError) as caught:
+        docker_manager.ensure_image(
+            docker_client, build_args={"BASE_IMAGE": base_image}, ca_certs=(), force=False,
+            log_dir=tmp_path / "logs", on_line=lambda line: None, context_dir=context,
+            tag_latest=False)
+    message = str(caught.value)
+    assert caught.value.exit_code == 3
+    assert "returned a non-zero code: 7" in message
+    log = next((tmp_path / "logs").iterdir())
+    assert str(log) in message
+    assert "about to fail" in log.read_text()
+    assert any("about to fail" in line for line in caught.value.details)
+    tag = docker_manager.image_tag(docker_manager._context_files(context, ()),
+                                   {"BASE_IMAGE": base_image})
+    assert not docker_manager.image_exists(docker_client, tag)
+
+
+def test_a_missing_base_image_exits_3_and_leaves_nothing(
+    repo: Path, docker_client: Any, tmp_path: Path
+) -> None:
+    before = snapshot(repo)
+    images_before = {i.id for i in docker_client.images.list(all=True)}
+    env = clean_env(ANTHROPIC_API_KEY="sk-ant-test-0000000000", XDG_CACHE_HOME=str(tmp_path))
+    result = run_cli(["--task", "x", "--base-image", "agent-worker-test/no-such-image:1"],
+                     cwd=repo, env=env)
+    assert result.code == 3
+    assert "base image agent-worker-test/no-such-image:1 is not on the Docker engine" in result.stderr
+    assert "full log: " in result.stderr
+    assert snapshot(repo) == before
+    assert git(repo, "branch", "--list") == "* main\n"
+    assert not (repo / ".git" / "agent-worker").exists()
+    assert {i.id for i in docker_client.images.list(all=True)} == images_before
