@@ -19,15 +19,22 @@ SECRET = "sk-ant-test-never-in-inspect-77"
 
 def spec(image: str, command: list[str], **kw: Any) -> ContainerSpec:
     values: dict[str, Any] = {
-        "image": image, "name": f"agent-worker-test-{os.getpid()}-{time.monotonic_ns()}",
-        "command": command, "env": {"PLAIN": "visible"},
+        "image": image,
+        "name": f"agent-worker-test-{os.getpid()}-{time.monotonic_ns()}",
+        "command": command,
+        "env": {"PLAIN": "visible"},
         "labels": docker_manager.process_labels("test-run", Path("/tmp/project")),
-        "memory_bytes": 256 * 1024**2, "cpus": 1.0, "pids_limit": 100, "firewall": False,
+        "memory_bytes": 256 * 1024**2,
+        "cpus": 1.0,
+        "pids_limit": 100,
+        "firewall": False,
         "source_dir": None,
-        "files": [FileEntry("/agent-worker", None, 0o755),
-                  FileEntry("/agent-worker/secrets", None, 0o700),
-                  FileEntry("/agent-worker/secrets/KEY", SECRET.encode(), 0o600),
-                  FileEntry("/agent-worker/out", None, 0o755, uid=1000)],
+        "files": [
+            FileEntry("/agent-worker", None, 0o755),
+            FileEntry("/agent-worker/secrets", None, 0o700),
+            FileEntry("/agent-worker/secrets/KEY", SECRET.encode(), 0o600),
+            FileEntry("/agent-worker/out", None, 0o755, uid=1000),
+        ],
     } | kw
     return ContainerSpec(**values)
 
@@ -40,12 +47,14 @@ def made(docker_client: Any) -> Any:
         docker_manager.remove(container)
 
 
-def test_limits_privileges_and_labels(docker_client: Any, base_image: str, made: list[Any],
-                                      tmp_path: Path) -> None:
+def test_limits_privileges_and_labels(
+    docker_client: Any, base_image: str, made: list[Any], tmp_path: Path
+) -> None:
     source = tmp_path / "src"
     source.mkdir()
     container = docker_manager.create_container(
-        docker_client, spec(base_image, ["true"], source_dir=source, firewall=True))
+        docker_client, spec(base_image, ["true"], source_dir=source, firewall=True)
+    )
     made.append(container)
     info = docker_client.api.inspect_container(container.id)
     host = info["HostConfig"]
@@ -69,33 +78,49 @@ def test_limits_privileges_and_labels(docker_client: Any, base_image: str, made:
     assert SECRET not in str(info)
 
 
-def test_without_firewall_no_network_capabilities(docker_client: Any, base_image: str,
-                                                  made: list[Any]) -> None:
+def test_without_firewall_no_network_capabilities(
+    docker_client: Any, base_image: str, made: list[Any]
+) -> None:
     container = docker_manager.create_container(docker_client, spec(base_image, ["true"]))
     made.append(container)
     caps = docker_client.api.inspect_container(container.id)["HostConfig"]["CapAdd"]
     assert set(caps) == {"SETUID", "SETGID", "SETPCAP"}
 
 
-def test_files_arrive_with_their_modes_and_owners(docker_client: Any, base_image: str,
-                                                  made: list[Any]) -> None:
-    container = docker_manager.create_container(docker_client, spec(
-        base_image, ["sh", "-c", "stat -c '%n %a %u' /agent-worker/secrets /agent-worker/secrets/KEY "
-                                 "/agent-worker/out; cat /agent-worker/secrets/KEY"]))
+def test_files_arrive_with_their_modes_and_owners(
+    docker_client: Any, base_image: str, made: list[Any]
+) -> None:
+    container = docker_manager.create_container(
+        docker_client,
+        spec(
+            base_image,
+            [
+                "sh",
+                "-c",
+                "stat -c '%n %a %u' /agent-worker/secrets /agent-worker/secrets/KEY "
+                "/agent-worker/out; cat /agent-worker/secrets/KEY",
+            ],
+        ),
+    )
     made.append(container)
     docker_manager.start(container)
     assert docker_manager.wait(container, 60) is not None
     out = container.logs().decode().splitlines()
-    assert out == ["/agent-worker/secrets 700 0", "/agent-worker/secrets/KEY 600 0",
-                   "/agent-worker/out 755 1000", SECRET]
+    assert out == [
+        "/agent-worker/secrets 700 0",
+        "/agent-worker/secrets/KEY 600 0",
+        "/agent-worker/out 755 1000",
+        SECRET,
+    ]
 
 
 def test_output_arrives_whole_when_a_character_is_split_across_writes(
     docker_client: Any, base_image: str, made: list[Any]
 ) -> None:
     script = r"printf 'caf\303'; sleep 0.3; printf '\251 ok\n'; printf 'err\n' >&2"
-    container = docker_manager.create_container(docker_client, spec(base_image, ["bash", "-c",
-                                                                                  script]))
+    container = docker_manager.create_container(
+        docker_client, spec(base_image, ["bash", "-c", script])
+    )
     made.append(container)
     chunks: list[bytes] = []
     errors: list[bytes] = []
@@ -110,8 +135,9 @@ def test_output_arrives_whole_when_a_character_is_split_across_writes(
     assert b"".join(errors) == b"err\n"
 
 
-def test_wait_returns_none_while_running_then_the_exit(docker_client: Any, base_image: str,
-                                                       made: list[Any]) -> None:
+def test_wait_returns_none_while_running_then_the_exit(
+    docker_client: Any, base_image: str, made: list[Any]
+) -> None:
     container = docker_manager.create_container(docker_client, spec(base_image, ["sleep", "30"]))
     made.append(container)
     docker_manager.start(container)
@@ -124,8 +150,10 @@ def test_wait_returns_none_while_running_then_the_exit(docker_client: Any, base_
 
 
 def test_copy_out(docker_client: Any, base_image: str, made: list[Any], tmp_path: Path) -> None:
-    container = docker_manager.create_container(docker_client, spec(
-        base_image, ["sh", "-c", "mkdir /tmp/out && echo result > /tmp/out/file"]))
+    container = docker_manager.create_container(
+        docker_client,
+        spec(base_image, ["sh", "-c", "mkdir /tmp/out && echo result > /tmp/out/file"]),
+    )
     made.append(container)
     docker_manager.start(container)
     docker_manager.wait(container, 60)
@@ -134,15 +162,22 @@ def test_copy_out(docker_client: Any, base_image: str, made: list[Any], tmp_path
     assert not docker_manager.copy_out(container, "/no/such/dir", tmp_path)
 
 
-def test_orphans_of_dead_processes_are_removed(docker_client: Any, base_image: str,
-                                               made: list[Any]) -> None:
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+def test_orphans_of_dead_processes_are_removed(
+    docker_client: Any, base_image: str, made: list[Any]
+) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = gone.stdout.strip()
     orphan_labels = docker_manager.process_labels("orphan", Path("/p")) | {
-        "agent-worker.pid": dead_pid}
+        "agent-worker.pid": dead_pid
+    }
     orphan = docker_manager.create_container(
-        docker_client, spec(base_image, ["sleep", "60"], labels=orphan_labels))
+        docker_client, spec(base_image, ["sleep", "60"], labels=orphan_labels)
+    )
     alive = docker_manager.create_container(docker_client, spec(base_image, ["sleep", "60"]))
     made.extend([orphan, alive])
     docker_manager.start(orphan)
@@ -154,11 +189,14 @@ def test_orphans_of_dead_processes_are_removed(docker_client: Any, base_image: s
     assert alive.name in names
 
 
-def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(docker_client: Any, base_image: str,
-                                                           made: list[Any]) -> None:
+def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(
+    docker_client: Any, base_image: str, made: list[Any]
+) -> None:
     labels = docker_manager.process_labels("reused", Path("/p")) | {
-        "agent-worker.pid-start": "1"}  # this pid, but a process that started long ago
+        "agent-worker.pid-start": "1"
+    }  # this pid, but a process that started long ago
     container = docker_manager.create_container(
-        docker_client, spec(base_image, ["true"], labels=labels))
+        docker_client, spec(base_image, ["true"], labels=labels)
+    )
     made.append(container)
     assert container.name in docker_manager.remove_orphans(docker_client)

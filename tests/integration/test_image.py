@@ -10,7 +10,7 @@ import pytest
 
 import docker_manager
 from config import DEFAULT_CLAUDE_CODE_VERSION
-from conftest import ROOT, git, make_repo, run_cli, clean_env, snapshot
+from conftest import ROOT, clean_env, git, run_cli, snapshot
 from errors import ImageBuildError
 
 
@@ -19,14 +19,21 @@ def args(base_image: str) -> dict[str, str]:
 
 
 def test_unchanged_inputs_build_nothing(
-    docker_client: Any, agent_image: str, base_image: str, ca_certs: tuple[Path, ...],
+    docker_client: Any,
+    agent_image: str,
+    base_image: str,
+    ca_certs: tuple[Path, ...],
     tmp_path: Path,
 ) -> None:
     lines: list[str] = []
     before = docker_client.images.get(agent_image).id
     again = docker_manager.ensure_image(
-        docker_client, build_args=args(base_image), ca_certs=ca_certs, force=False,
-        log_dir=tmp_path, on_line=lines.append,
+        docker_client,
+        build_args=args(base_image),
+        ca_certs=ca_certs,
+        force=False,
+        log_dir=tmp_path,
+        on_line=lines.append,
     )
     assert again.tag == agent_image
     assert not again.built
@@ -37,7 +44,10 @@ def test_unchanged_inputs_build_nothing(
 
 
 def test_a_changed_dockerfile_byte_rebuilds(
-    docker_client: Any, agent_image: str, base_image: str, ca_certs: tuple[Path, ...],
+    docker_client: Any,
+    agent_image: str,
+    base_image: str,
+    ca_certs: tuple[Path, ...],
     tmp_path: Path,
 ) -> None:
     context = tmp_path / "container"
@@ -46,8 +56,14 @@ def test_a_changed_dockerfile_byte_rebuilds(
     dockerfile.write_bytes(dockerfile.read_bytes() + b" ")
     lines: list[str] = []
     changed = docker_manager.ensure_image(
-        docker_client, build_args=args(base_image), ca_certs=ca_certs, force=False,
-        log_dir=tmp_path / "logs", on_line=lines.append, context_dir=context, tag_latest=False,
+        docker_client,
+        build_args=args(base_image),
+        ca_certs=ca_certs,
+        force=False,
+        log_dir=tmp_path / "logs",
+        on_line=lines.append,
+        context_dir=context,
+        tag_latest=False,
     )
     try:
         assert changed.built
@@ -56,8 +72,13 @@ def test_a_changed_dockerfile_byte_rebuilds(
         assert "Successfully tagged " + changed.tag in changed.log_path.read_text()
         assert any("Step" in line for line in lines)
         again = docker_manager.ensure_image(
-            docker_client, build_args=args(base_image), ca_certs=ca_certs, force=False,
-            log_dir=tmp_path / "logs", on_line=lines.append, context_dir=context,
+            docker_client,
+            build_args=args(base_image),
+            ca_certs=ca_certs,
+            force=False,
+            log_dir=tmp_path / "logs",
+            on_line=lines.append,
+            context_dir=context,
             tag_latest=False,
         )
         assert not again.built
@@ -66,8 +87,9 @@ def test_a_changed_dockerfile_byte_rebuilds(
         docker_client.images.remove(changed.tag)
 
 
-def test_version_and_ca_files_are_part_of_the_tag(tmp_path: Path, ca_certs: tuple[Path, ...]
-                                                  ) -> None:
+def test_version_and_ca_files_are_part_of_the_tag(
+    tmp_path: Path, ca_certs: tuple[Path, ...]
+) -> None:
     files = docker_manager._context_files(ROOT / "container", ())
     base = docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"})
     assert base == docker_manager.image_tag(files, {"BASE_IMAGE": "b", "CLAUDE_CODE_VERSION": "1"})
@@ -76,7 +98,9 @@ def test_version_and_ca_files_are_part_of_the_tag(tmp_path: Path, ca_certs: tupl
     cert = tmp_path / "ca.crt"
     cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     with_ca = docker_manager._context_files(ROOT / "container", (cert,))
-    assert docker_manager.image_tag(with_ca, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"}) != base
+    assert (
+        docker_manager.image_tag(with_ca, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"}) != base
+    )
 
 
 def test_force_rebuild_builds_even_when_present(
@@ -85,11 +109,21 @@ def test_force_rebuild_builds_even_when_present(
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo built > /marker\n")
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo built > /marker\n"
+    )
+
     def build(force: bool) -> docker_manager.ImageResult:
         return docker_manager.ensure_image(
-            docker_client, build_args={"BASE_IMAGE": base_image}, ca_certs=(), force=force,
-            log_dir=tmp_path, on_line=lambda line: None, context_dir=context, tag_latest=False)
+            docker_client,
+            build_args={"BASE_IMAGE": base_image},
+            ca_certs=(),
+            force=force,
+            log_dir=tmp_path,
+            on_line=lambda line: None,
+            context_dir=context,
+            tag_latest=False,
+        )
+
     first = build(False)
     try:
         assert not build(False).built
@@ -106,12 +140,19 @@ def test_a_failed_build_names_its_log_and_leaves_no_image(
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 7\n")
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 7\n"
+    )
     with pytest.raises(ImageBuildError) as caught:
         docker_manager.ensure_image(
-            docker_client, build_args={"BASE_IMAGE": base_image}, ca_certs=(), force=False,
-            log_dir=tmp_path / "logs", on_line=lambda line: None, context_dir=context,
-            tag_latest=False)
+            docker_client,
+            build_args={"BASE_IMAGE": base_image},
+            ca_certs=(),
+            force=False,
+            log_dir=tmp_path / "logs",
+            on_line=lambda line: None,
+            context_dir=context,
+            tag_latest=False,
+        )
     message = str(caught.value)
     assert caught.value.exit_code == 3
     assert "returned a non-zero code: 7" in message
@@ -119,8 +160,9 @@ def test_a_failed_build_names_its_log_and_leaves_no_image(
     assert str(log) in message
     assert "about to fail" in log.read_text()
     assert any("about to fail" in line for line in caught.value.details)
-    tag = docker_manager.image_tag(docker_manager._context_files(context, ()),
-                                   {"BASE_IMAGE": base_image})
+    tag = docker_manager.image_tag(
+        docker_manager._context_files(context, ()), {"BASE_IMAGE": base_image}
+    )
     assert not docker_manager.image_exists(docker_client, tag)
 
 
@@ -130,10 +172,13 @@ def test_a_missing_base_image_exits_3_and_leaves_nothing(
     before = snapshot(repo)
     images_before = {i.id for i in docker_client.images.list(all=True)}
     env = clean_env(ANTHROPIC_API_KEY="sk-ant-test-0000000000", XDG_CACHE_HOME=str(tmp_path))
-    result = run_cli(["--task", "x", "--base-image", "agent-worker-test/no-such-image:1"],
-                     cwd=repo, env=env)
+    result = run_cli(
+        ["--task", "x", "--base-image", "agent-worker-test/no-such-image:1"], cwd=repo, env=env
+    )
     assert result.code == 3
-    assert "base image agent-worker-test/no-such-image:1 is not on the Docker engine" in result.stderr
+    assert (
+        "base image agent-worker-test/no-such-image:1 is not on the Docker engine" in result.stderr
+    )
     assert "full log: " in result.stderr
     assert snapshot(repo) == before
     assert git(repo, "branch", "--list") == "* main\n"
