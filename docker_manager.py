@@ -280,7 +280,11 @@ def remove_orphans(client: docker.DockerClient) -> list[str]:
 
 def create_container(client: docker.DockerClient, spec: ContainerSpec) -> Container:
     """Create (not start) the agent container with its limits, and copy its input files in."""
-    caps = ["SETUID", "SETGID", "SETPCAP"] + (["NET_ADMIN", "NET_RAW"] if spec.firewall else [])
+    # SETUID/SETGID/SETPCAP to drop to the agent user for good; KILL so docker-init (root) can
+    # pass a stop signal on to it. The agent itself keeps none of them.
+    caps = ["SETUID", "SETGID", "SETPCAP", "KILL"] + (
+        ["NET_ADMIN", "NET_RAW"] if spec.firewall else []
+    )
     mounts = []
     if spec.source_dir is not None:
         mounts.append(Mount("/source", str(spec.source_dir), type="bind", read_only=True))

@@ -164,8 +164,9 @@ class ClaudeAgent(BaseAgent):
         text = result.get("result")
         error = None
         if is_error:
-            detail = text if isinstance(text, str) and text else result.get("subtype", "error")
-            error = f"Claude Code reported an error: {detail}"
+            errors = [str(e) for e in result.get("errors") or [] if e]
+            detail = text if isinstance(text, str) and text else "; ".join(errors)
+            error = f"Claude Code reported an error: {detail or result.get('subtype', 'error')}"
         cost = result.get("total_cost_usd")
         return AgentResult(
             found=True,

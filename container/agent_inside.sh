@@ -53,10 +53,19 @@ clone_workspace() {
 
 agent_pid=
 stopping=0
-on_signal() {
-  stopping=1
-  [[ -n "$agent_pid" ]] && kill -TERM -- "-$agent_pid" "$agent_pid" 2>/dev/null
-  return 0
+on_signal() { stopping=1; }
+
+# A stop asks politely first: on SIGINT Claude Code still prints its result (with the token
+# usage so far); SIGTERM and SIGKILL follow for an agent that does not end.
+stop_agent() {
+  local sig tick
+  for sig in INT TERM KILL; do
+    kill "-$sig" -- "-$agent_pid" 2>/dev/null || true
+    for tick in $(seq 1 50); do
+      kill -0 "$agent_pid" 2>/dev/null || return 0
+      sleep 0.1
+    done
+  done
 }
 
 # Ends every other process of the agent user: stray background jobs, fork bombs.
@@ -93,14 +102,12 @@ agent_stage() {
   agent_pid=$!
   local status=0
   wait "$agent_pid" || status=$?
-  while kill -0 "$agent_pid" 2>/dev/null; do
-    if ((stopping)); then
-      sleep 3
-      kill -KILL -- "-$agent_pid" "$agent_pid" 2>/dev/null || true
-    fi
+  if ((stopping)); then
+    say "stopping the agent"
+    stop_agent
     status=0
     wait "$agent_pid" || status=$?
-  done
+  fi
   trap '' TERM INT HUP
   kill_leftovers
   printf '%s\n' "$status" >"$OUT/exit-code"

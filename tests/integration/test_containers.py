@@ -59,7 +59,7 @@ def test_limits_privileges_and_labels(
     info = docker_client.api.inspect_container(container.id)
     host = info["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
-    assert set(host["CapAdd"]) == {"SETUID", "SETGID", "SETPCAP", "NET_ADMIN", "NET_RAW"}
+    assert set(host["CapAdd"]) == {"SETUID", "SETGID", "SETPCAP", "KILL", "NET_ADMIN", "NET_RAW"}
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Privileged"] is False
     assert host["NetworkMode"] == "bridge"
@@ -84,7 +84,7 @@ def test_without_firewall_no_network_capabilities(
     container = docker_manager.create_container(docker_client, spec(base_image, ["true"]))
     made.append(container)
     caps = docker_client.api.inspect_container(container.id)["HostConfig"]["CapAdd"]
-    assert set(caps) == {"SETUID", "SETGID", "SETPCAP"}
+    assert set(caps) == {"SETUID", "SETGID", "SETPCAP", "KILL"}
 
 
 def test_files_arrive_with_their_modes_and_owners(
