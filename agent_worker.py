@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -92,6 +92,14 @@ class Outcome:
     agent_tail: list[str] = field(default_factory=list)
 
 
+def describe_exit(status: int) -> str:
+    """'exit status 1', or 'killed by SIGABRT' for a shell's 128+N."""
+    if status > 128:
+        with suppress(ValueError):
+            return f"killed by {signal.Signals(status - 128).name}"
+    return f"exit status {status}"
+
+
 def decide_status(
     outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
 ) -> tuple[str, int, str | None, list[str]]:
@@ -115,9 +123,11 @@ def decide_status(
     elif result is not None and (result.is_error or not result.found):
         status, code = "failed", EXIT_AGENT_FAILED
         message = result.error or "the agent reported an error"
+        if exit_info is not None and exit_info.status_code != 0:
+            message += f" ({describe_exit(exit_info.status_code)})"
     elif exit_info is not None and exit_info.status_code != 0:
         status, code = "failed", EXIT_AGENT_FAILED
-        message = f"the agent exited with status {exit_info.status_code}"
+        message = f"the agent failed ({describe_exit(exit_info.status_code)})"
     if oom and status == "success":
         warnings.append(
             f"a process in the container ran out of memory (--memory {memory}) and was killed"
@@ -167,17 +177,11 @@ class AgentWorker:
         """Everything up to the image changes nothing; after that, a report is always written."""
         import docker_manager
         import git_manager
-        from errors import UsageError
 
         cfg = self.config
         self.agent.check_credentials(cfg)
         ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
         client = docker_manager.connect(cfg.docker_host)
-        engine_cpus = docker_manager.engine_cpus(client)
-        if cfg.cpus is not None and cfg.cpus > engine_cpus:
-            raise UsageError(
-                f"--cpus {cfg.cpus:g} is more than the {engine_cpus} CPUs of the Docker engine"
-            )
         for name in docker_manager.remove_orphans(client):
             self.progress.warn(f"removed container {name}, left by an agent-worker that is gone")
         self._mark("preflight")

@@ -59,14 +59,6 @@ def is_local(docker_host: str | None) -> bool:
     return url.startswith("unix://")
 
 
-def engine_cpus(client: docker.DockerClient) -> int:
-    """How many CPUs the engine's machine has."""
-    try:
-        return int(client.info().get("NCPU") or os.cpu_count() or 1)
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"cannot query the Docker engine: {_reason(exc)}") from None
-
-
 def bridge_gateway(client: docker.DockerClient) -> str:
     """The host's address on the default bridge, as containers see it."""
     config = client.api.inspect_network("bridge")["IPAM"]["Config"][0]

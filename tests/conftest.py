@@ -224,3 +224,21 @@ def containers_of(docker_client: Any, run_id: str) -> list[Any]:
     return list(
         docker_client.containers.list(all=True, filters={"label": f"agent-worker.run-id={run_id}"})
     )
+
+
+def tool_outputs(fake_api: Any) -> list[str]:
+    """The text of every tool result Claude Code sent back, in order (from its last request)."""
+    last = fake_api.main_requests[-1].body
+    outputs = []
+    for message in last["messages"]:
+        content = message.get("content")
+        if message["role"] != "user" or not isinstance(content, list):
+            continue
+        for block in content:
+            if block.get("type") != "tool_result":
+                continue
+            inner = block.get("content")
+            if isinstance(inner, list):
+                inner = "".join(part.get("text", "") for part in inner)
+            outputs.append(str(inner))
+    return outputs

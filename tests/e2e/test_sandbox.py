@@ -1,0 +1,261 @@
+"""The sandbox holds: egress firewall, no privileges, limits. Proved from inside real runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import containers_of, git, run_cli, tool_outputs
+from fake_anthropic import Turn, bash
+
+
+@pytest.fixture
+def target(docker_client: Any, agent_image: str) -> Iterator[str]:
+    """A second container of the test's own on the bridge, serving HTTP on port 8080."""
+    server = docker_client.containers.run(
+        agent_image,
+        [
+            "node",
+            "-e",
+            "require('http').createServer((q, s) => s.end('target says hi')).listen(8080)",
+        ],
+        user="agent",
+        detach=True,
+        labels={"agent-worker-test": "target"},
+    )
+    try:
+        server.reload()
+        address = server.attrs["NetworkSettings"]["IPAddress"]
+        # raises ContainerError unless the target answered within 10 s
+        docker_client.containers.run(
+            agent_image,
+            [
+                "bash",
+                "-c",
+                f"for i in $(seq 100); do curl -sf http://{address}:8080/"
+                " | grep -q 'target says hi' && exit 0; sleep 0.1; done;"
+                " exit 1",
+            ],
+            remove=True,
+        )
+        yield address
+    finally:
+        server.remove(force=True)
+
+
+def probe_command(url: str) -> str:
+    return f"curl -s -o /dev/null -w 'code=%{{http_code}}' --max-time 5 {url}; echo \" exit=$?\""
+
+
+def test_the_firewall_lets_the_api_through_and_blocks_the_rest(
+    repo: Path,
+    fake_api: Any,
+    gateway: str,
+    run_env: Callable[..., dict[str, str]],
+    target: str,
+) -> None:
+    fake_api.add_turns(
+        Turn.tool_use(bash(probe_command(f"{fake_api.url(gateway)}/v1/models"))),
+        Turn.tool_use(bash(probe_command(f"http://{target}:8080/"))),
+        Turn.tool_use(bash(probe_command(f"http://{gateway}:{fake_api.port + 1}/"))),
+        Turn.text("probed"),
+    )
+    result = run_cli(["--task", "probe the network"], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    api, other, other_port = tool_outputs(fake_api)
+    assert "code=404 exit=0" in api  # reached the fake API, which knows no /v1/models
+    assert "code=000 exit=7" in other  # refused at once: REJECT, not a silent drop
+    assert "code=000 exit=7" in other_port  # the API host, but not the API's port
+    assert result.report is not None
+    assert result.report["firewall"] is True
+
+
+def test_allow_host_opens_one_more_destination(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], target: str
+) -> None:
+    fake_api.add_turns(
+        Turn.tool_use(bash(probe_command(f"http://{target}:8080/"))), Turn.text("probed")
+    )
+    result = run_cli(
+        [
+            "--task",
+            "probe",
+            "--allow-host",
+            f"{target}:8080",
+            "--allow-host",
+            "no-such-host.invalid",
+        ],
+        cwd=repo,
+        env=run_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert "code=200 exit=0" in tool_outputs(fake_api)[0]
+    assert result.report is not None
+    assert any("no-such-host.invalid does not resolve" in w for w in result.report["warnings"])
+    assert "no-such-host.invalid does not resolve" in result.stderr
+
+
+def test_duplicate_allowed_hosts_are_a_warning_not_an_abort(
+    repo: Path, fake_api: Any, gateway: str, run_env: Callable[..., dict[str, str]], target: str
+) -> None:
+    fake_api.add_turns(Turn.text("ok"))
+    result = run_cli(
+        [
+            "--task",
+            "t",
+            "--allow-host",
+            f"{target}:8080",
+            "--allow-host",
+            f"{target}:8080",
+            "--allow-host",
+            target,
+            "--allow-host",
+            f"{gateway}:{fake_api.port}",
+        ],
+        cwd=repo,
+        env=run_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    warnings = " ".join(result.report["warnings"])
+    assert f"{target}:8080 is listed twice" in result.stderr
+    assert f"{gateway}:{fake_api.port} is listed twice" in result.stderr
+    assert "adds nothing new" not in warnings or target in warnings
+
+
+def test_no_firewall_is_explicit_and_reported(
+    repo: Path,
+    fake_api: Any,
+    run_env: Callable[..., dict[str, str]],
+    target: str,
+    docker_client: Any,
+) -> None:
+    fake_api.add_turns(
+        Turn.tool_use(bash(probe_command(f"http://{target}:8080/"))), Turn.text("probed")
+    )
+    result = run_cli(["--task", "probe", "--no-firewall"], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    assert "code=200 exit=0" in tool_outputs(fake_api)[0]
+    assert result.report is not None
+    assert result.report["firewall"] is False
+    assert "Firewall   off (--no-firewall)" in result.stdout
+
+
+def test_the_agent_has_no_privilege(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
+) -> None:
+    fake_api.add_turns(
+        Turn.tool_use(bash("id; grep -E '^(Cap|NoNewPrivs)' /proc/self/status")),
+        Turn.tool_use(
+            bash(
+                "iptables -F OUTPUT; echo iptables=$?; ipset list >/dev/null 2>&1; "
+                "echo ipset=$?; ls -A /agent-worker; ls /var/run/docker.sock; "
+                "echo sock=$?; su -c true root </dev/null; echo su=$?"
+            )
+        ),
+        Turn.text("looked"),
+    )
+    result = run_cli(["--task", "look at yourself"], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    ident, attempts = tool_outputs(fake_api)
+    assert "uid=1000(agent) gid=1000(agent) groups=1000(agent)" in ident
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert f"{field}:\t0000000000000000" in ident
+    assert "NoNewPrivs:\t1" in ident
+    assert "iptables=4" in attempts or "iptables=1" in attempts
+    assert "Permission denied" in attempts or "you must be root" in attempts
+    assert "ipset=1" in attempts
+    assert "secrets" not in attempts  # the key's file was removed before the agent started
+    assert "sock=2" in attempts
+    assert "su=0" not in attempts
+
+
+def test_a_memory_hog_is_killed_and_the_run_says_so(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    fake_api.add_turns(
+        Turn.tool_use(bash("echo kept > kept.txt && git add kept.txt && git commit -qm 'Keep'")),
+        Turn.tool_use(bash("head -c 2000m /dev/zero | tail; echo hog=$?")),
+        Turn.text("the hog died"),
+    )
+    result = run_cli(
+        ["--task", "eat memory", "--branch", "hog", "--memory", "512m"], cwd=repo, env=run_env()
+    )
+    report = result.report
+    assert report is not None
+    assert "hog=137" in tool_outputs(fake_api)[1]
+    assert any("ran out of memory (--memory 512m)" in w for w in report["warnings"])
+    assert result.code == 0, result.stderr
+    assert git(repo, "show", "hog:kept.txt") == "kept\n"
+    assert containers_of(docker_client, report["run_id"]) == []
+
+
+def test_an_agent_killed_for_memory_fails_with_a_clear_status(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    fake_api.add_turns(Turn.text("never reached"))
+    result = run_cli(
+        ["--task", "start", "--branch", "tiny", "--memory", "48m"], cwd=repo, env=run_env()
+    )
+    report = result.report
+    assert report is not None
+    assert result.code == 1, result.stderr
+    assert report["status"] == "failed"
+    assert "ran out of memory (--memory 48m)" in report["error"]
+    assert containers_of(docker_client, report["run_id"]) == []
+
+
+def test_a_process_flood_hits_the_pids_limit_and_the_run_goes_on(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    flood = (
+        "echo kept > kept.txt && git add kept.txt && git commit -qm 'Keep'; "
+        "for i in $(seq 1 400); do (tail -f /dev/null &) 2>/dev/null; done; "
+        "ps -u agent --no-headers | wc -l"
+    )
+    fake_api.add_turns(Turn.tool_use(bash(flood)), Turn.text("flooded"))
+    result = run_cli(
+        ["--task", "fork a lot", "--branch", "flood", "--pids-limit", "128"],
+        cwd=repo,
+        env=run_env(),
+        timeout=300,
+    )
+    report = result.report
+    assert report is not None
+    # Claude Code itself needs threads, which count against the limit: it may die of the flood
+    # (a failed run that says so) or live through it (a success); either way the run ends.
+    if result.code == 0:
+        count = int(tool_outputs(fake_api)[0].strip().splitlines()[-1])
+        assert count < 128
+    else:
+        assert result.code == 1, result.stderr
+        assert report["status"] == "failed"
+        assert "killed by SIG" in report["error"] or "exit status" in report["error"]
+    assert git(repo, "show", "flood:kept.txt") == "kept\n"
+    assert containers_of(docker_client, report["run_id"]) == []
+    # the host is fine: it can still start processes and run git
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_docker_refusing_the_container_leaves_a_report_and_no_branch(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    result = run_cli(
+        ["--task", "t", "--branch", "refused", "--cpus", "512"], cwd=repo, env=run_env()
+    )
+    assert result.code == 3
+    report = result.report
+    assert report is not None
+    assert report["status"] == "error"
+    assert "Docker refused to create the agent container" in report["error"]
+    assert "CPUs" in report["error"]
+    assert git(repo, "branch", "--list", "refused") == ""
+    run_dir = Path(report["run_dir"])
+    assert (run_dir / "report.json").is_file()
+    assert containers_of(docker_client, report["run_id"]) == []
+    assert (
+        "agent-worker: error: Docker refused" in result.stderr or "Docker refused" in result.stderr
+    )
