@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +23,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from config import DEFAULT_CLAUDE_CODE_VERSION, ENV_KEYS
 
 if TYPE_CHECKING:
     from agents.base_agent import AgentResult, BaseAgent
@@ -558,119 +560,82 @@ def _crash_log(text: str) -> Path:
     return path
 
 
-def _env_help(var: str, default: str | None = None) -> str:
-    parts = [f"env {var}"] if var else []
-    if default:
-        parts.append(f"default: {default}")
-    return f" [{'; '.join(parts)}]" if parts else ""
-
-
 EPILOG = """Exit codes: 0 success, 1 the agent ran and failed, 2 usage or configuration error,
 3 a precondition failed (not a repository, dirty tree, branch exists, Docker unreachable, image
 build failed), 124 timed out, 130 interrupted, 4 internal error (the message names a log)."""
+
+# (option, metavar (None: a flag), help, default shown in --help); the variable that also sets
+# an option is config.ENV_KEYS's, so the help and the loader cannot disagree.
+OPTIONS: list[tuple[str, str | None, str, str | None]] = [
+    ("--task", "TEXT", "What the agent should do.", None),
+    ("--task-file", "PATH", "Read the task from a file (- for stdin).", None),
+    ("--project", "PATH", "The git repository to work on.", "current directory"),
+    ("--branch", "NAME", "Branch to create for the work.", "agent-task-YYYYmmdd-HHMMSS"),
+    ("--agent-type", "NAME", "Agent backend.", "claude"),
+    ("--api-key", "KEY", "API key; visible in the process list, prefer ANTHROPIC_API_KEY.", None),
+    ("--base-url", "URL", "API base URL.", "Anthropic's API"),
+    ("--model", "NAME", "Model for the agent.", "the agent's default"),
+    ("--max-turns", "N", "Turn limit.", "unlimited"),
+    ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
+    ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
+    ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
+    ("--base-image", "IMAGE", "Base of the agent image.", "debian:bookworm-slim"),
+    ("--claude-version", "V", "Claude Code version in the image.", DEFAULT_CLAUDE_CODE_VERSION),
+    (
+        "--ca-cert",
+        "PATH",
+        "Extra CA certificate (PEM) to trust, e.g. a corporate proxy's; "
+        "repeatable; the variable takes a ':'-separated list.",
+        None,
+    ),
+    ("--force-rebuild", None, "Rebuild the agent image, without cache.", None),
+    ("--json", None, "Print the report as JSON on stdout.", None),
+    ("--report-file", "PATH", "Also write the JSON report to PATH.", None),
+    ("--git-identity", "agent|user", "Commit as agent-worker or as your git identity.", "agent"),
+    (
+        "--workspace",
+        "auto|mount|copy",
+        "Mount the repository read-only and clone it inside, or "
+        "copy a bundle in (auto: copy for a remote engine).",
+        "auto",
+    ),
+    (
+        "--allow-host",
+        "HOST[:PORT]",
+        "Let the agent reach this host too; repeatable; the variable takes a comma-separated list.",
+        None,
+    ),
+    ("--no-firewall", None, "Let the agent reach any address.", None),
+    ("--memory", "SIZE", "Memory limit, /workspace (a tmpfs) included.", "4g"),
+    ("--cpus", "N", "CPU limit.", "all"),
+    ("--pids-limit", "N", "Process limit.", "1024"),
+    ("--debug", None, "Log every step to stderr.", None),
+    ("--env-file", "PATH", "Read settings from this file instead of ./.env.", None),
+]
+
+
+def _with_options(command: Callable[..., None]) -> Callable[..., None]:
+    for flag, metavar, summary, default in reversed(OPTIONS):
+        key = flag.removeprefix("--").replace("-", "_")
+        notes = [f"env {ENV_KEYS[key]}"] if key in ENV_KEYS else []
+        notes += [f"default: {default}"] if default else []
+        text = summary + (f" [{'; '.join(notes)}]" if notes else "")
+        dest = "json_output" if key == "json" else key
+        if metavar is None:
+            # default None, not False: an absent --debug lets DEBUG from the environment count
+            command = click.option(flag, dest, is_flag=True, default=None, help=text)(command)
+        else:
+            command = click.option(
+                flag, dest, metavar=metavar, help=text, multiple=key in ("ca_cert", "allow_host")
+            )(command)
+    return command
 
 
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EPILOG,
 )
-@click.option("--task", metavar="TEXT", help="What the agent should do.")
-@click.option("--task-file", metavar="PATH", help="Read the task from a file (- for stdin).")
-@click.option(
-    "--project",
-    metavar="PATH",
-    help="The git repository to work on." + _env_help("PROJECT_PATH", "current dir"),
-)
-@click.option(
-    "--branch",
-    metavar="NAME",
-    help="Branch to create for the work. [default: agent-task-YYYYmmdd-HHMMSS]",
-)
-@click.option(
-    "--agent-type", metavar="NAME", help="Agent backend." + _env_help("AGENT_TYPE", "claude")
-)
-@click.option(
-    "--api-key",
-    metavar="KEY",
-    help="API key; visible in the process list, prefer the variable."
-    + _env_help("ANTHROPIC_API_KEY"),
-)
-@click.option("--base-url", metavar="URL", help="API base URL." + _env_help("ANTHROPIC_BASE_URL"))
-@click.option("--model", metavar="NAME", help="Model for the agent." + _env_help("ANTHROPIC_MODEL"))
-@click.option(
-    "--max-turns", metavar="N", help="Turn limit." + _env_help("AGENT_MAX_TURNS", "unlimited")
-)
-@click.option(
-    "--timezone",
-    metavar="TZ",
-    help="Time zone inside the container." + _env_help("TZ", "host's zone, else UTC"),
-)
-@click.option(
-    "--timeout",
-    metavar="SECONDS",
-    help="Stop the agent after this long (also 30m, 2h)." + _env_help("AGENT_TIMEOUT", "3600"),
-)
-@click.option(
-    "--remote-docker",
-    metavar="URL",
-    help="Docker engine to use (tcp://, ssh://, unix://)."
-    + _env_help("DOCKER_HOST", "local engine"),
-)
-@click.option(
-    "--base-image",
-    metavar="IMAGE",
-    help="Base of the agent image." + _env_help("AGENT_WORKER_BASE_IMAGE", "debian:bookworm-slim"),
-)
-@click.option(
-    "--claude-version",
-    metavar="V",
-    help="Claude Code version in the image." + _env_help("CLAUDE_CODE_VERSION", "pinned"),
-)
-@click.option(
-    "--ca-cert",
-    metavar="PATH",
-    multiple=True,
-    help="Extra CA certificate (PEM) to trust in the image, e.g. a corporate proxy's; "
-    "repeatable." + _env_help("AGENT_WORKER_CA_CERT, ':'-separated"),
-)
-@click.option("--force-rebuild", is_flag=True, help="Rebuild the agent image without cache.")
-@click.option("--json", "json_output", is_flag=True, help="Print the report as JSON on stdout.")
-@click.option("--report-file", metavar="PATH", help="Also write the JSON report to PATH.")
-@click.option(
-    "--git-identity",
-    metavar="agent|user",
-    help="Commit as agent-worker or as your git identity."
-    + _env_help("AGENT_WORKER_GIT_IDENTITY", "agent"),
-)
-@click.option(
-    "--workspace",
-    metavar="auto|mount|copy",
-    help="auto: mount the repository read-only on a local engine, copy a bundle in "
-    "on a remote one." + _env_help("AGENT_WORKER_WORKSPACE", "auto"),
-)
-@click.option(
-    "--allow-host",
-    metavar="HOST[:PORT]",
-    multiple=True,
-    help="Let the agent reach this host too; repeatable."
-    + _env_help("AGENT_WORKER_ALLOW_HOSTS, comma-separated"),
-)
-@click.option("--no-firewall", is_flag=True, help="Let the agent reach any address.")
-@click.option(
-    "--memory",
-    metavar="SIZE",
-    help="Memory limit, /workspace included." + _env_help("AGENT_WORKER_MEMORY", "4g"),
-)
-@click.option("--cpus", metavar="N", help="CPU limit." + _env_help("AGENT_WORKER_CPUS", "all"))
-@click.option(
-    "--pids-limit",
-    metavar="N",
-    help="Process limit." + _env_help("AGENT_WORKER_PIDS_LIMIT", "1024"),
-)
-@click.option(
-    "--debug", is_flag=True, default=None, help="Log every step to stderr." + _env_help("DEBUG")
-)
-@click.option("--env-file", metavar="PATH", help="Read settings from this file instead of .env.")
+@_with_options
 @click.version_option(__version__, "--version", prog_name="agent-worker")
 def cli(**options: Any) -> None:
     """Run an AI coding agent on a new branch of this repository, in a Docker container.

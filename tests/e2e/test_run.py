@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import TEST_KEY, containers_of, git, run_cli, snapshot
+from conftest import TEST_KEY, containers_of, git, run_cli, snapshot, tool_outputs
 from fake_anthropic import Turn, bash, edit, write
 
 
@@ -310,3 +310,51 @@ def test_json_output_matches_the_terminal_report(
     assert "+2 \u22120 in 1 file" in text.stdout
     assert payload["tokens"] == report["tokens"]
     assert payload["changes"]["lines_added"] == report["changes"]["lines_added"] == 2
+
+
+def test_options_reach_the_agent(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
+) -> None:
+    fake_api.add_turns(
+        Turn.tool_use(
+            bash(
+                "date +%Z; echo TZ=$TZ; env | grep -c '^AW_ONLY_IN_DOTENV' || true; "
+                "git -C /workspace config user.email; test -e /source; echo source=$?"
+            )
+        ),
+        Turn.tool_use(bash("echo more")),
+        Turn.tool_use(bash("echo never runs")),
+    )
+    (repo / ".gitignore").write_text(".env\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-qm", "ignore .env")
+    (repo / ".env").write_text("AGENT_MAX_TURNS=2\nAW_ONLY_IN_DOTENV=leak\n")
+    env = run_env(ANTHROPIC_MODEL="claude-test-model")
+    result = run_cli(
+        [
+            "--task",
+            "t",
+            "--timezone",
+            "Asia/Tokyo",
+            "--git-identity",
+            "user",
+            "--workspace",
+            "copy",
+            "--env-file",
+            str(repo / ".env"),
+        ],
+        cwd=repo,
+        env=env,
+    )
+    report = result.report
+    assert report is not None
+    assert result.code == 1, result.stderr  # two turns allowed, the agent wanted a third
+    assert "Reached maximum number of turns (2)" in report["error"]
+    assert {r.model for r in fake_api.main_requests} == {"claude-test-model"}
+    assert report["agent"]["model"] == "claude-test-model"
+    tz, tz_var, leaked, email, source = tool_outputs(fake_api)[0].split("\n")[:5]
+    assert tz == "JST"
+    assert tz_var == "TZ=Asia/Tokyo"
+    assert leaked == "0"
+    assert email == "test@example.com"  # --git-identity user: the repository's own identity
+    assert source == "source=1"  # --workspace copy: no mount of the repository
