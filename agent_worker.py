@@ -216,9 +216,11 @@ class AgentWorker:
         try:
             git_manager.create_branch(ws)
             self.progress.phase("Starting the agent container")
-            container = docker_manager.create_container(client, self._spec(ws, tag))
-            (self.run_dir / "source.bundle").unlink(missing_ok=True)  # it is in the container now
-            self._supervise(container, outcome)
+            try:
+                container = docker_manager.create_container(client, self._spec(ws, tag))
+            finally:
+                (self.run_dir / "source.bundle").unlink(missing_ok=True)  # copied in, or failed
+            self._supervise(container, ws, outcome)
             self._mark("agent")
             with self.signals.protected():
                 self._collect(container, ws, outcome)
@@ -302,43 +304,57 @@ class AgentWorker:
                 hosts.append(host)
         return hosts
 
-    def _supervise(self, container: Any, outcome: Outcome) -> None:
-        """Stream the agent's output until it ends, the timeout passes, or a signal arrives."""
+    def _supervise(self, container: Any, ws: Workspace, outcome: Outcome) -> None:
+        """Start the container and stream the agent's output until the container ends, the
+        timeout passes or a signal arrives; it has stopped when this returns."""
         import docker_manager
         from console import AgentOutput
         from errors import Interrupted
 
         output = AgentOutput(self.run_dir, self.agent.on_output_line, self.progress, self.redactor)
-        pump = docker_manager.OutputPump(container, output.stdout.feed, output.stderr.feed)
-        docker_manager.start(container)
-        outcome.started = True
-        self._mark("container")
-        deadline = time.monotonic() + self.config.timeout_s
-        self.progress.phase(f"Agent at work on branch {self.config.branch}")
         try:
+            pump = docker_manager.OutputPump(container, output.stdout.feed, output.stderr.feed)
+            docker_manager.start(container)
+            outcome.started = True
+            self._mark("container")
+            self.progress.phase(f"Agent at work on branch {ws.branch}")
+            deadline = time.monotonic() + self.config.timeout_s
             pump.start()
-            while pump.is_alive() and not outcome.timed_out:
-                pump.join(min(max(deadline - time.monotonic(), 0.0), 1.0))
-                outcome.timed_out = time.monotonic() >= deadline and pump.is_alive()
-        except Interrupted:
-            outcome.interrupted = True
-        with self.signals.protected():
-            outcome.interrupted = outcome.interrupted or self.signals.count > 0
-            if outcome.timed_out or outcome.interrupted:
-                why = "timed out" if outcome.timed_out else "interrupted"
-                self.progress.phase(f"Agent {why}: stopping it and saving its commits")
-                docker_manager.signal(container, "SIGTERM")
-                outcome.exit = self._wait_exit(container, STOP_GRACE_S)
-                if outcome.exit is None:
-                    docker_manager.signal(container, "SIGKILL")
-            while outcome.exit is None:
-                outcome.exit = docker_manager.wait(container, 60.0)
-            pump.join(10.0)
+            try:
+                while outcome.exit is None and (left := deadline - time.monotonic()) > 0:
+                    if pump.is_alive():
+                        pump.join(min(left, 1.0))
+                    else:  # the output ended: the container is stopping (or the stream broke)
+                        outcome.exit = docker_manager.wait(container, min(left, 5.0))
+                outcome.timed_out = outcome.exit is None
+            except Interrupted:
+                outcome.interrupted = True
+            with self.signals.protected():
+                self._stop(container, outcome)
+                pump.join(10.0)
+            if pump.error is not None:
+                self.warnings.append(f"reading the agent's output failed: {pump.error}")
+        finally:
             output.close()
-        self.warnings += output.warnings
-        outcome.agent_tail = list(output.tail)
-        if pump.error is not None:
-            self.warnings.append(f"reading the agent's output failed: {pump.error}")
+            self.warnings += output.warnings
+            outcome.agent_tail = list(output.tail)
+
+    def _stop(self, container: Any, outcome: Outcome) -> None:
+        """See the container stopped; after a timeout or a signal, politely first, so that it
+        can commit and bundle what the agent did."""
+        import docker_manager
+        from errors import DockerError
+
+        if outcome.exit is None and (outcome.timed_out or outcome.interrupted):
+            why = "timed out" if outcome.timed_out else "interrupted"
+            self.progress.phase(f"Agent {why}: stopping it and saving its commits")
+            docker_manager.signal(container, "SIGTERM")
+            outcome.exit = self._wait_exit(container, STOP_GRACE_S)
+        if outcome.exit is None:
+            docker_manager.signal(container, "SIGKILL")
+            outcome.exit = docker_manager.wait(container, 60.0)
+        if outcome.exit is None:
+            raise DockerError("the agent container does not stop: check the Docker engine")
 
     def _wait_exit(self, container: Any, grace: float) -> ExitInfo | None:
         """Wait up to grace seconds for the container to exit; another signal cuts it short."""
