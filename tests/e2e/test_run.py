@@ -358,3 +358,21 @@ def test_options_reach_the_agent(
     assert leaked == "0"
     assert email == "test@example.com"  # --git-identity user: the repository's own identity
     assert source == "source=1"  # --workspace copy: no mount of the repository
+
+
+def test_a_detached_head_is_the_base(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
+) -> None:
+    (repo / "later.txt").write_text("later\n")
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "-qm", "later")
+    first = git(repo, "rev-parse", "HEAD~1").strip()
+    git(repo, "checkout", "-q", "--detach", first)
+    before = snapshot(repo)
+    fake_api.add_turns(Turn.tool_use(write("/workspace/d.txt", "d\n")), Turn.text("done"))
+    result = run_cli(["--task", "t", "--branch", "from-detached"], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    assert result.report["base_commit"] == first
+    assert git(repo, "rev-parse", "from-detached~1").strip() == first
+    assert snapshot(repo) == before  # still detached at the same commit

@@ -242,3 +242,40 @@ def test_json_mode_reports_errors_as_json(repo: Path) -> None:
     assert payload["status"] == "error"
     assert payload["exit_code"] == 2
     assert "ANTHROPIC_API_KEY" in payload["error"]
+
+
+def test_the_checkout_script_runs_directly() -> None:
+    done = subprocess.run(
+        [str(ROOT / "agent_worker.py"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=clean_env(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin"),
+    )
+    assert done.stdout.startswith("agent-worker, version ")
+
+
+def test_an_internal_error_exits_4_and_names_a_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    import agent_worker
+    import config
+    from console import Env
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(config, "load", broken)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    out, err = io.StringIO(), io.StringIO()
+    code = agent_worker.main({"task": "x"}, Env(stdout=out, stderr=err, stdin=io.StringIO()))
+    assert code == 4
+    line = err.getvalue()
+    assert line.startswith("agent-worker: error: internal error (RuntimeError: a bug")
+    assert line.count("\n") == 1
+    log = Path(line.rsplit("with the log ", 1)[1].strip())
+    assert log.is_file()
+    assert "Traceback" in log.read_text()
+    assert "RuntimeError" in log.read_text()
