@@ -248,9 +248,10 @@ class LineSplitter:
             del self._buf[:start]
         if len(self._buf) > self._max:
             self._buf = bytearray(self._redact(bytes(self._buf)))
-            cut = len(self._buf) - self._keep
-            self._on_line(bytes(self._buf[:cut]))
-            del self._buf[:cut]
+            cut = len(self._buf) - self._keep  # the rest may be the start of a secret
+            if cut > 0:
+                self._on_line(bytes(self._buf[:cut]))
+                del self._buf[:cut]
 
     def close(self) -> None:
         if self._buf:

@@ -53,12 +53,22 @@ def _git(repo: git.Repo, *args: str) -> str:
         )
         return out
     except git.GitCommandError as exc:
-        raise GitError(f"git {args[0]} failed: {_stderr(exc)}") from None
+        command = next(
+            (
+                a
+                for i, a in enumerate(args)
+                if not a.startswith("-") and (i == 0 or args[i - 1] != "-c")
+            ),
+            "",
+        )
+        raise GitError(f"git {command} failed: {_stderr(exc)}") from None
 
 
 def _stderr(exc: git.GitCommandError) -> str:
-    text = str(exc.stderr or exc).strip().removeprefix("stderr:").strip().strip("'").strip()
-    return text.splitlines()[-1] if text else str(exc)
+    """git's own last words, without GitPython's framing."""
+    text = str(exc.stderr or "").strip().removeprefix("stderr:").strip().strip("'").strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {exc.status}"
 
 
 def _branch_exists(repo: git.Repo, branch: str) -> bool:
@@ -182,7 +192,7 @@ def import_bundle(ws: Workspace, bundle: Path) -> str:
             "-c",
             "fetch.fsckObjects=true",
             "fetch",
-            "--quiet",
+            "--no-progress",
             "--no-tags",
             "--no-write-fetch-head",
             str(bundle),

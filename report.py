@@ -115,8 +115,11 @@ class RunReport:
 
 
 def format_duration(seconds: float) -> str:
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
+    """5m 23.4s; rounded to tenths first, so 119.97 s is 2m 0.0s, not 1m 60.0s."""
+    tenths = round(seconds * 10)
+    minutes, tenth_secs = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    secs = tenth_secs / 10
     if hours:
         return f"{hours}h {minutes}m {secs:.1f}s"
     return f"{minutes}m {secs:.1f}s" if minutes else f"{secs:.1f}s"

@@ -61,6 +61,22 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _blocks(event: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """The content blocks of one kind in an assistant event, whatever shape it arrived in."""
+    content = _dict(event.get("message")).get("content")
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == kind]
+
+
 class ClaudeAgent(BaseAgent):
     name: ClassVar[str] = "claude"
     api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
@@ -120,13 +136,10 @@ class ClaudeAgent(BaseAgent):
             )
         if event.get("type") != "assistant":
             return None
-        for block in (event.get("message") or {}).get("content") or []:
-            if isinstance(block, dict) and block.get("type") == "tool_use":
-                args = block.get("input")
-                return ProgressEvent(
-                    "tool",
-                    describe_tool(str(block.get("name")), args if isinstance(args, dict) else {}),
-                )
+        for block in _blocks(event, "tool_use"):
+            return ProgressEvent(
+                "tool", describe_tool(str(block.get("name")), _dict(block.get("input")))
+            )
         return None
 
     def parse_result(self, lines: Iterable[str]) -> AgentResult:
@@ -143,9 +156,8 @@ class ClaudeAgent(BaseAgent):
                 init = event
             elif kind == "assistant":
                 turns += 1
-                for block in (event.get("message") or {}).get("content") or []:
-                    if isinstance(block, dict) and block.get("type") == "text":
-                        last_text = str(block.get("text", ""))
+                for block in _blocks(event, "text"):
+                    last_text = str(block.get("text", ""))
             elif kind == "result":
                 result = event
         if result is None:
@@ -153,25 +165,26 @@ class ClaudeAgent(BaseAgent):
                 found=False,
                 is_error=True,
                 turns=turns or None,
-                session_id=init.get("session_id"),
-                model=init.get("model"),
-                version=init.get("claude_code_version"),
+                session_id=_str(init.get("session_id")),
+                model=_str(init.get("model")),
+                version=_str(init.get("claude_code_version")),
                 error="Claude Code ended without a result"
                 + (f"; its last words: {_short(last_text)}" if last_text else ""),
             )
-        usage = result.get("usage") or {}
+        usage = _dict(result.get("usage"))
         is_error = bool(result.get("is_error")) or result.get("subtype") != "success"
-        text = result.get("result")
+        text = _str(result.get("result"))
         error = None
         if is_error:
-            errors = [str(e) for e in result.get("errors") or [] if e]
-            detail = text if isinstance(text, str) and text else "; ".join(errors)
+            listed = result.get("errors")
+            errors = [str(e) for e in listed if e] if isinstance(listed, list) else []
+            detail = text or "; ".join(errors)
             error = f"Claude Code reported an error: {detail or result.get('subtype', 'error')}"
         cost = result.get("total_cost_usd")
         return AgentResult(
             found=True,
             is_error=is_error,
-            subtype=result.get("subtype"),
+            subtype=_str(result.get("subtype")),
             input_tokens=_int(usage.get("input_tokens")),
             output_tokens=_int(usage.get("output_tokens")),
             cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
@@ -179,9 +192,9 @@ class ClaudeAgent(BaseAgent):
             cost_usd=float(cost) if isinstance(cost, (int, float)) else None,
             turns=_int(result.get("num_turns")),
             duration_ms=_int(result.get("duration_ms")),
-            session_id=result.get("session_id") or init.get("session_id"),
-            model=init.get("model"),
-            version=init.get("claude_code_version"),
-            result_text=text if isinstance(text, str) else None,
+            session_id=_str(result.get("session_id")) or _str(init.get("session_id")),
+            model=_str(init.get("model")),
+            version=_str(init.get("claude_code_version")),
+            result_text=text,
             error=error,
         )

@@ -113,25 +113,22 @@ def run_cli(
     return CliResult(done.returncode, done.stdout, done.stderr, report)
 
 
+# The machine's own settings (which engine, which base image, which CAs) stay; every other
+# agent-worker variable is the test's to set.
+MACHINE_KEYS = {
+    "DOCKER_HOST",
+    "AGENT_WORKER_BASE_IMAGE",
+    "AGENT_WORKER_CA_CERT",
+    "CLAUDE_CODE_VERSION",
+}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any agent-worker settings, plus extra."""
-    keys = (
-        "PROJECT_PATH",
-        "AGENT_TYPE",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_MODEL",
-        "AGENT_MAX_TURNS",
-        "AGENT_TIMEOUT",
-        "DEBUG",
-        "AGENT_WORKER_GIT_IDENTITY",
-        "AGENT_WORKER_WORKSPACE",
-        "AGENT_WORKER_ALLOW_HOSTS",
-        "AGENT_WORKER_MEMORY",
-        "AGENT_WORKER_CPUS",
-        "AGENT_WORKER_PIDS_LIMIT",
-    )
-    env = {k: v for k, v in os.environ.items() if k not in keys}
+    """The test process's environment without agent-worker settings, plus extra."""
+    from config import ENV_KEYS
+
+    drop = (set(ENV_KEYS.values()) | {"ANTHROPIC_API_KEY"}) - MACHINE_KEYS
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     return env
 

@@ -55,23 +55,9 @@ def test_a_changed_dockerfile_byte_rebuilds(
     dockerfile = context / "Dockerfile"
     dockerfile.write_bytes(dockerfile.read_bytes() + b" ")
     lines: list[str] = []
-    changed = docker_manager.ensure_image(
-        docker_client,
-        build_args=args(base_image),
-        ca_certs=ca_certs,
-        force=False,
-        log_dir=tmp_path / "logs",
-        on_line=lines.append,
-        context_dir=context,
-        tag_latest=False,
-    )
-    try:
-        assert changed.built
-        assert changed.tag != agent_image
-        assert changed.log_path is not None
-        assert "Successfully tagged " + changed.tag in changed.log_path.read_text()
-        assert any("Step" in line for line in lines)
-        again = docker_manager.ensure_image(
+
+    def ensure() -> docker_manager.ImageResult:
+        return docker_manager.ensure_image(
             docker_client,
             build_args=args(base_image),
             ca_certs=ca_certs,
@@ -81,6 +67,15 @@ def test_a_changed_dockerfile_byte_rebuilds(
             context_dir=context,
             tag_latest=False,
         )
+
+    changed = ensure()
+    try:
+        assert changed.built
+        assert changed.tag != agent_image
+        assert changed.log_path is not None
+        assert "Successfully tagged " + changed.tag in changed.log_path.read_text()
+        assert any("Step" in line for line in lines)
+        again = ensure()
         assert not again.built
         assert again.tag == changed.tag
     finally:

@@ -1,0 +1,515 @@
+"""git_manager.py against real git repositories: preflight, the task branch, diff statistics and
+the import of the container's bundle, leaving the user's checkout exactly as it was."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import git_manager
+from conftest import git, make_repo, snapshot
+from errors import GitError, PreconditionError, UsageError
+from git_manager import Workspace
+
+
+def head(repo: Path, rev: str = "HEAD") -> str:
+    return git(repo, "rev-parse", rev).strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return head(repo)
+
+
+def refs(repo: Path) -> list[str]:
+    return git(repo, "for-each-ref", "--format=%(refname)").split()
+
+
+def task_workspace(repo: Path, branch: str = "task") -> Workspace:
+    ws = git_manager.preflight(repo, branch, branch_given=True)
+    git_manager.create_branch(ws)
+    return ws
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def test_preflight_of_a_clean_repository(repo: Path) -> None:
+    before = snapshot(repo)
+    ws = git_manager.preflight(repo, "work", branch_given=True)
+    assert ws.root == repo.resolve()
+    assert ws.git_dir == (repo / ".git").resolve()
+    assert ws.base_commit == head(repo)
+    assert ws.branch == "work"
+    assert snapshot(repo) == before
+    assert refs(repo) == ["refs/heads/main"]
+
+
+def test_not_a_repository(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(PreconditionError, match="is not a git repository") as caught:
+        git_manager.preflight(plain, "b", branch_given=True)
+    assert str(plain) in str(caught.value)
+    assert caught.value.exit_code == 3
+    assert list(plain.iterdir()) == []
+
+
+def test_a_subdirectory_of_a_repository(repo: Path) -> None:
+    ws = git_manager.preflight(repo / "src", "b", branch_given=True)
+    assert ws.root == repo.resolve()
+    assert ws.git_dir == (repo / ".git").resolve()
+    assert ws.base_commit == head(repo)
+
+
+def test_a_repository_without_commits(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    with pytest.raises(PreconditionError, match="has no commits yet"):
+        git_manager.preflight(empty, "b", branch_given=True)
+
+
+@pytest.mark.parametrize("kind", ["modified", "staged", "untracked", "deleted", "staged rename"])
+def test_a_dirty_tree_is_refused(repo: Path, kind: str) -> None:
+    if kind == "modified":
+        (repo / "README.md").write_text("changed\n")
+        name = "README.md"
+    elif kind == "staged":
+        (repo / "new file.txt").write_text("new\n")
+        git(repo, "add", "new file.txt")
+        name = "new file.txt"
+    elif kind == "untracked":
+        (repo / "src" / "stray.py").write_text("stray\n")
+        name = "src/stray.py"
+    elif kind == "deleted":
+        (repo / "README.md").unlink()
+        name = "README.md"
+    else:
+        git(repo, "mv", "README.md", "READ.md")
+        name = "READ.md"
+    before = snapshot(repo)
+    with pytest.raises(PreconditionError, match="uncommitted changes") as caught:
+        git_manager.preflight(repo, "b", branch_given=True)
+    assert name in str(caught.value)
+    assert "commit or stash them" in str(caught.value)
+    assert snapshot(repo) == before
+
+
+def test_at_most_ten_dirty_paths_are_listed(repo: Path) -> None:
+    for n in range(13):
+        (repo / f"f{n:02}.txt").write_text("x\n")
+    with pytest.raises(PreconditionError) as caught:
+        git_manager.preflight(repo, "b", branch_given=True)
+    message = str(caught.value)
+    listed = [n for n in range(13) if f"f{n:02}.txt" in message]
+    assert len(listed) == 10
+    assert "and 3 more" in message
+
+
+def test_exactly_ten_dirty_paths_have_no_more(repo: Path) -> None:
+    for n in range(10):
+        (repo / f"f{n:02}.txt").write_text("x\n")
+    with pytest.raises(PreconditionError) as caught:
+        git_manager.preflight(repo, "b", branch_given=True)
+    assert all(f"f{n:02}.txt" in str(caught.value) for n in range(10))
+    assert "more" not in str(caught.value)
+
+
+def test_ignored_files_do_not_count(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {".gitignore": "build/\n*.log\n", "a.txt": "a\n"})
+    (repo / "build").mkdir()
+    (repo / "build" / "out.o").write_bytes(b"\0obj")
+    (repo / "debug.log").write_text("log\n")
+    (repo / ".git" / "info" / "exclude").write_text("local-only/\n")
+    (repo / "local-only").mkdir()
+    (repo / "local-only" / "x").write_text("x\n")
+    ws = git_manager.preflight(repo, "b1", branch_given=True)
+    assert ws.branch == "b1"
+
+
+@pytest.mark.parametrize(
+    "branch",
+    ["a..b", "-x", "with space", "end.lock", "x~1", "a:b", "trailing/", "ques?", "x.", "a//b"],
+)
+def test_invalid_branch_names(repo: Path, branch: str) -> None:
+    with pytest.raises(UsageError, match="is not a valid git branch name") as caught:
+        git_manager.preflight(repo, branch, branch_given=True)
+    assert repr(branch) in str(caught.value)
+    assert caught.value.exit_code == 2
+    assert refs(repo) == ["refs/heads/main"]
+
+
+@pytest.mark.parametrize("branch", ["feature/x", "agent-task-20261124-101500", "ü-branch"])
+def test_valid_branch_names(repo: Path, branch: str) -> None:
+    assert git_manager.preflight(repo, branch, branch_given=True).branch == branch
+
+
+def test_an_existing_given_branch_is_refused(repo: Path) -> None:
+    git(repo, "branch", "taken")
+    with pytest.raises(PreconditionError, match="branch 'taken' already exists"):
+        git_manager.preflight(repo, "taken", branch_given=True)
+
+
+def test_an_existing_generated_name_gets_a_suffix(repo: Path) -> None:
+    name = "agent-task-20261124-101500"
+    assert git_manager.preflight(repo, name, branch_given=False).branch == name
+    git(repo, "branch", name)
+    assert git_manager.preflight(repo, name, branch_given=False).branch == f"{name}-2"
+    git(repo, "branch", f"{name}-2")
+    assert git_manager.preflight(repo, name, branch_given=False).branch == f"{name}-3"
+    git(repo, "branch", f"{name}-3")
+    git(repo, "branch", f"{name}-5")
+    assert git_manager.preflight(repo, name, branch_given=False).branch == f"{name}-4"
+    assert sorted(refs(repo)) == sorted(
+        ["refs/heads/main"] + [f"refs/heads/{name}{s}" for s in ("", "-2", "-3", "-5")]
+    )
+
+
+def test_detached_head_is_allowed(repo: Path) -> None:
+    first = head(repo)
+    (repo / "second.txt").write_text("2\n")
+    second = commit_all(repo, "second")
+    git(repo, "checkout", "-q", "--detach", first)
+    ws = git_manager.preflight(repo, "b", branch_given=True)
+    assert ws.base_commit == first != second
+
+
+def test_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    (repo / "more.txt").write_text("more\n")
+    main_head = commit_all(repo, "more")
+    wt = tmp_path / "worktree"
+    git(repo, "worktree", "add", "-q", "-b", "wt-branch", str(wt), "HEAD~1")
+    ws = git_manager.preflight(wt, "b", branch_given=True)
+    assert ws.root == wt.resolve()
+    assert ws.git_dir == (repo / ".git").resolve()
+    assert ws.base_commit == head(wt) != main_head
+    sub = git_manager.preflight(wt / "src", "b", branch_given=True)
+    assert sub.git_dir == ws.git_dir
+    (wt / "dirty.txt").write_text("x\n")
+    with pytest.raises(PreconditionError, match=r"dirty\.txt"):
+        git_manager.preflight(wt, "b", branch_given=True)
+
+
+# ---------------------------------------------------------------- create and delete the branch
+
+
+def test_create_and_delete_branch(repo: Path) -> None:
+    before = snapshot(repo)
+    ws = git_manager.preflight(repo, "task", branch_given=True)
+    git_manager.create_branch(ws)
+    assert head(repo, "refs/heads/task") == ws.base_commit
+    assert git_manager.branch_head(ws) == ws.base_commit
+    assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert snapshot(repo) == before
+    assert git_manager.delete_branch(ws) is True
+    assert refs(repo) == ["refs/heads/main"]
+    assert git_manager.delete_branch(ws) is False
+    assert snapshot(repo) == before
+
+
+def test_create_fails_when_the_branch_exists(repo: Path) -> None:
+    ws = git_manager.preflight(repo, "task", branch_given=True)
+    git(repo, "branch", "task")  # made by someone else meanwhile
+    (repo / "x.txt").write_text("x\n")
+    commit_all(repo, "x")
+    git(repo, "branch", "-f", "task", "HEAD")
+    moved = head(repo, "task")
+    with pytest.raises(GitError):
+        git_manager.create_branch(ws)
+    assert head(repo, "task") == moved
+
+
+def test_create_twice_fails(repo: Path) -> None:
+    ws = task_workspace(repo)
+    with pytest.raises(GitError):
+        git_manager.create_branch(ws)
+    assert head(repo, "task") == ws.base_commit
+
+
+def test_a_branch_that_moved_is_not_deleted(repo: Path) -> None:
+    ws = task_workspace(repo)
+    (repo / "x.txt").write_text("x\n")
+    new = commit_all(repo, "x")
+    git(repo, "update-ref", "refs/heads/task", new)
+    assert git_manager.delete_branch(ws) is False
+    assert head(repo, "refs/heads/task") == new
+
+
+# ---------------------------------------------------------------- diff statistics
+
+
+def numstat(repo: Path, base: str, head_: str) -> dict[str, tuple[str, str, str | None]]:
+    """path -> (added, removed, old path) from git's own -z output, parsed here."""
+    out = subprocess.run(
+        ["git", "-C", str(repo), "diff", "--numstat", "-z", "-M", base, head_],
+        capture_output=True,
+        check=True,
+    ).stdout.decode("utf-8")
+    fields = out.split("\0")
+    found: dict[str, tuple[str, str, str | None]] = {}
+    i = 0
+    while i < len(fields) and fields[i]:
+        added, removed, path = fields[i].split("\t")
+        if path:
+            found[path] = (added, removed, None)
+            i += 1
+        else:
+            found[fields[i + 2]] = (added, removed, fields[i + 1])
+            i += 3
+    return found
+
+
+def test_diff_stats(tmp_path: Path) -> None:
+    long_text = "".join(f"line {n}\n" for n in range(40))
+    repo = make_repo(
+        tmp_path / "project",
+        {
+            "keep.txt": "a\nb\nc\n",
+            "gone.txt": "1\n2\n3\n4\n",
+            "old name.txt": long_text,
+            "image.bin": b"\x89PNG\r\n\x1a\n\x00\x01\x02" * 10,
+            "dir with space/ünïcode €.md": "hello\n",
+        },
+    )
+    ws = git_manager.preflight(repo, "task", branch_given=True)
+    (repo / "keep.txt").write_text("a\nB\nc\nd\n")
+    (repo / "gone.txt").unlink()
+    (repo / "new dir").mkdir()
+    (repo / "old name.txt").rename(repo / "new dir" / "new name.txt")
+    (repo / "new dir" / "new name.txt").write_text(long_text.replace("line 7\n", "line seven\n"))
+    (repo / "image.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x03\x04" * 12)
+    (repo / "added.dat").write_bytes(bytes(range(256)))
+    (repo / "dir with space" / "ünïcode €.md").write_text("hello\nworld\n")
+    (repo / "añadido ü.txt").write_text("uno\ndos\n")
+    (repo / "empty.txt").write_text("")
+    new_head = commit_all(repo, "changes")
+    changes = git_manager.diff_stats(ws, new_head)
+    by_path = {c.path: c for c in changes}
+    expected = numstat(repo, ws.base_commit, new_head)
+    assert set(by_path) == set(expected)
+    assert len(changes) == len(expected) == 8
+    for path, (added, removed, old_path) in expected.items():
+        change = by_path[path]
+        assert change.old_path == old_path, path
+        if added == "-":
+            assert change.binary, path
+            assert (change.added, change.removed) == (None, None), path
+        else:
+            assert not change.binary, path
+            assert (change.added, change.removed) == (int(added), int(removed)), path
+    statuses = {path: c.status for path, c in by_path.items()}
+    assert statuses == {
+        "keep.txt": "modified",
+        "gone.txt": "deleted",
+        "new dir/new name.txt": "renamed",
+        "image.bin": "modified",
+        "added.dat": "added",
+        "dir with space/ünïcode €.md": "modified",
+        "añadido ü.txt": "added",
+        "empty.txt": "added",
+    }
+    assert by_path["new dir/new name.txt"].old_path == "old name.txt"
+    renamed = by_path["new dir/new name.txt"]
+    assert (renamed.added, renamed.removed) == (1, 1)
+    assert (by_path["keep.txt"].added, by_path["keep.txt"].removed) == (2, 1)
+    assert (by_path["gone.txt"].added, by_path["gone.txt"].removed) == (0, 4)
+    assert by_path["added.dat"].binary
+    assert by_path["image.bin"].binary
+    assert (by_path["empty.txt"].added, by_path["empty.txt"].removed) == (0, 0)
+
+
+def test_diff_stats_of_no_change(repo: Path) -> None:
+    ws = git_manager.preflight(repo, "task", branch_given=True)
+    assert git_manager.diff_stats(ws, ws.base_commit) == []
+
+
+def test_diff_stats_with_a_renamed_binary_file(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 8
+    repo = make_repo(tmp_path / "p", {"a.bin": data, "b.txt": "x\n"})
+    ws = git_manager.preflight(repo, "task", branch_given=True)
+    git(repo, "mv", "a.bin", "moved bin.bin")
+    git(repo, "mv", "b.txt", "c.txt")
+    new_head = commit_all(repo, "renames")
+    changes = {c.path: c for c in git_manager.diff_stats(ws, new_head)}
+    assert (
+        set(changes)
+        == set(numstat(repo, ws.base_commit, new_head))
+        == {
+            "moved bin.bin",
+            "c.txt",
+        }
+    )
+    assert changes["moved bin.bin"].status == "renamed"
+    assert changes["moved bin.bin"].old_path == "a.bin"
+    assert changes["moved bin.bin"].binary
+    assert changes["c.txt"].status == "renamed"
+    assert changes["c.txt"].old_path == "b.txt"
+    assert (changes["c.txt"].added, changes["c.txt"].removed) == (0, 0)
+
+
+# ---------------------------------------------------------------- import of the result bundle
+
+
+def agent_clone(repo: Path, dest: Path, branch: str = "task") -> Path:
+    """What the container does: its own clone of the task branch, with its own identity."""
+    subprocess.run(
+        ["git", "clone", "-q", "--branch", branch, str(repo), str(dest)],
+        check=True,
+        capture_output=True,
+    )
+    git(dest, "config", "user.name", "agent-worker")
+    git(dest, "config", "user.email", "agent-worker@localhost")
+    return dest
+
+
+def test_import_bundle_fast_forwards_the_task_branch(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo)
+    before = snapshot(repo)
+    clone = agent_clone(repo, tmp_path / "clone")
+    (clone / "hello.py").write_text("print('hello')\n")
+    commit_all(clone, "add hello")
+    (clone / "src" / "app.py").write_text("def greet():\n    return 'hi'\n")
+    agent_head = commit_all(clone, "edit app")
+    bundle = tmp_path / "b.bundle"
+    git(clone, "bundle", "create", "-q", str(bundle), f"{ws.base_commit}..HEAD")
+
+    new_head = git_manager.import_bundle(ws, bundle)
+
+    assert new_head == agent_head
+    assert head(repo, "refs/heads/task") == agent_head
+    assert git(repo, "rev-list", f"{ws.base_commit}..task") == git(
+        clone, "rev-list", f"{ws.base_commit}..HEAD"
+    )
+    assert snapshot(repo) == before
+    assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert not (repo / ".git" / "FETCH_HEAD").exists()
+    assert sorted(refs(repo)) == ["refs/heads/main", "refs/heads/task"]
+
+
+def test_nothing_but_the_branch_comes_back(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo)
+    before = snapshot(repo)
+    clone = agent_clone(repo, tmp_path / "clone")
+    hook = clone / ".git" / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\ntouch /tmp/pwned\n")
+    hook.chmod(0o755)
+    git(clone, "config", "core.hooksPath", "/tmp/evil-hooks")
+    git(clone, "config", "agentworker.evil", "true")
+    (clone / "work.txt").write_text("work\n")
+    agent_head = commit_all(clone, "work")
+    git(clone, "tag", "v-evil")
+    git(clone, "tag", "-a", "-m", "annotated", "v-annotated")
+    git(clone, "branch", "other")
+    git(clone, "checkout", "-q", "other")
+    (clone / "other.txt").write_text("other\n")
+    commit_all(clone, "other")
+    git(clone, "checkout", "-q", "task")
+    bundle = tmp_path / "b.bundle"
+    git(
+        clone,
+        "bundle",
+        "create",
+        "-q",
+        str(bundle),
+        f"{ws.base_commit}..HEAD",
+        "other",
+        "v-evil",
+        "v-annotated",
+    )
+    assert len(git(clone, "bundle", "list-heads", str(bundle)).splitlines()) == 4
+
+    assert git_manager.import_bundle(ws, bundle) == agent_head
+
+    assert sorted(refs(repo)) == ["refs/heads/main", "refs/heads/task"]
+    assert git(repo, "tag", "--list") == ""
+    config = (repo / ".git" / "config").read_text()
+    assert "evil" not in config
+    assert "hooksPath" not in config
+    assert not (repo / ".git" / "hooks" / "post-checkout").exists()
+    assert snapshot(repo) == before
+    assert not (repo / ".git" / "FETCH_HEAD").exists()
+
+
+@pytest.mark.parametrize("how", ["orphan", "amended base"])
+def test_a_bundle_that_does_not_descend_from_base_is_refused(
+    repo: Path, tmp_path: Path, how: str
+) -> None:
+    ws = task_workspace(repo)
+    before = snapshot(repo)
+    clone = agent_clone(repo, tmp_path / "clone")
+    if how == "orphan":
+        git(clone, "checkout", "-q", "--orphan", "elsewhere")
+        (clone / "other.txt").write_text("unrelated history\n")
+        commit_all(clone, "unrelated")
+    else:
+        (clone / "README.md").write_text("# rewritten\n")
+        git(clone, "add", "-A")
+        git(clone, "commit", "-q", "--amend", "-m", "rewritten base")
+    assert head(clone) != ws.base_commit
+    bundle = tmp_path / "b.bundle"
+    git(clone, "bundle", "create", "-q", str(bundle), "HEAD")
+    with pytest.raises(GitError):
+        git_manager.import_bundle(ws, bundle)
+    assert head(repo, "refs/heads/task") == ws.base_commit
+    assert snapshot(repo) == before
+    assert not (repo / ".git" / "FETCH_HEAD").exists()
+
+
+def test_an_import_refusal_names_the_git_command(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo)
+    clone = agent_clone(repo, tmp_path / "clone")
+    git(clone, "checkout", "-q", "--orphan", "elsewhere")
+    commit_all(clone, "unrelated")
+    bundle = tmp_path / "b.bundle"
+    git(clone, "bundle", "create", "-q", str(bundle), "HEAD")
+    with pytest.raises(GitError) as caught:
+        git_manager.import_bundle(ws, bundle)
+    assert str(caught.value).startswith("git fetch failed")
+
+
+def test_a_damaged_bundle_is_refused(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo)
+    bundle = tmp_path / "b.bundle"
+    bundle.write_bytes(b"# v2 git bundle\nnot really\n")
+    with pytest.raises(GitError):
+        git_manager.import_bundle(ws, bundle)
+    assert head(repo, "refs/heads/task") == ws.base_commit
+
+
+# ---------------------------------------------------------------- identity
+
+
+@pytest.fixture
+def no_global_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    return home
+
+
+def test_user_identity_from_the_repository(repo: Path, no_global_config: Path) -> None:
+    assert git_manager.user_identity(repo) == ("Test User", "test@example.com")
+    assert git_manager.user_identity(repo / "src") == ("Test User", "test@example.com")
+
+
+def test_user_identity_missing(repo: Path, no_global_config: Path) -> None:
+    git(repo, "config", "--unset", "user.name")
+    git(repo, "config", "--unset", "user.email")
+    assert git_manager.user_identity(repo) is None
+
+
+def test_user_identity_needs_both(repo: Path, no_global_config: Path) -> None:
+    git(repo, "config", "--unset", "user.email")
+    assert git_manager.user_identity(repo) is None
+
+
+def test_user_identity_from_the_global_config(repo: Path, no_global_config: Path) -> None:
+    git(repo, "config", "--unset", "user.name")
+    (no_global_config / ".gitconfig").write_text("[user]\n\tname = Global Name\n")
+    assert git_manager.user_identity(repo) == ("Global Name", "test@example.com")
