@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from config import DEFAULT_CLAUDE_CODE_VERSION, ENV_KEYS
+# The sibling modules import by their plain names, from a checkout and when installed (where
+# they live together in agent_worker_app/), so their directory goes first on the path.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from config import DEFAULT_CLAUDE_CODE_VERSION, ENV_KEYS  # after the path is set
 
 if TYPE_CHECKING:
     from agents.base_agent import AgentResult, BaseAgent
