@@ -269,3 +269,28 @@ def test_an_internal_error_exits_4_and_names_a_log(
     assert log.is_file()
     assert "Traceback" in log.read_text()
     assert "RuntimeError" in log.read_text()
+
+
+def test_the_wheel_carries_the_container_files_under_one_directory(tmp_path: Path) -> None:
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("agent_worker-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        modes = {i.filename: i.external_attr >> 16 for i in archive.infolist()}
+    tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert tops == {"agent_worker_app"}
+    for name in (
+        "container/Dockerfile",
+        "container/agent_inside.sh",
+        "container/init-firewall.sh",
+        "agent_worker.py",
+        "agents/claude_agent.py",
+    ):
+        assert f"agent_worker_app/{name}" in names, name
+    assert modes["agent_worker_app/container/agent_inside.sh"] & 0o111
