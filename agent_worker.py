@@ -199,7 +199,7 @@ class AgentWorker:
             ca_certs=cfg.ca_certs,
             force=cfg.force_rebuild,
             log_dir=cache_dir() / "builds",
-            on_line=lambda line: self.progress.line(line, style="dim"),
+            on_line=self.progress.build_line,
         )
         self._mark("image")
         log.info("image %s (%s)", image.tag, "built" if image.built else "reused")

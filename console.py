@@ -141,6 +141,17 @@ class _ListHandler(logging.Handler):
         self.records.append(record)
 
 
+class _Status:
+    """The live status line: what is happening and for how long (re-rendered as it runs)."""
+
+    def __init__(self, start: float) -> None:
+        self.text = ""
+        self._start = start
+
+    def __rich__(self) -> str:
+        return f"{self.text}  [dim]{time.monotonic() - self._start:.0f}s[/dim]"
+
+
 class Progress:
     """Live progress on stderr: a rich status line on a terminal, timestamped lines otherwise."""
 
@@ -150,8 +161,7 @@ class Progress:
         self._start = time.monotonic()
         self._live: Any = None
         self._console: Any = None
-        self._status = ""
-        self._tools = 0
+        self._status = _Status(self._start)
         if env.stderr_tty:
             from rich.console import Console
 
@@ -160,50 +170,48 @@ class Progress:
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self._start:6.1f}s"
 
+    def _plain(self, text: str) -> None:
+        self._env.stderr.write(text + "\n")
+        self._env.stderr.flush()
+
     def phase(self, text: str) -> None:
         """A step of the run starts (building the image, starting the container...)."""
-        self._status = self._redact(text)
+        self._status.text = self._redact(text)
         log.info(text)
         if self._console is None:
-            self._env.stderr.write(f"[{self._elapsed()}] {self._status}\n")
-            self._env.stderr.flush()
-            return
-        if self._live is None:
+            self._plain(f"[{self._elapsed()}] {self._status.text}")
+        elif self._live is None:
             from rich.status import Status
 
             self._live = Status(self._status, console=self._console)
             self._live.start()
-        self._live.update(f"{self._status}  [dim]{self._elapsed()}[/dim]")
 
     def line(self, text: str, *, style: str = "") -> None:
-        """A line printed above the status (a tool call, a build step, a note)."""
+        """A line printed above the status (a tool call, a note)."""
         text = self._redact(text)
         if self._console is None:
-            self._env.stderr.write(f"[{self._elapsed()}]   {text}\n")
-            self._env.stderr.flush()
+            self._plain(f"[{self._elapsed()}]   {text}")
         else:
             from rich.text import Text
 
             self._console.print(Text(f"  {text}", style=style))
-            if self._live is not None:
-                self._live.update(f"{self._status}  [dim]{self._elapsed()}[/dim]")
+
+    def build_line(self, text: str) -> None:
+        """A line of image-build output: on a terminal only the steps stay on screen."""
+        if self._console is None or text.startswith("Step "):
+            self.line(text, style="dim")
+        else:
+            self._status.text = f"Building the agent image: {self._redact(text)[:60]}"
 
     def event(self, event: ProgressEvent) -> None:
         """A live event from the agent's output."""
-        if event.kind == "tool":
-            self._tools += 1
-            self.line(event.text, style="cyan")
-        elif event.kind == "text":
-            self.line(event.text, style="dim")
-        else:
-            self.line(event.text)
+        self.line(event.text, style={"tool": "cyan", "text": "dim"}.get(event.kind, ""))
 
     def warn(self, text: str) -> None:
         text = self._redact(text)
         log.warning(text)
         if self._console is None:
-            self._env.stderr.write(f"agent-worker: warning: {text}\n")
-            self._env.stderr.flush()
+            self._plain(f"agent-worker: warning: {text}")
         else:
             from rich.text import Text
 
