@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -30,13 +30,22 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from config import DEFAULT_CLAUDE_CODE_VERSION, ENV_KEYS  # after the path is set
+from errors import (
+    EXIT_AGENT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    AgentWorkerError,
+    DockerError,
+    GitError,
+    Interrupted,
+)
 
 if TYPE_CHECKING:
     from agents.base_agent import AgentResult, BaseAgent
     from config import Config
     from console import Env, Progress, Redactor, RunLog
-    from docker_manager import ContainerSpec, ExitInfo
-    from errors import AgentWorkerError
+    from docker_manager import ContainerSpec, ExitInfo, FileEntry
     from git_manager import Workspace
     from report import RunReport
 
@@ -70,7 +79,6 @@ class Signals:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        from errors import Interrupted
 
         self.count += 1
         if self.count == 1 and not self._protected:
@@ -85,6 +93,30 @@ class Signals:
             self._protected -= 1
 
 
+class Background(threading.Thread):
+    """A call run on the side; outcome() waits for it and returns (or raises) what it did."""
+
+    def __init__(self, call: Callable[..., Any], *args: Any) -> None:
+        super().__init__(daemon=True)
+        self._call = call
+        self._args = args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._call(*self._args)
+        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
+            self._error = exc
+
+    def outcome(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass
 class Outcome:
     """How the run ended, as seen from the host."""
@@ -97,6 +129,7 @@ class Outcome:
     import_error: str | None = None
     error: AgentWorkerError | None = None
     agent_tail: list[str] = field(default_factory=list)
+    inside: dict[str, str] | None = None  # the container's own account: head, bundle
 
 
 def describe_exit(status: int) -> str:
@@ -111,7 +144,6 @@ def decide_status(
     outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
 ) -> tuple[str, int, str | None, list[str]]:
     """(status, exit code, error message, warnings) from everything known about a run."""
-    from errors import EXIT_AGENT_FAILED, EXIT_INTERRUPTED, EXIT_TIMEOUT, Interrupted
 
     exit_info, warnings = outcome.exit, []
     oom = exit_info is not None and exit_info.oom_killed
@@ -168,11 +200,12 @@ class AgentWorker:
         self.progress = progress
         self.signals = signals
         self.agent: BaseAgent = agents.get(config.agent_type)
-        self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
         self.started = time.monotonic()
         self.run_dir = Path()
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = list(config.warnings)
+        self.orphans: Background | None = None
         self._last = self.started
 
     def _mark(self, name: str) -> None:
@@ -189,8 +222,9 @@ class AgentWorker:
         self.agent.check_credentials(cfg)
         ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
         client = docker_manager.connect(cfg.docker_host)
-        for name in docker_manager.remove_orphans(client):
-            self.progress.warn(f"removed container {name}, left by an agent-worker that is gone")
+        # Cleaning up after runs that were killed is nobody's critical path: it happens while
+        # this run goes on, and is reported at its end.
+        self.orphans = Background(docker_manager.remove_orphans, client)
         self._mark("preflight")
         self.progress.phase("Preparing the agent image")
         image = docker_manager.ensure_image(
@@ -214,18 +248,15 @@ class AgentWorker:
     def _run(self, client: Any, ws: Workspace, tag: str) -> RunReport:
         import docker_manager
         import git_manager
-        from errors import EXIT_INTERNAL, AgentWorkerError
 
         outcome = Outcome()
         container = None
         try:
             git_manager.create_branch(ws)
             self.progress.phase("Starting the agent container")
-            try:
-                container = docker_manager.create_container(client, self._spec(ws, tag))
-            finally:
-                (self.run_dir / "source.bundle").unlink(missing_ok=True)  # copied in, or failed
-            self._supervise(container, ws, outcome)
+            spec, files = self._spec(ws, tag)
+            container = docker_manager.create_container(client, spec)
+            self._supervise(container, files, ws, outcome)
             self._mark("agent")
             with self.signals.protected():
                 self._collect(container, ws, outcome)
@@ -245,9 +276,23 @@ class AgentWorker:
                     docker_manager.remove(container)
                 if not outcome.started and git_manager.delete_branch(ws):
                     log.info("deleted branch %s: the agent never started", ws.branch)
+                (self.run_dir / "source.bundle").unlink(missing_ok=True)
+                self._report_orphans()
         return self._report(ws, outcome)
 
-    def _spec(self, ws: Workspace, tag: str) -> ContainerSpec:
+    def _report_orphans(self) -> None:
+        if self.orphans is None:
+            return
+        try:
+            removed = self.orphans.outcome()
+        except AgentWorkerError as exc:
+            self.progress.warn(str(exc))
+            return
+        for name in removed:
+            self.progress.warn(f"removed container {name}, left by an agent-worker that is gone")
+
+    def _spec(self, ws: Workspace, tag: str) -> tuple[ContainerSpec, list[FileEntry]]:
+        """The container's settings, and the files it gets on its stdin."""
         import docker_manager
         import git_manager
         from docker_manager import FileEntry
@@ -256,9 +301,7 @@ class AgentWorker:
         secret_env = self.agent.secret_env(cfg)
         self.redactor.add(*secret_env.values())
         files = [
-            FileEntry("/agent-worker", None, 0o755),
             FileEntry("/agent-worker/task.md", cfg.task.encode("utf-8")),
-            FileEntry("/agent-worker/out", None, 0o755, uid=docker_manager.AGENT_UID),
             FileEntry("/agent-worker/secrets", None, 0o700),
             *(
                 FileEntry(f"/agent-worker/secrets/{k}", v.encode(), 0o600)
@@ -286,7 +329,7 @@ class AgentWorker:
             "GIT_COMMITTER_NAME": name,
             "GIT_COMMITTER_EMAIL": email,
         } | self.agent.container_env(cfg)
-        return docker_manager.ContainerSpec(
+        spec = docker_manager.ContainerSpec(
             image=tag,
             name=f"agent-worker-{self.run_id}",
             command=["/usr/local/bin/agent_inside.sh", "--", *self.agent.container_command(cfg)],
@@ -297,8 +340,8 @@ class AgentWorker:
             pids_limit=cfg.pids_limit,
             firewall=cfg.firewall,
             source_dir=ws.git_dir if mount else None,
-            files=files,
         )
+        return spec, files
 
     def _allowlist(self) -> list[str]:
         hosts: list[str] = []
@@ -309,16 +352,19 @@ class AgentWorker:
                 hosts.append(host)
         return hosts
 
-    def _supervise(self, container: Any, ws: Workspace, outcome: Outcome) -> None:
+    def _supervise(
+        self, container: Any, files: list[FileEntry], ws: Workspace, outcome: Outcome
+    ) -> None:
         """Start the container and stream the agent's output until the container ends, the
         timeout passes or a signal arrives; it has stopped when this returns."""
         import docker_manager
         from console import AgentOutput
-        from errors import Interrupted
 
         output = AgentOutput(self.run_dir, self.agent.on_output_line, self.progress, self.redactor)
         try:
-            pump = docker_manager.OutputPump(container, output.stdout.feed, output.stderr.feed)
+            pump = docker_manager.ContainerIO(
+                container, files, output.stdout.feed, output.stderr.feed
+            )
             docker_manager.start(container)
             outcome.started = True
             self._mark("container")
@@ -343,12 +389,12 @@ class AgentWorker:
             output.close()
             self.warnings += output.warnings
             outcome.agent_tail = list(output.tail)
+            outcome.inside = output.result
 
     def _stop(self, container: Any, outcome: Outcome) -> None:
         """See the container stopped; after a timeout or a signal, politely first, so that it
         can commit and bundle what the agent did."""
         import docker_manager
-        from errors import DockerError
 
         if outcome.exit is None and (outcome.timed_out or outcome.interrupted):
             why = "timed out" if outcome.timed_out else "interrupted"
@@ -377,18 +423,12 @@ class AgentWorker:
         """Copy the container's results out and bring its commits onto the branch."""
         import docker_manager
         import git_manager
-        from errors import GitError
 
         self.progress.phase("Bringing the agent's commits back")
-        docker_manager.copy_out(container, "/agent-worker/out", self.run_dir)
-        out = self.run_dir / "out"
-        failure = out / "finalize-error"
-        if failure.is_file() and failure.stat().st_size:
-            self.warnings.append(
-                "saving the agent's work inside the container failed: "
-                + failure.read_text(errors="replace").strip()[-500:]
-            )
-        bundle = out / "result.bundle"
+        inside = outcome.inside or {}
+        if inside.get("bundle") != "0":  # a bundle was made, or the container could not say
+            docker_manager.copy_out(container, "/agent-worker/out", self.run_dir)
+        bundle = self.run_dir / "out" / "result.bundle"
         if bundle.is_file():
             try:
                 outcome.head = git_manager.import_bundle(ws, bundle)
@@ -398,7 +438,7 @@ class AgentWorker:
                 outcome.head = git_manager.branch_head(ws)
             return
         outcome.head = git_manager.branch_head(ws)
-        inner = (out / "head").read_text().strip() if (out / "head").is_file() else None
+        inner = inside.get("head")
         if inner and inner != ws.base_commit:
             outcome.import_error = (
                 f"the agent left HEAD at {inner[:12]}, which does not "
@@ -472,20 +512,18 @@ def main(options: Mapping[str, Any], env: Env) -> int:
     import agents
     import config as config_module
     from console import Progress, Redactor, RunLog
-    from errors import EXIT_INTERNAL, AgentWorkerError
 
     redactor = Redactor()
     signals = Signals()
     signals.install()
     runlog = None
     try:
-        known = {name: cls.api_key_env for name, cls in agents.available().items()}
         cfg = config_module.load(
             options,
             environ=os.environ,
             cwd=Path.cwd(),
             tool_dir=TOOL_DIR if (TOOL_DIR / "pyproject.toml").is_file() else None,
-            known_agents=known,
+            key_variable=lambda name: agents.agent_class(name).api_key_env,
             stdin_text=env.stdin.read,
         )
         redactor.add(cfg.api_key or "")

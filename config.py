@@ -297,13 +297,16 @@ def read_task(task: str | None, task_file: str | None, stdin_text: Callable[[], 
     return task
 
 
-def _dotenv_layer(paths: list[Path], wanted: set[str]) -> dict[str, tuple[str, Path]]:
+def _dotenv_layer(paths: list[Path]) -> dict[str, tuple[str, Path]]:
+    """Every key of the files (the first file that has a key wins); only known keys are read."""
+    layer: dict[str, tuple[str, Path]] = {}
+    if not paths:
+        return layer
     from dotenv import dotenv_values
 
-    layer: dict[str, tuple[str, Path]] = {}
     for path in paths:
         for key, value in dotenv_values(path).items():
-            if key in wanted and value is not None and key not in layer:
+            if value is not None and key not in layer:
                 layer[key] = (value, path)
     return layer
 
@@ -326,21 +329,19 @@ def load(
     environ: Mapping[str, str],
     cwd: Path,
     tool_dir: Path | None = None,
-    known_agents: Mapping[str, str] | None = None,
+    key_variable: Callable[[str], str] | None = None,
     stdin_text: Callable[[], str] = lambda: "",
     now: datetime | None = None,
 ) -> Config:
     """Resolve every option from its layers and validate it; raises UsageError on bad values.
 
-    known_agents maps each agent type to the variable holding its API key.
+    key_variable(agent_type) names the variable that holds that agent's API key, and raises
+    UsageError for an unknown agent type.
     """
-    agents = known_agents if known_agents is not None else {"claude": "ANTHROPIC_API_KEY"}
     env_files = _env_files(cli.get("env_file"), cwd, tool_dir)
-    wanted = set(ENV_KEYS.values()) | set(agents.values())
-    layers = _Layers(cli, environ, _dotenv_layer(env_files, wanted))
+    layers = _Layers(cli, environ, _dotenv_layer(env_files))
     agent_type = _parsed(layers, "agent_type", lambda t, s: t.strip(), "claude")
-    if agent_type not in agents:
-        raise UsageError(f"unknown agent type {agent_type!r}; known: {', '.join(sorted(agents))}")
+    key_var = (key_variable or _claude_only)(agent_type)
 
     project_text, project_source = layers.get("project")
     project = (cwd / (project_text or ".")).expanduser().resolve()
@@ -349,7 +350,6 @@ def load(
         raise UsageError(f"{project_source or '--project'}: {project} {what}")
 
     warnings = []
-    key_var = agents[agent_type]
     api_key = cli.get("api_key") or environ.get(key_var) or _dotenv_value(layers, key_var)
     if cli.get("api_key"):
         warnings.append(
@@ -401,6 +401,12 @@ def load(
         env_files=tuple(env_files),
         warnings=tuple(warnings),
     )
+
+
+def _claude_only(agent_type: str) -> str:
+    if agent_type != "claude":
+        raise UsageError(f"unknown agent type {agent_type!r}; known: claude")
+    return "ANTHROPIC_API_KEY"
 
 
 def _dotenv_value(layers: _Layers, key: str) -> str | None:

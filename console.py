@@ -286,6 +286,7 @@ class AgentOutput:
         self.stderr = LineSplitter(self._err_line, redact=redactor.data, keep=redactor.longest)
         self.tail: deque[str] = deque(maxlen=12)
         self.warnings: list[str] = []
+        self.result: dict[str, str] | None = None  # the container's last "result:" line
 
     def _out_line(self, raw: bytes) -> None:
         self._jsonl.write(raw)
@@ -299,6 +300,9 @@ class AgentOutput:
         if text.startswith(_OWN_WARNING):
             self.warnings.append(text.removeprefix(_OWN_WARNING))
             self._progress.warn(self.warnings[-1])
+        elif text.startswith(_OWN_RESULT):
+            fields = (item.partition("=") for item in text.removeprefix(_OWN_RESULT).split())
+            self.result = {key: value for key, _, value in fields}
         elif text.startswith(_OWN):
             self._progress.line(text.removeprefix(_OWN), style="dim")
         elif text.strip():
@@ -314,3 +318,4 @@ class AgentOutput:
 
 _OWN = "agent-worker: "
 _OWN_WARNING = "agent-worker: warning: "
+_OWN_RESULT = "agent-worker: result: "

@@ -6,9 +6,11 @@
 # As agent: clone the task branch into /workspace, run the agent (argv after "--", the task on
 #           its stdin), commit what it left uncommitted, bundle base..HEAD into /agent-worker/out.
 #
-# Inputs: AW_BRANCH, AW_BASE, AW_FIREWALL (1/0), AW_ALLOW_HOSTS; /agent-worker/task.md;
-# /agent-worker/source.bundle (copy mode) or the repository's git directory mounted at /source.
-# Outputs in /agent-worker/out: result.bundle (when HEAD moved), head, exit-code, finalize-error.
+# Inputs: AW_BRANCH, AW_BASE, AW_FIREWALL (1/0), AW_ALLOW_HOSTS; on stdin, a tar of
+# agent-worker/task.md, agent-worker/secrets/<VAR> and, in copy mode, agent-worker/source.bundle
+# (otherwise the repository's git directory is mounted read-only at /source).
+# Outputs: /agent-worker/out/result.bundle (when HEAD moved on from the base), and a last
+# "agent-worker: result: ..." line on stderr.
 # Exit status: the agent's.
 set -euo pipefail
 
@@ -18,6 +20,10 @@ OUT=/agent-worker/out
 say() { printf 'agent-worker: %s\n' "$*" >&2; }
 
 root_stage() {
+  # The run's inputs (task.md, secrets/, source.bundle) arrive on stdin as one tar archive;
+  # nothing after this reads stdin.
+  tar -x -f - -C / --no-same-owner agent-worker
+  exec </dev/null
   if [[ "${AW_FIREWALL:-1}" == 1 ]]; then
     /usr/local/bin/init-firewall.sh
   else
@@ -44,6 +50,10 @@ clone_workspace() {
   git -c safe.directory='*' clone --quiet ${shared:+"$shared"} --single-branch \
     --branch "$AW_BRANCH" -- "$source" /workspace
   cd /workspace
+  # A fresh checkout is "racily clean": its files are as new as its index, so the next
+  # `git add` or `git status` would hash every file again, and, unable to freshen objects that
+  # live in the read-only /source, write each one anew. Settle the index once, here.
+  git update-index -q --refresh || true
   [[ -n "${GIT_AUTHOR_NAME:-}" ]] && git config user.name "$GIT_AUTHOR_NAME"
   [[ -n "${GIT_AUTHOR_EMAIL:-}" ]] && git config user.email "$GIT_AUTHOR_EMAIL"
   local head
@@ -77,21 +87,26 @@ kill_leftovers() {
   done
 }
 
+# Commits what the agent left and bundles base..HEAD for the host; prints "head=<commit>
+# bundle=<1|0>" (no bundle: nothing to copy out). Called in a condition, where `set -e` does not
+# apply, so every step says itself when it fails.
 commit_and_bundle() {
-  cd /workspace
-  git add -A
+  cd /workspace || return 1
+  git update-index -q --refresh >/dev/null || true
+  git add -A >/dev/null || return 1
   if ! git diff --cached --quiet; then
     local title msg=/tmp/agent-worker-commit-msg
     title=$(head -n 1 "$IN/task.md" | cut -c 1-60)
     printf 'agent-worker: work the agent left uncommitted\n\nTask: %s\n' "$title" >"$msg"
-    git -c commit.gpgsign=false commit --quiet --no-verify --file "$msg"
+    git -c commit.gpgsign=false commit --quiet --no-verify --file "$msg" >/dev/null || return 1
   fi
-  local head
-  head=$(git rev-parse HEAD)
-  printf '%s\n' "$head" >"$OUT/head"
+  local head bundle=0
+  head=$(git rev-parse HEAD) || return 1
   if [[ "$head" != "$AW_BASE" ]] && git merge-base --is-ancestor "$AW_BASE" "$head"; then
-    git bundle create --quiet "$OUT/result.bundle" "$AW_BASE..HEAD"
+    git bundle create --quiet "$OUT/result.bundle" "$AW_BASE..HEAD" || return 1
+    bundle=1
   fi
+  printf 'head=%s bundle=%s\n' "$head" "$bundle"
 }
 
 agent_stage() {
@@ -110,9 +125,11 @@ agent_stage() {
   fi
   trap '' TERM INT HUP
   kill_leftovers
-  printf '%s\n' "$status" >"$OUT/exit-code"
-  if ! (commit_and_bundle) 2>"$OUT/finalize-error"; then
-    say "error: could not save the agent's work: $(tail -n 3 "$OUT/finalize-error")"
+  local failure=/tmp/agent-worker-finalize.err result
+  if result=$(commit_and_bundle 2>"$failure"); then
+    say "result: $result"  # the host's cue: whether there is a bundle to copy out
+  else
+    say "warning: could not save the agent's work: $(tail -n 3 "$failure" | tr '\n' ' ')"
   fi
   exit "$status"
 }

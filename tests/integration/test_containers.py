@@ -29,12 +29,6 @@ def spec(image: str, command: list[str], **kw: Any) -> ContainerSpec:
         "pids_limit": 100,
         "firewall": False,
         "source_dir": None,
-        "files": [
-            FileEntry("/agent-worker", None, 0o755),
-            FileEntry("/agent-worker/secrets", None, 0o700),
-            FileEntry("/agent-worker/secrets/KEY", SECRET.encode(), 0o600),
-            FileEntry("/agent-worker/out", None, 0o755, uid=1000),
-        ],
     } | kw
     return ContainerSpec(**values)
 
@@ -75,7 +69,8 @@ def test_limits_privileges_and_labels(
     assert labels["agent-worker.run-id"] == "test-run"
     assert labels["agent-worker.pid"] == str(os.getpid())
     assert "PLAIN=visible" in info["Config"]["Env"]
-    assert SECRET not in str(info)
+    assert info["Config"]["OpenStdin"] is True
+    assert info["Config"]["StdinOnce"] is True
 
 
 def test_without_firewall_no_network_capabilities(
@@ -87,31 +82,47 @@ def test_without_firewall_no_network_capabilities(
     assert set(caps) == {"SETUID", "SETGID", "SETPCAP", "KILL"}
 
 
-def test_files_arrive_with_their_modes_and_owners(
+def run_with_io(container: Any, files: list[FileEntry]) -> tuple[bytes, bytes]:
+    """Start the container with the files on its stdin; its whole stdout and stderr."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    io = docker_manager.ContainerIO(container, files, out.append, err.append)
+    docker_manager.start(container)
+    io.start()
+    io.join(60)
+    assert not io.is_alive()
+    assert io.error is None
+    return b"".join(out), b"".join(err)
+
+
+def test_files_arrive_on_stdin_with_their_modes(
     docker_client: Any, base_image: str, made: list[Any]
 ) -> None:
+    files = [
+        FileEntry("/agent-worker/task.md", "tâche\n".encode()),
+        FileEntry("/agent-worker/secrets", None, 0o700),
+        FileEntry("/agent-worker/secrets/KEY", SECRET.encode(), 0o600),
+    ]
+    script = (
+        "mkdir -p /agent-worker && tar -x -f - -C / --no-same-owner agent-worker && "
+        "stat -c '%n %a %u' /agent-worker/secrets /agent-worker/secrets/KEY "
+        "/agent-worker/task.md && cat /agent-worker/secrets/KEY /agent-worker/task.md && "
+        "cat > /dev/null && echo stdin-closed >&2"
+    )
     container = docker_manager.create_container(
-        docker_client,
-        spec(
-            base_image,
-            [
-                "sh",
-                "-c",
-                "stat -c '%n %a %u' /agent-worker/secrets /agent-worker/secrets/KEY "
-                "/agent-worker/out; cat /agent-worker/secrets/KEY",
-            ],
-        ),
+        docker_client, spec(base_image, ["sh", "-c", script])
     )
     made.append(container)
-    docker_manager.start(container)
-    assert docker_manager.wait(container, 60) is not None
-    out = container.logs().decode().splitlines()
-    assert out == [
+    out, err = run_with_io(container, files)
+    assert out.decode().splitlines() == [
         "/agent-worker/secrets 700 0",
         "/agent-worker/secrets/KEY 600 0",
-        "/agent-worker/out 755 1000",
-        SECRET,
+        "/agent-worker/task.md 644 0",
+        SECRET + "tâche",
     ]
+    assert err == b"stdin-closed\n"  # the input ended: nothing waits on stdin forever
+    inspected = docker_client.api.inspect_container(container.id)
+    assert SECRET not in str(inspected)
 
 
 def test_output_arrives_whole_when_a_character_is_split_across_writes(
@@ -124,12 +135,12 @@ def test_output_arrives_whole_when_a_character_is_split_across_writes(
     made.append(container)
     chunks: list[bytes] = []
     errors: list[bytes] = []
-    pump = docker_manager.OutputPump(container, chunks.append, errors.append)
+    io = docker_manager.ContainerIO(container, [], chunks.append, errors.append)
     docker_manager.start(container)
-    pump.start()
-    pump.join(60)
-    assert not pump.is_alive()
-    assert pump.error is None
+    io.start()
+    io.join(60)
+    assert not io.is_alive()
+    assert io.error is None
     assert len(chunks) >= 2  # the character really was split between two writes
     assert b"".join(chunks).decode() == "café ok\n"
     assert b"".join(errors) == b"err\n"
