@@ -215,13 +215,17 @@ class AgentWorker:
 
     def run(self) -> RunReport:
         """Everything up to the image changes nothing; after that, a report is always written."""
-        import docker_manager
-        import git_manager
-
         cfg = self.config
         self.agent.check_credentials(cfg)
+        # Importing docker-py and reaching the engine overlap the git checks, which mostly wait
+        # on git; a failed check still comes first, and none of it changes anything.
+        connecting = Background(_connect, cfg.docker_host)
+        import git_manager
+
         ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
-        client = docker_manager.connect(cfg.docker_host)
+        client = connecting.outcome()
+        import docker_manager
+
         # Cleaning up after runs that were killed is nobody's critical path: it happens while
         # this run goes on, and is reported at its end.
         self.orphans = Background(docker_manager.remove_orphans, client)
@@ -496,6 +500,12 @@ class AgentWorker:
             return _empty_result()
         with path.open(encoding="utf-8", errors="replace") as lines:
             return self.agent.parse_result(lines)
+
+
+def _connect(docker_host: str | None) -> Any:
+    import docker_manager
+
+    return docker_manager.connect(docker_host)
 
 
 def _empty_result() -> AgentResult:
