@@ -443,7 +443,12 @@ class AgentWorker:
             return
         outcome.head = git_manager.branch_head(ws)
         inner = inside.get("head")
-        if inner and inner != ws.base_commit:
+        if outcome.inside is None:
+            outcome.import_error = (
+                "the container did not hand back the agent's work (see container.log in the "
+                "run directory): the branch stays at the base"
+            )
+        elif inner and inner != ws.base_commit:
             outcome.import_error = (
                 f"the agent left HEAD at {inner[:12]}, which does not "
                 f"descend from the base {ws.base_commit[:12]}: nothing imported"

@@ -268,3 +268,21 @@ def test_a_key_the_agent_prints_is_redacted(
     jsonl = (Path(report["run_dir"]) / "agent.jsonl").read_text()
     assert TEST_KEY not in jsonl
     assert masked in jsonl
+
+
+def test_an_agent_that_destroys_its_clone_gets_a_warning_not_a_crash(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    fake_api.add_turns(Turn.tool_use(bash("rm -rf .git && echo gone")), Turn.text("oops"))
+    base = git(repo, "rev-parse", "HEAD").strip()
+    result = run_cli(["--task", "t", "--branch", "wrecked"], cwd=repo, env=run_env())
+    report = result.report
+    assert report is not None
+    assert result.code == 1, result.stderr  # the agent finished, but its work is lost: a failure
+    assert report["status"] == "failed"
+    assert "did not hand back the agent's work" in report["error"]
+    assert any("could not save the agent's work" in w for w in report["warnings"])
+    assert "could not save the agent's work" in result.stderr
+    assert report["head_commit"] == base
+    assert git(repo, "rev-parse", "wrecked").strip() == base
+    assert containers_of(docker_client, report["run_id"]) == []

@@ -272,10 +272,19 @@ def test_an_internal_error_exits_4_and_names_a_log(
 
 
 def test_the_wheel_carries_the_container_files_under_one_directory(tmp_path: Path) -> None:
+    import shutil
     import zipfile
 
+    source = tmp_path / "source"  # setuptools builds in the source tree: keep the checkout clean
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", ".*_cache", "tests", "bench"
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
     )
