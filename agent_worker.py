@@ -15,8 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -29,16 +28,18 @@ import click
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from config import DEFAULT_CLAUDE_CODE_VERSION, ENV_KEYS  # after the path is set
-from errors import (
-    EXIT_AGENT_FAILED,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_TIMEOUT,
-    AgentWorkerError,
-    DockerError,
-    GitError,
-    Interrupted,
+from config import ENV_KEYS, OPTIONS  # after the path is set
+from errors import EXIT_INTERNAL, AgentWorkerError, DockerError, GitError, Interrupted
+from report import (
+    SCHEMA_VERSION,
+    AgentInfo,
+    Outcome,
+    RunReport,
+    Tokens,
+    decide_status,
+    render_json,
+    render_rich,
+    render_text,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from console import Env, Progress, Redactor, RunLog
     from docker_manager import ContainerSpec, ExitInfo, FileEntry
     from git_manager import Workspace
-    from report import RunReport
 
 __version__ = "0.1.0"
 TOOL_DIR = Path(__file__).resolve().parent
@@ -115,69 +115,6 @@ class Background(threading.Thread):
         if self._error is not None:
             raise self._error
         return self._value
-
-
-@dataclass
-class Outcome:
-    """How the run ended, as seen from the host."""
-
-    exit: ExitInfo | None = None
-    timed_out: bool = False
-    interrupted: bool = False
-    started: bool = False  # the container started: the agent may have done work
-    head: str | None = None
-    import_error: str | None = None
-    error: AgentWorkerError | None = None
-    agent_tail: list[str] = field(default_factory=list)
-    inside: dict[str, str] | None = None  # the container's own account: head, bundle
-
-
-def describe_exit(status: int) -> str:
-    """'exit status 1', or 'killed by SIGABRT' for a shell's 128+N."""
-    if status > 128:
-        with suppress(ValueError):
-            return f"killed by {signal.Signals(status - 128).name}"
-    return f"exit status {status}"
-
-
-def decide_status(
-    outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
-) -> tuple[str, int, str | None, list[str]]:
-    """(status, exit code, error message, warnings) from everything known about a run."""
-
-    exit_info, warnings = outcome.exit, []
-    oom = exit_info is not None and exit_info.oom_killed
-    status, code, message = "success", 0, None
-    if outcome.error is not None:
-        status = "interrupted" if isinstance(outcome.error, Interrupted) else "error"
-        code, message = outcome.error.exit_code, str(outcome.error)
-    elif outcome.interrupted:
-        status, code, message = "interrupted", EXIT_INTERRUPTED, "interrupted by a signal"
-    elif outcome.timed_out:
-        status, code = "timeout", EXIT_TIMEOUT
-        message = f"the agent did not finish within {timeout_s:g}s (--timeout)"
-    elif exit_info is not None and exit_info.status_code != 0 and oom:
-        status, code = "failed", EXIT_AGENT_FAILED
-        message = f"the agent ran out of memory (--memory {memory}) and was killed"
-    elif result is not None and (result.is_error or not result.found):
-        status, code = "failed", EXIT_AGENT_FAILED
-        message = result.error or "the agent reported an error"
-        if exit_info is not None and exit_info.status_code != 0:
-            message += f" ({describe_exit(exit_info.status_code)})"
-    elif exit_info is not None and exit_info.status_code != 0:
-        status, code = "failed", EXIT_AGENT_FAILED
-        message = f"the agent failed ({describe_exit(exit_info.status_code)})"
-    if oom and status == "success":
-        warnings.append(
-            f"a process in the container ran out of memory (--memory {memory}) and was killed"
-        )
-    if outcome.import_error:
-        warnings.append(outcome.import_error)
-        if status == "success":
-            status, code, message = "failed", EXIT_AGENT_FAILED, outcome.import_error
-    if status in ("failed", "timeout") and outcome.agent_tail:
-        message = f"{message}; the agent's last output: {' | '.join(outcome.agent_tail[-3:])}"
-    return status, code, message, warnings
 
 
 class AgentWorker:
@@ -456,7 +393,6 @@ class AgentWorker:
 
     def _report(self, ws: Workspace, outcome: Outcome) -> RunReport:
         import git_manager
-        from report import AgentInfo, RunReport, Tokens, render_json
 
         cfg = self.config
         started = outcome.started
@@ -585,7 +521,6 @@ def main(options: Mapping[str, Any], env: Env) -> int:
 
 
 def _emit(report: RunReport, cfg: Config, env: Env) -> None:
-    from report import render_json, render_rich, render_text
 
     if cfg.report_file is not None:
         try:
@@ -612,8 +547,6 @@ def _fail(
     if options.get("json_output"):
         import json
 
-        from report import SCHEMA_VERSION
-
         env.stdout.write(
             json.dumps(
                 {
@@ -637,55 +570,6 @@ def _crash_log(text: str) -> Path:
 EPILOG = """Exit codes: 0 success, 1 the agent ran and failed, 2 usage or configuration error,
 3 a precondition failed (not a repository, dirty tree, branch exists, Docker unreachable, image
 build failed), 124 timed out, 130 interrupted, 4 internal error (the message names a log)."""
-
-# (option, metavar (None: a flag), help, default shown in --help); the variable that also sets
-# an option is config.ENV_KEYS's, so the help and the loader cannot disagree.
-OPTIONS: list[tuple[str, str | None, str, str | None]] = [
-    ("--task", "TEXT", "What the agent should do.", None),
-    ("--task-file", "PATH", "Read the task from a file (- for stdin).", None),
-    ("--project", "PATH", "The git repository to work on.", "current directory"),
-    ("--branch", "NAME", "Branch to create for the work.", "agent-task-YYYYmmdd-HHMMSS"),
-    ("--agent-type", "NAME", "Agent backend.", "claude"),
-    ("--api-key", "KEY", "API key; visible in the process list, prefer ANTHROPIC_API_KEY.", None),
-    ("--base-url", "URL", "API base URL.", "Anthropic's API"),
-    ("--model", "NAME", "Model for the agent.", "the agent's default"),
-    ("--max-turns", "N", "Turn limit.", "unlimited"),
-    ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
-    ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
-    ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
-    ("--base-image", "IMAGE", "Base of the agent image.", "debian:bookworm-slim"),
-    ("--claude-version", "V", "Claude Code version in the image.", DEFAULT_CLAUDE_CODE_VERSION),
-    (
-        "--ca-cert",
-        "PATH",
-        "Extra CA certificate (PEM) to trust, e.g. a corporate proxy's; "
-        "repeatable; the variable takes a ':'-separated list.",
-        None,
-    ),
-    ("--force-rebuild", None, "Rebuild the agent image, without cache.", None),
-    ("--json", None, "Print the report as JSON on stdout.", None),
-    ("--report-file", "PATH", "Also write the JSON report to PATH.", None),
-    ("--git-identity", "agent|user", "Commit as agent-worker or as your git identity.", "agent"),
-    (
-        "--workspace",
-        "auto|mount|copy",
-        "Mount the repository read-only and clone it inside, or "
-        "copy a bundle in (auto: copy for a remote engine).",
-        "auto",
-    ),
-    (
-        "--allow-host",
-        "HOST[:PORT]",
-        "Let the agent reach this host too; repeatable; the variable takes a comma-separated list.",
-        None,
-    ),
-    ("--no-firewall", None, "Let the agent reach any address.", None),
-    ("--memory", "SIZE", "Memory limit, /workspace (a tmpfs) included.", "4g"),
-    ("--cpus", "N", "CPU limit.", "all"),
-    ("--pids-limit", "N", "Process limit.", "1024"),
-    ("--debug", None, "Log every step to stderr.", None),
-    ("--env-file", "PATH", "Read settings from this file instead of ./.env.", None),
-]
 
 
 def _with_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -46,6 +46,56 @@ ENV_KEYS: Mapping[str, str] = {
 }
 
 
+# (option, metavar (None: a flag), help, default shown in --help); the variable that also sets
+# an option is ENV_KEYS's, so the help and the loader cannot disagree.
+OPTIONS: list[tuple[str, str | None, str, str | None]] = [
+    ("--task", "TEXT", "What the agent should do.", None),
+    ("--task-file", "PATH", "Read the task from a file (- for stdin).", None),
+    ("--project", "PATH", "The git repository to work on.", "current directory"),
+    ("--branch", "NAME", "Branch to create for the work.", "agent-task-YYYYmmdd-HHMMSS"),
+    ("--agent-type", "NAME", "Agent backend.", "claude"),
+    ("--api-key", "KEY", "API key; visible in the process list, prefer ANTHROPIC_API_KEY.", None),
+    ("--base-url", "URL", "API base URL.", "Anthropic's API"),
+    ("--model", "NAME", "Model for the agent.", "the agent's default"),
+    ("--max-turns", "N", "Turn limit.", "unlimited"),
+    ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
+    ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
+    ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
+    ("--base-image", "IMAGE", "Base of the agent image.", "debian:bookworm-slim"),
+    ("--claude-version", "V", "Claude Code version in the image.", DEFAULT_CLAUDE_CODE_VERSION),
+    (
+        "--ca-cert",
+        "PATH",
+        "Extra CA certificate (PEM) to trust, e.g. a corporate proxy's; "
+        "repeatable; the variable takes a ':'-separated list.",
+        None,
+    ),
+    ("--force-rebuild", None, "Rebuild the agent image, without cache.", None),
+    ("--json", None, "Print the report as JSON on stdout.", None),
+    ("--report-file", "PATH", "Also write the JSON report to PATH.", None),
+    ("--git-identity", "agent|user", "Commit as agent-worker or as your git identity.", "agent"),
+    (
+        "--workspace",
+        "auto|mount|copy",
+        "Mount the repository read-only and clone it inside, or "
+        "copy a bundle in (auto: copy for a remote engine).",
+        "auto",
+    ),
+    (
+        "--allow-host",
+        "HOST[:PORT]",
+        "Let the agent reach this host too; repeatable; the variable takes a comma-separated list.",
+        None,
+    ),
+    ("--no-firewall", None, "Let the agent reach any address.", None),
+    ("--memory", "SIZE", "Memory limit, /workspace (a tmpfs) included.", "4g"),
+    ("--cpus", "N", "CPU limit.", "all"),
+    ("--pids-limit", "N", "Process limit.", "1024"),
+    ("--debug", None, "Log every step to stderr.", None),
+    ("--env-file", "PATH", "Read settings from this file instead of ./.env.", None),
+]
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything one run needs, resolved and validated."""

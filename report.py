@@ -1,10 +1,25 @@
-"""RunReport (plain data) and its renderers: rich panel, plain text, versioned JSON."""
+"""How a run ended (Outcome, and the status and exit code it gives), RunReport (plain data) and
+its renderers: rich panel, plain text, versioned JSON."""
 
 from __future__ import annotations
 
 import json
+import signal
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from errors import (
+    EXIT_AGENT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    AgentWorkerError,
+    Interrupted,
+)
+
+if TYPE_CHECKING:
+    from agents.base_agent import AgentResult
+    from docker_manager import ExitInfo
 
 SCHEMA_VERSION = 1
 STATUS_STYLE = {
@@ -112,6 +127,69 @@ class RunReport:
             "warnings": self.warnings,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+
+
+@dataclass
+class Outcome:
+    """How the run ended, as seen from the host."""
+
+    exit: ExitInfo | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+    started: bool = False  # the container started: the agent may have done work
+    head: str | None = None
+    import_error: str | None = None
+    error: AgentWorkerError | None = None
+    agent_tail: list[str] = field(default_factory=list)
+    inside: dict[str, str] | None = None  # the container's own account: head, bundle
+
+
+def describe_exit(status: int) -> str:
+    """'exit status 1', or 'killed by SIGABRT' for a shell's 128+N."""
+    if status > 128:
+        with suppress(ValueError):
+            return f"killed by {signal.Signals(status - 128).name}"
+    return f"exit status {status}"
+
+
+def decide_status(
+    outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
+) -> tuple[str, int, str | None, list[str]]:
+    """(status, exit code, error message, warnings) from everything known about a run."""
+
+    exit_info, warnings = outcome.exit, []
+    oom = exit_info is not None and exit_info.oom_killed
+    status, code, message = "success", 0, None
+    if outcome.error is not None:
+        status = "interrupted" if isinstance(outcome.error, Interrupted) else "error"
+        code, message = outcome.error.exit_code, str(outcome.error)
+    elif outcome.interrupted:
+        status, code, message = "interrupted", EXIT_INTERRUPTED, "interrupted by a signal"
+    elif outcome.timed_out:
+        status, code = "timeout", EXIT_TIMEOUT
+        message = f"the agent did not finish within {timeout_s:g}s (--timeout)"
+    elif exit_info is not None and exit_info.status_code != 0 and oom:
+        status, code = "failed", EXIT_AGENT_FAILED
+        message = f"the agent ran out of memory (--memory {memory}) and was killed"
+    elif result is not None and (result.is_error or not result.found):
+        status, code = "failed", EXIT_AGENT_FAILED
+        message = result.error or "the agent reported an error"
+        if exit_info is not None and exit_info.status_code != 0:
+            message += f" ({describe_exit(exit_info.status_code)})"
+    elif exit_info is not None and exit_info.status_code != 0:
+        status, code = "failed", EXIT_AGENT_FAILED
+        message = f"the agent failed ({describe_exit(exit_info.status_code)})"
+    if oom and status == "success":
+        warnings.append(
+            f"a process in the container ran out of memory (--memory {memory}) and was killed"
+        )
+    if outcome.import_error:
+        warnings.append(outcome.import_error)
+        if status == "success":
+            status, code, message = "failed", EXIT_AGENT_FAILED, outcome.import_error
+    if status in ("failed", "timeout") and outcome.agent_tail:
+        message = f"{message}; the agent's last output: {' | '.join(outcome.agent_tail[-3:])}"
+    return status, code, message, warnings
 
 
 def format_duration(seconds: float) -> str:

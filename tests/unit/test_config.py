@@ -139,7 +139,7 @@ def test_api_key_on_the_command_line_warns(tmp_path: Path) -> None:
 def test_agent_plugins_bring_their_own_key_variable(tmp_path: Path) -> None:
     agents = {"claude": "ANTHROPIC_API_KEY", "other": "OTHER_KEY"}
     (tmp_path / ".env").write_text("OTHER_KEY=from-dotenv\n")
-    cfg = load(tmp_path, {"agent_type": "other"}, known_agents=agents)
+    cfg = load(tmp_path, {"agent_type": "other"}, key_variable=agents.__getitem__)
     assert cfg.api_key == "from-dotenv"
 
 

@@ -1,4 +1,4 @@
-"""agent_worker.decide_status: one status, exit code, message and warnings for every ending."""
+"""report.decide_status: one status, exit code, message and warnings for every ending."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent_worker import Outcome, decide_status
 from agents.base_agent import AgentResult
 from docker_manager import ExitInfo
 from errors import (
@@ -18,6 +17,7 @@ from errors import (
     PreconditionError,
     UsageError,
 )
+from report import Outcome, decide_status
 
 OK = AgentResult(found=True, is_error=False, subtype="success", turns=3)
 AGENT_ERROR = "Claude Code reported an error: API Error: 500 Internal server error"
