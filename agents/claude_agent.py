@@ -14,6 +14,15 @@ if TYPE_CHECKING:
     from config import Config
 
 WORKSPACE = "/workspace/"
+# Headless, every event as a JSON line, no permission prompts (the container is the sandbox).
+HEADLESS_ARGV = (
+    "claude",
+    "-p",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--dangerously-skip-permissions",
+)
 _MAX_ARG = 80
 # The input field that says most about a call of each built-in tool.
 _MAIN_ARG = {
@@ -90,14 +99,7 @@ class ClaudeAgent(BaseAgent):
             )
 
     def container_command(self, config: Config) -> list[str]:
-        argv = [
-            "claude",
-            "-p",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--dangerously-skip-permissions",
-        ]
+        argv = list(HEADLESS_ARGV)
         if config.model:
             argv += ["--model", config.model]
         if config.max_turns:

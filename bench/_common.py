@@ -20,14 +20,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the product's modules and the
 
 KEY = "sk-ant-bench-Zr84kQw0pLm2nXy7"
 BENCH_LABEL = "agent-worker-bench"
-AGENT_ARGV = [
-    "claude",
-    "-p",
-    "--output-format",
-    "stream-json",
-    "--verbose",
-    "--dangerously-skip-permissions",
-]
+
+from agents.claude_agent import HEADLESS_ARGV  # noqa: E402 (after the path above)
+
+AGENT_ARGV = list(HEADLESS_ARGV)
 
 
 def _product_vars() -> set[str]:
