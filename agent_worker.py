@@ -2,7 +2,7 @@
 """agent-worker: put an AI coding agent to work on a new branch of a git repository, inside a
 Docker container, and report what it did. The click entry point and the AgentWorker pipeline.
 
-Docker, git and rich are imported only once a run starts, so --help and --version stay fast.
+docker-py and rich are imported only once a run needs them, so --help and --version stay fast.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -28,8 +28,9 @@ import click
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from agents.base_agent import AgentResult
 from config import ENV_KEYS, OPTIONS  # after the path is set
-from errors import EXIT_INTERNAL, AgentWorkerError, DockerError, GitError, Interrupted
+from errors import AgentWorkerError, DockerError, GitError, InternalError, Interrupted
 from report import (
     SCHEMA_VERSION,
     AgentInfo,
@@ -43,7 +44,7 @@ from report import (
 )
 
 if TYPE_CHECKING:
-    from agents.base_agent import AgentResult, BaseAgent
+    from agents.base_agent import BaseAgent
     from config import Config
     from console import Env, Progress, Redactor, RunLog
     from docker_manager import ContainerSpec, ExitInfo, FileEntry
@@ -79,7 +80,6 @@ class Signals:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-
         self.count += 1
         if self.count == 1 and not self._protected:
             raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
@@ -206,20 +206,26 @@ class AgentWorker:
             outcome.error = exc
         except Exception as exc:  # noqa: BLE001 (a bug: reported with the log, not a traceback)
             log.error("internal error:\n%s", traceback.format_exc())
-            outcome.error = AgentWorkerError(
-                f"internal error ({type(exc).__name__}: {exc}); please report it with the log "
-                f"{self.run_dir / 'agent-worker.log'}"
-            )
-            outcome.error.exit_code = EXIT_INTERNAL
+            outcome.error = internal_error(exc, self.run_dir / "agent-worker.log")
         finally:
             with self.signals.protected():
-                if container is not None:
-                    docker_manager.remove(container)
-                if not outcome.started and git_manager.delete_branch(ws):
-                    log.info("deleted branch %s: the agent never started", ws.branch)
-                (self.run_dir / "source.bundle").unlink(missing_ok=True)
-                self._report_orphans()
+                self._clean_up(container, ws, outcome)
         return self._report(ws, outcome)
+
+    def _clean_up(self, container: Any, ws: Workspace, outcome: Outcome) -> None:
+        """Remove the container; delete the branch if the agent never started."""
+        import docker_manager
+        import git_manager
+
+        try:
+            if container is not None:
+                docker_manager.remove(container)
+        except AgentWorkerError as exc:
+            self.warnings.append(str(exc))
+        if not outcome.started and git_manager.delete_branch(ws):
+            log.info("deleted branch %s: the agent never started", ws.branch)
+        (self.run_dir / "source.bundle").unlink(missing_ok=True)
+        self._report_orphans()
 
     def _report_orphans(self) -> None:
         if self.orphans is None:
@@ -401,7 +407,12 @@ class AgentWorker:
             outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory
         )
         self.warnings += warnings
-        result = result or _empty_result()
+        result = result or AgentResult()
+        try:
+            files = git_manager.diff_stats(ws, outcome.head) if outcome.head else []
+        except GitError as exc:
+            files = []
+            self.warnings.append(f"no change statistics: {exc}")
         report = RunReport(
             run_id=self.run_id,
             status=status,
@@ -424,7 +435,7 @@ class AgentWorker:
             ),
             cost_usd=result.cost_usd,
             turns=result.turns,
-            files=git_manager.diff_stats(ws, outcome.head) if outcome.head else [],
+            files=files,
             run_dir=str(self.run_dir),
             error=self.redactor.text(message) if message else None,
             firewall=cfg.firewall,
@@ -438,7 +449,7 @@ class AgentWorker:
     def _agent_result(self) -> AgentResult:
         path = self.run_dir / "agent.jsonl"
         if not path.is_file():
-            return _empty_result()
+            return AgentResult()
         with path.open(encoding="utf-8", errors="replace") as lines:
             return self.agent.parse_result(lines)
 
@@ -449,10 +460,10 @@ def _connect(docker_host: str | None) -> Any:
     return docker_manager.connect(docker_host)
 
 
-def _empty_result() -> AgentResult:
-    from agents.base_agent import AgentResult
-
-    return AgentResult()
+def internal_error(exc: BaseException, log_path: Path) -> InternalError:
+    return InternalError(
+        f"internal error ({type(exc).__name__}: {exc}); please report it with the log {log_path}"
+    )
 
 
 # ---------------------------------------------------------------- command line
@@ -504,16 +515,9 @@ def main(options: Mapping[str, Any], env: Env) -> int:
         )
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 (the single top-level handler for bugs)
-        path = _crash_log(redactor.text(traceback.format_exc()))
-        _fail(
-            env,
-            options,
-            f"internal error ({type(exc).__name__}: {redactor.text(str(exc))}); "
-            f"please report it with the log {path}",
-            EXIT_INTERNAL,
-            [],
-        )
-        return EXIT_INTERNAL
+        error = internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
+        _fail(env, options, redactor.text(str(error)), error.exit_code, [])
+        return error.exit_code
     finally:
         signals.restore()
         if runlog is not None:
@@ -521,7 +525,6 @@ def main(options: Mapping[str, Any], env: Env) -> int:
 
 
 def _emit(report: RunReport, cfg: Config, env: Env) -> None:
-
     if cfg.report_file is not None:
         try:
             cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
@@ -540,24 +543,22 @@ def _emit(report: RunReport, cfg: Config, env: Env) -> None:
 def _fail(
     env: Env, options: Mapping[str, Any], message: str, code: int, details: list[str]
 ) -> None:
-    """One line saying what went wrong and what to do; JSON on stdout too with --json."""
+    """One line saying what went wrong and what to do; a JSON report too, where asked for."""
     env.stderr.write(f"agent-worker: error: {message}\n")
     for line in details:
         env.stderr.write(f"  | {line}\n")
-    if options.get("json_output"):
-        import json
+    if not (options.get("json_output") or options.get("report_file")):
+        return
+    import json
 
-        env.stdout.write(
-            json.dumps(
-                {
-                    "schema_version": SCHEMA_VERSION,
-                    "status": "error",
-                    "exit_code": code,
-                    "error": message,
-                }
-            )
-            + "\n"
-        )
+    payload = json.dumps(
+        {"schema_version": SCHEMA_VERSION, "status": "error", "exit_code": code, "error": message}
+    )
+    if options.get("json_output"):
+        env.stdout.write(payload + "\n")
+    if options.get("report_file"):
+        with suppress(OSError):
+            Path(options["report_file"]).write_text(payload + "\n", encoding="utf-8")
 
 
 def _crash_log(text: str) -> Path:

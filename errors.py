@@ -47,6 +47,12 @@ class GitError(PreconditionError):
     """A git operation on the user's repository failed."""
 
 
+class InternalError(AgentWorkerError):
+    """A bug: the message names the log to report it with."""
+
+    exit_code = EXIT_INTERNAL
+
+
 class Interrupted(AgentWorkerError):  # noqa: N818 (InterruptedError is a builtin)
     """SIGINT or SIGTERM arrived."""
 

@@ -303,3 +303,15 @@ def test_the_wheel_carries_the_container_files_under_one_directory(tmp_path: Pat
     ):
         assert f"agent_worker_app/{name}" in names, name
     assert modes["agent_worker_app/container/agent_inside.sh"] & 0o111
+
+
+def test_report_file_gets_the_error_too(repo: Path) -> None:
+    import json
+
+    report = repo.parent / "out" / "report.json"
+    report.parent.mkdir()
+    result = run_cli(["--task", "x", "--report-file", str(report)], cwd=repo, env=clean_env())
+    assert result.code == 2
+    payload = json.loads(report.read_text())
+    assert payload["status"] == "error"
+    assert "ANTHROPIC_API_KEY" in payload["error"]
