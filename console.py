@@ -148,8 +148,10 @@ class _Status:
         self.text = ""
         self._start = start
 
-    def __rich__(self) -> str:
-        return f"{self.text}  [dim]{time.monotonic() - self._start:.0f}s[/dim]"
+    def __rich__(self) -> Any:
+        from rich.text import Text  # plain text: a build line's brackets are not markup
+
+        return Text.assemble(self.text, (f"  {time.monotonic() - self._start:.0f}s", "dim"))
 
 
 class Progress:

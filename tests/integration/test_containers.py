@@ -212,3 +212,19 @@ def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(
     )
     made.append(container)
     assert container.name in docker_manager.remove_orphans(docker_client)
+
+
+def test_output_after_a_long_silence_still_arrives(base_image: str) -> None:
+    # An agent's long test run prints nothing for minutes; the client's request timeout (2 s
+    # here, 120 s in a run) must not end the stream.
+    import docker
+
+    quick = docker.from_env(timeout=2)
+    container = docker_manager.create_container(
+        quick, spec(base_image, ["bash", "-c", "echo before; sleep 4; echo after"])
+    )
+    try:
+        out, _ = run_with_io(container, [])
+        assert out == b"before\nafter\n"
+    finally:
+        docker_manager.remove(container)

@@ -343,3 +343,17 @@ def test_run_log_without_debug_prints_nothing(tmp_path: Path) -> None:
     text = (tmp_path / "run.log").read_text(encoding="utf-8")
     assert f"quiet {MASKED}" in text
     assert "still quiet" in text
+
+
+def test_the_status_line_takes_brackets_literally() -> None:
+    import io
+
+    from rich.console import Console
+
+    from console import _Status
+
+    status = _Status(0.0)
+    status.text = "Building: [/dim] Step 3/17 : RUN [ -n x ] [bold]"
+    out = io.StringIO()
+    Console(file=out, force_terminal=False, width=200).print(status)
+    assert "Building: [/dim] Step 3/17 : RUN [ -n x ] [bold]" in out.getvalue()
