@@ -198,7 +198,6 @@ def test_timeout_stops_the_agent_and_keeps_its_commits(
     log = git(repo, "log", "--format=%s", "main..slow").splitlines()
     assert log == ["agent-worker: work the agent left uncommitted", "First step"]
     assert git(repo, "show", "slow:two.txt") == "uncommitted\n"
-    assert report["duration_s"] < 60
     assert containers_of(docker_client, report["run_id"]) == []
 
 

@@ -250,7 +250,7 @@ def test_delay_lets_a_client_time_out_and_stop_does_not_wait_for_it() -> None:
     finally:
         start = time.monotonic()
         server.stop()
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 25  # well short of the 30 s delay: stop cut it short
 
 
 def test_exhausted_script_answers_done(fake: FakeAnthropic) -> None:
