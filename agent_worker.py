@@ -337,6 +337,7 @@ class AgentWorker:
             self.warnings += output.warnings
             outcome.agent_tail = list(output.tail)
             outcome.inside = output.result
+            outcome.container_error = output.error
 
     def _stop(self, container: Any, outcome: Outcome) -> None:
         """See the container stopped; after a timeout or a signal, politely first, so that it

@@ -289,6 +289,7 @@ class AgentOutput:
         self.tail: deque[str] = deque(maxlen=12)
         self.warnings: list[str] = []
         self.result: dict[str, str] | None = None  # the container's last "result:" line
+        self.error: str | None = None  # why the container could not run the agent, if it said
 
     def _out_line(self, raw: bytes) -> None:
         self._jsonl.write(raw)
@@ -302,6 +303,9 @@ class AgentOutput:
         if text.startswith(_OWN_WARNING):
             self.warnings.append(text.removeprefix(_OWN_WARNING))
             self._progress.warn(self.warnings[-1])
+        elif text.startswith(_OWN_ERROR):
+            self.error = text.removeprefix(_OWN_ERROR)
+            self._progress.line(text, style="red")
         elif text.startswith(_OWN_RESULT):
             fields = (item.partition("=") for item in text.removeprefix(_OWN_RESULT).split())
             self.result = {key: value for key, _, value in fields}
@@ -321,3 +325,4 @@ class AgentOutput:
 _OWN = "agent-worker: "
 _OWN_WARNING = "agent-worker: warning: "
 _OWN_RESULT = "agent-worker: result: "
+_OWN_ERROR = "agent-worker: error: "

@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 from errors import (
     EXIT_AGENT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_PRECONDITION,
     EXIT_TIMEOUT,
     AgentWorkerError,
     Interrupted,
@@ -142,6 +143,7 @@ class Outcome:
     error: AgentWorkerError | None = None
     agent_tail: list[str] = field(default_factory=list)
     inside: dict[str, str] | None = None  # the container's own account: head, bundle
+    container_error: str | None = None  # why the container could not run the agent
 
 
 def describe_exit(status: int) -> str:
@@ -171,6 +173,8 @@ def decide_status(
     elif exit_info is not None and exit_info.status_code != 0 and oom:
         status, code = "failed", EXIT_AGENT_FAILED
         message = f"the agent ran out of memory (--memory {memory}) and was killed"
+    elif outcome.container_error is not None:  # the container could not even run the agent
+        status, code, message = "error", EXIT_PRECONDITION, outcome.container_error
     elif result is not None and (result.is_error or not result.found):
         status, code = "failed", EXIT_AGENT_FAILED
         message = result.error or "the agent reported an error"

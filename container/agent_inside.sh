@@ -45,10 +45,17 @@ root_stage() {
 }
 
 clone_workspace() {
-  local source=/source shared=--shared
+  local source=/source shared=--shared hint="" failure=/tmp/agent-worker-clone.err
   if [[ -f "$IN/source.bundle" ]]; then source=$IN/source.bundle; shared=; fi
-  git -c safe.directory='*' clone --quiet ${shared:+"$shared"} --single-branch \
-    --branch "$AW_BRANCH" -- "$source" /workspace
+  if ! git clone --quiet ${shared:+"$shared"} --single-branch --branch "$AW_BRANCH" \
+      -- "$source" /workspace 2>"$failure"; then
+    if [[ "$source" == /source ]]; then
+      hint=" (the agent user reads the repository through a read-only mount: are its files \
+readable by other users? --workspace copy sends it in instead)"
+    fi
+    say "error: cannot clone the task branch: $(tail -n 1 "$failure")$hint"
+    exit 3
+  fi
   cd /workspace
   # A fresh checkout is "racily clean": its files are as new as its index, so the next
   # `git add` or `git status` would hash every file again, and, unable to freshen objects that
@@ -58,7 +65,7 @@ clone_workspace() {
   [[ -n "${GIT_AUTHOR_EMAIL:-}" ]] && git config user.email "$GIT_AUTHOR_EMAIL"
   local head
   head=$(git rev-parse HEAD)
-  [[ "$head" == "$AW_BASE" ]] || { say "error: clone is at $head, expected $AW_BASE"; exit 3; }
+  [[ "$head" == "$AW_BASE" ]] || { say "error: the clone is at $head, not at $AW_BASE"; exit 3; }
 }
 
 agent_pid=

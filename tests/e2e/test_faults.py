@@ -284,3 +284,25 @@ def test_an_agent_that_destroys_its_clone_gets_a_warning_not_a_crash(
     assert report["head_commit"] == base
     assert git(repo, "rev-parse", "wrecked").strip() == base
     assert containers_of(docker_client, report["run_id"]) == []
+
+
+def test_an_unreadable_repository_says_how_to_get_on(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    (repo / ".git").chmod(0o700)  # umask 077: the container's agent user cannot read the mount
+    result = run_cli(["--task", "t", "--branch", "private"], cwd=repo, env=run_env())
+    report = result.report
+    assert report is not None
+    assert result.code == 3, result.stderr
+    assert report["status"] == "error"
+    assert "cannot clone the task branch" in report["error"]
+    assert "--workspace copy" in report["error"]
+    assert fake_api.main_requests == []
+    assert containers_of(docker_client, report["run_id"]) == []
+
+    fake_api.add_turns(Turn.tool_use(write("/workspace/p.txt", "p\n")), Turn.text("done"))
+    copied = run_cli(
+        ["--task", "t", "--branch", "private-copy", "--workspace", "copy"], cwd=repo, env=run_env()
+    )
+    assert copied.code == 0, copied.stderr
+    assert git(repo, "show", "private-copy:p.txt") == "p\n"

@@ -29,6 +29,7 @@ OOM_137 = ExitInfo(137, True, None)
 OOM_0 = ExitInfo(0, True, None)
 IMPORT = "git fetch failed: rejected (non-fast-forward); the agent's commits are kept in x"
 TAIL = ["line 1", "line 2", "line 3", "line 4"]
+EXIT_3 = ExitInfo(status_code=3, oom_killed=False, error=None)
 
 
 def started(**kw: object) -> Outcome:
@@ -131,6 +132,13 @@ CASES = {
         Outcome(error=PreconditionError("not ready")), None, "error", 3, "not ready"
     ),
     "usage": Case(Outcome(error=UsageError("--cpus too many")), None, "error", 2, "--cpus"),
+    "the container could not run the agent": Case(
+        started(exit=EXIT_3, container_error="cannot clone the task branch: denied"),
+        NO_RESULT,
+        "error",
+        3,
+        "cannot clone the task branch",
+    ),
     "internal": Case(
         Outcome(error=AgentWorkerError("internal error (KeyError: 'x')")),
         None,
