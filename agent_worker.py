@@ -256,7 +256,9 @@ class AgentWorker:
             ),
         ]
         mount = cfg.workspace == "mount" or (
-            cfg.workspace == "auto" and docker_manager.is_local(cfg.docker_host)
+            cfg.workspace == "auto"
+            and docker_manager.is_local(cfg.docker_host)
+            and _others_can_read(ws.git_dir)
         )
         if not mount:
             bundle = self.run_dir / "source.bundle"
@@ -453,6 +455,14 @@ class AgentWorker:
             return AgentResult()
         with path.open(encoding="utf-8", errors="replace") as lines:
             return self.agent.parse_result(lines)
+
+
+def _others_can_read(git_dir: Path) -> bool:
+    """Whether the container's agent user (another uid) can read the mounted git directory; a
+    repository made under umask 077 cannot be, and goes in as a bundle instead."""
+    return all(
+        p.stat().st_mode & 0o005 == 0o005 for p in (git_dir, git_dir / "objects", git_dir / "refs")
+    )
 
 
 def _connect(docker_host: str | None) -> Any:

@@ -290,7 +290,9 @@ def test_an_unreadable_repository_says_how_to_get_on(
     repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
 ) -> None:
     (repo / ".git").chmod(0o700)  # umask 077: the container's agent user cannot read the mount
-    result = run_cli(["--task", "t", "--branch", "private"], cwd=repo, env=run_env())
+    result = run_cli(
+        ["--task", "t", "--branch", "private", "--workspace", "mount"], cwd=repo, env=run_env()
+    )
     report = result.report
     assert report is not None
     assert result.code == 3, result.stderr
