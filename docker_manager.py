@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import socket
 import tarfile
 import tempfile
@@ -20,6 +21,7 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount
+from docker.utils import parse_repository_tag
 from docker.utils.socket import STDOUT, frames_iter
 
 from errors import DockerError, ImageBuildError
@@ -136,12 +138,18 @@ def ensure_image(
     context_dir: Path = CONTAINER_DIR,
     tag_latest: bool = True,
 ) -> ImageResult:
-    """The agent image for these inputs: reused when its content tag exists, else built."""
+    """The agent image for these inputs: reused when its content tag exists, else built.
+
+    The tag hashes the context, the build arguments and the base image's id, so a base image
+    pulled or imported anew under the same name builds a new agent image too.
+    """
     files = _context_files(context_dir, ca_certs)
-    tag = image_tag(files, build_args)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    base = build_args.get("BASE_IMAGE", "")
+    base_id = _base_image_id(client, base, log_dir, on_line) if base else ""
+    tag = image_tag(files, {**build_args, "base image id": base_id})
     if not force and image_exists(client, tag):
         return ImageResult(tag=tag, built=False, log_path=None)
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"build-{tag.split(':')[1]}.log"
     tail: list[str] = []
     error = None
@@ -172,12 +180,6 @@ def ensure_image(
             log.write(f"error: {error}\n")
     if error is not None:
         error = error.splitlines()[-1] if error else "unknown error"
-        base = build_args.get("BASE_IMAGE")
-        if base and not image_exists(client, base):
-            error = (
-                f"base image {base} is not on the Docker engine and could not be pulled "
-                f"({error}); pull or import it, or choose another --base-image"
-            )
         raise ImageBuildError(
             f"the agent image build failed: {error} (full log: {log_path})", details=tail
         )
@@ -185,6 +187,33 @@ def ensure_image(
         with suppress(*_DOCKER_ERRORS):
             client.api.tag(tag, IMAGE_REPO, "latest", force=True)
     return ImageResult(tag=tag, built=True, log_path=log_path)
+
+
+def _base_image_id(
+    client: docker.DockerClient, name: str, log_dir: Path, on_line: Callable[[str], None]
+) -> str:
+    """The id of the base image, pulled first when the engine does not have it."""
+    with suppress(docker.errors.ImageNotFound):
+        return str(client.images.get(name).id)
+    log_path = log_dir / f"pull-{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}.log"
+    error = "not found"
+    repository, tag = parse_repository_tag(name)
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            for chunk in client.api.pull(repository, tag or "latest", stream=True, decode=True):
+                if "error" in chunk:
+                    error = str(chunk["error"]).strip()
+                if text := _build_text(chunk):
+                    log.write(text + "\n")
+                    on_line(text)
+            return str(client.images.get(name).id)
+        except _DOCKER_ERRORS as exc:
+            error = _reason(exc) if error == "not found" else error
+            log.write(f"error: {error}\n")
+    raise ImageBuildError(
+        f"base image {name} is not on the Docker engine and could not be pulled ({error}): "
+        f"pull or import it, or choose another --base-image (log: {log_path})"
+    )
 
 
 def _build_text(chunk: Mapping[str, Any]) -> str:

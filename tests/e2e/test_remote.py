@@ -26,7 +26,7 @@ RUN apt-get update \\
 
 @pytest.fixture(scope="module")
 def remote_engine(docker_client: Any, base_image: str, agent_image: str) -> Iterator[str]:
-    """tcp:// URL of a second engine (flags from DESIGN.md) that holds the agent image."""
+    """tcp:// URL of a second engine (flags from DESIGN.md) holding the base and agent images."""
     docker_client.images.build(
         fileobj=io.BytesIO(DIND_DOCKERFILE),
         tag="agent-worker-test/dind",
@@ -54,8 +54,9 @@ def remote_engine(docker_client: Any, base_image: str, agent_image: str) -> Iter
             except docker.errors.DockerException:
                 assert time.monotonic() < end, engine.logs()[-2000:]
                 time.sleep(0.5)
-        remote.api.load_image(docker_client.images.get(agent_image).save(named=True))
-        assert remote.images.get(agent_image)
+        for image in (base_image, agent_image):  # the same ids there: the same content tag
+            remote.api.load_image(docker_client.images.get(image).save(named=True))
+            assert remote.images.get(image).id == docker_client.images.get(image).id
         yield url
     finally:
         engine.remove(force=True, v=True)

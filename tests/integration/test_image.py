@@ -137,6 +137,7 @@ def test_a_failed_build_names_its_log_and_leaves_no_image(
     (context / "Dockerfile").write_text(
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 7\n"
     )
+    tags_before = {t for i in docker_client.images.list() for t in i.tags}
     with pytest.raises(ImageBuildError) as caught:
         docker_manager.ensure_image(
             docker_client,
@@ -155,10 +156,7 @@ def test_a_failed_build_names_its_log_and_leaves_no_image(
     assert str(log) in message
     assert "about to fail" in log.read_text()
     assert any("about to fail" in line for line in caught.value.details)
-    tag = docker_manager.image_tag(
-        docker_manager._context_files(context, ()), {"BASE_IMAGE": base_image}
-    )
-    assert not docker_manager.image_exists(docker_client, tag)
+    assert {t for i in docker_client.images.list() for t in i.tags} == tags_before
 
 
 def test_a_missing_base_image_exits_3_and_leaves_nothing(
@@ -174,8 +172,48 @@ def test_a_missing_base_image_exits_3_and_leaves_nothing(
     assert (
         "base image agent-worker-test/no-such-image:1 is not on the Docker engine" in result.stderr
     )
-    assert "full log: " in result.stderr
+    assert "could not be pulled" in result.stderr
+    assert "log: " in result.stderr
     assert snapshot(repo) == before
     assert git(repo, "branch", "--list") == "* main\n"
     assert not (repo / ".git" / "agent-worker").exists()
     assert {i.id for i in docker_client.images.list(all=True)} == images_before
+
+
+def test_a_base_image_replaced_under_the_same_name_builds_anew(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN true\n")
+    name = "agent-worker-test/replaced-base:1"
+    docker_client.images.get(base_image).tag(name)
+    made: list[str] = []
+
+    def ensure() -> docker_manager.ImageResult:
+        result = docker_manager.ensure_image(
+            docker_client,
+            build_args={"BASE_IMAGE": name},
+            ca_certs=(),
+            force=False,
+            log_dir=tmp_path,
+            on_line=lambda line: None,
+            context_dir=context,
+            tag_latest=False,
+        )
+        made.append(result.tag)
+        return result
+
+    try:
+        first = ensure()
+        assert not ensure().built
+        newer = docker_client.containers.run(base_image, ["touch", "/newer"], detach=True)
+        newer.wait()
+        newer.commit(repository="agent-worker-test/replaced-base", tag="1")
+        newer.remove()
+        second = ensure()
+        assert second.built
+        assert second.tag != first.tag
+    finally:
+        for tag in {*made, name}:
+            docker_client.images.remove(tag, force=True)
