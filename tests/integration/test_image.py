@@ -18,6 +18,25 @@ def args(base_image: str) -> dict[str, str]:
     return {"CLAUDE_CODE_VERSION": DEFAULT_CLAUDE_CODE_VERSION, "BASE_IMAGE": base_image}
 
 
+def small_image(
+    client: Any, tmp_path: Path, dockerfile: str, base_image: str, *, force: bool = False
+) -> docker_manager.ImageResult:
+    """ensure_image() for a one-file context in tmp_path/ctx, leaving agent-worker:latest be."""
+    context = tmp_path / "ctx"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(dockerfile)
+    return docker_manager.ensure_image(
+        client,
+        build_args={"BASE_IMAGE": base_image},
+        ca_certs=(),
+        force=force,
+        log_dir=tmp_path / "logs",
+        on_line=lambda line: None,
+        context_dir=context,
+        tag_latest=False,
+    )
+
+
 def test_unchanged_inputs_build_nothing(
     docker_client: Any,
     agent_image: str,
@@ -101,28 +120,11 @@ def test_version_and_ca_files_are_part_of_the_tag(
 def test_force_rebuild_builds_even_when_present(
     docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo built > /marker\n"
-    )
-
-    def build(force: bool) -> docker_manager.ImageResult:
-        return docker_manager.ensure_image(
-            docker_client,
-            build_args={"BASE_IMAGE": base_image},
-            ca_certs=(),
-            force=force,
-            log_dir=tmp_path,
-            on_line=lambda line: None,
-            context_dir=context,
-            tag_latest=False,
-        )
-
-    first = build(False)
+    dockerfile = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo built > /marker\n"
+    first = small_image(docker_client, tmp_path, dockerfile, base_image)
     try:
-        assert not build(False).built
-        forced = build(True)
+        assert not small_image(docker_client, tmp_path, dockerfile, base_image).built
+        forced = small_image(docker_client, tmp_path, dockerfile, base_image, force=True)
         assert forced.built
         assert forced.tag == first.tag
     finally:
@@ -132,23 +134,10 @@ def test_force_rebuild_builds_even_when_present(
 def test_a_failed_build_names_its_log_and_leaves_no_image(
     docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 7\n"
-    )
     tags_before = {t for i in docker_client.images.list() for t in i.tags}
+    dockerfile = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 7\n"
     with pytest.raises(ImageBuildError) as caught:
-        docker_manager.ensure_image(
-            docker_client,
-            build_args={"BASE_IMAGE": base_image},
-            ca_certs=(),
-            force=False,
-            log_dir=tmp_path / "logs",
-            on_line=lambda line: None,
-            context_dir=context,
-            tag_latest=False,
-        )
+        small_image(docker_client, tmp_path, dockerfile, base_image)
     message = str(caught.value)
     assert caught.value.exit_code == 3
     assert "returned a non-zero code: 7" in message
@@ -183,37 +172,22 @@ def test_a_missing_base_image_exits_3_and_leaves_nothing(
 def test_a_base_image_replaced_under_the_same_name_builds_anew(
     docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN true\n")
     name = "agent-worker-test/replaced-base:1"
     docker_client.images.get(base_image).tag(name)
-    made: list[str] = []
-
-    def ensure() -> docker_manager.ImageResult:
-        result = docker_manager.ensure_image(
-            docker_client,
-            build_args={"BASE_IMAGE": name},
-            ca_certs=(),
-            force=False,
-            log_dir=tmp_path,
-            on_line=lambda line: None,
-            context_dir=context,
-            tag_latest=False,
-        )
-        made.append(result.tag)
-        return result
-
+    dockerfile = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN true\n"
+    made: set[str] = {name}
     try:
-        first = ensure()
-        assert not ensure().built
+        first = small_image(docker_client, tmp_path, dockerfile, name)
+        made.add(first.tag)
+        assert not small_image(docker_client, tmp_path, dockerfile, name).built
         newer = docker_client.containers.run(base_image, ["touch", "/newer"], detach=True)
         newer.wait()
         newer.commit(repository="agent-worker-test/replaced-base", tag="1")
         newer.remove()
-        second = ensure()
+        second = small_image(docker_client, tmp_path, dockerfile, name)
+        made.add(second.tag)
         assert second.built
         assert second.tag != first.tag
     finally:
-        for tag in {*made, name}:
+        for tag in made:
             docker_client.images.remove(tag, force=True)
