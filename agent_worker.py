@@ -137,12 +137,13 @@ class AgentWorker:
         self.progress = progress
         self.signals = signals
         self.agent: BaseAgent = agents.get(config.agent_type)
-        self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+        self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
         self.started = time.monotonic()
         self.run_dir = Path()
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = list(config.warnings)
         self.orphans: Background | None = None
+        self.branch_deleted = False
         self._last = self.started
 
     def _mark(self, name: str) -> None:
@@ -192,8 +193,9 @@ class AgentWorker:
 
         outcome = Outcome()
         container = None
+        created: Workspace | None = None
         try:
-            git_manager.create_branch(ws)
+            ws = created = git_manager.create_branch(ws, branch_given=self.config.branch_given)
             self.progress.phase("Starting the agent container")
             spec, files = self._spec(ws, tag)
             container = docker_manager.create_container(client, spec)
@@ -209,11 +211,11 @@ class AgentWorker:
             outcome.error = internal_error(exc, self.run_dir / "agent-worker.log")
         finally:
             with self.signals.protected():
-                self._clean_up(container, ws, outcome)
-        return self._report(ws, outcome)
+                self._clean_up(container, created, outcome)
+        return self._report(ws, outcome, branch=created is not None)
 
-    def _clean_up(self, container: Any, ws: Workspace, outcome: Outcome) -> None:
-        """Remove the container; delete the branch if the agent never started."""
+    def _clean_up(self, container: Any, created: Workspace | None, outcome: Outcome) -> None:
+        """Remove the container; delete the branch this run made if the agent never started."""
         import docker_manager
         import git_manager
 
@@ -222,9 +224,10 @@ class AgentWorker:
                 docker_manager.remove(container)
         except AgentWorkerError as exc:
             self.warnings.append(str(exc))
-        if not outcome.started and git_manager.delete_branch(ws):
-            log.info("deleted branch %s: the agent never started", ws.branch)
-        (self.run_dir / "source.bundle").unlink(missing_ok=True)
+        if created is not None and not outcome.agent_started and git_manager.delete_branch(created):
+            log.info("deleted branch %s: the agent never started", created.branch)
+            self.branch_deleted = True
+        (self.run_dir / "source.pack").unlink(missing_ok=True)
         self._report_orphans()
 
     def _report_orphans(self) -> None:
@@ -255,21 +258,27 @@ class AgentWorker:
                 for k, v in secret_env.items()
             ),
         ]
+        source = git_manager.source(ws)
         mount = cfg.workspace == "mount" or (
             cfg.workspace == "auto"
             and docker_manager.is_local(cfg.docker_host)
-            and _others_can_read(ws.git_dir)
+            and source.mountable()
         )
         if not mount:
-            bundle = self.run_dir / "source.bundle"
-            git_manager.bundle_branch(ws, bundle)
-            files.append(FileEntry("/agent-worker/source.bundle", bundle))
+            pack = self.run_dir / "source.pack"
+            git_manager.pack_branch(ws, pack)
+            files.append(FileEntry("/agent-worker/source.pack", pack))
+        if source.shallow:
+            files.append(FileEntry("/agent-worker/shallow", source.shallow))
+        if source.exclude.strip():
+            files.append(FileEntry("/agent-worker/exclude", source.exclude))
         name, email = AGENT_IDENTITY
         if cfg.git_identity == "user":
             name, email = git_manager.user_identity(ws.root) or AGENT_IDENTITY
         env = {
             "AW_BRANCH": ws.branch,
             "AW_BASE": ws.base_commit,
+            "AW_OBJECT_FORMAT": ws.object_format,
             "AW_FIREWALL": "1" if cfg.firewall else "0",
             "AW_ALLOW_HOSTS": ",".join(self._allowlist()),
             "TZ": cfg.timezone,
@@ -288,7 +297,7 @@ class AgentWorker:
             cpus=cfg.cpus,
             pids_limit=cfg.pids_limit,
             firewall=cfg.firewall,
-            source_dir=ws.git_dir if mount else None,
+            object_dirs=source.object_dirs if mount else (),
         )
         return spec, files
 
@@ -400,7 +409,7 @@ class AgentWorker:
                 f"descend from the base {ws.base_commit[:12]}: nothing imported"
             )
 
-    def _report(self, ws: Workspace, outcome: Outcome) -> RunReport:
+    def _report(self, ws: Workspace, outcome: Outcome, *, branch: bool) -> RunReport:
         import git_manager
 
         cfg = self.config
@@ -420,7 +429,7 @@ class AgentWorker:
             run_id=self.run_id,
             status=status,
             exit_code=code,
-            branch=ws.branch if started else None,
+            branch=ws.branch if branch and not self.branch_deleted else None,
             base_commit=ws.base_commit,
             head_commit=outcome.head,
             duration_s=time.monotonic() - self.started,
@@ -455,14 +464,6 @@ class AgentWorker:
             return AgentResult()
         with path.open(encoding="utf-8", errors="replace") as lines:
             return self.agent.parse_result(lines)
-
-
-def _others_can_read(git_dir: Path) -> bool:
-    """Whether the container's agent user (another uid) can read the mounted git directory; a
-    repository made under umask 077 cannot be, and goes in as a bundle instead."""
-    return all(
-        p.stat().st_mode & 0o005 == 0o005 for p in (git_dir, git_dir / "objects", git_dir / "refs")
-    )
 
 
 def _connect(docker_host: str | None) -> Any:

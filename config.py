@@ -24,6 +24,9 @@ MAX_TASK_BYTES = 512 * 1024
 
 # Option name -> the variable that sets it from the environment or a .env file. Only these keys
 # are ever read from a .env file, and nothing from it is forwarded wholesale to the container.
+# A project's own .env (in the current directory) belongs to the project: only keys with this
+# prefix are read from it, so its DEBUG or ANTHROPIC_API_KEY never becomes agent-worker's.
+PROJECT_PREFIX = "AGENT_WORKER_"
 ENV_KEYS: Mapping[str, str] = {
     "project": "PROJECT_PATH",
     "agent_type": "AGENT_TYPE",
@@ -36,7 +39,7 @@ ENV_KEYS: Mapping[str, str] = {
     "base_image": "AGENT_WORKER_BASE_IMAGE",
     "claude_version": "CLAUDE_CODE_VERSION",
     "ca_cert": "AGENT_WORKER_CA_CERT",
-    "debug": "DEBUG",
+    "debug": "AGENT_WORKER_DEBUG",
     "git_identity": "AGENT_WORKER_GIT_IDENTITY",
     "workspace": "AGENT_WORKER_WORKSPACE",
     "allow_host": "AGENT_WORKER_ALLOW_HOSTS",
@@ -92,7 +95,13 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--cpus", "N", "CPU limit.", "all"),
     ("--pids-limit", "N", "Process limit.", "1024"),
     ("--debug", None, "Log every step to stderr.", None),
-    ("--env-file", "PATH", "Read settings from this file instead of ./.env.", None),
+    (
+        "--env-file",
+        "PATH",
+        "Read settings from this file instead of ~/.config/agent-worker/.env "
+        "and ./.env (whose AGENT_WORKER_* keys only are read).",
+        None,
+    ),
 ]
 
 
@@ -347,30 +356,42 @@ def read_task(task: str | None, task_file: str | None, stdin_text: Callable[[], 
     return task
 
 
-def _dotenv_layer(paths: list[Path]) -> dict[str, tuple[str, Path]]:
-    """Every key of the files (the first file that has a key wins); only known keys are read."""
+def _dotenv_layer(files: list[tuple[Path, bool]]) -> dict[str, tuple[str, Path]]:
+    """Every key of the files (the first file that has a key wins); only known keys are read,
+    and from a project's file (flag True) only those with the agent-worker prefix."""
     layer: dict[str, tuple[str, Path]] = {}
-    if not paths:
+    if not files:
         return layer
     from dotenv import dotenv_values
 
-    for path in paths:
+    for path, project_file in files:
         for key, value in dotenv_values(path).items():
+            if project_file and not key.startswith(PROJECT_PREFIX):
+                continue
             if value is not None and key not in layer:
                 layer[key] = (value, path)
     return layer
 
 
-def _env_files(env_file: str | None, cwd: Path, tool_dir: Path | None) -> list[Path]:
+def user_env_file(environ: Mapping[str, str]) -> Path:
+    """The user's own settings: $XDG_CONFIG_HOME/agent-worker/.env (~/.config by default)."""
+    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "agent-worker" / ".env"
+
+
+def _env_files(
+    env_file: str | None, cwd: Path, tool_dir: Path | None, environ: Mapping[str, str]
+) -> list[tuple[Path, bool]]:
+    """(file, is the project's own) in precedence order."""
     if env_file is not None:
         path = Path(env_file).expanduser()
         if not path.is_file():
             raise UsageError(f"--env-file: {path} is not a readable file")
-        return [path.resolve()]
-    found = [cwd / ".env"]
+        return [(path.resolve(), False)]
+    found = [(cwd / ".env", True), (user_env_file(environ), False)]
     if tool_dir is not None and tool_dir.resolve() != cwd.resolve():
-        found.append(tool_dir / ".env")
-    return [p.resolve() for p in found if p.is_file()]
+        found.append((tool_dir / ".env", False))
+    return [(p.resolve(), project) for p, project in found if p.is_file()]
 
 
 def load(
@@ -388,13 +409,13 @@ def load(
     key_variable(agent_type) names the variable that holds that agent's API key, and raises
     UsageError for an unknown agent type.
     """
-    env_files = _env_files(cli.get("env_file"), cwd, tool_dir)
+    env_files = _env_files(cli.get("env_file"), cwd, tool_dir, environ)
     layers = _Layers(cli, environ, _dotenv_layer(env_files))
     agent_type = _parsed(layers, "agent_type", lambda t, s: t.strip(), "claude")
     key_var = (key_variable or _claude_only)(agent_type)
 
     project_text, project_source = layers.get("project")
-    project = (cwd / (project_text or ".")).expanduser().resolve()
+    project = (cwd / Path(project_text or ".").expanduser()).resolve()
     if not project.is_dir():
         what = "does not exist" if not project.exists() else "is not a directory"
         raise UsageError(f"{project_source or '--project'}: {project} {what}")
@@ -448,7 +469,7 @@ def load(
         memory_bytes=parse_memory(memory, layers.get("memory")[1]),
         cpus=_parsed(layers, "cpus", _positive_float, None),
         pids_limit=_parsed(layers, "pids_limit", _positive_int, DEFAULT_PIDS_LIMIT),
-        env_files=tuple(env_files),
+        env_files=tuple(path for path, _ in env_files),
         warnings=tuple(warnings),
     )
 

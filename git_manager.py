@@ -9,8 +9,9 @@ moved with ref updates, and results arrive as a fetched bundle, never a checkout
 
 from __future__ import annotations
 
+import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from errors import GitError, PreconditionError, UsageError
@@ -25,6 +26,7 @@ _STATUS = {
     "T": "type-changed",
 }
 _MAX_LISTED = 10
+_CREATE_TRIES = 50
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,41 @@ class Workspace:
     """The repository a run works on, as found by preflight."""
 
     root: Path  # the working tree
-    git_dir: Path  # the common git directory (shared by worktrees): mounted, and holds run data
+    git_dir: Path  # the common git directory (shared by worktrees): holds objects and run data
     base_commit: str
     branch: str
+    object_format: str = "sha1"  # or sha256
+
+    @property
+    def zero_id(self) -> str:
+        """The all-zero object id of this repository's format: "the ref must not exist"."""
+        return "0" * len(self.base_commit)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a container needs to build its own repository of the task branch, and no more: the
+    object directories (shared read-only, or packed when they cannot be), the shallow boundary,
+    and the user's ignore rules that live outside the tree. Never config, hooks, refs or run data.
+    """
+
+    object_dirs: tuple[Path, ...]  # the repository's objects, then what it borrows (alternates)
+    partial: bool  # a partial clone: objects are missing until fetched from its promisor remote
+    shallow: bytes  # the .git/shallow file: commits whose parents are not in the repository
+    exclude: bytes  # .git/info/exclude and core.excludesFile, for the container's commit
+
+    def mountable(self) -> bool:
+        """Whether sharing the object directories gives a container every object it needs, and
+        the container's agent user (another uid) can read them."""
+        return not self.partial and all(_others_can_read(d) for d in self.object_dirs)
+
+
+def _others_can_read(objects: Path) -> bool:
+    """A repository made under umask 077 cannot be read by another uid."""
+    try:
+        return all(p.stat().st_mode & 0o005 == 0o005 for p in (objects, objects / "pack"))
+    except OSError:
+        return False
 
 
 def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -96,62 +130,145 @@ def _branch_exists(root: Path, branch: str) -> bool:
     return _succeeds(root, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}")
 
 
-def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
-    """Check the repository can take a run on this branch; change nothing."""
+def _find_repository(project: Path) -> tuple[Path, Path]:
+    """(working tree, common git directory); a clear reason when there is none to work on."""
     found = _run(project, "rev-parse", "--show-toplevel", "--git-common-dir")
-    if found.returncode != 0:
+    if found.returncode == 0:
+        top, common = found.stdout.splitlines()[:2]
+        return Path(top).resolve(), (project / common).resolve()
+    reason = _last_line(found.stderr)
+    if "dubious ownership" in found.stderr:
+        raise PreconditionError(
+            f"git refuses to work in {project}: it belongs to another user (dubious ownership); "
+            f"if you trust it: git config --global --add safe.directory {project}"
+        )
+    if _run(project, "rev-parse", "--is-bare-repository").stdout.strip() == "true":
+        raise PreconditionError(
+            f"{project} is a bare repository: agent-worker needs a working tree; "
+            "run it in a clone (git clone) or a worktree (git worktree add)"
+        )
+    if "not a git repository" in reason:
         raise PreconditionError(
             f"{project} is not a git repository: run agent-worker inside one, or pass --project"
         )
-    top, common = found.stdout.splitlines()[:2]
-    root = Path(top).resolve()
+    raise PreconditionError(f"git cannot use {project}: {reason}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1].removeprefix("fatal: ") if lines else "unknown reason"
+
+
+def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
+    """Check the repository can take a run on this branch; change nothing."""
+    root, git_dir = _find_repository(project)
     head = _run(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if head.returncode != 0:
         raise PreconditionError(f"{root} has no commits yet: make a first commit")
     check_branch_name(root, branch)
-    dirty = dirty_paths(root)
-    if dirty:
-        listed = ", ".join(dirty[:_MAX_LISTED])
-        more = f" and {len(dirty) - _MAX_LISTED} more" if len(dirty) > _MAX_LISTED else ""
-        raise PreconditionError(
-            f"the working tree has uncommitted changes ({listed}{more}): commit or stash them"
-        )
-    if _branch_exists(root, branch):
-        if branch_given:
-            raise PreconditionError(
-                f"branch {branch!r} already exists: choose another --branch or delete it"
-            )
+    _check_dirty(root)
+    if branch_given:
+        _check_free(root, branch)
+    else:
         branch = _unused_name(root, branch)
+    object_format = _run(root, "rev-parse", "--show-object-format").stdout.strip() or "sha1"
     return Workspace(
         root=root,
-        git_dir=(Path(project) / common).resolve(),
+        git_dir=git_dir,
         base_commit=head.stdout.strip(),
         branch=branch,
+        object_format=object_format,
     )
+
+
+def _check_dirty(root: Path) -> None:
+    dirty = dirty_paths(root)
+    if not dirty:
+        return
+    listed = ", ".join(dirty[:_MAX_LISTED])
+    more = f" and {len(dirty) - _MAX_LISTED} more" if len(dirty) > _MAX_LISTED else ""
+    untracked = any(path.startswith("??") for path in dirty)
+    advice = (
+        "commit them, ignore them, or stash them with git stash -u (plain git stash "
+        "leaves untracked files)"
+        if untracked
+        else "commit or stash them"
+    )
+    raise PreconditionError(f"the working tree has uncommitted changes ({listed}{more}): {advice}")
+
+
+def _clash(root: Path, branch: str) -> str | None:
+    """Why refs/heads/<branch> cannot be created now, or None."""
+    if _branch_exists(root, branch):
+        return f"branch {branch!r} already exists"
+    parts = branch.split("/")
+    for i in range(1, len(parts)):
+        prefix = "/".join(parts[:i])
+        if _branch_exists(root, prefix):
+            return (
+                f"branch {prefix!r} exists, and a branch name cannot also be a folder of "
+                f"other branches ({branch!r})"
+            )
+    inside = _git(
+        root, "for-each-ref", "--count=1", "--format=%(refname:short)", f"refs/heads/{branch}/"
+    )
+    if inside.strip():
+        return (
+            f"branch {inside.strip()!r} exists, so {branch!r} is a folder of branches "
+            "and cannot be a branch too"
+        )
+    return None
+
+
+def _check_free(root: Path, branch: str) -> None:
+    clash = _clash(root, branch)
+    if clash is not None:
+        raise PreconditionError(f"{clash}: choose another --branch (or delete it)")
 
 
 def _unused_name(root: Path, branch: str) -> str:
-    n = 2
-    while _branch_exists(root, f"{branch}-{n}"):
-        n += 1
-    return f"{branch}-{n}"
+    """The generated name, or the first of name-2, name-3, ... that can be created."""
+    clash = _clash(root, branch)
+    if clash is None:
+        return branch
+    for n in range(2, 1000):
+        if _clash(root, f"{branch}-{n}") is None:
+            return f"{branch}-{n}"
+    raise PreconditionError(f"{clash}, and so do its numbered variants: choose a --branch")
 
 
-def create_branch(ws: Workspace) -> None:
-    """refs/heads/<branch> at the base commit; fails if someone made it meanwhile."""
-    _git(
-        ws.root,
-        "update-ref",
-        "-m",
-        "agent-worker: task branch",
-        f"refs/heads/{ws.branch}",
-        ws.base_commit,
-        "0" * 40,
-    )
+def create_branch(ws: Workspace, *, branch_given: bool) -> Workspace:
+    """Create refs/heads/<branch> at the base commit, atomically (it must not exist).
+
+    A generated name lost to a concurrent run (another agent-worker started in the same second)
+    moves on to the next free name; a given one is an error. Returns the workspace with the
+    branch actually made: the only branch this run may ever delete.
+    """
+    branch = ws.branch
+    for _ in range(_CREATE_TRIES):
+        done = _run(
+            ws.root,
+            "update-ref",
+            "-m",
+            "agent-worker: task branch",
+            f"refs/heads/{branch}",
+            ws.base_commit,
+            ws.zero_id,
+        )
+        if done.returncode == 0:
+            return replace(ws, branch=branch)
+        clash = _clash(ws.root, branch)
+        if clash is None:  # not a race: git's own reason
+            raise GitError(f"git update-ref failed: {_last_line(done.stderr)}")
+        if branch_given:
+            raise PreconditionError(f"{clash} (made meanwhile): choose another --branch")
+        branch = _unused_name(ws.root, ws.branch)
+    raise GitError(f"could not find a free branch name after {ws.branch!r}: too many runs at once")
 
 
 def delete_branch(ws: Workspace) -> bool:
-    """Delete the run's branch if it still points at the base; True when deleted."""
+    """Delete the run's branch if it still points at the base (compare and delete); True when
+    deleted. Call it only for a branch create_branch made."""
     return _succeeds(ws.root, "update-ref", "-d", f"refs/heads/{ws.branch}", ws.base_commit)
 
 
@@ -159,9 +276,71 @@ def branch_head(ws: Workspace) -> str:
     return _git(ws.root, "rev-parse", "--verify", f"refs/heads/{ws.branch}^{{commit}}").strip()
 
 
-def bundle_branch(ws: Workspace, dest: Path) -> None:
-    """A bundle of the task branch, for a container that cannot mount the repository."""
-    _git(ws.root, "bundle", "create", "--quiet", str(dest), f"refs/heads/{ws.branch}")
+def source(ws: Workspace) -> Source:
+    """What a container needs of the repository to work on the task branch (see Source)."""
+    objects = ws.git_dir / "objects"
+    # a promisor remote (git clone --filter): objects may be missing until fetched from it
+    partial = _run(
+        ws.root, "config", "--get-regexp", r"^(extensions\.partialclone|remote\..*\.promisor)$"
+    ).stdout.strip()
+    return Source(
+        object_dirs=(objects, *_alternates(objects)),
+        partial=bool(partial),
+        shallow=_read(ws.git_dir / "shallow"),
+        exclude=_read(ws.git_dir / "info" / "exclude") + b"\n" + _read(_excludes_file(ws.root)),
+    )
+
+
+def _alternates(objects: Path, depth: int = 0) -> list[Path]:
+    """The object directories a repository borrows from (git clone --shared / --reference),
+    their own alternates included, as absolute paths; git follows five levels, and so do we."""
+    found: list[Path] = []
+    if depth >= 5:
+        return found
+    listed = _read(objects / "info" / "alternates").decode(errors="replace").splitlines()
+    for entry in (line.strip() for line in listed):
+        if not entry or entry.startswith("#"):
+            continue
+        path = (objects / entry.strip('"')).resolve()
+        if path.is_dir() and path not in found:
+            found += [path, *(p for p in _alternates(path, depth + 1) if p not in found)]
+    return found
+
+
+def _excludes_file(root: Path) -> Path | None:
+    """core.excludesFile, or git's default $XDG_CONFIG_HOME/git/ignore."""
+    configured = _run(root, "config", "--path", "--get", "core.excludesFile").stdout.strip()
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "git" / "ignore"
+
+
+def _read(path: Path | None) -> bytes:
+    try:
+        return path.read_bytes() if path is not None else b""
+    except OSError:
+        return b""
+
+
+def pack_branch(ws: Workspace, dest: Path) -> None:
+    """A pack of every object of the task branch (down to a shallow boundary), and no other,
+    for a container that cannot share the repository's object directories."""
+    with dest.open("wb") as out:
+        try:
+            done = subprocess.run(
+                ["git", "pack-objects", "--revs", "--stdout", "-q"],
+                cwd=ws.root,
+                input=f"refs/heads/{ws.branch}\n".encode(),
+                stdout=out,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise PreconditionError("git is not installed (or not on PATH): install git") from None
+    if done.returncode != 0:
+        reason = _last_line(done.stderr.decode(errors="replace"))
+        raise GitError(f"git pack-objects failed: {reason}")
 
 
 def import_bundle(ws: Workspace, bundle: Path) -> str:

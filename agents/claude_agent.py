@@ -94,8 +94,9 @@ class ClaudeAgent(BaseAgent):
     def check_credentials(self, config: Config) -> None:
         if not config.api_key:
             raise UsageError(
-                "no API key for Claude Code: "
-                "set ANTHROPIC_API_KEY in the environment or a .env file"
+                "no API key for Claude Code: set ANTHROPIC_API_KEY in the environment, in "
+                "~/.config/agent-worker/.env or in a file given with --env-file (a project's "
+                "own .env is read only for AGENT_WORKER_* settings)"
             )
 
     def container_command(self, config: Config) -> list[str]:

@@ -3,12 +3,13 @@
 #
 # As root:  set the egress firewall, take the secrets out of /agent-worker/secrets, then drop for
 #           good to the agent user with no capabilities and no-new-privileges (setpriv).
-# As agent: clone the task branch into /workspace, run the agent (argv after "--", the task on
+# As agent: check the task branch out into /workspace, run the agent (argv after "--", the task on
 #           its stdin), commit what it left uncommitted, bundle base..HEAD into /agent-worker/out.
 #
-# Inputs: AW_BRANCH, AW_BASE, AW_FIREWALL (1/0), AW_ALLOW_HOSTS; on stdin, a tar of
-# agent-worker/task.md, agent-worker/secrets/<VAR> and, in copy mode, agent-worker/source.bundle
-# (otherwise the repository's git directory is mounted read-only at /source).
+# Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS;
+# on stdin, a tar of agent-worker/task.md, agent-worker/secrets/<VAR>, agent-worker/shallow and
+# agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
+# (otherwise the repository's object directories are mounted read-only at /source/objects-N).
 # Outputs: /agent-worker/out/result.bundle (when HEAD moved on from the base), and a last
 # "agent-worker: result: ..." line on stderr.
 # Exit status: the agent's.
@@ -20,7 +21,7 @@ OUT=/agent-worker/out
 say() { printf 'agent-worker: %s\n' "$*" >&2; }
 
 root_stage() {
-  # The run's inputs (task.md, secrets/, source.bundle) arrive on stdin as one tar archive;
+  # The run's inputs (task.md, secrets/, source.pack, ...) arrive on stdin as one tar archive;
   # nothing after this reads stdin.
   tar -x -f - -C / --no-same-owner agent-worker
   exec </dev/null
@@ -44,19 +45,35 @@ root_stage() {
     env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@"
 }
 
-clone_workspace() {
-  local source=/source shared=--shared hint="" failure=/tmp/agent-worker-clone.err
-  if [[ -f "$IN/source.bundle" ]]; then source=$IN/source.bundle; shared=; fi
-  if ! git clone --quiet ${shared:+"$shared"} --single-branch --branch "$AW_BRANCH" \
-      -- "$source" /workspace 2>"$failure"; then
-    if [[ "$source" == /source ]]; then
-      hint=" (the agent user reads the repository through a read-only mount: are its files \
-readable by other users? --workspace copy sends it in instead)"
-    fi
-    say "error: cannot clone the task branch: $(tail -n 1 "$failure")$hint"
+# The agent's own repository of the task branch, built from what the host sent and nothing
+# else of the user's repository (no config, hooks, refs or run data): the shared object
+# directories (/source/objects-N, read-only) or a pack of the branch, the shallow boundary, the
+# user's ignore rules that live outside the tree.
+build_repository() {
+  cd /workspace || return 1
+  git init --quiet --object-format="${AW_OBJECT_FORMAT:-sha1}" --initial-branch="$AW_BRANCH" . \
+    || return 1
+  if [[ -f "$IN/source.pack" ]]; then
+    git index-pack --stdin <"$IN/source.pack" >/dev/null || return 1
+  else
+    local dir
+    for dir in /source/objects-*; do
+      [[ -d "$dir" ]] && printf '%s\n' "$dir"
+    done >.git/objects/info/alternates
+  fi
+  if [[ -s "$IN/shallow" ]]; then cp "$IN/shallow" .git/shallow || return 1; fi
+  if [[ -s "$IN/exclude" ]]; then cat "$IN/exclude" >>.git/info/exclude || return 1; fi
+  git update-ref "refs/heads/$AW_BRANCH" "$AW_BASE" || return 1
+  git reset --quiet --hard || return 1
+}
+
+checkout_workspace() {
+  local failure=/tmp/agent-worker-clone.err
+  if ! build_repository 2>"$failure"; then
+    say "error: cannot check out the task branch in the container: $(tail -n 1 "$failure" \
+| tr -d '\r')"
     exit 3
   fi
-  cd /workspace
   # A fresh checkout is "racily clean": its files are as new as its index, so the next
   # `git add` or `git status` would hash every file again, and, unable to freshen objects that
   # live in the read-only /source, write each one anew. Settle the index once, here.
@@ -65,7 +82,20 @@ readable by other users? --workspace copy sends it in instead)"
   [[ -n "${GIT_AUTHOR_EMAIL:-}" ]] && git config user.email "$GIT_AUTHOR_EMAIL"
   local head
   head=$(git rev-parse HEAD)
-  [[ "$head" == "$AW_BASE" ]] || { say "error: the clone is at $head, not at $AW_BASE"; exit 3; }
+  [[ "$head" == "$AW_BASE" ]] || { say "error: the checkout is at $head, not at $AW_BASE"; exit 3; }
+}
+
+# Submodules are not checked out in the container: what the agent writes under one is not kept.
+warn_submodule_changes() {
+  local entry path
+  while IFS= read -r -d '' entry; do
+    [[ "$entry" == "160000 "* ]] || continue
+    path=${entry#*$'\t'}
+    if [[ -d "$path" ]] && [[ -n "$(ls -A -- "$path" 2>/dev/null)" ]]; then
+      say "warning: the agent wrote files under the submodule $(printf '%q' "$path"); they are \
+not kept (submodules are not checked out in the container)"
+    fi
+  done < <(git ls-files --stage -z 2>/dev/null)
 }
 
 agent_pid=
@@ -99,6 +129,7 @@ kill_leftovers() {
 # apply, so every step says itself when it fails.
 commit_and_bundle() {
   cd /workspace || return 1
+  warn_submodule_changes
   git update-index -q --refresh >/dev/null || true
   git add -A >/dev/null || return 1
   if ! git diff --cached --quiet; then
@@ -118,7 +149,7 @@ commit_and_bundle() {
 
 agent_stage() {
   trap on_signal TERM INT HUP
-  clone_workspace
+  checkout_workspace
   # setsid: the agent leads its own process group, so a stop reaches its children too.
   setsid "$@" <"$IN/task.md" &
   agent_pid=$!

@@ -186,7 +186,7 @@ def test_dirty_tree(repo: Path, kind: str) -> None:
     result = run_cli(["--task", "x"], cwd=repo, env=clean_env(**KEY))
     assert result.code == 3
     assert "uncommitted changes" in result.stderr
-    assert "commit or stash them" in result.stderr
+    assert "stash" in result.stderr
     nothing_left(repo, before, "* main\n")
 
 

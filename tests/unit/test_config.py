@@ -22,7 +22,17 @@ def load(
     **kw: Any,
 ) -> config.Config:
     options: dict[str, Any] = {"task": "do it"} | (cli or {})
-    return config.load(options, environ=environ or {}, cwd=tmp_path, tool_dir=tool_dir, **kw)
+    # the user's settings file of the test, never the machine's own
+    environ = {"XDG_CONFIG_HOME": str(tmp_path / "xdg-config")} | (environ or {})
+    return config.load(options, environ=environ, cwd=tmp_path, tool_dir=tool_dir, **kw)
+
+
+def user_settings(tmp_path: Path, text: str) -> Path:
+    """The test's ~/.config/agent-worker/.env."""
+    path = tmp_path / "xdg-config" / "agent-worker" / ".env"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -45,7 +55,9 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_command_line_beats_environment_beats_dotenv_beats_default(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("AGENT_TIMEOUT=30\nAGENT_MAX_TURNS=7\nANTHROPIC_MODEL=m-env\n")
+    settings = user_settings(
+        tmp_path, "AGENT_TIMEOUT=30\nAGENT_MAX_TURNS=7\nANTHROPIC_MODEL=m-env\n"
+    )
     cfg = load(tmp_path, {"timeout": "10"}, {"AGENT_TIMEOUT": "20", "ANTHROPIC_MODEL": "m-var"})
     assert cfg.timeout_s == 10
     assert cfg.model == "m-var"
@@ -54,7 +66,38 @@ def test_command_line_beats_environment_beats_dotenv_beats_default(tmp_path: Pat
     assert cfg.timeout_s == 20
     cfg = load(tmp_path)
     assert cfg.timeout_s == 30
-    assert cfg.env_files == ((tmp_path / ".env").resolve(),)
+    assert cfg.env_files == (settings.resolve(),)
+
+
+def test_the_projects_own_dotenv_is_read_only_for_prefixed_keys(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "DEBUG=express:*\nANTHROPIC_API_KEY=the-projects-own-key\nAGENT_TIMEOUT=later\n"
+        "AGENT_WORKER_MEMORY=512m\nAGENT_WORKER_DEBUG=1\n"
+    )
+    user_settings(tmp_path, "AGENT_WORKER_MEMORY=1g\nANTHROPIC_API_KEY=sk-ant-usersown1\n")
+    cfg = load(tmp_path)
+    assert cfg.api_key == "sk-ant-usersown1"  # the user's, never the project's
+    assert cfg.timeout_s == 3600
+    assert cfg.memory_bytes == 512 * 1024**2  # the project's own agent-worker setting wins
+    assert cfg.debug
+
+
+def test_project_path_expands_the_home_directory(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "src" / "p").mkdir(parents=True)
+    import os
+
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    try:
+        assert load(tmp_path, {"project": "~/src/p"}).project == (home / "src" / "p").resolve()
+        cfg = load(tmp_path, {}, {"PROJECT_PATH": "~/src/p"})
+        assert cfg.project == (home / "src" / "p").resolve()
+    finally:
+        if old is None:
+            del os.environ["HOME"]
+        else:
+            os.environ["HOME"] = old
 
 
 def test_every_variable_in_the_table_is_read(tmp_path: Path) -> None:
@@ -72,7 +115,7 @@ def test_every_variable_in_the_table_is_read(tmp_path: Path) -> None:
         "DOCKER_HOST": "tcp://10.0.0.2:2375",
         "AGENT_WORKER_BASE_IMAGE": "mine:1",
         "CLAUDE_CODE_VERSION": "2.0.0",
-        "DEBUG": "1",
+        "AGENT_WORKER_DEBUG": "1",
         "AGENT_WORKER_GIT_IDENTITY": "user",
         "AGENT_WORKER_WORKSPACE": "copy",
         "AGENT_WORKER_ALLOW_HOSTS": "pypi.org, github.com:443",
@@ -101,21 +144,23 @@ def test_every_variable_in_the_table_is_read(tmp_path: Path) -> None:
 
 
 def test_dotenv_reads_only_known_keys(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("ANTHROPIC_API_KEY=sk-ant-fromfile1\nAWS_SECRET=nope\n")
+    user_settings(tmp_path, "ANTHROPIC_API_KEY=sk-ant-fromfile1\nAWS_SECRET=nope\n")
     cfg = load(tmp_path)
     assert cfg.api_key == "sk-ant-fromfile1"
     assert "nope" not in repr(cfg)
     assert "AWS_SECRET" not in repr(cfg)
 
 
-def test_dotenv_of_the_current_directory_wins_over_the_tool_directory(tmp_path: Path) -> None:
+def test_user_settings_win_over_the_tool_directory(tmp_path: Path) -> None:
     tool = tmp_path / "tool"
     tool.mkdir()
-    (tool / ".env").write_text("AGENT_TIMEOUT=11\nAGENT_MAX_TURNS=3\n")
-    (tmp_path / ".env").write_text("AGENT_TIMEOUT=22\n")
+    (tool / ".env").write_text("AGENT_TIMEOUT=11\nAGENT_MAX_TURNS=3\nAGENT_WORKER_CPUS=3\n")
+    user_settings(tmp_path, "AGENT_TIMEOUT=22\nAGENT_WORKER_CPUS=2\n")
+    (tmp_path / ".env").write_text("AGENT_WORKER_CPUS=1\n")
     cfg = load(tmp_path, tool_dir=tool)
     assert cfg.timeout_s == 22
     assert cfg.max_turns == 3
+    assert cfg.cpus == 1
 
 
 def test_env_file_option_replaces_the_default_files(tmp_path: Path) -> None:
@@ -138,7 +183,7 @@ def test_api_key_on_the_command_line_warns(tmp_path: Path) -> None:
 
 def test_agent_plugins_bring_their_own_key_variable(tmp_path: Path) -> None:
     agents = {"claude": "ANTHROPIC_API_KEY", "other": "OTHER_KEY"}
-    (tmp_path / ".env").write_text("OTHER_KEY=from-dotenv\n")
+    user_settings(tmp_path, "OTHER_KEY=from-dotenv\n")
     cfg = load(tmp_path, {"agent_type": "other"}, key_variable=agents.__getitem__)
     assert cfg.api_key == "from-dotenv"
 
@@ -188,7 +233,7 @@ def _escape(text: str) -> str:
 def test_environment_values_are_named_by_their_variable(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="AGENT_TIMEOUT must be a positive number"):
         load(tmp_path, {}, {"AGENT_TIMEOUT": "soon"})
-    (tmp_path / ".env").write_text("AGENT_TIMEOUT=later\n")
+    user_settings(tmp_path, "AGENT_TIMEOUT=later\n")
     with pytest.raises(UsageError, match=r"AGENT_TIMEOUT in .*\.env must be a positive number"):
         load(tmp_path)
 

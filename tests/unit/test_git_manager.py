@@ -30,8 +30,7 @@ def refs(repo: Path) -> list[str]:
 
 def task_workspace(repo: Path, branch: str = "task") -> Workspace:
     ws = git_manager.preflight(repo, branch, branch_given=True)
-    git_manager.create_branch(ws)
-    return ws
+    return git_manager.create_branch(ws, branch_given=True)
 
 
 # ---------------------------------------------------------------- preflight
@@ -95,7 +94,7 @@ def test_a_dirty_tree_is_refused(repo: Path, kind: str) -> None:
     with pytest.raises(PreconditionError, match="uncommitted changes") as caught:
         git_manager.preflight(repo, "b", branch_given=True)
     assert name in str(caught.value)
-    assert "commit or stash them" in str(caught.value)
+    assert ("git stash -u" if kind == "untracked" else "commit or stash them") in str(caught.value)
     assert snapshot(repo) == before
 
 
@@ -200,7 +199,7 @@ def test_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
 def test_create_and_delete_branch(repo: Path) -> None:
     before = snapshot(repo)
     ws = git_manager.preflight(repo, "task", branch_given=True)
-    git_manager.create_branch(ws)
+    assert git_manager.create_branch(ws, branch_given=True) == ws
     assert head(repo, "refs/heads/task") == ws.base_commit
     assert git_manager.branch_head(ws) == ws.base_commit
     assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
@@ -218,15 +217,15 @@ def test_create_fails_when_the_branch_exists(repo: Path) -> None:
     commit_all(repo, "x")
     git(repo, "branch", "-f", "task", "HEAD")
     moved = head(repo, "task")
-    with pytest.raises(GitError):
-        git_manager.create_branch(ws)
+    with pytest.raises(PreconditionError, match="branch 'task' already exists"):
+        git_manager.create_branch(ws, branch_given=True)
     assert head(repo, "task") == moved
 
 
 def test_create_twice_fails(repo: Path) -> None:
     ws = task_workspace(repo)
-    with pytest.raises(GitError):
-        git_manager.create_branch(ws)
+    with pytest.raises(PreconditionError):
+        git_manager.create_branch(ws, branch_given=True)
     assert head(repo, "task") == ws.base_commit
 
 
@@ -513,3 +512,185 @@ def test_user_identity_from_the_global_config(repo: Path, no_global_config: Path
     git(repo, "config", "--unset", "user.name")
     (no_global_config / ".gitconfig").write_text("[user]\n\tname = Global Name\n")
     assert git_manager.user_identity(repo) == ("Global Name", "test@example.com")
+
+
+# ---------------------------------------------------------------- repositories as users have them
+
+
+def test_a_generated_name_lost_to_a_concurrent_run_moves_on(repo: Path) -> None:
+    ws = git_manager.preflight(repo, "agent-task-1", branch_given=False)
+    git(repo, "branch", "agent-task-1")  # the other run, started in the same second, won
+    mine = git_manager.create_branch(ws, branch_given=False)
+    assert mine.branch == "agent-task-1-2"
+    assert head(repo, "refs/heads/agent-task-1-2") == ws.base_commit
+    # cleaning up deletes only the branch this run made, never the winner's
+    assert git_manager.delete_branch(mine) is True
+    assert refs(repo) == ["refs/heads/agent-task-1", "refs/heads/main"]
+
+
+def test_a_given_name_lost_to_a_concurrent_run_is_an_error(repo: Path) -> None:
+    ws = git_manager.preflight(repo, "mine", branch_given=True)
+    git(repo, "branch", "mine")
+    with pytest.raises(PreconditionError, match=r"'mine' already exists \(made meanwhile\)"):
+        git_manager.create_branch(ws, branch_given=True)
+    assert "refs/heads/mine" in refs(repo)
+
+
+@pytest.mark.parametrize(
+    ("existing", "wanted", "message"),
+    [
+        ("a", "a/b", "branch 'a' exists, and a branch name cannot also be a folder"),
+        ("a/b/c", "a/b", "branch 'a/b/c' exists, so 'a/b' is a folder of branches"),
+    ],
+)
+def test_a_branch_that_clashes_with_a_folder_is_refused_in_preflight(
+    repo: Path, existing: str, wanted: str, message: str
+) -> None:
+    git(repo, "branch", existing)
+    with pytest.raises(PreconditionError, match=message):
+        git_manager.preflight(repo, wanted, branch_given=True)
+    if existing == "a/b/c":  # a numbered variant of a generated name is free
+        assert git_manager.preflight(repo, wanted, branch_given=False).branch == f"{wanted}-2"
+    else:  # no numbered variant is: "a" stays a branch
+        with pytest.raises(PreconditionError, match="numbered variants: choose a --branch"):
+            git_manager.preflight(repo, wanted, branch_given=False)
+
+
+def test_a_bare_repository_says_so(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    with pytest.raises(PreconditionError, match="is a bare repository: agent-worker needs a"):
+        git_manager.preflight(bare, "task", branch_given=True)
+
+
+def test_a_repository_of_another_user_says_why(repo: Path) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the repository to another user")
+    subprocess.run(["chown", "-R", "65534:65534", str(repo)], check=True)
+    with pytest.raises(PreconditionError, match=r"belongs to another user \(dubious ownership\)"):
+        git_manager.preflight(repo, "task", branch_given=True)
+
+
+def test_untracked_files_get_the_stash_u_advice(repo: Path) -> None:
+    (repo / "new.txt").write_text("x\n")
+    with pytest.raises(PreconditionError, match=r"git stash -u \(plain git stash leaves"):
+        git_manager.preflight(repo, "task", branch_given=True)
+    (repo / "new.txt").unlink()
+    (repo / "README.md").write_text("changed\n")
+    with pytest.raises(PreconditionError, match=r"\(M README.md\): commit or stash them$"):
+        git_manager.preflight(repo, "task", branch_given=True)
+
+
+def test_a_sha256_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "sha256"
+    repo.mkdir()
+    git(repo, "init", "-q", "--object-format=sha256", "-b", "main")
+    (repo / "f.txt").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "one")
+    ws = git_manager.preflight(repo, "task", branch_given=True)
+    assert ws.object_format == "sha256"
+    assert len(ws.base_commit) == 64
+    assert ws.zero_id == "0" * 64
+    ws = git_manager.create_branch(ws, branch_given=True)
+    assert head(repo, "refs/heads/task") == ws.base_commit
+    assert git_manager.delete_branch(ws) is True
+
+
+def fresh_checkout(ws: Workspace, src: git_manager.Source, pack: Path | None, dest: Path) -> Path:
+    """What container/agent_inside.sh does with a Source, done here on the host."""
+    dest.mkdir()
+    git(dest, "init", "-q", f"--object-format={ws.object_format}", f"--initial-branch={ws.branch}")
+    if pack is not None:
+        subprocess.run(
+            ["git", "-C", str(dest), "index-pack", "--stdin"],
+            stdin=pack.open("rb"),
+            capture_output=True,
+            check=True,
+        )
+    else:
+        (dest / ".git" / "objects" / "info" / "alternates").write_text(
+            "".join(f"{d}\n" for d in src.object_dirs)
+        )
+    if src.shallow:
+        (dest / ".git" / "shallow").write_bytes(src.shallow)
+    git(dest, "update-ref", f"refs/heads/{ws.branch}", ws.base_commit)
+    git(dest, "reset", "-q", "--hard")
+    return dest
+
+
+def test_a_shallow_repository_packs_and_checks_out(tmp_path: Path) -> None:
+    origin = make_repo(tmp_path / "origin", {"a.txt": "1\n"})
+    for n in range(2, 5):
+        (origin / "a.txt").write_text(f"{n}\n")
+        commit_all(origin, f"c{n}")
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(shallow))
+    ws = git_manager.create_branch(
+        git_manager.preflight(shallow, "task", branch_given=True), branch_given=True
+    )
+    src = git_manager.source(ws)
+    assert src.shallow.decode().strip() == ws.base_commit
+    pack = tmp_path / "source.pack"
+    git_manager.pack_branch(ws, pack)
+    inside = fresh_checkout(ws, src, pack, tmp_path / "inside")
+    assert (inside / "a.txt").read_text() == "4\n"
+    assert git(inside, "rev-list", "--count", "HEAD").strip() == "1"
+    assert git(inside, "fsck", "--connectivity-only", check=False) is not None
+
+
+def test_a_pack_holds_the_branch_and_nothing_else(repo: Path, tmp_path: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "secret-work")
+    (repo / "secret.txt").write_text("the other branch's secret\n")
+    secret = commit_all(repo, "secret")
+    git(repo, "checkout", "-q", "main")
+    ws = task_workspace(repo)
+    pack = tmp_path / "source.pack"
+    git_manager.pack_branch(ws, pack)
+    inside = fresh_checkout(ws, git_manager.source(ws), pack, tmp_path / "inside")
+    assert git(inside, "cat-file", "-e", secret, check=False) == ""
+    missing = subprocess.run(["git", "-C", str(inside), "cat-file", "-e", secret], check=False)
+    assert missing.returncode != 0
+    assert (inside / "src" / "app.py").is_file()
+
+
+def test_borrowed_objects_are_part_of_the_source(tmp_path: Path) -> None:
+    origin = make_repo(tmp_path / "origin", {"a.txt": "1\n"})
+    borrowing = tmp_path / "borrowing"
+    git(tmp_path, "clone", "-q", "--shared", str(origin), str(borrowing))
+    ws = task_workspace(borrowing)
+    src = git_manager.source(ws)
+    assert src.object_dirs == (ws.git_dir / "objects", (origin / ".git" / "objects").resolve())
+    assert src.mountable()
+    inside = fresh_checkout(ws, src, None, tmp_path / "inside")
+    assert (inside / "a.txt").read_text() == "1\n"
+
+
+def test_a_partial_clone_is_not_mountable(tmp_path: Path) -> None:
+    origin = make_repo(tmp_path / "origin", {"a.txt": "1\n"})
+    git(origin, "config", "uploadpack.allowFilter", "true")
+    partial = tmp_path / "partial"
+    git(tmp_path, "clone", "-q", "--filter=blob:none", f"file://{origin}", str(partial))
+    ws = task_workspace(partial)
+    src = git_manager.source(ws)
+    assert src.partial
+    assert not src.mountable()
+    pack = tmp_path / "source.pack"
+    git_manager.pack_branch(ws, pack)  # fetches what the pack needs from the promisor remote
+    inside = fresh_checkout(ws, src, pack, tmp_path / "inside")
+    assert (inside / "a.txt").read_text() == "1\n"
+
+
+def test_ignore_rules_outside_the_tree_are_part_of_the_source(repo: Path, tmp_path: Path) -> None:
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("build/\n")
+    user_ignore = tmp_path / "global-ignore"
+    user_ignore.write_text("*.log\n.idea/\n")
+    git(repo, "config", "core.excludesFile", str(user_ignore))
+    ws = task_workspace(repo)
+    exclude = git_manager.source(ws).exclude.decode()
+    assert "build/" in exclude
+    assert "*.log" in exclude
+    assert ".idea/" in exclude
