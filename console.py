@@ -43,6 +43,70 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
+# ------------------------------------------------------------ text from outside, made safe to show
+
+_LETTER_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\v": "\\v",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+# control (C0, DEL, C1), format (bidi overrides, zero-width), line and paragraph separators, and
+# lone surrogates (the bytes of a name that is not UTF-8, kept by surrogateescape)
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _unsafe(char: str) -> bool:
+    import unicodedata  # only text that is not all printable gets this far
+
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES
+
+
+def _escape_char(char: str) -> str:
+    if char in _LETTER_ESCAPES:
+        return _LETTER_ESCAPES[char]
+    if "\udc80" <= char <= "\udcff":  # a byte that was not UTF-8: show that byte
+        return f"\\{ord(char) - 0xDC00:03o}"
+    return "".join(f"\\{byte:03o}" for byte in char.encode("utf-8", "surrogatepass"))
+
+
+def escape_text(text: str) -> str:
+    """Text from outside (agent output, error and warning messages, names inside them) made safe
+    to show on a terminal or in a log: each control or format character (C0 and C1 controls, ESC,
+    DEL, newline, tab, bidi overrides, zero-width characters, line separators) becomes a C escape
+    (``\\n``, ``\\t``, ``\\033``, ``\\342\\200\\256``), so it can neither start a line of its own
+    nor reach the terminal raw. A byte that is not UTF-8 is shown as its octal escape. Backslashes
+    and quotes stay as they are: a message is read by people, not parsed back.
+
+    The result is plain text, never markup: renderers that understand markup (rich) must still
+    be given it as rich.text.Text.
+    """
+    if text.isprintable():  # the common case, checked at C speed
+        return text
+    return "".join(_escape_char(c) if _unsafe(c) else c for c in text)
+
+
+def quote_name(name: str) -> str:
+    """A file name shown as `git -c core.quotePath=false` shows it: as it is, unless it holds a
+    control or format character, a backslash or a double quote; then in double quotes, C-style,
+    with ``\\n`` ``\\t`` ``\\\\`` ``\\"`` and ``\\ooo`` (the octal of each UTF-8 byte) for the rest.
+
+    Deliberately, printable non-ASCII characters stay readable (``dossier é/nom ü.txt``), where
+    git's default (core.quotePath=true) escapes every byte above 0x7f: a UTF-8 name is the
+    common case on today's terminals, and octal soup helps nobody read it. Unicode format
+    characters (bidi overrides, zero-width joiners) are escaped even so, unlike git, because
+    they can make a name look like another one. A name that was not valid UTF-8 (kept by git's
+    reader through surrogateescape) shows its odd bytes in octal, as git would.
+    """
+    if '"' not in name and "\\" not in name and escape_text(name) == name:
+        return name
+    inner = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escape_text(inner)}"'
+
+
 def mask(secret: str) -> str:
     """A secret shortened to its last 4 characters: sk-ant-…abcd."""
     prefix = "sk-ant-" if secret.startswith("sk-ant-") else ""
@@ -105,7 +169,7 @@ class RunLog:
         self._attach(self._keep)
         if debug:
             console = logging.StreamHandler(stderr)
-            console.setFormatter(logging.Formatter("agent-worker: debug: %(message)s"))
+            console.setFormatter(_TerminalFormatter("agent-worker: debug: %(message)s"))
             self._attach(console)
 
     def _attach(self, handler: logging.Handler) -> None:
@@ -130,6 +194,17 @@ class RunLog:
             log.removeHandler(handler)
             handler.close()
         self._handlers.clear()
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines for a terminal: a message's control characters escaped, so one record is one
+    line (a traceback keeps its own lines, each escaped)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return escape_text(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return "\n".join(escape_text(line) for line in super().formatException(ei).splitlines())
 
 
 class _ListHandler(logging.Handler):
@@ -176,9 +251,13 @@ class Progress:
         self._env.stderr.write(text + "\n")
         self._env.stderr.flush()
 
+    def _shown(self, text: str) -> str:
+        """Secrets masked, then control characters escaped: what reaches the terminal or log."""
+        return escape_text(self._redact(text))
+
     def phase(self, text: str) -> None:
         """A step of the run starts (building the image, starting the container...)."""
-        self._status.text = self._redact(text)
+        self._status.text = self._shown(text)
         log.info(text)
         if self._console is None:
             self._plain(f"[{self._elapsed()}] {self._status.text}")
@@ -190,7 +269,7 @@ class Progress:
 
     def line(self, text: str, *, style: str = "") -> None:
         """A line printed above the status (a tool call, a note)."""
-        text = self._redact(text)
+        text = self._shown(text)
         if self._console is None:
             self._plain(f"[{self._elapsed()}]   {text}")
         else:
@@ -203,15 +282,15 @@ class Progress:
         if self._console is None or text.startswith("Step "):
             self.line(text, style="dim")
         else:
-            self._status.text = f"Building the agent image: {self._redact(text)[:60]}"
+            self._status.text = f"Building the agent image: {escape_text(self._redact(text)[:60])}"
 
     def event(self, event: ProgressEvent) -> None:
         """A live event from the agent's output."""
         self.line(event.text, style={"tool": "cyan", "text": "dim"}.get(event.kind, ""))
 
     def warn(self, text: str) -> None:
-        text = self._redact(text)
         log.warning(text)
+        text = self._shown(text)
         if self._console is None:
             self._plain(f"agent-worker: warning: {text}")
         else:
@@ -299,7 +378,7 @@ class AgentOutput:
 
     def _err_line(self, raw: bytes) -> None:
         self._stderr.write(raw)
-        text = raw.decode("utf-8", "replace").rstrip("\n")
+        text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
         if text.startswith(_OWN_WARNING):
             self.warnings.append(text.removeprefix(_OWN_WARNING))
             self._progress.warn(self.warnings[-1])

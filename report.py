@@ -1,9 +1,18 @@
 """How a run ended (Outcome, and the status and exit code it gives), RunReport (plain data) and
-its renderers: rich panel, plain text, versioned JSON."""
+its renderers: rich panel, plain text, versioned JSON.
+
+Everything a report holds is data, never markup or terminal control: file names, branch, error
+and warning text reach the rich panel as rich.text.Text (a str cell would be parsed as markup:
+`app/[slug]/page.tsx` lost its `[slug]`, `docs/[/x].md` raised MarkupError), and both text
+renderers show names quoted and messages escaped (console.quote_name, console.escape_text), so
+no name can print a line of its own or send the terminal an escape sequence. The JSON report
+keeps every value exactly as it is.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
@@ -23,6 +32,11 @@ if TYPE_CHECKING:
     from docker_manager import ExitInfo
 
 SCHEMA_VERSION = 1
+# what render_json escapes beyond json's own C0 escapes (see there)
+_JSON_UNSAFE = re.compile(
+    "[\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+TERMINAL_FILE_LIMIT = 20  # file lines the terminal panel shows; the rest are counted
 STATUS_STYLE = {
     "success": "green",
     "failed": "red",
@@ -211,8 +225,14 @@ def _n(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
 
-def _file_line(change: FileChange, width: int) -> str:
-    name = change.path if change.old_path is None else f"{change.old_path} -> {change.path}"
+def _file_name(change: FileChange) -> str:
+    from console import quote_name  # console only once a report is shown: --help stays fast
+
+    name = quote_name(change.path)
+    return name if change.old_path is None else f"{quote_name(change.old_path)} -> {name}"
+
+
+def _file_line(change: FileChange, name: str, width: int) -> str:
     if change.binary:
         counts = "binary"
     else:
@@ -227,12 +247,20 @@ def _file_line(change: FileChange, width: int) -> str:
     return f"  {_CODE.get(change.status, '?')} {name:<{width}}  {counts}".rstrip()
 
 
-def report_rows(report: RunReport) -> list[tuple[str, str]]:
-    """(label, text) rows shared by the plain and the rich renderer; '' labels continue a row."""
+def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tuple[str, str]]:
+    """(label, text) rows shared by the plain and the rich renderer; '' labels continue a row.
+
+    Every text is safe to print: names quoted, messages escaped, one row per line. With
+    file_limit, a longer file list is cut to that many lines and a count of the rest (a list
+    only one longer is shown whole: its last line costs no more than the count).
+    """
+    from console import escape_text, quote_name
+
     status = f"{report.status} (exit {report.exit_code})"
     turns = "?" if report.turns is None else str(report.turns)
+    branch = escape_text(report.branch or "-")
     rows = [
-        ("Branch", f"{report.branch or '-':<30} Status   {status}"),
+        ("Branch", f"{branch:<30} Status   {status}"),
         ("Duration", f"{format_duration(report.duration_s):<30} Turns    {turns}"),
     ]
     t = report.tokens
@@ -253,43 +281,57 @@ def report_rows(report: RunReport) -> list[tuple[str, str]]:
                 f"{len(report.files)} file{'s' if len(report.files) != 1 else ''}",
             )
         )
-        width = min(
-            48, max(len(f.path) + (len(f.old_path) + 4 if f.old_path else 0) for f in report.files)
-        )
-        rows.extend(("", _file_line(f, width)) for f in report.files)
+        shown = report.files
+        if file_limit is not None and len(shown) > file_limit + 1:
+            shown = shown[:file_limit]
+        names = [_file_name(f) for f in shown]
+        width = min(48, max(len(name) for name in names))
+        rows.extend(("", _file_line(f, name, width)) for f, name in zip(shown, names, strict=True))
+        if hidden := len(report.files) - len(shown):
+            rows.append(("", f"  ... and {hidden} more (every file: --json, or report.json)"))
     elif report.head_commit is not None:
         rows.append(("Changes", "no changes"))
     if not report.firewall:
         rows.append(("Firewall", "off (--no-firewall): the agent could reach any address"))
-    rows.extend(("Warning", w) for w in report.warnings)
+    rows.extend(("Warning", escape_text(w)) for w in report.warnings)
     if report.error:
-        rows.append(("Error", report.error))
+        rows.append(("Error", escape_text(report.error)))
     if report.run_dir:
-        rows.append(("Run data", report.run_dir))
+        rows.append(("Run data", quote_name(report.run_dir)))
     return rows
 
 
 def render_text(report: RunReport) -> str:
+    """The plain report, for a stdout that is not a terminal (a CI log, a pipe, a file).
+
+    It lists every file, uncut: there the report is a record read later, by search or by a
+    script, where a missing name is a loss and a long list costs nothing (the terminal panel is
+    read by eye and cut at TERMINAL_FILE_LIMIT). It is escaped like the panel all the same: CI
+    logs render ANSI escapes, and a row must stay one line however a name is spelled.
+    """
     lines = ["AGENT EXECUTION REPORT"]
     for label, text in report_rows(report):
         lines.append(f"{label:<10} {text}" if label else text)
     return "\n".join(lines) + "\n"
 
 
-def render_rich(report: RunReport, stream: IO[str]) -> None:
+def render_rich(report: RunReport, stream: IO[str], *, width: int | None = None) -> None:
+    """The panel for a terminal; the file list is cut at TERMINAL_FILE_LIMIT lines."""
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
+    from rich.text import Text
 
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold")
     table.add_column()
-    for label, text in report_rows(report):
-        table.add_row(label, text, style="red" if label == "Error" else "")
-    Console(file=stream, force_terminal=True).print(
+    for label, text in report_rows(report, file_limit=TERMINAL_FILE_LIMIT):
+        # Text, never str: rich reads a str cell as markup, and a name is not markup
+        table.add_row(Text(label), Text(text), style="red" if label == "Error" else "")
+    Console(file=stream, force_terminal=True, width=width).print(
         Panel(
             table,
-            title="AGENT EXECUTION REPORT",
+            title=Text("AGENT EXECUTION REPORT"),
             title_align="left",
             border_style=STATUS_STYLE.get(report.status, "white"),
         )
@@ -297,4 +339,11 @@ def render_rich(report: RunReport, stream: IO[str]) -> None:
 
 
 def render_json(report: RunReport) -> str:
-    return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    """Every value exactly as it is, in readable UTF-8, safe to print on a terminal (--json).
+
+    json escapes the C0 controls itself; DEL, the C1 controls, line separators, bidi controls
+    and lone surrogates (the bytes of a name that is not UTF-8, as git's reader keeps them) are
+    written as \\uXXXX escapes too, which any JSON reader turns back into the same string.
+    """
+    text = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -58,7 +58,12 @@ build_repository() {
   else
     local dir
     for dir in /source/objects-*; do
-      [[ -d "$dir" ]] && printf '%s\n' "$dir"
+      if [[ ! -r "$dir" || ! -x "$dir" || ! -r "$dir/pack" || ! -x "$dir/pack" ]]; then
+        echo "the repository's objects are not readable by other users (made under umask 077?):" \
+          "--workspace copy sends them in instead" >&2
+        return 1
+      fi
+      printf '%s\n' "$dir"
     done >.git/objects/info/alternates
   fi
   if [[ -s "$IN/shallow" ]]; then cp "$IN/shallow" .git/shallow || return 1; fi
@@ -129,7 +134,6 @@ kill_leftovers() {
 # apply, so every step says itself when it fails.
 commit_and_bundle() {
   cd /workspace || return 1
-  warn_submodule_changes
   git update-index -q --refresh >/dev/null || true
   git add -A >/dev/null || return 1
   if ! git diff --cached --quiet; then
@@ -163,6 +167,7 @@ agent_stage() {
   fi
   trap '' TERM INT HUP
   kill_leftovers
+  (cd /workspace && warn_submodule_changes) || true
   local failure=/tmp/agent-worker-finalize.err result
   if result=$(commit_and_bundle 2>"$failure"); then
     say "result: $result"  # the host's cue: whether there is a bundle to copy out

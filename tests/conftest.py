@@ -206,13 +206,13 @@ def run_env(
     """The environment of a run against the fake API with the suite's image settings."""
 
     def make(**extra: str) -> dict[str, str]:
-        return clean_env(
-            ANTHROPIC_API_KEY=TEST_KEY,
-            ANTHROPIC_BASE_URL=fake_api.url(gateway),
-            AGENT_WORKER_BASE_IMAGE=base_image,
-            AGENT_WORKER_CA_CERT=os.pathsep.join(str(p) for p in ca_certs),
-            **extra,
-        )
+        settings = {
+            "ANTHROPIC_API_KEY": TEST_KEY,
+            "ANTHROPIC_BASE_URL": fake_api.url(gateway),
+            "AGENT_WORKER_BASE_IMAGE": base_image,
+            "AGENT_WORKER_CA_CERT": os.pathsep.join(str(p) for p in ca_certs),
+        }
+        return clean_env(**(settings | extra))
 
     return make
 

@@ -289,7 +289,8 @@ def test_an_agent_that_destroys_its_clone_gets_a_warning_not_a_crash(
 def test_an_unreadable_repository_says_how_to_get_on(
     repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
 ) -> None:
-    (repo / ".git").chmod(0o700)  # umask 077: the container's agent user cannot read the mount
+    # umask 077: the container's agent user cannot read the mounted objects
+    subprocess.run(["chmod", "-R", "go-rwx", str(repo / ".git")], check=True)
     result = run_cli(
         ["--task", "t", "--branch", "private", "--workspace", "mount"], cwd=repo, env=run_env()
     )
@@ -297,10 +298,17 @@ def test_an_unreadable_repository_says_how_to_get_on(
     assert report is not None
     assert result.code == 3, result.stderr
     assert report["status"] == "error"
-    assert "cannot clone the task branch" in report["error"]
+    assert "cannot check out the task branch" in report["error"]
+    assert "not readable by other users" in report["error"]
     assert "--workspace copy" in report["error"]
     assert fake_api.main_requests == []
     assert containers_of(docker_client, report["run_id"]) == []
+    assert git(repo, "branch", "--list", "private") == ""  # the agent never started
+    # auto mode sees it and copies the branch in: no failure to begin with
+    fake_api.add_turns(Turn.tool_use(write("/workspace/a.txt", "a\n")), Turn.text("done"))
+    auto = run_cli(["--task", "t", "--branch", "private-auto"], cwd=repo, env=run_env())
+    assert auto.code == 0, auto.stderr
+    assert git(repo, "show", "private-auto:a.txt") == "a\n"
 
     fake_api.add_turns(Turn.tool_use(write("/workspace/p.txt", "p\n")), Turn.text("done"))
     copied = run_cli(

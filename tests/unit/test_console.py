@@ -5,12 +5,25 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from agents.claude_agent import ClaudeAgent
-from console import AgentOutput, Env, LineSplitter, Progress, Redactor, RunLog, mask
+from conftest import git
+from console import (
+    AgentOutput,
+    Env,
+    LineSplitter,
+    Progress,
+    Redactor,
+    RunLog,
+    escape_text,
+    mask,
+    quote_name,
+)
 
 SECRET = "sk-ant-api03-Zq8mWx4LkPz0aBcD1eF2gH3iJ"
 MASKED = "sk-ant-\u2026H3iJ"
@@ -357,3 +370,211 @@ def test_the_status_line_takes_brackets_literally() -> None:
     out = io.StringIO()
     Console(file=out, force_terminal=False, width=200).print(status)
     assert "Building: [/dim] Step 3/17 : RUN [ -n x ] [bold]" in out.getvalue()
+
+
+# ---------------------------------------------------------------- names and text: data, not control
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+FORGED = ["\x1b[2J", "\x1b]2;", "\x07", "\x9b", "\x7f", "\x00", "\u202e", "\t"]
+
+
+class TtyIO(io.StringIO):
+    """A stream that says it is a terminal, as a user's stderr does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("plain text, [brackets] and \\ back", "plain text, [brackets] and \\ back"),
+        ("line one\nline two", "line one\\nline two"),
+        ("tab\tcr\rbell\x07bs\x08vt\x0bff\x0c", "tab\\tcr\\rbell\\abs\\bvt\\vff\\f"),
+        ("esc\x1b[2J", "esc\\033[2J"),
+        ("nul\x00 del\x7f", "nul\\000 del\\177"),
+        ("c1 csi\x9b nel\x85", "c1 csi\\302\\233 nel\\302\\205"),
+        (
+            "rlo\u202e zwsp\u200b ls\u2028",
+            "rlo\\342\\200\\256 zwsp\\342\\200\\213 ls\\342\\200\\250",
+        ),
+        ("not utf-8: \udcff\udc80", "not utf-8: \\377\\200"),
+        (
+            "caf\u00e9 \u65e5\u672c \u00a0nbsp \U0001f600",
+            "caf\u00e9 \u65e5\u672c \u00a0nbsp \U0001f600",
+        ),
+        ('"quoted"', '"quoted"'),
+    ],
+)
+def test_escape_text(text: str, escaped: str) -> None:
+    assert escape_text(text) == escaped
+    assert "\n" not in escape_text(text)
+    escape_text(text).encode("utf-8")  # printable on any UTF-8 stream
+
+
+# each name, as bytes on disk, with the option under which git shows it as quote_name does:
+# quotePath=false for what is ASCII or readable UTF-8; git's default for bytes that are not
+# UTF-8 and for the C1 controls, which quotePath=false would print raw
+GIT_NAMES = [
+    (b"plain name.txt", "false"),
+    (b"app/[slug]/page.tsx", "false"),
+    (b"tab\there", "false"),
+    (b"evil\nStatus   success", "false"),
+    (b"esc\x1b[2Jx", "false"),
+    (b"bell\x07 bs\x08 vt\x0b ff\x0c cr\r", "false"),
+    (b"del\x7fx", "false"),
+    (b"ctl\x01\x1f", "false"),
+    (b"back\\slash", "false"),
+    (b'dq"x', "false"),
+    ("dossier \u00e9/nom \u00fc.txt".encode(), "false"),
+    (b"bad\xffx", "true"),
+    (b"c1\xc2\x9bx", "true"),
+]
+
+
+def test_quote_name_shows_names_as_git_does(tmp_path: Path) -> None:
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    for raw, _ in GIT_NAMES:
+        path = repo / raw.decode("utf-8", "surrogateescape")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    git(repo, "add", "-A")
+    for raw, quote_path in GIT_NAMES:
+        name = raw.decode("utf-8", "surrogateescape")
+        shown = subprocess.run(
+            ["git", "-C", str(repo), "-c", f"core.quotePath={quote_path}", "ls-files", "--", name],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert quote_name(name) == shown.decode("utf-8").rstrip("\n"), raw
+
+
+def test_quote_name_leaves_ordinary_names_alone_and_quotes_format_characters() -> None:
+    for name in ["src/app.py", "docs/[/x].md", "a b/c d", "\u65e5\u672c\u3000\u8a9e.md", "x'y"]:
+        assert quote_name(name) == name
+    assert quote_name("rlo\u202etxt.exe") == '"rlo\\342\\200\\256txt.exe"'
+    assert quote_name("zw\u200bj") == '"zw\\342\\200\\213j"'
+
+
+PROGRESS_CALLS = [
+    ("phase", "Agent at work on branch [bold]agent/[wip][/]"),
+    ("line", "Write app/[slug]/page.tsx"),
+    ("line", "Write docs/[/x].md \x1b]2;pwned\x07"),
+    ("warn", "allowed host [::1]:8080 is listed twice\x1b[2J\nStatus   success"),
+    ("event", "Bash: printf [red]x[/red] \x9b\x7f\x00\u202e\tdone"),
+    ("build_line", "Step 3/17 : RUN [ -n x ] [/dim] \x1b[2J"),
+]
+PROGRESS_SHOWN = [
+    "Agent at work on branch [bold]agent/[wip][/]",
+    "Write app/[slug]/page.tsx",
+    "Write docs/[/x].md \\033]2;pwned\\a",
+    "allowed host [::1]:8080 is listed twice\\033[2J\\nStatus   success",
+    "Bash: printf [red]x[/red] \\302\\233\\177\\000\\342\\200\\256\\tdone",
+    "Step 3/17 : RUN [ -n x ] [/dim] \\033[2J",
+]
+
+
+def drive(progress: Progress) -> None:
+    from agents.base_agent import ProgressEvent
+
+    for method, text in PROGRESS_CALLS:
+        if method == "event":
+            progress.event(ProgressEvent("tool", text))
+        else:
+            getattr(progress, method)(text)
+    progress.close()
+
+
+def screen_lines(raw: str) -> list[str]:
+    """What a terminal would show, line by line: styling removed, cursor moves as line ends."""
+    return [line for line in re.split(r"[\r\n]", ANSI.sub("", raw)) if line.strip()]
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_shows_markup_and_control_characters_literally(
+    tty: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    stderr = TtyIO() if tty else io.StringIO()
+    drive(Progress(Env(stdout=io.StringIO(), stderr=stderr), Redactor()))
+    raw = stderr.getvalue()
+    for control in FORGED:
+        assert control not in raw, control
+    assert "\x1b" not in ANSI.sub("", raw)
+    if tty:
+        assert "\x1b[" in raw  # styled: this is rich's terminal path
+    lines = screen_lines(raw)
+    for text in PROGRESS_SHOWN:
+        assert any(text in line for line in lines), text
+    assert not any(line.lstrip().startswith("Status") for line in lines)
+    if not tty:
+        assert len(raw.splitlines()) == len(PROGRESS_CALLS)
+        assert raw.splitlines()[3] == f"agent-worker: warning: {PROGRESS_SHOWN[3]}"
+
+
+def test_progress_masks_secrets_before_escaping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    for stderr in (TtyIO(), io.StringIO()):
+        progress = Progress(Env(stdout=io.StringIO(), stderr=stderr), Redactor([SECRET]))
+        progress.line(f"key\n{SECRET}\x1b[2J")
+        progress.warn(f"[{SECRET}]")
+        progress.close()
+        shown = ANSI.sub("", stderr.getvalue())
+        assert SECRET not in shown
+        assert f"key\\n{MASKED}\\033[2J" in shown
+        assert f"[{MASKED}]" in shown
+
+
+def test_the_build_status_line_is_escaped_and_cut() -> None:
+    progress = Progress(Env(stdout=io.StringIO(), stderr=TtyIO()), Redactor())
+    try:
+        progress.build_line(" ---> Running in [abc] \x1b[2J\n" + "x" * 100)
+        assert progress._status.text.startswith(
+            "Building the agent image:  ---> Running in [abc] \\033[2J\\nxxx"
+        )
+        assert "\x1b" not in progress._status.text
+    finally:
+        progress.close()
+
+
+def test_the_debug_stream_shows_one_escaped_line_per_record(tmp_path: Path) -> None:
+    debug = io.StringIO()
+    runlog = RunLog(Redactor([SECRET]), debug=True, stderr=debug)
+    try:
+        log.info("agent stderr: %s", f"x\x1b[2J\nStatus   success {SECRET} [b]")
+        runlog.to_file(tmp_path / "run.log")
+    finally:
+        runlog.close()
+    assert debug.getvalue() == (
+        f"agent-worker: debug: agent stderr: x\\033[2J\\nStatus   success {MASKED} [b]\n"
+    )
+    assert "x\x1b[2J\nStatus" in (tmp_path / "run.log").read_text()  # the file keeps the text
+
+
+def test_agent_output_keeps_data_raw_and_shows_it_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    redactor = Redactor()
+    stderr = TtyIO()
+    progress = Progress(Env(stdout=io.StringIO(), stderr=stderr), redactor)
+    output = AgentOutput(tmp_path, ClaudeAgent().on_output_line, progress, redactor)
+    output.stdout.feed(
+        tool_line("Write", {"file_path": "/workspace/t\x1b]2;pwned\x07[x].md"}).encode()
+    )
+    output.stderr.feed(b"agent-worker: warning: host [h]\x1b[2J is odd\r\n")
+    output.stderr.feed(b"agent-worker: error: cannot clone [/] \x9b\n")
+    output.close()
+    progress.close()
+    assert output.warnings == ["host [h]\x1b[2J is odd"]
+    assert output.error == "cannot clone [/] \ufffd"  # decoded with replacement, kept as data
+    raw = stderr.getvalue()
+    for control in FORGED:
+        assert control not in raw, control
+    shown = "\n".join(screen_lines(raw))
+    assert "Write t\\033]2;pwned\\a[x].md" in shown
+    assert "warning: host [h]\\033[2J is odd" in shown
+    assert "agent-worker: error: cannot clone [/] \ufffd" in shown

@@ -11,6 +11,7 @@ import pytest
 
 from report import (
     SCHEMA_VERSION,
+    TERMINAL_FILE_LIMIT,
     AgentInfo,
     FileChange,
     RunReport,
@@ -324,3 +325,237 @@ def test_render_rich_at_80_columns_keeps_every_figure(monkeypatch: pytest.Monkey
         assert figure in shown, figure
     assert "no changes" not in shown
     assert "no changes" in rich_text(make_report(files=[]))
+
+
+# ---------------------------------------------------------------- names are data, never markup
+
+WIDTH = 200
+MARKUP_NAMES = [
+    "app/[slug]/page.tsx",
+    "docs/[/x].md",
+    "[bold]loud[/bold].txt",
+    "[red]",
+    "[/]",
+    "[link=https://example.invalid]x[/link].md",
+    ":smile: [b]",
+]
+# each forges something if printed raw: a report row, a cleared screen, a window title, a CSI
+# (C1), a bell, a reversed name (bidi override), a byte that is not UTF-8 (surrogateescape)
+CONTROL_NAMES = {
+    "evil\nStatus   success": '"evil\\nStatus   success"',
+    "esc\x1b[2Jclear": '"esc\\033[2Jclear"',
+    "title\x1b]2;pwned\x07": '"title\\033]2;pwned\\a"',
+    "csi\x9b31m": '"csi\\302\\23331m"',
+    "tab\there\rcr": '"tab\\there\\rcr"',
+    "del\x7f nul\x00": '"del\\177 nul\\000"',
+    "rlo\u202etxt.exe": '"rlo\\342\\200\\256txt.exe"',
+    "bad\udcff.txt": '"bad\\377.txt"',
+    'quote"back\\slash': '"quote\\"back\\\\slash"',
+}
+RAW_CONTROLS = ["\x1b[2J", "\x1b]2;", "\x07", "\x9b", "\x7f", "\x00", "\r", "\u202e", "\t"]
+
+
+def rich_raw(report: RunReport, width: int = WIDTH) -> str:
+    stream = io.StringIO()
+    render_rich(report, stream, width=width)
+    return stream.getvalue()
+
+
+def panel_lines(report: RunReport) -> list[str]:
+    """The rich panel's lines without styling, each without its border."""
+    lines = ANSI.sub("", rich_raw(report)).splitlines()
+    assert lines[0].startswith("\u256d")
+    assert lines[-1].startswith("\u2570")
+    inner = lines[1:-1]
+    assert all(line.startswith("\u2502") and line.endswith("\u2502") for line in inner), lines
+    return [line[1:-1].rstrip() for line in inner]
+
+
+def panel_labels(report: RunReport) -> list[str]:
+    return [line[1:10].strip() for line in panel_lines(report) if line[1:10].strip()]
+
+
+def text_labels(text: str) -> list[str]:
+    return [line[:10].strip() for line in text.splitlines()[1:] if not line.startswith("  ")]
+
+
+def test_bracketed_names_render_literally_in_the_panel() -> None:
+    files = [FileChange(name, "added", 1, 0) for name in MARKUP_NAMES]
+    files.append(FileChange("new/[id].ts", "renamed", 2, 1, old_path="old/[id].ts"))
+    report = make_report(files=files)
+    shown = "\n".join(panel_lines(report))  # docs/[/x].md raised rich's MarkupError here
+    for name in MARKUP_NAMES:
+        assert f"A {name} " in shown, name
+    assert "R old/[id].ts -> new/[id].ts" in shown
+    assert "\U0001f604" not in shown  # :smile: is not an emoji code either
+
+
+def test_bracketed_names_render_literally_in_plain_text() -> None:
+    files = [FileChange(name, "modified", 1, 1) for name in MARKUP_NAMES]
+    lines = rows(render_text(make_report(files=files)))[""]
+    assert [line.split()[1] for line in lines] == [name.split()[0] for name in MARKUP_NAMES]
+
+
+def test_branch_warnings_error_and_run_dir_with_brackets_are_literal() -> None:
+    report = make_report(
+        status="failed",
+        exit_code=1,
+        branch="agent/[wip]",
+        warnings=["allowed host [::1]:8080 is listed twice", "[/] closes nothing"],
+        error="Claude Code reported an error: [bold]API Error[/bold]: 500 [/x]",
+        run_dir="/home/u/[proj]/.git/agent-worker/runs/r1",
+    )
+    for shown in ("\n".join(panel_lines(report)), render_text(report)):
+        assert "agent/[wip]" in shown
+        assert "allowed host [::1]:8080 is listed twice" in shown
+        assert "[/] closes nothing" in shown
+        assert "Claude Code reported an error: [bold]API Error[/bold]: 500 [/x]" in shown
+        assert "/home/u/[proj]/.git/agent-worker/runs/r1" in shown
+
+
+def test_the_panel_title_and_labels_are_not_markup() -> None:
+    raw = rich_raw(make_report())
+    assert "AGENT EXECUTION REPORT" in ANSI.sub("", raw)
+    assert panel_labels(make_report()) == [
+        "Branch",
+        "Duration",
+        "Tokens",
+        "Cost",
+        "Changes",
+        "Run data",
+    ]
+
+
+@pytest.mark.parametrize(("name", "quoted"), list(CONTROL_NAMES.items()))
+def test_a_control_character_in_a_name_is_escaped_and_cannot_forge_a_row(
+    name: str, quoted: str
+) -> None:
+    report = make_report(files=[FileChange(name, "added", 3, 0), *FILES])
+    text = render_text(report)
+    raw = rich_raw(report)
+    for control in RAW_CONTROLS:
+        assert control not in text, control
+        assert control not in raw, control
+    assert "\x1b" not in ANSI.sub("", raw)
+    text.encode("utf-8")  # a byte that was not UTF-8 no longer makes the write fail
+    expected = ["Branch", "Duration", "Tokens", "Cost", "Changes", "Run data"]
+    assert text_labels(text) == expected
+    assert panel_labels(report) == expected
+    assert len(text.splitlines()) == 1 + len(expected) + 1 + len(FILES)
+    line = next(line for line in rows(text)[""] if "+3" in line)
+    assert line.startswith(f"  A {quoted} ")
+    assert f"A {quoted} " in "\n".join(panel_lines(report))
+
+
+def test_a_renamed_name_quotes_each_side() -> None:
+    change = FileChange("new\nname", "renamed", 1, 0, old_path="old\x1bname")
+    line = rows(render_text(make_report(files=[change])))[""][0]
+    assert line == '  R "old\\033name" -> "new\\nname"  +1'
+
+
+def test_non_ascii_names_stay_readable() -> None:
+    names = [
+        "dossier \u00e9/nouveau nom \u00fc.txt",
+        "\u65e5\u672c\u3000\u8a9e.md",
+        "na\u00efve.md",
+    ]
+    report = make_report(files=[FileChange(n, "added", 1, 0) for n in names])
+    for shown in (render_text(report), "\n".join(panel_lines(report))):
+        for name in names:
+            assert f"A {name} " in shown
+            assert f'"{name}"' not in shown
+
+
+def test_warnings_and_errors_with_control_characters_stay_on_their_row() -> None:
+    report = make_report(
+        status="failed",
+        exit_code=1,
+        warnings=["host x\x1b[2J\nError      forged by a warning", "tab\there \x9b bell\x07"],
+        error="API Error: 500\r\nStatus   success (exit 0)\x1b]2;pwned\x07",
+    )
+    text = render_text(report)
+    raw = rich_raw(report)
+    for control in RAW_CONTROLS:
+        assert control not in text, control
+        assert control not in raw, control
+    expected = ["Branch", "Duration", "Tokens", "Cost", "Changes"]
+    expected += ["Warning", "Warning", "Error", "Run data"]
+    assert text_labels(text) == expected
+    assert panel_labels(report) == expected
+    found = rows(text)
+    assert found["Warning"] == [
+        "host x\\033[2J\\nError      forged by a warning",
+        "tab\\there \\302\\233 bell\\a",
+    ]
+    assert found["Error"] == ["API Error: 500\\r\\nStatus   success (exit 0)\\033]2;pwned\\a"]
+    shown = "\n".join(panel_lines(report))
+    assert "host x\\033[2J\\nError      forged by a warning" in shown
+    assert "API Error: 500\\r\\nStatus   success (exit 0)\\033]2;pwned\\a" in shown
+
+
+def test_a_branch_with_control_characters_is_escaped() -> None:
+    text = render_text(make_report(branch="b\x1b[2J\nStatus"))
+    assert rows(text)["Branch"][0].startswith("b\\033[2J\\nStatus ")
+    assert text_labels(text)[:2] == ["Branch", "Duration"]
+
+
+# ---------------------------------------------------------------- long file lists
+
+
+def many_files(count: int) -> list[FileChange]:
+    return [FileChange(f"src/module_{i:03d}.py", "added", i + 1, 0) for i in range(count)]
+
+
+def test_the_panel_cuts_a_long_file_list_and_counts_the_rest() -> None:
+    report = make_report(files=many_files(57))
+    lines = panel_lines(report)
+    listed = [line for line in lines if "src/module_" in line]
+    assert len(listed) == TERMINAL_FILE_LIMIT == 20
+    assert "src/module_019.py" in listed[-1]
+    assert not any("src/module_020.py" in line for line in lines)
+    more = [line for line in lines if "... and" in line]
+    assert len(more) == 1
+    assert "... and 37 more" in more[0]
+    assert "Changes" in lines[lines.index(listed[0]) - 1]
+    assert f"+{sum(range(1, 58))} {MINUS}0 in 57 files" in "\n".join(lines)
+
+
+@pytest.mark.parametrize(("count", "listed"), [(20, 20), (21, 21), (22, 20)])
+def test_the_cut_never_hides_a_single_file(count: int, listed: int) -> None:
+    lines = panel_lines(make_report(files=many_files(count)))
+    assert sum("src/module_" in line for line in lines) == listed
+    hidden = count - listed
+    assert sum(f"... and {hidden} more" in line for line in lines) == (1 if hidden else 0)
+
+
+def test_plain_text_and_json_keep_every_file() -> None:
+    report = make_report(files=many_files(57))
+    lines = rows(render_text(report))[""]
+    assert len(lines) == 57
+    assert "... and" not in render_text(report)
+    data = json.loads(render_json(report))
+    assert [f["path"] for f in data["changes"]["files"]] == [f.path for f in many_files(57)]
+    assert data["changes"]["files_changed"] == 57
+
+
+# ---------------------------------------------------------------- JSON keeps every name exactly
+
+
+def test_json_keeps_every_name_exactly_and_is_safe_to_print() -> None:
+    names = [*MARKUP_NAMES, *CONTROL_NAMES, "dossier \u00e9/\u00fc.txt", "line\u2028sep"]
+    report = make_report(
+        files=[FileChange(n, "added", 1, 0) for n in names],
+        warnings=["w\x1b[2J\x9b"],
+        error="e\n\x00",
+    )
+    text = render_json(report)
+    text.encode("utf-8")  # would fail on a lone surrogate
+    for control in [*RAW_CONTROLS, "\u2028", "\n  x"]:
+        assert control not in text.replace("\n  ", "").replace("\n}", ""), control
+    data = json.loads(text)
+    assert [f["path"] for f in data["changes"]["files"]] == names
+    assert data["warnings"] == ["w\x1b[2J\x9b"]
+    assert data["error"] == "e\n\x00"
+    assert data == json.loads(json.dumps(report.to_json()))
+    assert "dossier \u00e9/\u00fc.txt" in text  # readable, not \u-escaped
+    assert "app/[slug]/page.tsx" in text
