@@ -159,6 +159,12 @@ class Outcome:
     inside: dict[str, str] | None = None  # the container's own account: head, bundle
     container_error: str | None = None  # why the container could not run the agent
 
+    @property
+    def agent_started(self) -> bool:
+        """The agent itself was started (the container set its workspace up): it may have
+        done work, so the run's branch stays."""
+        return self.started and self.container_error is None
+
 
 def describe_exit(status: int) -> str:
     """'exit status 1', or 'killed by SIGABRT' for a shell's 128+N."""
