@@ -80,8 +80,8 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     (
         "--workspace",
         "auto|mount|copy",
-        "Mount the repository read-only and clone it inside, or "
-        "copy a bundle in (auto: copy for a remote engine).",
+        "Share the repository's objects read-only, or copy a pack of the branch in "
+        "(auto: copy for a remote engine, a partial clone or unreadable objects).",
         "auto",
     ),
     (
