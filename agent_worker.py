@@ -485,7 +485,7 @@ def main(options: Mapping[str, Any], env: Env) -> int:
     """Run agent-worker with parsed options; returns the exit code."""
     import agents
     import config as config_module
-    from console import Progress, Redactor, RunLog
+    from console import Progress, Redactor, RunLog, escape_text
 
     redactor = Redactor()
     signals = Signals()
@@ -515,7 +515,7 @@ def main(options: Mapping[str, Any], env: Env) -> int:
             progress.close()
         _emit(report, cfg, env)
         if report.error:
-            env.stderr.write(f"agent-worker: {report.status}: {report.error}\n")
+            env.stderr.write(f"agent-worker: {report.status}: {escape_text(report.error)}\n")
         return report.exit_code
     except AgentWorkerError as exc:
         _fail(
@@ -542,7 +542,11 @@ def _emit(report: RunReport, cfg: Config, env: Env) -> None:
             cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
             cfg.report_file.write_text(render_json(report), encoding="utf-8")
         except OSError as exc:
-            env.stderr.write(f"agent-worker: warning: cannot write --report-file: {exc}\n")
+            from console import escape_text
+
+            env.stderr.write(
+                f"agent-worker: warning: cannot write --report-file: {escape_text(str(exc))}\n"
+            )
     if cfg.json_output:
         env.stdout.write(render_json(report))
     elif env.stdout_tty:
@@ -556,9 +560,11 @@ def _fail(
     env: Env, options: Mapping[str, Any], message: str, code: int, details: list[str]
 ) -> None:
     """One line saying what went wrong and what to do; a JSON report too, where asked for."""
-    env.stderr.write(f"agent-worker: error: {message}\n")
+    from console import escape_text
+
+    env.stderr.write(f"agent-worker: error: {escape_text(message)}\n")
     for line in details:
-        env.stderr.write(f"  | {line}\n")
+        env.stderr.write(f"  | {escape_text(line)}\n")
     if not (options.get("json_output") or options.get("report_file")):
         return
     import json

@@ -3,6 +3,7 @@ objects, SHA-256, ignore rules outside the tree, submodules, and what the agent 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,7 +39,9 @@ def test_runs_started_in_the_same_second_each_get_their_own_branch(
         empty = repo.parent / "empty.env"
         empty.touch()
         for i, fake in enumerate(fakes):
-            fake.add_turns(Turn.tool_use(write(f"/workspace/run{i}.txt", f"{i}\n")), Turn.text("ok"))
+            fake.add_turns(
+                Turn.tool_use(write(f"/workspace/run{i}.txt", f"{i}\n")), Turn.text("ok")
+            )
             report = repo.parent / f"race-{i}.json"
             env = run_env(ANTHROPIC_BASE_URL=fake.url(gateway))
             argv = [sys.executable, str(ROOT / "agent_worker.py"), "--env-file", str(empty)]
@@ -51,8 +54,6 @@ def test_runs_started_in_the_same_second_each_get_their_own_branch(
         for fake in fakes:
             fake.__exit__(None, None, None)
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    import json
-
     reports = [json.loads((repo.parent / f"race-{i}.json").read_text()) for i in range(3)]
     branches = [r["branch"] for r in reports]
     assert len(set(branches)) == 3
@@ -164,7 +165,7 @@ def test_the_agent_sees_nothing_of_the_repository_but_its_branch(
     # the markers are put together inside, so the command itself does not contain them
     look = (
         "S=SECRET; for m in CONFIG HOOK BRANCH STASH RUN; do "
-        'grep -rsl --exclude-dir=proc --exclude-dir=sys --exclude-dir=usr --exclude-dir=.claude '
+        "grep -rsl --exclude-dir=proc --exclude-dir=sys --exclude-dir=usr --exclude-dir=.claude "
         '"$m$S" / && echo "found $m"; done; '
         "git for-each-ref --format='%(refname)'; git stash list | wc -l; "
         "ls -A /source 2>&1; cat /source/config 2>&1 | head -1"
