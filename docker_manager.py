@@ -4,27 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
+import shutil
 import socket
+import subprocess
 import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+import urllib.parse
+import warnings
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import docker
 import docker.errors
+import docker.tls
+import requests
+import requests.adapters
 import requests.exceptions
+import urllib3.connection
+import urllib3.connectionpool
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount
 from docker.utils import parse_repository_tag
-from docker.utils.socket import STDOUT, frames_iter
+from docker.utils.socket import STDOUT
+from urllib3.exceptions import InsecureRequestWarning
 
 from errors import DockerError, ImageBuildError
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
 
 CONTAINER_DIR = Path(__file__).resolve().parent / "container"
 IMAGE_REPO = "agent-worker"
@@ -33,22 +47,160 @@ AGENT_UID = 1000
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
-def connect(docker_host: str | None) -> docker.DockerClient:
-    """A client for the given engine (or the environment's), checked with a ping."""
-    where = docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
-    try:
-        client = (
-            docker.DockerClient(base_url=docker_host, timeout=120)
-            if docker_host
-            else docker.from_env(timeout=120)
-        )
-        client.ping()
-    except _DOCKER_ERRORS as exc:
+# ---------------------------------------------------------------- the engine
+
+
+# The engine's values are NamedTuples, not dataclasses: made at import on every run, they cost
+# a tenth (0.1 ms against 1.5 ms each).
+
+
+class EngineTLS(NamedTuple):
+    """TLS to a tcp:// engine: its certificate verified (against ca, else the system's CAs) or
+    not; a client certificate and key when there are both."""
+
+    verify: bool
+    ca: str | None = None
+    cert: tuple[str, str] | None = None
+
+
+class Engine(NamedTuple):
+    """The Docker engine a run uses, chosen as the docker CLI chooses it."""
+
+    url: str | None  # None: the local socket
+    tls: EngineTLS | None = None
+    context: str | None = None  # the Docker context it comes from, if any
+    chosen_by: str = ""  # what named that context
+
+    @property
+    def local(self) -> bool:
+        """Whether it shares this machine's filesystem: its socket is a local file."""
+        return self.url is None or self.url.startswith("unix://")
+
+    @property
+    def ssh(self) -> bool:
+        return bool(self.url and self.url.startswith("ssh://"))
+
+    def describe(self) -> str:
+        where = self.url or "the local socket"
+        if self.tls is not None:
+            where += " over TLS" if self.tls.verify else " over unverified TLS"
+        if self.context is not None:
+            where += f" of Docker context {self.context!r} ({self.chosen_by})"
+        return where
+
+
+def resolve_engine(docker_host: str | None, environ: Mapping[str, str] = os.environ) -> Engine:
+    """docker_host (--remote-docker or DOCKER_HOST) with the DOCKER_TLS* variables; else the
+    current Docker context (DOCKER_CONTEXT, else currentContext in $DOCKER_CONFIG/config.json);
+    else the local socket. A context named "default" is the local socket."""
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    config_dir = Path(environ.get("DOCKER_CONFIG") or home / ".docker")
+    if docker_host:
+        tcp = docker_host.startswith(("tcp://", "https://"))
+        return Engine(docker_host, _env_tls(environ, config_dir) if tcp else None)
+    name, chosen_by = environ.get("DOCKER_CONTEXT", ""), "DOCKER_CONTEXT"
+    if not name:
+        config_file = config_dir / "config.json"
+        name, chosen_by = _current_context(config_file), f"currentContext in {config_file}"
+    if not name or name == "default":
+        return Engine(None)
+    return _context_engine(name, chosen_by, config_dir)
+
+
+def _env_tls(environ: Mapping[str, str], config_dir: Path) -> EngineTLS | None:
+    """TLS as the docker CLI reads it: DOCKER_TLS_VERIFY (verified) or DOCKER_TLS (not), with
+    ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH (by default the Docker config directory)."""
+    verify = bool(environ.get("DOCKER_TLS_VERIFY"))
+    if not (verify or environ.get("DOCKER_TLS")):
+        return None
+    cert_path = environ.get("DOCKER_CERT_PATH")
+    if cert_path and not Path(cert_path).is_dir():
         raise DockerError(
-            f"cannot reach the Docker engine at {where} ({_reason(exc)}): "
-            "start Docker, or point --remote-docker / DOCKER_HOST at a running engine"
+            f"DOCKER_CERT_PATH={cert_path} is not a directory: point it at the directory of the "
+            "engine's ca.pem and your cert.pem and key.pem"
+        )
+    return _tls_files(Path(cert_path) if cert_path else config_dir, verify=verify)
+
+
+def _tls_files(directory: Path, *, verify: bool) -> EngineTLS:
+    ca, cert, key = (directory / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    return EngineTLS(
+        verify=verify,
+        ca=str(ca) if verify and ca.is_file() else None,
+        cert=(str(cert), str(key)) if cert.is_file() and key.is_file() else None,
+    )
+
+
+def _current_context(config_file: Path) -> str:
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""  # none, or one the docker CLI too only warns about
+    name = config.get("currentContext") if isinstance(config, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _context_engine(name: str, chosen_by: str, config_dir: Path) -> Engine:
+    """A context as `docker context create` stores it: contexts/meta/<sha256 of the name>/meta.json
+    and its TLS material in contexts/tls/<the same>/docker/."""
+    key = hashlib.sha256(name.encode()).hexdigest()
+    meta_file = config_dir / "contexts" / "meta" / key / "meta.json"
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DockerError(
+            f"there is no Docker context {name!r} ({chosen_by}): `docker context ls` lists them; "
+            "choose one with `docker context use` or DOCKER_CONTEXT"
         ) from None
-    return client
+    except (OSError, ValueError) as exc:
+        raise DockerError(f"cannot read Docker context {name!r} ({meta_file}): {exc}") from None
+    endpoints = meta.get("Endpoints") if isinstance(meta, dict) else None
+    endpoint = endpoints.get("docker") if isinstance(endpoints, dict) else None
+    if not isinstance(endpoint, dict):
+        raise DockerError(f"Docker context {name!r} ({meta_file}) has no Docker endpoint")
+    host = str(endpoint.get("Host") or "") or None
+    skip_verify = bool(endpoint.get("SkipTLSVerify"))
+    tls_dir = config_dir / "contexts" / "tls" / key / "docker"
+    tls = None
+    if host and host.startswith(("tcp://", "https://")) and (skip_verify or tls_dir.is_dir()):
+        tls = _tls_files(tls_dir, verify=not skip_verify)
+    return Engine(host, tls, context=name, chosen_by=chosen_by)
+
+
+def connect(docker_host: str | None) -> docker.DockerClient:
+    """A client for the engine resolve_engine() chooses, checked with a ping."""
+    engine = resolve_engine(docker_host)
+    ssh = None
+    try:
+        if engine.ssh:
+            ssh = _SSHAdapter(str(engine.url), timeout=120)
+        api = _EngineAPI(engine, ssh, timeout=120)
+        api.ping()
+    except _DOCKER_ERRORS as exc:
+        reason = (ssh.failure() if ssh else None) or _reason(exc)
+        if "HTTP request to an HTTPS server" in reason:
+            reason += (
+                "; the engine speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the "
+                "directory of its ca.pem and your cert.pem and key.pem"
+            )
+        raise DockerError(
+            f"cannot reach the Docker engine at {engine.describe()} ({reason}): {_advice(engine)}"
+        ) from None
+    return _Client(api)
+
+
+def _advice(engine: Engine) -> str:
+    if engine.ssh:
+        return (
+            "check that `ssh HOST docker version` works from here "
+            "(with a key or an agent, and the host's key known)"
+        )
+    if engine.context is not None:
+        return (
+            "start that engine, or choose another Docker context (`docker context use`, "
+            "DOCKER_CONTEXT) or engine (--remote-docker / DOCKER_HOST)"
+        )
+    return "start Docker, or point --remote-docker / DOCKER_HOST at a running engine"
 
 
 def _reason(exc: BaseException) -> str:
@@ -58,8 +210,170 @@ def _reason(exc: BaseException) -> str:
 
 def is_local(docker_host: str | None) -> bool:
     """True when the engine shares this machine's filesystem: its socket is a local file."""
-    url = docker_host or os.environ.get("DOCKER_HOST") or "unix://"
-    return url.startswith("unix://")
+    try:
+        return resolve_engine(docker_host).local
+    except DockerError:
+        return False
+
+
+class _Client(docker.DockerClient):
+    """docker-py's friendly client around an API client made here."""
+
+    def __init__(self, api: docker.APIClient) -> None:  # the parent's would make another
+        self.api = api
+
+
+class _EngineAPI(docker.APIClient):
+    """docker-py's API client for an Engine: ssh:// through the system's ssh client, and the
+    engine's own CA winning over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE, which requests otherwise
+    puts before a session's CA (a proxy's CA bundle there failed every TLS engine)."""
+
+    def __init__(self, engine: Engine, ssh: _SSHAdapter | None, *, timeout: int) -> None:
+        self._ssh = ssh
+        tls: bool | docker.tls.TLSConfig = False
+        if engine.tls is not None:
+            if not engine.tls.verify:  # chosen by the user (DOCKER_TLS, SkipTLSVerify)
+                warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+            tls = docker.tls.TLSConfig(
+                client_cert=engine.tls.cert, ca_cert=engine.tls.ca, verify=engine.tls.verify
+            )
+        # For ssh, docker-py sets up an adapter for this socket which get_adapter never hands out.
+        base_url = "unix:///var/run/docker.sock" if ssh else engine.url
+        super().__init__(base_url=base_url, tls=tls, timeout=timeout)
+
+    def get_adapter(self, url: str) -> requests.adapters.BaseAdapter:
+        return self._ssh if self._ssh is not None else super().get_adapter(url)
+
+    def merge_environment_settings(
+        self,
+        url: str | bytes | None,
+        proxies: MutableMapping[str, str] | None,
+        stream: bool | None,
+        verify: bool | str | None,
+        cert: str | tuple[str, str] | None,
+    ) -> _Settings:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str):  # the engine's CA file
+            settings["verify"] = self.verify
+        return settings
+
+    def close(self) -> None:
+        super().close()
+        if self._ssh is not None:
+            self._ssh.close()
+
+
+def _ssh_command(url: str) -> list[str]:
+    """The docker CLI's command for an ssh:// engine: `docker system dial-stdio` on the host,
+    the user's own ssh configuration, keys, agent and known hosts deciding the rest."""
+    if shutil.which("ssh") is None:
+        raise DockerError(
+            f"{url} needs the OpenSSH client, ssh, on PATH: install it "
+            "(Debian and Ubuntu: apt-get install openssh-client)"
+        )
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.path not in ("", "/") or parts.query:
+        raise DockerError(f"{url} is not an ssh engine address: use ssh://[USER@]HOST[:PORT]")
+    if parts.password is not None:
+        raise DockerError(
+            f"a password in {parts.scheme}:// is not supported: use a key or an agent"
+        )
+    command = ["ssh", "-T", "-o", "ConnectTimeout=30"]
+    command += ["-l", parts.username] if parts.username else []
+    command += ["-p", str(port)] if port else []
+    return [*command, "--", parts.hostname, "docker", "system", "dial-stdio"]
+
+
+class _SSHConnection(urllib3.connection.HTTPConnection):
+    """One HTTP connection to the engine through its own ssh process, whose stdin and stdout are
+    the other end of a socket pair: this end is an ordinary socket (timeouts, half-close, the
+    attach stream), with none of paramiko's import cost."""
+
+    def __init__(self, command: list[str], timeout: float, failures: list[str]) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._command = command
+        self._failures = failures
+        self._process: subprocess.Popen[bytes] | None = None
+        self._errors: IO[bytes] | None = None
+
+    def connect(self) -> None:
+        ours, theirs = socket.socketpair()
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        with theirs:
+            # In its own session: a Ctrl-C at the terminal is agent-worker's to handle (it stops
+            # the container through these very connections), not ssh's.
+            self._process = subprocess.Popen(
+                self._command,
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=self._errors,
+                start_new_session=True,
+            )
+        ours.settimeout(self.timeout if isinstance(self.timeout, int | float) else None)
+        self.sock = ours
+
+    def close(self) -> None:
+        super().close()  # the end of ssh's input: it ends, and the engine drops the connection
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                code = process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+            if code > 0 and self._errors is not None:
+                self._errors.seek(0)
+                said = self._errors.read().decode(errors="replace").strip().splitlines()
+                self._failures.append(f"ssh: {said[-1].strip()}" if said else f"ssh exit {code}")
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+
+class _SSHPool(urllib3.connectionpool.HTTPConnectionPool):
+    def __init__(self, command: list[str], timeout: int, failures: list[str]) -> None:
+        super().__init__("localhost", timeout=timeout, maxsize=10)
+        self._command = command
+        self._seconds = timeout
+        self._failures = failures
+
+    def _new_conn(self) -> _SSHConnection:
+        return _SSHConnection(self._command, self._seconds, self._failures)
+
+
+class _SSHAdapter(requests.adapters.HTTPAdapter):
+    """Every request to an ssh:// engine goes through one pool of ssh connections."""
+
+    def __init__(self, url: str, *, timeout: int) -> None:
+        self._failures: list[str] = []
+        self._pool = _SSHPool(_ssh_command(url), timeout, self._failures)
+        super().__init__()
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str | None,
+        proxies: Mapping[str, str] | None = None,
+        cert: tuple[str, str] | str | None = None,
+    ) -> urllib3.connectionpool.ConnectionPool:
+        return self._pool
+
+    def request_url(
+        self, request: requests.PreparedRequest, proxies: Mapping[str, str] | None
+    ) -> str:
+        return request.path_url
+
+    def close(self) -> None:
+        super().close()
+        self._pool.close()
+
+    def failure(self) -> str | None:
+        """What the last ssh that failed said."""
+        return self._failures[-1] if self._failures else None
 
 
 def bridge_gateway(client: docker.DockerClient) -> str:
@@ -394,30 +708,64 @@ class ContainerIO(threading.Thread):
             self._input.close()
             raise DockerError(f"cannot attach to the agent container: {_reason(exc)}") from None
 
-    def _send(self) -> None:
-        raw = getattr(self._socket, "_sock", self._socket)  # a SocketIO wraps the socket
+    def _send(self, raw: socket.socket) -> None:
         try:
             while chunk := self._input.read(1 << 16):
                 raw.sendall(chunk)
-            with suppress(OSError, AttributeError):
-                raw.shutdown(socket.SHUT_WR)  # end of input; tar stops at its end marker anyway
+            # End of input, on a plain socket only (TCP, unix, or the socket pair of an ssh
+            # engine): SSLSocket.shutdown drops TLS, and what the container prints would then
+            # arrive as ciphertext. The container's tar stops at the archive's end marker anyway.
+            if type(raw) is socket.socket:
+                with suppress(OSError):
+                    raw.shutdown(socket.SHUT_WR)
         except OSError as exc:
             self.error = self.error or exc
 
     def run(self) -> None:
-        sender = threading.Thread(target=self._send, name="container-stdin", daemon=True)
-        sender.start()
+        raw: socket.socket = getattr(self._socket, "_sock", self._socket)  # a SocketIO wraps it
+        sender = None
         try:
-            frames = frames_iter(self._socket, tty=False)  # type: ignore[no-untyped-call]  # untyped in types-docker
-            for stream, data in frames:
+            raw.settimeout(None)  # an agent may well be silent for longer than the API timeout
+            if type(raw) is socket.socket:
+                sender = threading.Thread(
+                    target=self._send, args=(raw,), name="container-stdin", daemon=True
+                )
+                sender.start()
+            else:  # TLS: one connection is never read and written by two threads at once; the
+                self._send(raw)  # container prints nothing before it has read its input
+            for stream, data in _frames(raw):
                 (self._on_stdout if stream == STDOUT else self._on_stderr)(data)
         except Exception as exc:  # noqa: BLE001 (handed to the main thread, which reports it)
-            self.error = exc
+            self.error = self.error or exc
         finally:
-            sender.join(5.0)
+            if sender is not None:
+                sender.join(5.0)
             self._input.close()
             with suppress(OSError):
                 self._socket.close()
+
+
+def _frames(raw: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """The (stream, data) frames of a non-TTY attach stream, as they arrive (a large frame in
+    pieces). Read straight from the socket: a poll() before each read, as docker-py does, waits
+    for the network while the TLS layer may already hold the rest of a record."""
+    header = b""  # the start of a header cut between two reads
+    stream, left = STDOUT, 0
+    while chunk := raw.recv(1 << 16):
+        if header:
+            chunk, header = header + chunk, b""
+        at, end = 0, len(chunk)
+        while at < end:
+            if left == 0:
+                if end - at < 8:
+                    header = chunk[at:]
+                    break
+                stream, left = chunk[at], int.from_bytes(chunk[at + 4 : at + 8], "big")
+                at += 8
+                continue
+            take = min(left, end - at)
+            yield stream, chunk[at : at + take]
+            at, left = at + take, left - take
 
 
 def _api(container: Container) -> docker.APIClient:
