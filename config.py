@@ -7,15 +7,15 @@ import os
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from agents.base_agent import AgentSettings, BaseAgent, Credential
 from errors import UsageError
 
-DEFAULT_CLAUDE_CODE_VERSION = "2.1.331"
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MEMORY = "4g"
@@ -30,14 +30,11 @@ PROJECT_PREFIX = "AGENT_WORKER_"
 ENV_KEYS: Mapping[str, str] = {
     "project": "PROJECT_PATH",
     "agent_type": "AGENT_TYPE",
-    "base_url": "ANTHROPIC_BASE_URL",
-    "model": "ANTHROPIC_MODEL",
-    "max_turns": "AGENT_MAX_TURNS",
+    "auth": "AGENT_WORKER_AUTH",
     "timezone": "TZ",
     "timeout": "AGENT_TIMEOUT",
     "remote_docker": "DOCKER_HOST",
     "base_image": "AGENT_WORKER_BASE_IMAGE",
-    "claude_version": "CLAUDE_CODE_VERSION",
     "ca_cert": "AGENT_WORKER_CA_CERT",
     "debug": "AGENT_WORKER_DEBUG",
     "git_identity": "AGENT_WORKER_GIT_IDENTITY",
@@ -56,16 +53,39 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--task-file", "PATH", "Read the task from a file (- for stdin).", None),
     ("--project", "PATH", "The git repository to work on.", "current directory"),
     ("--branch", "NAME", "Branch to create for the work.", "agent-task-YYYYmmdd-HHMMSS"),
-    ("--agent-type", "NAME", "Agent backend.", "claude"),
-    ("--api-key", "KEY", "API key; visible in the process list, prefer ANTHROPIC_API_KEY.", None),
-    ("--base-url", "URL", "API base URL.", "Anthropic's API"),
-    ("--model", "NAME", "Model for the agent.", "the agent's default"),
-    ("--max-turns", "N", "Turn limit.", "unlimited"),
+    ("--agent-type", "NAME", "Agent backend (see --list-agents).", "claude"),
+    ("--list-agents", None, "List the agent types, where each comes from, what it needs.", None),
+    (
+        "--agent-arg",
+        "ARG",
+        "Pass ARG to the agent's command line, verbatim; repeatable.",
+        None,
+    ),
+    (
+        "--api-key",
+        "KEY",
+        "The agent's credential; visible in the process list: prefer its variable.",
+        None,
+    ),
+    (
+        "--auth",
+        "METHOD",
+        "Which credential to use when several are set (claude: api-key, oauth-token, auth-token).",
+        "the one that is set",
+    ),
+    ("--base-url", "URL", "API base URL (the agent's variable: ANTHROPIC_BASE_URL...).", None),
+    ("--model", "NAME", "Model for the agent (claude: ANTHROPIC_MODEL).", "the agent's default"),
+    ("--max-turns", "N", "Turn limit (claude: AGENT_MAX_TURNS).", "unlimited"),
+    (
+        "--agent-version",
+        "V",
+        "The agent's version in the image (claude: CLAUDE_CODE_VERSION).",
+        "its pin",
+    ),
     ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
     ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
     ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
     ("--base-image", "IMAGE", "Base of the agent image.", "debian:bookworm-slim"),
-    ("--claude-version", "V", "Claude Code version in the image.", DEFAULT_CLAUDE_CODE_VERSION),
     (
         "--ca-cert",
         "PATH",
@@ -114,15 +134,11 @@ class Config:
     branch: str
     branch_given: bool
     agent_type: str
-    api_key: str | None = field(repr=False)
-    base_url: str | None
-    model: str | None
-    max_turns: int | None
+    agent: AgentSettings  # the agent's own settings, its credential and --agent-arg
     timezone: str
     timeout_s: float
     docker_host: str | None
     base_image: str
-    claude_version: str
     ca_certs: tuple[Path, ...]
     force_rebuild: bool
     json_output: bool
@@ -154,6 +170,18 @@ class _Layers:
         key = ENV_KEYS.get(name)
         if key is None:
             return None, ""
+        if self.environ.get(key, "") != "":
+            return self.environ[key], key
+        if key in self.dotenv:
+            text, path = self.dotenv[key]
+            return text, f"{key} in {path}"
+        return None, key
+
+    def variable(self, key: str, option: str | None) -> tuple[str | None, str]:
+        """An agent's variable: its generic option on the command line, the environment, then
+        the settings files."""
+        if option is not None and self.cli.get(option) is not None:
+            return _cli_text(self.cli[option]), "--" + option.replace("_", "-")
         if self.environ.get(key, "") != "":
             return self.environ[key], key
         if key in self.dotenv:
@@ -400,19 +428,23 @@ def load(
     environ: Mapping[str, str],
     cwd: Path,
     tool_dir: Path | None = None,
-    key_variable: Callable[[str], str] | None = None,
+    agent_class: Callable[[str], type[BaseAgent]] | None = None,
     stdin_text: Callable[[], str] = lambda: "",
     now: datetime | None = None,
 ) -> Config:
     """Resolve every option from its layers and validate it; raises UsageError on bad values.
 
-    key_variable(agent_type) names the variable that holds that agent's API key, and raises
+    agent_class(agent_type) gives the agent's class (its settings and credentials), and raises
     UsageError for an unknown agent type.
     """
     env_files = _env_files(cli.get("env_file"), cwd, tool_dir, environ)
     layers = _Layers(cli, environ, _dotenv_layer(env_files))
     agent_type = _parsed(layers, "agent_type", lambda t, s: t.strip(), "claude")
-    key_var = (key_variable or _claude_only)(agent_type)
+    if agent_class is None:
+        import agents
+
+        agent_class = agents.agent_class
+    cls = agent_class(agent_type)
 
     project_text, project_source = layers.get("project")
     project = (cwd / Path(project_text or ".").expanduser()).resolve()
@@ -420,18 +452,10 @@ def load(
         what = "does not exist" if not project.exists() else "is not a directory"
         raise UsageError(f"{project_source or '--project'}: {project} {what}")
 
-    warnings = []
-    api_key = cli.get("api_key") or environ.get(key_var) or _dotenv_value(layers, key_var)
-    if cli.get("api_key"):
-        warnings.append(
-            "--api-key is visible to other users in the process list; "
-            f"set {key_var} in the environment or a .env file instead"
-        )
-
+    agent, warnings = _agent_settings(cls, layers)
     task = read_task(cli.get("task"), cli.get("task_file"), stdin_text)
     branch = cli.get("branch") or (now or datetime.now()).strftime("agent-task-%Y%m%d-%H%M%S")
     memory = _parsed(layers, "memory", lambda t, s: t.strip().lower(), DEFAULT_MEMORY)
-    base_url = _parsed(layers, "base_url", lambda t, s: validate_url(t, s, ("http", "https")), None)
     docker_host = _parsed(
         layers,
         "remote_docker",
@@ -445,17 +469,11 @@ def load(
         branch=branch,
         branch_given=bool(cli.get("branch")),
         agent_type=agent_type,
-        api_key=api_key or None,
-        base_url=base_url.rstrip("/") if base_url else None,
-        model=_parsed(layers, "model", lambda t, s: t.strip() or None, None),
-        max_turns=_parsed(layers, "max_turns", _positive_int, None),
+        agent=agent,
         timezone=_parsed(layers, "timezone", _timezone, None) or host_timezone(),
         timeout_s=_parsed(layers, "timeout", parse_duration, DEFAULT_TIMEOUT_S),
         docker_host=docker_host,
         base_image=_parsed(layers, "base_image", lambda t, s: t.strip(), DEFAULT_BASE_IMAGE),
-        claude_version=_parsed(
-            layers, "claude_version", lambda t, s: t.strip(), DEFAULT_CLAUDE_CODE_VERSION
-        ),
         ca_certs=_parsed(layers, "ca_cert", _pem_certificates, ()),
         force_rebuild=bool(cli.get("force_rebuild")),
         json_output=bool(cli.get("json_output")),
@@ -474,12 +492,80 @@ def load(
     )
 
 
-def _claude_only(agent_type: str) -> str:
-    if agent_type != "claude":
-        raise UsageError(f"unknown agent type {agent_type!r}; known: claude")
-    return "ANTHROPIC_API_KEY"
+# The generic options an agent's Setting may stand behind, and how their values are checked.
+AGENT_OPTIONS: Mapping[str, Callable[[str, str], str]] = {
+    "base_url": lambda t, s: validate_url(t, s, ("http", "https")).rstrip("/"),
+    "model": lambda t, s: t.strip(),
+    "max_turns": lambda t, s: str(_positive_int(t, s)),
+    "agent_version": lambda t, s: t.strip(),
+}
 
 
-def _dotenv_value(layers: _Layers, key: str) -> str | None:
-    found = layers.dotenv.get(key)
-    return found[0] if found else None
+def _agent_settings(cls: type[BaseAgent], layers: _Layers) -> tuple[AgentSettings, list[str]]:
+    """The agent's variables, its one credential and --agent-arg, from the same layers."""
+    offered = {s.option for s in cls.settings if s.option}
+    for option in AGENT_OPTIONS:
+        if layers.cli.get(option) is not None and option not in offered:
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag}: the {cls.name} agent has no such setting")
+    values: dict[str, str] = {}
+    for setting in cls.settings:
+        text, source = layers.variable(setting.variable, setting.option)
+        check = AGENT_OPTIONS.get(setting.option or "")
+        if text is not None and check is not None:
+            text = check(text, source)
+        if text or setting.default:
+            values[setting.variable] = text or setting.default or ""
+    credential, secret, warnings = _credential(cls, layers)
+    args = tuple(layers.cli.get("agent_arg") or ())
+    return AgentSettings(values, credential, secret, args), warnings
+
+
+def _credential(
+    cls: type[BaseAgent], layers: _Layers
+) -> tuple[Credential | None, str | None, list[str]]:
+    """Exactly one of the agent's credentials: the one that is set, or the one --auth names.
+
+    Several set and no --auth is an error: an API key silently winning over a subscription's
+    token bills the wrong account.
+    """
+    creds = cls.credentials
+    given = layers.cli.get("api_key")
+    auth, auth_source = layers.get("auth")
+    if not creds:
+        if given or auth:
+            raise UsageError(f"the {cls.name} agent takes no credential (--api-key, --auth)")
+        return None, None, []
+    methods = " | ".join(c.method for c in creds)
+    chosen = None
+    if auth:
+        chosen = next((c for c in creds if c.method == auth.strip()), None)
+        if chosen is None:
+            raise UsageError(f"{auth_source} must be one of {methods} for {cls.name}, got {auth!r}")
+    if given:
+        chosen = chosen or creds[0]
+        warning = (
+            "--api-key is visible to other users in the process list; "
+            f"set {chosen.variable} in the environment or a settings file instead"
+        )
+        return chosen, str(given), [warning]
+    found = {c.variable: layers.variable(c.variable, None)[0] for c in creds}
+    if chosen is not None:
+        if not found[chosen.variable]:
+            raise UsageError(f"{auth_source} {chosen.method}: {chosen.variable} is not set")
+        return chosen, found[chosen.variable], []
+    present = [c for c in creds if found[c.variable]]
+    if not present:
+        listed = ", ".join(c.variable for c in creds)
+        raise UsageError(
+            f"no credential for {cls.name}: set {listed if len(creds) == 1 else 'one of ' + listed}"
+            " in the environment, in ~/.config/agent-worker/.env or in a file given with "
+            "--env-file (a project's own .env is read only for AGENT_WORKER_* settings)"
+        )
+    if len(present) > 1:
+        names = ", ".join(c.variable for c in present)
+        raise UsageError(
+            f"several credentials for {cls.name} are set ({names}): choose one with "
+            f"--auth {methods} (or AGENT_WORKER_AUTH)"
+        )
+    return present[0], found[present[0].variable], []

@@ -350,7 +350,8 @@ class LineSplitter:
 
 class AgentOutput:
     """The container's output: stdout to agent.jsonl and live progress events; stderr to
-    container.log, with agent-worker's own warnings and the agent's last lines kept."""
+    container.log, with the agent's last lines kept. Nothing here decides how the run ends:
+    the task's own account comes through its result channel, which its output cannot forge."""
 
     def __init__(
         self,
@@ -366,9 +367,6 @@ class AgentOutput:
         self.stdout = LineSplitter(self._out_line, redact=redactor.data, keep=redactor.longest)
         self.stderr = LineSplitter(self._err_line, redact=redactor.data, keep=redactor.longest)
         self.tail: deque[str] = deque(maxlen=12)
-        self.warnings: list[str] = []
-        self.result: dict[str, str] | None = None  # the container's last "result:" line
-        self.error: str | None = None  # why the container could not run the agent, if it said
 
     def _out_line(self, raw: bytes) -> None:
         self._jsonl.write(raw)
@@ -379,15 +377,8 @@ class AgentOutput:
     def _err_line(self, raw: bytes) -> None:
         self._stderr.write(raw)
         text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
-        if text.startswith(_OWN_WARNING):
-            self.warnings.append(text.removeprefix(_OWN_WARNING))
-            self._progress.warn(self.warnings[-1])
-        elif text.startswith(_OWN_ERROR):
-            self.error = text.removeprefix(_OWN_ERROR)
-            self._progress.line(text, style="red")
-        elif text.startswith(_OWN_RESULT):
-            fields = (item.partition("=") for item in text.removeprefix(_OWN_RESULT).split())
-            self.result = {key: value for key, _, value in fields}
+        if text.startswith(_OWN_WARNING):  # shown as the container says them; reported from
+            self._progress.line(text.removeprefix(_OWN), style="yellow")  # result.json
         elif text.startswith(_OWN):
             self._progress.line(text.removeprefix(_OWN), style="dim")
         elif text.strip():
@@ -403,5 +394,3 @@ class AgentOutput:
 
 _OWN = "agent-worker: "
 _OWN_WARNING = "agent-worker: warning: "
-_OWN_RESULT = "agent-worker: result: "
-_OWN_ERROR = "agent-worker: error: "

@@ -13,11 +13,11 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -35,14 +35,16 @@ from docker.utils import parse_repository_tag
 from docker.utils.socket import STDOUT
 from urllib3.exceptions import InsecureRequestWarning
 
+from agents.base_agent import ImageLayer
+from backend import RESULT_DIR, ExitInfo, FileEntry, ImageResult, Task, TaskSpec
 from errors import DockerError, ImageBuildError
+from task_spec import LABEL, process_start
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
 
 CONTAINER_DIR = Path(__file__).resolve().parent / "container"
 IMAGE_REPO = "agent-worker"
-LABEL = "agent-worker"
 AGENT_UID = 1000
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
@@ -389,21 +391,34 @@ def bridge_gateway(client: docker.DockerClient) -> str:
 # ---------------------------------------------------------------- image
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    tag: str
-    built: bool
-    log_path: Path | None
-
-
-def _context_files(context_dir: Path, ca_certs: tuple[Path, ...]) -> list[tuple[str, bytes, int]]:
+def _context_files(
+    context_dir: Path, ca_certs: tuple[Path, ...], layer: ImageLayer | None = None
+) -> list[tuple[str, bytes, int]]:
     files = []
     for path in sorted(p for p in context_dir.rglob("*") if p.is_file()):
         mode = 0o755 if os.access(path, os.X_OK) else 0o644
-        files.append((path.relative_to(context_dir).as_posix(), path.read_bytes(), mode))
+        data = path.read_bytes()
+        if path.name == "Dockerfile" and layer is not None:
+            data = splice_layer(data.decode("utf-8"), layer).encode("utf-8")
+        files.append((path.relative_to(context_dir).as_posix(), data, mode))
     for i, cert in enumerate(ca_certs):
         files.append((f"ca-certs/{i:02d}-{cert.stem}.crt", cert.read_bytes(), 0o644))
     return files
+
+
+LAYER_MARK = "# AGENT-LAYER: "
+
+
+def splice_layer(dockerfile: str, layer: ImageLayer) -> str:
+    """The Dockerfile with the agent's stages and final instructions at their marks."""
+    parts = {"stages": layer.stages.strip(), "final": layer.final.strip()}
+    lines = []
+    for line in dockerfile.splitlines():
+        if line.startswith(LAYER_MARK):
+            lines.append(parts.get(line.removeprefix(LAYER_MARK).strip(), line))
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def image_tag(files: list[tuple[str, bytes, int]], build_args: Mapping[str, str]) -> str:
@@ -451,13 +466,14 @@ def ensure_image(
     on_line: Callable[[str], None],
     context_dir: Path = CONTAINER_DIR,
     tag_latest: bool = True,
+    agent_layer: ImageLayer | None = None,
 ) -> ImageResult:
     """The agent image for these inputs: reused when its content tag exists, else built.
 
     The tag hashes the context, the build arguments and the base image's id, so a base image
     pulled or imported anew under the same name builds a new agent image too.
     """
-    files = _context_files(context_dir, ca_certs)
+    files = _context_files(context_dir, ca_certs, agent_layer)
     log_dir.mkdir(parents=True, exist_ok=True)
     base = build_args.get("BASE_IMAGE", "")
     base_id = _base_image_id(client, base, log_dir, on_line) if base else ""
@@ -543,50 +559,11 @@ def _build_text(chunk: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- containers
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """A file (or, with data None, a directory) sent to the container on its stdin."""
-
-    path: str
-    data: bytes | Path | None
-    mode: int = 0o644
-    uid: int = 0
-
-
-@dataclass
-class ContainerSpec:
-    image: str
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    labels: dict[str, str]
-    memory_bytes: int
-    cpus: float | None
-    pids_limit: int
-    firewall: bool
-    source_dir: Path | None  # the repository's git directory, mounted read-only at /source
-
-
-def process_labels(run_id: str, project: Path) -> dict[str, str]:
-    """Labels that let a later run tell whether this run's orchestrator is still alive."""
-    return {
-        f"{LABEL}.run-id": run_id,
-        f"{LABEL}.project": str(project),
-        f"{LABEL}.host": socket.gethostname(),
-        f"{LABEL}.pid": str(os.getpid()),
-        f"{LABEL}.pid-start": _process_start(os.getpid()),
-    }
-
-
-def _process_start(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+ContainerSpec = TaskSpec  # the name the container functions below use
 
 
 def _orchestrator_alive(labels: Mapping[str, str]) -> bool:
+    """Whether the agent-worker process that made a container (on this host) still runs."""
     try:
         pid = int(labels.get(f"{LABEL}.pid", ""))
         os.kill(pid, 0)
@@ -594,18 +571,28 @@ def _orchestrator_alive(labels: Mapping[str, str]) -> bool:
         return False
     except PermissionError:
         return True
-    return _process_start(pid) == labels.get(f"{LABEL}.pid-start", _process_start(pid))
+    return process_start(pid) == labels.get(f"{LABEL}.pid-start", process_start(pid))
 
 
-def remove_orphans(client: docker.DockerClient) -> list[str]:
-    """Remove containers of this host's runs whose agent-worker process is gone; their names."""
-    removed = []
+def _orphaned(labels: Mapping[str, str], now: float) -> bool:
+    """A container nobody waits for: its run's deadline has passed (whatever host made it), or
+    it is this host's and its agent-worker process is gone."""
     try:
-        found = client.containers.list(
-            all=True, filters={"label": [f"{LABEL}.host={socket.gethostname()}"]}
-        )
+        if float(labels.get(f"{LABEL}.deadline", "inf")) < now:
+            return True
+    except ValueError:
+        pass
+    return labels.get(f"{LABEL}.host") == socket.gethostname() and not _orchestrator_alive(labels)
+
+
+def remove_orphans(client: docker.DockerClient, now: float | None = None) -> list[str]:
+    """Remove the containers of runs that are gone (see _orphaned); their names."""
+    removed = []
+    now = time.time() if now is None else now
+    try:
+        found = client.containers.list(all=True, filters={"label": [f"{LABEL}.run-id"]})
         for container in found:
-            if not _orchestrator_alive(container.labels):
+            if _orphaned(container.labels, now):
                 container.remove(force=True, v=True)
                 removed.append(str(container.name))
     except _DOCKER_ERRORS as exc:
@@ -619,9 +606,10 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec) -> Contai
     # pass a stop signal on to it. The agent itself keeps none of them.
     caps = ["SETUID", "SETGID", "SETPCAP", "KILL"]
     caps += ["NET_ADMIN", "NET_RAW"] if spec.firewall else []
-    mounts = []
-    if spec.source_dir is not None:
-        mounts.append(Mount("/source", str(spec.source_dir), type="bind", read_only=True))
+    mounts = [
+        Mount(f"/source/objects-{i}", str(path), type="bind", read_only=True)
+        for i, path in enumerate(spec.object_dirs)
+    ]
     try:
         return client.containers.create(
             spec.image,
@@ -708,6 +696,12 @@ class ContainerIO(threading.Thread):
             self._input.close()
             raise DockerError(f"cannot attach to the agent container: {_reason(exc)}") from None
 
+    def close(self) -> None:
+        """Let go of the input and the attach of a container that never started."""
+        self._input.close()
+        with suppress(OSError):
+            self._socket.close()
+
     def _send(self, raw: socket.socket) -> None:
         try:
             while chunk := self._input.read(1 << 16):
@@ -784,13 +778,6 @@ def signal(container: Container, name: str) -> None:
         container.kill(signal=name)
 
 
-@dataclass(frozen=True)
-class ExitInfo:
-    status_code: int
-    oom_killed: bool
-    error: str | None
-
-
 def wait(container: Container, timeout_s: float) -> ExitInfo | None:
     """The container's exit, or None if it is still running after timeout_s."""
     try:
@@ -832,3 +819,65 @@ def remove(container: Container) -> None:
         pass
     except _DOCKER_ERRORS as exc:
         raise DockerError(f"cannot remove container {container.name}: {_reason(exc)}") from None
+
+
+# ---------------------------------------------------------------- the Backend
+
+
+class DockerBackend:
+    """backend.Backend on a Docker engine, local or remote: inputs on the container's stdin,
+    output through an attach made before it starts, the result copied out of it."""
+
+    def __init__(self, client: docker.DockerClient, *, local: bool) -> None:
+        self.client = client
+        self.local = local  # bind mounts of this machine's paths work
+
+    def prepare_image(
+        self,
+        layer: ImageLayer,
+        *,
+        base_image: str,
+        ca_certs: tuple[Path, ...],
+        force: bool,
+        log_dir: Path,
+        on_line: Callable[[str], None],
+    ) -> ImageResult:
+        return ensure_image(
+            self.client,
+            agent_layer=layer,
+            build_args=dict(layer.build_args) | {"BASE_IMAGE": base_image},
+            ca_certs=ca_certs,
+            force=force,
+            log_dir=log_dir,
+            on_line=on_line,
+        )
+
+    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+        return Task(create_container(self.client, spec), list(inputs))
+
+    def start(
+        self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+    ) -> ContainerIO:
+        io_thread = ContainerIO(task.handle, task.inputs, on_stdout, on_stderr)
+        try:
+            start(task.handle)
+        except DockerError:
+            io_thread.close()
+            raise
+        io_thread.start()
+        return io_thread
+
+    def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
+        return wait(task.handle, timeout_s)
+
+    def signal(self, task: Task, name: str) -> None:
+        signal(task.handle, name)
+
+    def fetch_result(self, task: Task, dest: Path) -> bool:
+        return copy_out(task.handle, RESULT_DIR, dest)
+
+    def remove(self, task: Task) -> None:
+        remove(task.handle)
+
+    def remove_orphans(self) -> list[str]:
+        return remove_orphans(self.client)

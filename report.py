@@ -29,7 +29,7 @@ from errors import (
 
 if TYPE_CHECKING:
     from agents.base_agent import AgentResult
-    from docker_manager import ExitInfo
+    from backend import ExitInfo
 
 SCHEMA_VERSION = 1
 # what render_json escapes beyond json's own C0 escapes (see there)
@@ -106,6 +106,7 @@ class RunReport:
     firewall: bool = True
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    metered: bool = True  # False: the agent uses no tokens (the command agent): not applicable
 
     @property
     def lines_added(self) -> int:
@@ -116,7 +117,7 @@ class RunReport:
         return sum(f.removed or 0 for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        tokens = asdict(self.tokens) | {"total": self.tokens.total}
+        tokens = asdict(self.tokens) | {"total": self.tokens.total} if self.metered else None
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -129,6 +130,7 @@ class RunReport:
             "agent": asdict(self.agent),
             "tokens": tokens,
             "cost_usd": self.cost_usd,
+            "metered": self.metered,
             "turns": self.turns,
             "changes": {
                 "lines_added": self.lines_added,
@@ -144,25 +146,26 @@ class RunReport:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
-    """How the run ended, as seen from the host."""
+    """How the run ended, as seen from the host: the task's supervision, what its result
+    channel said, the import of its commits, and the error that cut the run short, if any."""
 
     exit: ExitInfo | None = None
     timed_out: bool = False
     interrupted: bool = False
-    started: bool = False  # the container started: the agent may have done work
+    started: bool = False  # the task started: the agent may have done work
     head: str | None = None
     import_error: str | None = None
     error: AgentWorkerError | None = None
     agent_tail: list[str] = field(default_factory=list)
-    inside: dict[str, str] | None = None  # the container's own account: head, bundle
-    container_error: str | None = None  # why the container could not run the agent
+    container_error: str | None = None  # why the task could not start the agent, as it said
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def agent_started(self) -> bool:
-        """The agent itself was started (the container set its workspace up): it may have
-        done work, so the run's branch stays."""
+        """The agent itself was started (the task set its workspace up): it may have done
+        work, so the run's branch stays."""
         return self.started and self.container_error is None
 
 
@@ -264,21 +267,26 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
 
     status = f"{report.status} (exit {report.exit_code})"
     turns = "?" if report.turns is None else str(report.turns)
+    turns = turns if report.metered else "n/a"
     branch = escape_text(report.branch or "-")
     rows = [
         ("Branch", f"{branch:<30} Status   {status}"),
         ("Duration", f"{format_duration(report.duration_s):<30} Turns    {turns}"),
     ]
     t = report.tokens
-    rows.append(
-        (
-            "Tokens",
-            f"{_n(t.total)} total \u00b7 {_n(t.input)} in \u00b7 {_n(t.output)} out"
-            f" \u00b7 {_n(t.cache_read)} cache read \u00b7 {_n(t.cache_creation)}"
-            " cache write",
+    if not report.metered:
+        rows.append(("Tokens", "n/a (this agent uses no model)"))
+        rows.append(("Cost", "n/a"))
+    else:
+        rows.append(
+            (
+                "Tokens",
+                f"{_n(t.total)} total \u00b7 {_n(t.input)} in \u00b7 {_n(t.output)} out"
+                f" \u00b7 {_n(t.cache_read)} cache read \u00b7 {_n(t.cache_creation)}"
+                " cache write",
+            )
         )
-    )
-    rows.append(("Cost", "?" if report.cost_usd is None else f"${report.cost_usd:.4f}"))
+        rows.append(("Cost", "?" if report.cost_usd is None else f"${report.cost_usd:.4f}"))
     if report.files:
         rows.append(
             (

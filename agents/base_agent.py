@@ -1,14 +1,20 @@
-"""BaseAgent: what an agent runs in the container and how its output is read."""
+"""The agent plugin API: everything agent-specific lives in one BaseAgent subclass.
+
+A plugin distribution registers its class under the entry-point group "agent_worker.agents":
+
+    [project.entry-points."agent_worker.agents"]
+    mine = "my_package.my_agent:MyAgent"
+
+and imports this module as ``agent_worker_app.agents.base_agent``. agents/command_agent.py is the
+smallest complete example, agents/claude_agent.py a full one.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from config import Config
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -40,45 +46,111 @@ class AgentResult:
     error: str | None = None
 
 
+class OutputParser(ABC):
+    """Reads the agent's stdout as it arrives: each line is fed once, in order."""
+
+    @abstractmethod
+    def feed(self, line: str) -> ProgressEvent | None:
+        """A live progress event for one line of output, or None. Odd lines never raise."""
+
+    @abstractmethod
+    def result(self) -> AgentResult:
+        """What the output said, once it has ended (or been cut off)."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One way to authenticate the agent: a secret variable, chosen by its method name."""
+
+    variable: str  # e.g. ANTHROPIC_API_KEY
+    method: str  # the name --auth takes, e.g. "api-key"
+    help: str
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One of the agent's own documented variables (never a secret).
+
+    ``option`` names the generic command-line option that also sets it: "model", "max_turns",
+    "base_url" or "agent_version" (--model, --max-turns, --base-url, --agent-version).
+    """
+
+    variable: str
+    help: str
+    default: str | None = None
+    option: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """The agent's part of the image, spliced into container/Dockerfile and hashed with it.
+
+    ``stages`` are build stages placed after the "system" stage (each starts with
+    ``FROM system AS <name>``); ``final`` are instructions run as root in the final stage,
+    before the agent user exists; ``build_args`` are their ARG values.
+    """
+
+    stages: str = ""
+    final: str = ""
+    build_args: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What a run gives its agent: its settings resolved (command line > environment >
+    settings files > the Setting's default), the one credential chosen, and --agent-arg."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    credential: Credential | None = None
+    secret: str | None = field(default=None, repr=False)
+    args: tuple[str, ...] = ()
+
+    def get(self, variable: str) -> str | None:
+        value = self.values.get(variable)
+        return value if value else None
+
+
 class BaseAgent(ABC):
-    """An agent backend: one file in agents/, registered by name."""
+    """An agent backend. Subclasses set the class attributes and implement command() and
+    parser(); the rest has defaults."""
 
     name: ClassVar[str]
-    api_key_env: ClassVar[str]  # the variable that holds its credential
-    default_api_host: ClassVar[str]  # HOST:PORT the firewall lets through when no base URL is set
+    description: ClassVar[str] = ""
+    credentials: ClassVar[tuple[Credential, ...]] = ()  # empty: the agent needs no credential
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    metered: ClassVar[bool] = True  # it reports tokens (and maybe cost); False: not applicable
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.config = settings
+
+    def image_layer(self) -> ImageLayer:
+        """What the image needs for this agent (its binary, pinned)."""
+        return ImageLayer()
+
+    def version(self) -> str | None:
+        """The version the image has (its pin), for the report."""
+        return None
+
+    def api_hosts(self) -> list[str]:
+        """HOST[:PORT] entries the agent must reach; the firewall allows them."""
+        return []
 
     @abstractmethod
-    def check_credentials(self, config: Config) -> None:
-        """Raise a UsageError naming the variable to set when a credential is missing."""
+    def command(self) -> list[str]:
+        """The argv run as the agent user in /workspace; the task arrives on its stdin."""
 
-    @abstractmethod
-    def container_command(self, config: Config) -> list[str]:
-        """The argv agent_inside.sh runs as the agent user; the task arrives on its stdin."""
-
-    @abstractmethod
-    def secret_env(self, config: Config) -> dict[str, str]:
-        """Variables delivered to the agent without appearing in the container configuration."""
-
-    def container_env(self, config: Config) -> dict[str, str]:
+    def container_env(self) -> dict[str, str]:
         """Plain variables for the agent (visible in docker inspect: never secrets)."""
         return {}
 
-    def api_hosts(self, config: Config) -> list[str]:
-        """HOST[:PORT] entries the agent must reach; the firewall allows them."""
-        return [self.default_api_host]
-
-    def version(self, config: Config) -> str | None:
-        """The agent's version as installed in the image."""
-        return None
-
-    def image_build_args(self, config: Config) -> dict[str, str]:
-        """Build arguments for container/Dockerfile (part of the image's content hash)."""
-        return {}
+    def secret_env(self) -> dict[str, str]:
+        """Variables delivered without appearing in the container's configuration: by default
+        the chosen credential, and only that one."""
+        chosen = self.config.credential
+        if chosen is None or not self.config.secret:
+            return {}
+        return {chosen.variable: self.config.secret}
 
     @abstractmethod
-    def on_output_line(self, line: str) -> ProgressEvent | None:
-        """A live progress event for one line of the agent's output, or None."""
-
-    @abstractmethod
-    def parse_result(self, lines: Iterable[str]) -> AgentResult:
-        """Tokens, cost, turns, status and session from the agent's whole output."""
+    def parser(self) -> OutputParser:
+        """A new parser for one run's output."""

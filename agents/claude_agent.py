@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from agents.base_agent import AgentResult, BaseAgent, ProgressEvent
-from errors import UsageError
+from agents.base_agent import (
+    AgentResult,
+    BaseAgent,
+    Credential,
+    ImageLayer,
+    OutputParser,
+    ProgressEvent,
+    Setting,
+)
 
-if TYPE_CHECKING:
-    from config import Config
+VERSION = "2.1.331"  # pinned and tested (tests/fixtures/claude/FINDINGS.md)
+DEFAULT_API_HOST = "api.anthropic.com:443"
 
 WORKSPACE = "/workspace/"
 # Headless, every event as a JSON line, no permission prompts (the container is the sandbox).
@@ -86,93 +92,53 @@ def _blocks(event: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [b for b in content if isinstance(b, dict) and b.get("type") == kind]
 
 
-class ClaudeAgent(BaseAgent):
-    name: ClassVar[str] = "claude"
-    api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
-    default_api_host: ClassVar[str] = "api.anthropic.com:443"
+class ClaudeParser(OutputParser):
+    """Claude Code's stream-json events: tool calls as they happen, the final result event."""
 
-    def check_credentials(self, config: Config) -> None:
-        if not config.api_key:
-            raise UsageError(
-                "no API key for Claude Code: set ANTHROPIC_API_KEY in the environment, in "
-                "~/.config/agent-worker/.env or in a file given with --env-file (a project's "
-                "own .env is read only for AGENT_WORKER_* settings)"
-            )
+    def __init__(self) -> None:
+        self._init: dict[str, Any] = {}
+        self._result: dict[str, Any] | None = None
+        self._turns = 0
+        self._last_text: str | None = None
 
-    def container_command(self, config: Config) -> list[str]:
-        argv = list(HEADLESS_ARGV)
-        if config.model:
-            argv += ["--model", config.model]
-        if config.max_turns:
-            argv += ["--max-turns", str(config.max_turns)]
-        return argv
-
-    def secret_env(self, config: Config) -> dict[str, str]:
-        return {"ANTHROPIC_API_KEY": config.api_key} if config.api_key else {}
-
-    def container_env(self, config: Config) -> dict[str, str]:
-        return {"ANTHROPIC_BASE_URL": config.base_url} if config.base_url else {}
-
-    def api_hosts(self, config: Config) -> list[str]:
-        if not config.base_url:
-            return [self.default_api_host]
-        parts = urlsplit(config.base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host = parts.hostname or ""
-        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-
-    def version(self, config: Config) -> str | None:
-        return config.claude_version
-
-    def image_build_args(self, config: Config) -> dict[str, str]:
-        return {"CLAUDE_CODE_VERSION": config.claude_version}
-
-    def on_output_line(self, line: str) -> ProgressEvent | None:
+    def feed(self, line: str) -> ProgressEvent | None:
         event = _event(line)
         if event is None:
             return None
-        if event.get("type") == "system" and event.get("subtype") == "init":
+        kind = event.get("type")
+        if kind == "system" and event.get("subtype") == "init":
+            self._init = event
             return ProgressEvent(
                 "info",
                 f"Claude Code {event.get('claude_code_version', '')} "
                 f"started, model {event.get('model', '?')}",
             )
-        if event.get("type") != "assistant":
+        if kind == "result":
+            self._result = event
             return None
+        if kind != "assistant":
+            return None
+        self._turns += 1
+        for block in _blocks(event, "text"):
+            self._last_text = str(block.get("text", ""))
         for block in _blocks(event, "tool_use"):
             return ProgressEvent(
                 "tool", describe_tool(str(block.get("name")), _dict(block.get("input")))
             )
         return None
 
-    def parse_result(self, lines: Iterable[str]) -> AgentResult:
-        init: dict[str, Any] = {}
-        result: dict[str, Any] | None = None
-        turns = 0
-        last_text = None
-        for line in lines:
-            event = _event(line)
-            if event is None:
-                continue
-            kind = event.get("type")
-            if kind == "system" and event.get("subtype") == "init":
-                init = event
-            elif kind == "assistant":
-                turns += 1
-                for block in _blocks(event, "text"):
-                    last_text = str(block.get("text", ""))
-            elif kind == "result":
-                result = event
+    def result(self) -> AgentResult:
+        init, result = self._init, self._result
         if result is None:
             return AgentResult(
                 found=False,
                 is_error=True,
-                turns=turns or None,
+                turns=self._turns or None,
                 session_id=_str(init.get("session_id")),
                 model=_str(init.get("model")),
                 version=_str(init.get("claude_code_version")),
                 error="Claude Code ended without a result"
-                + (f"; its last words: {_short(last_text)}" if last_text else ""),
+                + (f"; its last words: {_short(self._last_text)}" if self._last_text else ""),
             )
         usage = _dict(result.get("usage"))
         is_error = bool(result.get("is_error")) or result.get("subtype") != "success"
@@ -201,3 +167,81 @@ class ClaudeAgent(BaseAgent):
             result_text=text,
             error=error,
         )
+
+
+# Claude Code from the npm registry, in a stage of its own: its postinstall puts a native binary
+# in place, and only that one file reaches the image (no Node.js needed to run it).
+_STAGES = """FROM system AS claude
+ARG CLAUDE_CODE_VERSION
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends nodejs npm \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && npm install --global --no-audit --no-fund "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}" \\
+ && cp "$(readlink -f "$(command -v claude)")" /claude \\
+ && /claude --version
+"""
+_FINAL = """COPY --from=claude /claude /usr/local/bin/claude
+ENV CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \\
+    DISABLE_AUTOUPDATER=1
+RUN claude --version
+"""
+
+
+class ClaudeAgent(BaseAgent):
+    """Anthropic's Claude Code, headless (claude -p, stream-json)."""
+
+    name: ClassVar[str] = "claude"
+    description: ClassVar[str] = "Anthropic's Claude Code, headless"
+    credentials: ClassVar[tuple[Credential, ...]] = (
+        Credential("ANTHROPIC_API_KEY", "api-key", "an Anthropic API key (billed per token)"),
+        Credential(
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "oauth-token",
+            "a subscription's token, from `claude setup-token`",
+        ),
+        Credential(
+            "ANTHROPIC_AUTH_TOKEN", "auth-token", "a bearer token for a gateway (with --base-url)"
+        ),
+    )
+    settings: ClassVar[tuple[Setting, ...]] = (
+        Setting("ANTHROPIC_BASE_URL", "API base URL", option="base_url"),
+        Setting("ANTHROPIC_MODEL", "model", option="model"),
+        Setting("AGENT_MAX_TURNS", "turn limit", option="max_turns"),
+        Setting(
+            "CLAUDE_CODE_VERSION", "Claude Code version in the image", VERSION, "agent_version"
+        ),
+    )
+
+    def image_layer(self) -> ImageLayer:
+        return ImageLayer(
+            stages=_STAGES,
+            final=_FINAL,
+            build_args={"CLAUDE_CODE_VERSION": self.version() or VERSION},
+        )
+
+    def version(self) -> str | None:
+        return self.config.get("CLAUDE_CODE_VERSION") or VERSION
+
+    def api_hosts(self) -> list[str]:
+        base_url = self.config.get("ANTHROPIC_BASE_URL")
+        if not base_url:
+            return [DEFAULT_API_HOST]
+        parts = urlsplit(base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or ""
+        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+
+    def command(self) -> list[str]:
+        argv = list(HEADLESS_ARGV)
+        if model := self.config.get("ANTHROPIC_MODEL"):
+            argv += ["--model", model]
+        if max_turns := self.config.get("AGENT_MAX_TURNS"):
+            argv += ["--max-turns", max_turns]
+        return argv + list(self.config.args)
+
+    def container_env(self) -> dict[str, str]:
+        base_url = self.config.get("ANTHROPIC_BASE_URL")
+        return {"ANTHROPIC_BASE_URL": base_url.rstrip("/")} if base_url else {}
+
+    def parser(self) -> ClaudeParser:
+        return ClaudeParser()

@@ -10,23 +10,54 @@
 # on stdin, a tar of agent-worker/task.md, agent-worker/secrets/<VAR>, agent-worker/shallow and
 # agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
 # (otherwise the repository's object directories are mounted read-only at /source/objects-N).
-# Outputs: /agent-worker/out/result.bundle (when HEAD moved on from the base), and a last
-# "agent-worker: result: ..." line on stderr.
+# Outputs: /agent-worker/out/result.json (see write_result) and result.bundle (when HEAD moved
+# on from the base); progress lines on stderr, for people only.
 # Exit status: the agent's.
 set -euo pipefail
 
 IN=/agent-worker
 OUT=/agent-worker/out
+SETUP_WARNINGS=/run/agent-worker-warnings # root's, readable by the agent: written before the drop
+warnings=()                                # the agent stage's own, kept in this shell's memory
 
 say() { printf 'agent-worker: %s\n' "$*" >&2; }
+warn() { say "warning: $*"; warnings+=("$*"); }
+
+# The result channel: /agent-worker/out/result.json, the host's only source for how the task
+# ended (its stdout and stderr are the agent's, and only shown). It is written last, after every
+# process of the agent user is gone, and the host trusts it only from a task that ended by
+# itself. phase: "setup" (the agent never started) or "agent".
+write_result() { # phase error head bundle(true/false)
+  local setup=()
+  [[ -r "$SETUP_WARNINGS" ]] && mapfile -t setup <"$SETUP_WARNINGS"
+  jq -n --arg phase "$1" --arg error "$2" --arg head "$3" --argjson bundle "$4" \
+    '{phase: $phase, error: (if $error == "" then null else $error end),
+      head: (if $head == "" then null else $head end), bundle: $bundle,
+      warnings: $ARGS.positional}' \
+    --args -- "${setup[@]}" "${warnings[@]}" >"$OUT/result.json.tmp" \
+    && mv -f "$OUT/result.json.tmp" "$OUT/result.json"
+}
+
+fail_setup() { # message
+  say "error: $1"
+  write_result setup "$1" "" false || true
+  exit 3
+}
 
 root_stage() {
   # The run's inputs (task.md, secrets/, source.pack, ...) arrive on stdin as one tar archive;
   # nothing after this reads stdin.
   tar -x -f - -C / --no-same-owner agent-worker
   exec </dev/null
+  local log=/run/agent-worker-firewall.log
+  : >"$SETUP_WARNINGS"
   if [[ "${AW_FIREWALL:-1}" == 1 ]]; then
-    /usr/local/bin/init-firewall.sh
+    if ! /usr/local/bin/init-firewall.sh 2>"$log"; then
+      cat "$log" >&2
+      fail_setup "the firewall could not be set up: $(tail -n 1 "$log")"
+    fi
+    cat "$log" >&2
+    sed -n 's/^agent-worker: warning: //p' "$log" >"$SETUP_WARNINGS"
   else
     say "warning: firewall disabled (--no-firewall): the agent can reach any address"
   fi
@@ -75,9 +106,8 @@ build_repository() {
 checkout_workspace() {
   local failure=/tmp/agent-worker-clone.err
   if ! build_repository 2>"$failure"; then
-    say "error: cannot check out the task branch in the container: $(tail -n 1 "$failure" \
+    fail_setup "cannot check out the task branch in the container: $(tail -n 1 "$failure" \
 | tr -d '\r')"
-    exit 3
   fi
   # A fresh checkout is "racily clean": its files are as new as its index, so the next
   # `git add` or `git status` would hash every file again, and, unable to freshen objects that
@@ -87,7 +117,7 @@ checkout_workspace() {
   [[ -n "${GIT_AUTHOR_EMAIL:-}" ]] && git config user.email "$GIT_AUTHOR_EMAIL"
   local head
   head=$(git rev-parse HEAD)
-  [[ "$head" == "$AW_BASE" ]] || { say "error: the checkout is at $head, not at $AW_BASE"; exit 3; }
+  [[ "$head" == "$AW_BASE" ]] || fail_setup "the checkout is at $head, not at $AW_BASE"
 }
 
 # Submodules are not checked out in the container: what the agent writes under one is not kept.
@@ -97,7 +127,7 @@ warn_submodule_changes() {
     [[ "$entry" == "160000 "* ]] || continue
     path=${entry#*$'\t'}
     if [[ -d "$path" ]] && [[ -n "$(ls -A -- "$path" 2>/dev/null)" ]]; then
-      say "warning: the agent wrote files under the submodule $(printf '%q' "$path"); they are \
+      warn "the agent wrote files under the submodule $(printf '%q' "$path"); they are \
 not kept (submodules are not checked out in the container)"
     fi
   done < <(git ls-files --stage -z 2>/dev/null)
@@ -129,9 +159,9 @@ kill_leftovers() {
   done
 }
 
-# Commits what the agent left and bundles base..HEAD for the host; prints "head=<commit>
-# bundle=<1|0>" (no bundle: nothing to copy out). Called in a condition, where `set -e` does not
-# apply, so every step says itself when it fails.
+# Commits what the agent left and bundles base..HEAD for the host; prints "<head> <true|false>"
+# (whether there is a bundle). Called in a condition, where `set -e` does not apply, so every
+# step says itself when it fails.
 commit_and_bundle() {
   cd /workspace || return 1
   git update-index -q --refresh >/dev/null || true
@@ -142,17 +172,18 @@ commit_and_bundle() {
     printf 'agent-worker: work the agent left uncommitted\n\nTask: %s\n' "$title" >"$msg"
     git -c commit.gpgsign=false commit --quiet --no-verify --file "$msg" >/dev/null || return 1
   fi
-  local head bundle=0
+  local head bundle=false
   head=$(git rev-parse HEAD) || return 1
   if [[ "$head" != "$AW_BASE" ]] && git merge-base --is-ancestor "$AW_BASE" "$head"; then
     git bundle create --quiet "$OUT/result.bundle" "$AW_BASE..HEAD" || return 1
-    bundle=1
+    bundle=true
   fi
-  printf 'head=%s bundle=%s\n' "$head" "$bundle"
+  printf '%s %s\n' "$head" "$bundle"
 }
 
 agent_stage() {
   trap on_signal TERM INT HUP
+  rm -f "$OUT/result.json" "$OUT/result.bundle"
   checkout_workspace
   # setsid: the agent leads its own process group, so a stop reaches its children too.
   setsid "$@" <"$IN/task.md" &
@@ -167,12 +198,16 @@ agent_stage() {
   fi
   trap '' TERM INT HUP
   kill_leftovers
-  (cd /workspace && warn_submodule_changes) || true
+  # From here on no process of the agent's is left: what follows is this script's own word.
+  rm -f "$OUT/result.json" "$OUT/result.json.tmp" "$OUT/result.bundle"
+  cd /workspace && { warn_submodule_changes || true; }
   local failure=/tmp/agent-worker-finalize.err result
   if result=$(commit_and_bundle 2>"$failure"); then
-    say "result: $result"  # the host's cue: whether there is a bundle to copy out
+    write_result agent "" "${result% *}" "${result#* }"
   else
-    say "warning: could not save the agent's work: $(tail -n 3 "$failure" | tr '\n' ' ')"
+    rm -f "$OUT/result.bundle"
+    write_result agent "could not save the agent's work: $(tail -n 3 "$failure" | tr '\n' ' ')" \
+      "" false
   fi
   exit "$status"
 }
@@ -182,5 +217,5 @@ if [[ "${1:-}" == "--as-agent" ]]; then
   [[ "${1:-}" == "--" ]] && shift
   agent_stage "$@"
 fi
-[[ "$(id -u)" == 0 ]] || { say "error: must start as root (the firewall needs it)"; exit 3; }
+[[ "$(id -u)" == 0 ]] || fail_setup "must start as root (the firewall needs it)"
 root_stage "$@"

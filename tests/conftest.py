@@ -167,21 +167,54 @@ def ca_certs() -> tuple[Path, ...]:
     return tuple(Path(p) for p in value.split(os.pathsep) if p)
 
 
+def build_agent_image(
+    client: Any, agent_type: str, base_image: str, ca_certs: tuple[Path, ...]
+) -> str:
+    """The image a run of this agent type uses, with its default settings, built the way a
+    run builds it (agent_worker.prepare_image); reused when present."""
+    import agents
+    from agent_worker import prepare_image
+    from agents.base_agent import AgentSettings
+
+    return prepare_image(
+        client,
+        agents.get(agent_type, AgentSettings()),
+        base_image=base_image,
+        ca_certs=ca_certs,
+        log_dir=ROOT / ".pytest_cache" / "builds",
+    ).tag
+
+
 @pytest.fixture(scope="session")
 def agent_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
     """The real agent image with the pinned Claude Code, built once per machine."""
-    import docker_manager
-    from config import DEFAULT_CLAUDE_CODE_VERSION
+    return build_agent_image(docker_client, "claude", base_image, ca_certs)
 
-    result = docker_manager.ensure_image(
-        docker_client,
-        build_args={"CLAUDE_CODE_VERSION": DEFAULT_CLAUDE_CODE_VERSION, "BASE_IMAGE": base_image},
-        ca_certs=ca_certs,
-        force=False,
-        log_dir=ROOT / ".pytest_cache" / "builds",
-        on_line=lambda line: None,
+
+@pytest.fixture(scope="session")
+def command_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
+    """The image of the command agent (no agent layer), built once per machine."""
+    return build_agent_image(docker_client, "command", base_image, ca_certs)
+
+
+PEER_DOCKERFILE = b"""ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-minimal \\
+ && rm -rf /var/lib/apt/lists/*
+"""
+
+
+@pytest.fixture(scope="session")
+def peer_image(docker_client: Any, base_image: str) -> str:
+    """A small image for the tests' own peers on the bridge (an HTTP server: python3)."""
+    import io
+
+    tag = "agent-worker-test/peer"
+    docker_client.images.build(
+        fileobj=io.BytesIO(PEER_DOCKERFILE), tag=tag, buildargs={"BASE_IMAGE": base_image}, rm=True
     )
-    return result.tag
+    return tag
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,28 @@ import pytest
 from conftest import containers_of, git, run_cli, tool_outputs
 from fake_anthropic import Turn, bash
 
+SERVE = """
+import socket
+
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("", 8080))
+server.listen(16)
+while True:
+    peer, _ = server.accept()
+    peer.recv(65536)
+    peer.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 14\\r\\n\\r\\ntarget says hi")
+    peer.close()
+"""
+
 
 @pytest.fixture
-def target(docker_client: Any, agent_image: str) -> Iterator[str]:
+def target(docker_client: Any, peer_image: str, agent_image: str) -> Iterator[str]:
     """A second container of the test's own on the bridge, serving HTTP on port 8080."""
     server = docker_client.containers.run(
-        agent_image,
-        [
-            "node",
-            "-e",
-            "require('http').createServer((q, s) => s.end('target says hi')).listen(8080)",
-        ],
-        user="agent",
+        peer_image,
+        ["python3", "-c", SERVE],
+        user="nobody",
         detach=True,
         labels={"agent-worker-test": "target"},
     )

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 import docker_manager
-from docker_manager import ContainerSpec, FileEntry
+from backend import FileEntry
+from backend import TaskSpec as ContainerSpec
+from task_spec import labels
 
 SECRET = "sk-ant-test-never-in-inspect-77"
 
@@ -23,12 +25,11 @@ def spec(image: str, command: list[str], **kw: Any) -> ContainerSpec:
         "name": f"agent-worker-test-{os.getpid()}-{time.monotonic_ns()}",
         "command": command,
         "env": {"PLAIN": "visible"},
-        "labels": docker_manager.process_labels("test-run", Path("/tmp/project")),
+        "labels": labels("test-run", Path("/tmp/project"), deadline=time.time() + 3600),
         "memory_bytes": 256 * 1024**2,
         "cpus": 1.0,
         "pids_limit": 100,
         "firewall": False,
-        "source_dir": None,
     } | kw
     return ContainerSpec(**values)
 
@@ -44,10 +45,12 @@ def made(docker_client: Any) -> Any:
 def test_limits_privileges_and_labels(
     docker_client: Any, base_image: str, made: list[Any], tmp_path: Path
 ) -> None:
-    source = tmp_path / "src"
-    source.mkdir()
+    objects, borrowed = tmp_path / "objects", tmp_path / "borrowed"
+    objects.mkdir()
+    borrowed.mkdir()
     container = docker_manager.create_container(
-        docker_client, spec(base_image, ["true"], source_dir=source, firewall=True)
+        docker_client,
+        spec(base_image, ["true"], object_dirs=(objects, borrowed), firewall=True),
     )
     made.append(container)
     info = docker_client.api.inspect_container(container.id)
@@ -64,7 +67,10 @@ def test_limits_privileges_and_labels(
     assert host["Init"] is True
     assert host["LogConfig"]["Type"] == "none"  # the output is agent-worker's to keep
     assert host["Tmpfs"]["/workspace"].startswith(f"size={256 * 1024**2},uid=1000")
-    assert [(m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [("/source", True)]
+    assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [
+        (str(objects), "/source/objects-0", True),
+        (str(borrowed), "/source/objects-1", True),
+    ]
     assert not any("docker.sock" in str(m) for m in host["Mounts"])
     labels = info["Config"]["Labels"]
     assert labels["agent-worker.run-id"] == "test-run"
@@ -184,7 +190,7 @@ def test_orphans_of_dead_processes_are_removed(
         check=True,
     )
     dead_pid = gone.stdout.strip()
-    orphan_labels = docker_manager.process_labels("orphan", Path("/p")) | {
+    orphan_labels = labels("orphan", Path("/p"), deadline=time.time() + 3600) | {
         "agent-worker.pid": dead_pid
     }
     orphan = docker_manager.create_container(
@@ -204,14 +210,38 @@ def test_orphans_of_dead_processes_are_removed(
 def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(
     docker_client: Any, base_image: str, made: list[Any]
 ) -> None:
-    labels = docker_manager.process_labels("reused", Path("/p")) | {
+    reused = labels("reused", Path("/p"), deadline=time.time() + 3600) | {
         "agent-worker.pid-start": "1"
     }  # this pid, but a process that started long ago
     container = docker_manager.create_container(
-        docker_client, spec(base_image, ["true"], labels=labels)
+        docker_client, spec(base_image, ["true"], labels=reused)
     )
     made.append(container)
     assert container.name in docker_manager.remove_orphans(docker_client)
+
+
+def test_any_host_removes_containers_past_their_deadline(
+    docker_client: Any, base_image: str, made: list[Any]
+) -> None:
+    """A remote engine shared by machines that died keeps nothing forever: a container of
+    another host is removed once its run's deadline has passed, and not before."""
+    elsewhere = {"agent-worker.host": "a-machine-that-died", "agent-worker.pid": "1"}
+    now = time.time()
+    past = labels("past", Path("/p"), deadline=now - 1) | elsewhere
+    future = labels("future", Path("/p"), deadline=now + 3600) | elsewhere
+    expired = docker_manager.create_container(
+        docker_client, spec(base_image, ["sleep", "60"], labels=past)
+    )
+    waiting = docker_manager.create_container(
+        docker_client, spec(base_image, ["sleep", "60"], labels=future)
+    )
+    made.extend([expired, waiting])
+    docker_manager.start(expired)
+    removed = docker_manager.remove_orphans(docker_client)
+    assert expired.name in removed
+    assert waiting.name not in removed  # another host's run may still be going
+    assert waiting.name in [c.name for c in docker_client.containers.list(all=True)]
+    assert waiting.name in docker_manager.remove_orphans(docker_client, now=now + 3601)
 
 
 def test_output_after_a_long_silence_still_arrives(base_image: str) -> None:

@@ -9,18 +9,22 @@ from typing import Any
 import pytest
 
 import docker_manager
-from config import DEFAULT_CLAUDE_CODE_VERSION
+from agents.base_agent import AgentSettings, ImageLayer
+from agents.claude_agent import ClaudeAgent
+from backend import ImageResult
 from conftest import ROOT, clean_env, git, run_cli, snapshot
 from errors import ImageBuildError
 
+CLAUDE_LAYER = ClaudeAgent(AgentSettings()).image_layer()
+
 
 def args(base_image: str) -> dict[str, str]:
-    return {"CLAUDE_CODE_VERSION": DEFAULT_CLAUDE_CODE_VERSION, "BASE_IMAGE": base_image}
+    return dict(CLAUDE_LAYER.build_args) | {"BASE_IMAGE": base_image}
 
 
 def small_image(
     client: Any, tmp_path: Path, dockerfile: str, base_image: str, *, force: bool = False
-) -> docker_manager.ImageResult:
+) -> ImageResult:
     """ensure_image() for a one-file context in tmp_path/ctx, leaving agent-worker:latest be."""
     context = tmp_path / "ctx"
     context.mkdir(exist_ok=True)
@@ -48,6 +52,7 @@ def test_unchanged_inputs_build_nothing(
     before = docker_client.images.get(agent_image).id
     again = docker_manager.ensure_image(
         docker_client,
+        agent_layer=CLAUDE_LAYER,
         build_args=args(base_image),
         ca_certs=ca_certs,
         force=False,
@@ -75,9 +80,10 @@ def test_a_changed_dockerfile_byte_rebuilds(
     dockerfile.write_bytes(dockerfile.read_bytes() + b" ")
     lines: list[str] = []
 
-    def ensure() -> docker_manager.ImageResult:
+    def ensure() -> ImageResult:
         return docker_manager.ensure_image(
             docker_client,
+            agent_layer=CLAUDE_LAYER,
             build_args=args(base_image),
             ca_certs=ca_certs,
             force=False,
@@ -191,3 +197,20 @@ def test_a_base_image_replaced_under_the_same_name_builds_anew(
     finally:
         for tag in made:
             docker_client.images.remove(tag, force=True)
+
+
+def test_the_agents_layer_is_spliced_in_and_hashed() -> None:
+    plain = docker_manager._context_files(ROOT / "container", ())
+    layered = docker_manager._context_files(ROOT / "container", (), CLAUDE_LAYER)
+    dockerfile = {name: data for name, data, _ in layered}["Dockerfile"].decode()
+    assert "FROM system AS claude" in dockerfile
+    assert "# AGENT-LAYER" not in dockerfile
+    final = dockerfile.index("COPY --from=claude")
+    assert dockerfile.rindex("FROM system") < final < dockerfile.index("useradd")
+    other = docker_manager._context_files(
+        ROOT / "container", (), ImageLayer(final="RUN echo other")
+    )
+    tags = {
+        docker_manager.image_tag(files, {"BASE_IMAGE": "b"}) for files in (plain, layered, other)
+    }
+    assert len(tags) == 3

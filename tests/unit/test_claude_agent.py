@@ -10,7 +10,7 @@ import pytest
 
 import config
 from agents.base_agent import AgentResult, ProgressEvent
-from agents.claude_agent import ClaudeAgent
+from agents.claude_agent import ClaudeAgent, ClaudeParser
 from errors import UsageError
 from fake_anthropic import Usage
 
@@ -46,12 +46,28 @@ def events_of(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines_of(name) if line.strip()]
 
 
+def parse_lines(lines: list[str]) -> AgentResult:
+    """What the streaming parser gives after being fed each line once."""
+    parser = ClaudeParser()
+    for line in lines:
+        parser.feed(line)
+    return parser.result()
+
+
 def parse(name: str) -> AgentResult:
-    return ClaudeAgent().parse_result(lines_of(name))
+    return parse_lines(lines_of(name))
+
+
+KEY = "sk-ant-test-0123456789abcdef"
 
 
 def load(tmp_path: Path, environ: dict[str, str] | None = None) -> config.Config:
-    return config.load({"task": "do it"}, environ=environ or {}, cwd=tmp_path)
+    settings = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "ANTHROPIC_API_KEY": KEY}
+    return config.load({"task": "do it"}, environ=settings | (environ or {}), cwd=tmp_path)
+
+
+def agent(tmp_path: Path, environ: dict[str, str] | None = None) -> ClaudeAgent:
+    return ClaudeAgent(load(tmp_path, environ).agent)
 
 
 # ---------------------------------------------------------------- parse_result on the fixtures
@@ -236,7 +252,7 @@ def test_empty_output_is_not_found(name: str) -> None:
 def test_a_truncated_result_line_counts_as_no_result() -> None:
     lines = lines_of("tools_session")
     truncated = [*lines[:-1], lines[-1][: len(lines[-1]) // 2]]
-    result = ClaudeAgent().parse_result(truncated)
+    result = parse_lines(truncated)
     assert not result.found
     assert result.is_error
     assert "Created hello.py" in (result.error or "")  # the agent's last words
@@ -265,10 +281,10 @@ def test_non_json_lines_change_nothing() -> None:
         mixed.append(GARBAGE_TEXT[n % len(GARBAGE_TEXT)])
         mixed.append(line)
     mixed += GARBAGE_TEXT
-    agent = ClaudeAgent()
-    assert agent.parse_result(mixed) == agent.parse_result(clean)
+    parser = ClaudeParser()
+    assert parse_lines(mixed) == parse_lines(clean)
     for line in GARBAGE_TEXT:
-        assert agent.on_output_line(line) is None
+        assert parser.feed(line) is None
 
 
 WRONG_SHAPES = [
@@ -293,17 +309,17 @@ WRONG_RESULTS = [
 
 @pytest.mark.parametrize("line", WRONG_SHAPES)
 def test_wrongly_shaped_events_never_raise(line: str) -> None:
-    agent = ClaudeAgent()
+    parser = ClaudeParser()
     clean = lines_of("tools_session")
     mixed = [*clean[:3], line + "\n", *clean[3:]]
-    assert agent.parse_result(mixed) == agent.parse_result(clean)
-    event = agent.on_output_line(line)
+    assert parse_lines(mixed) == parse_lines(clean)
+    event = parser.feed(line)
     assert event is None or isinstance(event, ProgressEvent)
 
 
 @pytest.mark.parametrize("line", WRONG_RESULTS)
 def test_a_wrongly_shaped_result_never_raises(line: str) -> None:
-    result = ClaudeAgent().parse_result([*lines_of("text_answer")[:-1], line + "\n"])
+    result = parse_lines([*lines_of("text_answer")[:-1], line + "\n"])
     assert result.found
     assert result.model == "claude-opus-5-5"
     assert result.is_error
@@ -334,12 +350,12 @@ def tool(name: str, **args: Any) -> dict[str, Any]:
     ],
 )
 def test_tool_calls_become_progress_events(block: dict[str, Any], text: str) -> None:
-    assert ClaudeAgent().on_output_line(assistant(block) + "\n") == ProgressEvent("tool", text)
+    assert ClaudeParser().feed(assistant(block) + "\n") == ProgressEvent("tool", text)
 
 
 def test_long_commands_are_shortened() -> None:
     command = "python3 -c 'print(1)' && " + "echo word " * 40
-    event = ClaudeAgent().on_output_line(assistant(tool("Bash", command=command)))
+    event = ClaudeParser().feed(assistant(tool("Bash", command=command)))
     assert event is not None
     assert event.kind == "tool"
     assert event.text.startswith("Bash: python3 -c 'print(1)' && echo word")
@@ -347,7 +363,7 @@ def test_long_commands_are_shortened() -> None:
     assert len(event.text) < len("Bash: " + command)
     assert len(event.text) <= len("Bash: ") + 80
     path = "/workspace/" + "deep/" * 30 + "file.py"
-    event = ClaudeAgent().on_output_line(assistant(tool("Write", file_path=path)))
+    event = ClaudeParser().feed(assistant(tool("Write", file_path=path)))
     assert event is not None
     assert event.text.startswith("Write deep/deep/")
     assert "/workspace/" not in event.text
@@ -355,18 +371,18 @@ def test_long_commands_are_shortened() -> None:
 
 
 def test_lines_without_a_tool_call_give_no_tool_event() -> None:
-    agent = ClaudeAgent()
-    assert agent.on_output_line("plain text\n") is None
-    assert agent.on_output_line("") is None
-    assert agent.on_output_line(assistant({"type": "text", "text": "Thinking"})) is None
-    assert agent.on_output_line('{"type": "user", "message": {"content": []}}') is None
+    parser = ClaudeParser()
+    assert parser.feed("plain text\n") is None
+    assert parser.feed("") is None
+    assert parser.feed(assistant({"type": "text", "text": "Thinking"})) is None
+    assert parser.feed('{"type": "user", "message": {"content": []}}') is None
 
 
 def test_progress_events_of_the_recorded_sessions() -> None:
-    agent = ClaudeAgent()
+    parser = ClaudeParser()
 
     def events(name: str) -> list[ProgressEvent]:
-        found = (agent.on_output_line(line) for line in lines_of(name))
+        found = (parser.feed(line) for line in lines_of(name))
         return [e for e in found if e is not None]
 
     session = events("tools_session")
@@ -390,7 +406,7 @@ def test_progress_events_of_the_recorded_sessions() -> None:
 
 
 def test_container_command_without_options(tmp_path: Path) -> None:
-    argv = ClaudeAgent().container_command(load(tmp_path))
+    argv = agent(tmp_path).command()
     assert argv == [
         "claude",
         "-p",
@@ -401,18 +417,26 @@ def test_container_command_without_options(tmp_path: Path) -> None:
     ]
 
 
-def test_container_command_with_model_and_max_turns(tmp_path: Path) -> None:
-    cfg = load(tmp_path, {"ANTHROPIC_MODEL": "claude-sonnet-4-5", "AGENT_MAX_TURNS": "7"})
-    argv = ClaudeAgent().container_command(cfg)
-    assert argv[:6] == ClaudeAgent().container_command(load(tmp_path))
+def test_container_command_with_model_max_turns_and_agent_args(tmp_path: Path) -> None:
+    argv = agent(
+        tmp_path, {"ANTHROPIC_MODEL": "claude-sonnet-4-5", "AGENT_MAX_TURNS": "7"}
+    ).command()
+    assert argv[:6] == agent(tmp_path).command()
     assert argv[argv.index("--model") + 1] == "claude-sonnet-4-5"
     assert argv[argv.index("--max-turns") + 1] == "7"
-    only_model = ClaudeAgent().container_command(load(tmp_path, {"ANTHROPIC_MODEL": "m"}))
+    only_model = agent(tmp_path, {"ANTHROPIC_MODEL": "m"}).command()
     assert "--max-turns" not in only_model
     assert only_model[-2:] == ["--model", "m"]
-    only_turns = ClaudeAgent().container_command(load(tmp_path, {"AGENT_MAX_TURNS": "3"}))
+    only_turns = agent(tmp_path, {"AGENT_MAX_TURNS": "3"}).command()
     assert "--model" not in only_turns
     assert only_turns[-2:] == ["--max-turns", "3"]
+    cfg = config.load(
+        {"task": "t", "model": "from-cli", "agent_arg": ("--append-system-prompt", "be brief")},
+        environ={"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_MODEL": "from-env"},
+        cwd=tmp_path,
+    )
+    argv = ClaudeAgent(cfg.agent).command()
+    assert argv[6:] == ["--model", "from-cli", "--append-system-prompt", "be brief"]
 
 
 @pytest.mark.parametrize(
@@ -429,24 +453,75 @@ def test_container_command_with_model_and_max_turns(tmp_path: Path) -> None:
 )
 def test_api_hosts(tmp_path: Path, base_url: str | None, hosts: list[str]) -> None:
     environ = {"ANTHROPIC_BASE_URL": base_url} if base_url else {}
-    assert ClaudeAgent().api_hosts(load(tmp_path, environ)) == hosts
+    assert agent(tmp_path, environ).api_hosts() == hosts
 
 
-def test_missing_api_key_names_the_variable(tmp_path: Path) -> None:
-    cfg = load(tmp_path)
-    assert cfg.api_key is None
-    with pytest.raises(UsageError, match="ANTHROPIC_API_KEY") as caught:
-        ClaudeAgent().check_credentials(cfg)
+def test_no_credential_names_every_variable(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no credential for claude: set one of") as caught:
+        config.load({"task": "t"}, environ={"XDG_CONFIG_HOME": str(tmp_path)}, cwd=tmp_path)
     assert caught.value.exit_code == 2
-    assert ClaudeAgent().secret_env(cfg) == {}
+    for variable in ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN"):
+        assert variable in str(caught.value)
 
 
-def test_api_key_present(tmp_path: Path) -> None:
-    key = "sk-ant-test-0123456789abcdef"
-    cfg = load(tmp_path, {"ANTHROPIC_API_KEY": key, "ANTHROPIC_BASE_URL": "http://10.0.0.1:80"})
-    ClaudeAgent().check_credentials(cfg)
-    assert ClaudeAgent().secret_env(cfg) == {"ANTHROPIC_API_KEY": key}
-    env = ClaudeAgent().container_env(cfg)
-    assert key not in json.dumps(env)
+@pytest.mark.parametrize(
+    ("variable", "method"),
+    [
+        ("ANTHROPIC_API_KEY", "api-key"),
+        ("CLAUDE_CODE_OAUTH_TOKEN", "oauth-token"),
+        ("ANTHROPIC_AUTH_TOKEN", "auth-token"),
+    ],
+)
+def test_each_credential_alone_is_delivered_as_a_secret(
+    tmp_path: Path, variable: str, method: str
+) -> None:
+    secret = f"secret-for-{method}-0123456789"
+    environ = {"XDG_CONFIG_HOME": str(tmp_path), variable: secret}
+    environ["ANTHROPIC_BASE_URL"] = "http://10.0.0.1:80"
+    cfg = config.load({"task": "t"}, environ=environ, cwd=tmp_path)
+    claude = ClaudeAgent(cfg.agent)
+    assert claude.secret_env() == {variable: secret}
+    env = claude.container_env()
+    assert secret not in json.dumps(env)
     assert env == {"ANTHROPIC_BASE_URL": "http://10.0.0.1:80"}
-    assert key not in " ".join(ClaudeAgent().container_command(cfg))
+    assert secret not in " ".join(claude.command())
+    assert secret not in repr(cfg)
+
+
+def test_several_credentials_need_auth_to_choose(tmp_path: Path) -> None:
+    environ = {
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "ANTHROPIC_API_KEY": "sk-ant-key-0123456789",
+        "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat-0123456789",
+    }
+    with pytest.raises(UsageError, match=r"several credentials for claude are set") as caught:
+        config.load({"task": "t"}, environ=environ, cwd=tmp_path)
+    assert "--auth api-key | oauth-token | auth-token" in str(caught.value)
+    cfg = config.load({"task": "t", "auth": "oauth-token"}, environ=environ, cwd=tmp_path)
+    assert ClaudeAgent(cfg.agent).secret_env() == {
+        "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat-0123456789"
+    }  # only the chosen one: Claude Code would prefer the API key if both reached it
+    by_variable = config.load(
+        {"task": "t"}, environ=environ | {"AGENT_WORKER_AUTH": "api-key"}, cwd=tmp_path
+    )
+    assert ClaudeAgent(by_variable.agent).secret_env() == {
+        "ANTHROPIC_API_KEY": "sk-ant-key-0123456789"
+    }
+
+
+def test_auth_naming_an_unset_or_unknown_method(tmp_path: Path) -> None:
+    environ = {"XDG_CONFIG_HOME": str(tmp_path), "ANTHROPIC_API_KEY": "sk-ant-key-0123456789"}
+    with pytest.raises(UsageError, match="--auth oauth-token: CLAUDE_CODE_OAUTH_TOKEN is not set"):
+        config.load({"task": "t", "auth": "oauth-token"}, environ=environ, cwd=tmp_path)
+    with pytest.raises(UsageError, match="--auth must be one of api-key"):
+        config.load({"task": "t", "auth": "password"}, environ=environ, cwd=tmp_path)
+
+
+def test_the_version_pin_is_the_image_layers(tmp_path: Path) -> None:
+    layer = agent(tmp_path).image_layer()
+    assert layer.build_args == {"CLAUDE_CODE_VERSION": "2.1.331"}
+    assert "FROM system AS claude" in layer.stages
+    assert "COPY --from=claude" in layer.final
+    pinned = agent(tmp_path, {"CLAUDE_CODE_VERSION": "2.0.0"})
+    assert pinned.image_layer().build_args == {"CLAUDE_CODE_VERSION": "2.0.0"}
+    assert pinned.version() == "2.0.0"

@@ -12,6 +12,7 @@ import config
 from errors import UsageError
 
 CERT = Path("/usr/local/share/ca-certificates")
+DEFAULT_KEY = "sk-ant-default-0123456789"
 
 
 def load(
@@ -19,11 +20,14 @@ def load(
     cli: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
     tool_dir: Path | None = None,
+    key: bool = True,
     **kw: Any,
 ) -> config.Config:
     options: dict[str, Any] = {"task": "do it"} | (cli or {})
-    # the user's settings file of the test, never the machine's own
+    # the user's settings file of the test, never the machine's own; a key unless one is given
     environ = {"XDG_CONFIG_HOME": str(tmp_path / "xdg-config")} | (environ or {})
+    if key:
+        environ.setdefault("ANTHROPIC_API_KEY", DEFAULT_KEY)
     return config.load(options, environ=environ, cwd=tmp_path, tool_dir=tool_dir, **kw)
 
 
@@ -43,15 +47,16 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.agent_type == "claude"
     assert cfg.timeout_s == 3600
     assert cfg.base_image == "debian:bookworm-slim"
-    assert cfg.claude_version == config.DEFAULT_CLAUDE_CODE_VERSION
+    assert cfg.agent.values == {"CLAUDE_CODE_VERSION": "2.1.331"}
     assert cfg.memory_bytes == 4 * 1024**3
     assert cfg.pids_limit == 1024
     assert cfg.cpus is None
-    assert cfg.max_turns is None
     assert cfg.firewall
     assert cfg.workspace == "auto"
     assert cfg.git_identity == "agent"
-    assert cfg.api_key is None
+    assert cfg.agent.secret == DEFAULT_KEY
+    assert cfg.agent.credential is not None
+    assert cfg.agent.credential.variable == "ANTHROPIC_API_KEY"
 
 
 def test_command_line_beats_environment_beats_dotenv_beats_default(tmp_path: Path) -> None:
@@ -60,8 +65,8 @@ def test_command_line_beats_environment_beats_dotenv_beats_default(tmp_path: Pat
     )
     cfg = load(tmp_path, {"timeout": "10"}, {"AGENT_TIMEOUT": "20", "ANTHROPIC_MODEL": "m-var"})
     assert cfg.timeout_s == 10
-    assert cfg.model == "m-var"
-    assert cfg.max_turns == 7
+    assert cfg.agent.get("ANTHROPIC_MODEL") == "m-var"
+    assert cfg.agent.get("AGENT_MAX_TURNS") == "7"
     cfg = load(tmp_path, {}, {"AGENT_TIMEOUT": "20"})
     assert cfg.timeout_s == 20
     cfg = load(tmp_path)
@@ -75,8 +80,8 @@ def test_the_projects_own_dotenv_is_read_only_for_prefixed_keys(tmp_path: Path) 
         "AGENT_WORKER_MEMORY=512m\nAGENT_WORKER_DEBUG=1\n"
     )
     user_settings(tmp_path, "AGENT_WORKER_MEMORY=1g\nANTHROPIC_API_KEY=sk-ant-usersown1\n")
-    cfg = load(tmp_path)
-    assert cfg.api_key == "sk-ant-usersown1"  # the user's, never the project's
+    cfg = load(tmp_path, key=False)
+    assert cfg.agent.secret == "sk-ant-usersown1"  # the user's, never the project's
     assert cfg.timeout_s == 3600
     assert cfg.memory_bytes == 512 * 1024**2  # the project's own agent-worker setting wins
     assert cfg.debug
@@ -125,15 +130,15 @@ def test_every_variable_in_the_table_is_read(tmp_path: Path) -> None:
     }
     cfg = load(tmp_path, {}, environ)
     assert cfg.project == project.resolve()
-    assert cfg.api_key == "sk-ant-xyz12345"
-    assert cfg.base_url == "http://10.0.0.1:8080"
-    assert cfg.model == "claude-x"
-    assert cfg.max_turns == 12
+    assert cfg.agent.secret == "sk-ant-xyz12345"
+    assert cfg.agent.get("ANTHROPIC_BASE_URL") == "http://10.0.0.1:8080"
+    assert cfg.agent.get("ANTHROPIC_MODEL") == "claude-x"
+    assert cfg.agent.get("AGENT_MAX_TURNS") == "12"
     assert cfg.timezone == "Europe/Paris"
     assert cfg.timeout_s == 5400
     assert cfg.docker_host == "tcp://10.0.0.2:2375"
     assert cfg.base_image == "mine:1"
-    assert cfg.claude_version == "2.0.0"
+    assert cfg.agent.get("CLAUDE_CODE_VERSION") == "2.0.0"
     assert cfg.debug
     assert cfg.git_identity == "user"
     assert cfg.workspace == "copy"
@@ -145,8 +150,8 @@ def test_every_variable_in_the_table_is_read(tmp_path: Path) -> None:
 
 def test_dotenv_reads_only_known_keys(tmp_path: Path) -> None:
     user_settings(tmp_path, "ANTHROPIC_API_KEY=sk-ant-fromfile1\nAWS_SECRET=nope\n")
-    cfg = load(tmp_path)
-    assert cfg.api_key == "sk-ant-fromfile1"
+    cfg = load(tmp_path, key=False)
+    assert cfg.agent.secret == "sk-ant-fromfile1"
     assert "nope" not in repr(cfg)
     assert "AWS_SECRET" not in repr(cfg)
 
@@ -159,7 +164,7 @@ def test_user_settings_win_over_the_tool_directory(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("AGENT_WORKER_CPUS=1\n")
     cfg = load(tmp_path, tool_dir=tool)
     assert cfg.timeout_s == 22
-    assert cfg.max_turns == 3
+    assert cfg.agent.get("AGENT_MAX_TURNS") == "3"
     assert cfg.cpus == 1
 
 
@@ -169,23 +174,47 @@ def test_env_file_option_replaces_the_default_files(tmp_path: Path) -> None:
     other.write_text("AGENT_MAX_TURNS=4\n")
     cfg = load(tmp_path, {"env_file": str(other)})
     assert cfg.timeout_s == 3600
-    assert cfg.max_turns == 4
+    assert cfg.agent.get("AGENT_MAX_TURNS") == "4"
     with pytest.raises(UsageError, match=r"--env-file: .*missing.env is not a readable file"):
         load(tmp_path, {"env_file": str(tmp_path / "missing.env")})
 
 
 def test_api_key_on_the_command_line_warns(tmp_path: Path) -> None:
     cfg = load(tmp_path, {"api_key": "sk-ant-cli123456"}, {"ANTHROPIC_API_KEY": "sk-ant-env"})
-    assert cfg.api_key == "sk-ant-cli123456"
+    assert cfg.agent.secret == "sk-ant-cli123456"
     assert any("process list" in w and "ANTHROPIC_API_KEY" in w for w in cfg.warnings)
     assert load(tmp_path, {}, {"ANTHROPIC_API_KEY": "sk-ant-env"}).warnings == ()
 
 
-def test_agent_plugins_bring_their_own_key_variable(tmp_path: Path) -> None:
-    agents = {"claude": "ANTHROPIC_API_KEY", "other": "OTHER_KEY"}
+def test_agent_plugins_bring_their_own_variables(tmp_path: Path) -> None:
+    from agents.base_agent import BaseAgent, Credential, OutputParser, Setting
+
+    class Other(BaseAgent):
+        name = "other"
+        credentials = (Credential("OTHER_KEY", "key", "its key"),)
+        settings = (Setting("OTHER_MODEL", "model", "small", option="model"),)
+
+        def command(self) -> list[str]:
+            return ["other"]
+
+        def parser(self) -> OutputParser:
+            raise NotImplementedError
+
     user_settings(tmp_path, "OTHER_KEY=from-dotenv\n")
-    cfg = load(tmp_path, {"agent_type": "other"}, key_variable=agents.__getitem__)
-    assert cfg.api_key == "from-dotenv"
+    cfg = load(tmp_path, {"agent_type": "other"}, agent_class=lambda name: Other)
+    assert cfg.agent.secret == "from-dotenv"
+    assert cfg.agent.values == {"OTHER_MODEL": "small"}
+    cfg = load(tmp_path, {"agent_type": "other", "model": "big"}, agent_class=lambda name: Other)
+    assert cfg.agent.values == {"OTHER_MODEL": "big"}
+    with pytest.raises(UsageError, match="--max-turns: the other agent has no such setting"):
+        load(tmp_path, {"agent_type": "other", "max_turns": "3"}, agent_class=lambda name: Other)
+
+
+def test_the_command_agent_takes_no_credential(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {"agent_type": "command"}, key=False)
+    assert cfg.agent.credential is None
+    with pytest.raises(UsageError, match="the command agent takes no credential"):
+        load(tmp_path, {"agent_type": "command", "api_key": "sk-ant-x-0123456789"})
 
 
 @pytest.mark.parametrize(

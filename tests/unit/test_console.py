@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.claude_agent import ClaudeAgent
+from agents.claude_agent import ClaudeParser
 from conftest import git
 from console import (
     AgentOutput,
@@ -254,7 +254,7 @@ def test_agent_output_writes_stdout_exactly_after_redaction(tmp_path: Path) -> N
 def test_agent_output_turns_tool_calls_into_progress_lines(tmp_path: Path) -> None:
     redactor = Redactor([SECRET])
     progress, progress_err = make_progress(redactor)
-    output = AgentOutput(tmp_path, ClaudeAgent().on_output_line, progress, redactor)
+    output = AgentOutput(tmp_path, ClaudeParser().feed, progress, redactor)
     output.stdout.feed(tool_line("Write", {"file_path": "/workspace/hello.txt"}).encode())
     output.stdout.feed(tool_line("Bash", {"command": f"echo {SECRET}"}).encode())
     output.close()
@@ -281,10 +281,6 @@ def test_agent_output_sorts_stderr_lines(tmp_path: Path) -> None:
     for chunk in chunks(data, 11):
         output.stderr.feed(chunk)
     output.close()
-    assert output.warnings == [
-        "the allowed host nowhere.invalid does not resolve",
-        "second warning",
-    ]
     assert list(output.tail) == [
         f"Error: something broke with {MASKED}",
         "a line from the agent that mentions agent-worker: warning: later",
@@ -293,8 +289,8 @@ def test_agent_output_sorts_stderr_lines(tmp_path: Path) -> None:
     assert (tmp_path / "container.log").read_bytes() == redactor.data(data)
     assert (tmp_path / "agent.jsonl").read_bytes() == b""
     shown = progress_err.getvalue()
-    assert "agent-worker: warning: the allowed host nowhere.invalid does not resolve" in shown
-    assert "agent-worker: warning: second warning" in shown
+    assert "warning: the allowed host nowhere.invalid does not resolve" in shown
+    assert "warning: second warning" in shown
     assert "cloning the branch" in shown
     assert SECRET not in shown
 
@@ -306,7 +302,6 @@ def test_agent_output_tail_keeps_the_last_lines(tmp_path: Path) -> None:
     output.stderr.feed("".join(f"line {n}\n" for n in range(30)).encode())
     output.close()
     assert list(output.tail) == [f"line {n}" for n in range(18, 30)]
-    assert output.warnings == []
 
 
 # ---------------------------------------------------------------- RunLog
@@ -561,7 +556,7 @@ def test_agent_output_keeps_data_raw_and_shows_it_escaped(
     redactor = Redactor()
     stderr = TtyIO()
     progress = Progress(Env(stdout=io.StringIO(), stderr=stderr), redactor)
-    output = AgentOutput(tmp_path, ClaudeAgent().on_output_line, progress, redactor)
+    output = AgentOutput(tmp_path, ClaudeParser().feed, progress, redactor)
     output.stdout.feed(
         tool_line("Write", {"file_path": "/workspace/t\x1b]2;pwned\x07[x].md"}).encode()
     )
@@ -569,12 +564,11 @@ def test_agent_output_keeps_data_raw_and_shows_it_escaped(
     output.stderr.feed(b"agent-worker: error: cannot clone [/] \x9b\n")
     output.close()
     progress.close()
-    assert output.warnings == ["host [h]\x1b[2J is odd"]
-    assert output.error == "cannot clone [/] \ufffd"  # decoded with replacement, kept as data
+    assert not hasattr(output, "error")  # shown only: the result channel decides
     raw = stderr.getvalue()
     for control in FORGED:
         assert control not in raw, control
     shown = "\n".join(screen_lines(raw))
     assert "Write t\\033]2;pwned\\a[x].md" in shown
     assert "warning: host [h]\\033[2J is odd" in shown
-    assert "agent-worker: error: cannot clone [/] \ufffd" in shown
+    assert "error: cannot clone [/] \ufffd" in shown

@@ -83,6 +83,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "agent",
         "tokens",
         "cost_usd",
+        "metered",
         "turns",
         "changes",
         "run_dir",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from agents.base_agent import AgentResult
-from docker_manager import ExitInfo
+from backend import ExitInfo
 from errors import (
     AgentWorkerError,
     DockerError,

@@ -1,0 +1,121 @@
+"""The Backend protocol: the few operations a run needs from an execution engine, and the plain
+values that cross it. docker_manager.DockerBackend (a local or remote Docker engine) is the
+first implementation; an engine with no stdin and no file copy (a Swarm service, a Kubernetes
+Job) implements the same operations with inputs as files and the result framed in its output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from agents.base_agent import ImageLayer
+
+GRACE_S = 30.0  # after a timeout or a signal: time for the task to commit and bundle
+RESULT_DIR = "/agent-worker/out"  # the task's result channel: result.json and result.bundle
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file (or, with data None, a directory) the task gets as input."""
+
+    path: str
+    data: bytes | Path | None
+    mode: int = 0o644
+    uid: int = 0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything an engine needs to run one task, but its inputs."""
+
+    image: str
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    labels: dict[str, str]
+    memory_bytes: int
+    cpus: float | None
+    pids_limit: int
+    firewall: bool
+    # the repository's object directories (its own, then those it borrows), shared read-only
+    # at /source/objects-N where the engine shares this machine's files; nothing else is
+    object_dirs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    status_code: int
+    oom_killed: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    tag: str
+    built: bool
+    log_path: Path | None
+
+
+@dataclass
+class Task:
+    """A created task: the engine's own handle and the inputs it still has to receive."""
+
+    handle: Any
+    inputs: list[FileEntry] = field(default_factory=list)
+
+
+class OutputStream(Protocol):
+    """A task's output being read on the side; error is set when reading it failed."""
+
+    error: BaseException | None
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+class Backend(Protocol):
+    """An execution engine. Each call raises an AgentWorkerError subclass (DockerError for
+    Docker) with a sentence for the user when the engine refuses or cannot be reached."""
+
+    local: bool  # the engine shares this machine's files: bind mounts of local paths work
+
+    def prepare_image(
+        self,
+        layer: ImageLayer,
+        *,
+        base_image: str,
+        ca_certs: tuple[Path, ...],
+        force: bool,
+        log_dir: Path,
+        on_line: Callable[[str], None],
+    ) -> ImageResult:
+        """The agent's image, built (and pushed where nodes pull) or reused by content tag."""
+
+    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+        """Create, not start, the task."""
+
+    def start(
+        self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+    ) -> OutputStream:
+        """Start it, deliver its inputs, and stream its output to the callbacks until it ends."""
+
+    def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
+        """Its exit, or None if it is still running after timeout_s."""
+
+    def signal(self, task: Task, name: str) -> None:
+        """Send a signal (SIGTERM, SIGKILL); a task that already ended is not an error."""
+
+    def fetch_result(self, task: Task, dest: Path) -> bool:
+        """Copy the task's result channel (RESULT_DIR) into dest/out; False when there is none."""
+
+    def remove(self, task: Task) -> None:
+        """Remove it, running or not, with everything the engine keeps for it."""
+
+    def remove_orphans(self) -> list[str]:
+        """Remove tasks of runs that are gone (this host's dead processes; any host's past
+        their deadline); their names."""

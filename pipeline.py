@@ -1,0 +1,498 @@
+"""One run as a pipeline over a Backend: preflight, image, branch, then the task's four steps
+(spec, supervise, collect, report), each passing frozen values to the next.
+
+Everything up to the image changes nothing; after that a report is always written, the task
+is removed on every path, and the branch is deleted only if this run made it and the agent
+never started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from backend import GRACE_S, Backend, ExitInfo, Task
+from errors import AgentWorkerError, DockerError, GitError, InternalError, Interrupted
+from report import AgentInfo, Outcome, RunReport, Tokens, decide_status, render_json
+
+if TYPE_CHECKING:
+    from agents.base_agent import AgentResult, BaseAgent, OutputParser
+    from config import Config
+    from console import Progress, Redactor, RunLog
+    from git_manager import Workspace
+
+log = logging.getLogger("agent_worker")
+
+
+class Signals:
+    """SIGINT and SIGTERM raise Interrupted in the main thread, once; while protected (cleanup)
+    they are only counted, and one more means "stop waiting"."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._protected = 0
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count == 1 and not self._protected:
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    @contextmanager
+    def protected(self) -> Iterator[None]:
+        self._protected += 1
+        try:
+            yield
+        finally:
+            self._protected -= 1
+
+
+class Background(threading.Thread):
+    """A call run on the side; outcome() waits for it and returns (or raises) what it did."""
+
+    def __init__(self, call: Callable[..., Any], *args: Any) -> None:
+        super().__init__(daemon=True)
+        self._call = call
+        self._args = args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._call(*self._args)
+        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
+            self._error = exc
+
+    def outcome(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@dataclass
+class Journal:
+    """What a run notes as it goes: timings of its phases and warnings for the report."""
+
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    _last: float = field(default_factory=time.monotonic)
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[name] = now - self._last
+        self._last = now
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every step of one run shares."""
+
+    config: Config
+    agent: BaseAgent
+    parser: OutputParser
+    redactor: Redactor
+    progress: Progress
+    signals: Signals
+    run_id: str
+    run_dir: Path
+    journal: Journal
+
+
+@dataclass(frozen=True)
+class Inside:
+    """The task's own account of its end, from its result channel (result.json): written after
+    the agent's processes are gone, so nothing the agent prints can forge it."""
+
+    phase: str  # "setup": the agent never started; "agent": it ran
+    error: str | None = None
+    head: str | None = None
+    bundle: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Supervised:
+    """How the task ended, as the host saw it."""
+
+    started: bool = False
+    exit: ExitInfo | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+    agent_tail: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Collected:
+    inside: Inside | None = None
+    head: str | None = None
+    import_error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def run(
+    cfg: Config,
+    connect: Callable[[], Backend],
+    *,
+    redactor: Redactor,
+    runlog: RunLog,
+    progress: Progress,
+    signals: Signals,
+    cache_dir: Path,
+) -> RunReport:
+    """Preflight, image and the run directory; then the task, always ending in a report."""
+    import agents
+    import git_manager
+
+    agent = agents.get(cfg.agent_type, cfg.agent)
+    journal = Journal(warnings=list(cfg.warnings))
+    # Reaching the engine (and importing its client) overlaps the git checks, which mostly wait
+    # on git; a failed check still comes first, and none of it changes anything.
+    connecting = Background(connect)
+    ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
+    backend: Backend = connecting.outcome()
+    # Cleaning up after runs that are gone is nobody's critical path: it happens while this
+    # run goes on, and is reported at its end.
+    orphans = Background(backend.remove_orphans)
+    journal.mark("preflight")
+    progress.phase("Preparing the agent image")
+    image = backend.prepare_image(
+        agent.image_layer(),
+        base_image=cfg.base_image,
+        ca_certs=cfg.ca_certs,
+        force=cfg.force_rebuild,
+        log_dir=cache_dir / "builds",
+        on_line=progress.build_line,
+    )
+    journal.mark("image")
+    log.info("image %s (%s)", image.tag, "built" if image.built else "reused")
+    run_id = new_run_id()
+    run_dir = ws.git_dir / "agent-worker" / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    runlog.to_file(run_dir / "agent-worker.log")
+    (run_dir / "task.md").write_text(cfg.task, encoding="utf-8")
+    if image.log_path is not None:
+        (run_dir / "build.log").write_bytes(image.log_path.read_bytes())
+    ctx = Context(cfg, agent, agent.parser(), redactor, progress, signals, run_id, run_dir, journal)
+    try:
+        return run_task(ctx, backend, ws, image.tag)
+    finally:
+        report_orphans(orphans, progress)
+
+
+def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:
+    """Branch, spec, supervise, collect; cleanup and a report on every path."""
+    import git_manager
+    import task_spec
+
+    supervised, collected, error = Supervised(), Collected(), None
+    task: Task | None = None
+    created: Workspace | None = None
+    try:
+        ws = created = git_manager.create_branch(ws, branch_given=ctx.config.branch_given)
+        ctx.progress.phase("Starting the agent container")
+        prepared = task_spec.prepare(
+            ctx.config,
+            ctx.agent,
+            ws,
+            image=image,
+            run_id=ctx.run_id,
+            run_dir=ctx.run_dir,
+            local_engine=backend.local,
+        )
+        ctx.redactor.add(*prepared.secrets)
+        ctx.journal.warnings.extend(prepared.warnings)
+        for warning in prepared.warnings:
+            ctx.progress.warn(warning)
+        task = backend.create(prepared.spec, prepared.inputs)
+        supervised = supervise(ctx, backend, task, ws)
+        ctx.journal.mark("agent")
+        with ctx.signals.protected():
+            collected = collect(ctx, backend, task, ws, supervised)
+        ctx.journal.mark("results")
+    except AgentWorkerError as exc:
+        error = exc
+    except Exception as exc:  # noqa: BLE001 (a bug: reported with the log, not a traceback)
+        log.error("internal error:\n%s", traceback.format_exc())
+        error = internal_error(exc, ctx.run_dir / "agent-worker.log")
+    outcome = combine(supervised, collected, error)
+    with ctx.signals.protected():
+        deleted = clean_up(ctx, backend, task, created, outcome)
+    return report(ctx, ws, outcome, branch=created is not None and not deleted)
+
+
+def combine(
+    supervised: Supervised, collected: Collected, error: AgentWorkerError | None
+) -> Outcome:
+    inside = collected.inside
+    setup_error = inside.error if inside is not None and inside.phase == "setup" else None
+    return Outcome(
+        exit=supervised.exit,
+        timed_out=supervised.timed_out,
+        interrupted=supervised.interrupted,
+        started=supervised.started,
+        head=collected.head,
+        import_error=collected.import_error,
+        error=error,
+        agent_tail=list(supervised.agent_tail),
+        container_error=setup_error,
+        warnings=[*supervised.warnings, *collected.warnings],
+    )
+
+
+def clean_up(
+    ctx: Context, backend: Backend, task: Task | None, created: Workspace | None, outcome: Outcome
+) -> bool:
+    """Remove the task; delete the branch this run made if the agent never started. True when
+    the branch was deleted."""
+    import git_manager
+
+    if task is not None:
+        try:
+            backend.remove(task)
+        except AgentWorkerError as exc:
+            ctx.journal.warnings.append(str(exc))
+    (ctx.run_dir / "source.pack").unlink(missing_ok=True)
+    if created is not None and not outcome.agent_started and git_manager.delete_branch(created):
+        log.info("deleted branch %s: the agent never started", created.branch)
+        return True
+    return False
+
+
+def report_orphans(orphans: Background, progress: Progress) -> None:
+    try:
+        removed = orphans.outcome()
+    except AgentWorkerError as exc:
+        progress.warn(str(exc))
+        return
+    for name in removed:
+        progress.warn(f"removed container {name}, left by an agent-worker that is gone")
+
+
+def internal_error(exc: BaseException, log_path: Path) -> InternalError:
+    return InternalError(
+        f"internal error ({type(exc).__name__}: {exc}); please report it with the log {log_path}"
+    )
+
+
+# ---------------------------------------------------------------- supervise
+
+
+def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supervised:
+    """Start the task and stream the agent's output until it ends, the timeout passes or a
+    signal arrives; it has stopped when this returns."""
+    from console import AgentOutput
+
+    output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor)
+    started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
+    try:
+        stream = backend.start(task, output.stdout.feed, output.stderr.feed)
+        started = True
+        ctx.journal.mark("container")
+        ctx.progress.phase(f"Agent at work on branch {ws.branch}")
+        deadline = time.monotonic() + ctx.config.timeout_s
+        try:
+            while exit_info is None and (left := deadline - time.monotonic()) > 0:
+                if stream.is_alive():
+                    stream.join(min(left, 1.0))
+                else:  # the output ended: the task is stopping (or the stream broke)
+                    exit_info = backend.wait(task, min(left, 5.0))
+            timed_out = exit_info is None
+        except Interrupted:
+            interrupted = True
+        with ctx.signals.protected():
+            exit_info = stop(ctx, backend, task, exit_info, timed_out=timed_out)
+            stream.join(10.0)
+        if stream.error is not None:
+            warnings.append(f"reading the agent's output failed: {stream.error}")
+    finally:
+        output.close()
+    return Supervised(
+        started=started,
+        exit=exit_info,
+        timed_out=timed_out,
+        interrupted=interrupted,
+        agent_tail=tuple(output.tail),
+        warnings=tuple(warnings),
+    )
+
+
+def stop(
+    ctx: Context, backend: Backend, task: Task, exit_info: ExitInfo | None, *, timed_out: bool
+) -> ExitInfo:
+    """See the task stopped; after a timeout or a signal, politely first, so that it can commit
+    and bundle what the agent did."""
+    if exit_info is None:
+        why = "timed out" if timed_out else "interrupted"
+        ctx.progress.phase(f"Agent {why}: stopping it and saving its commits")
+        backend.signal(task, "SIGTERM")
+        exit_info = wait_exit(ctx, backend, task, GRACE_S)
+    if exit_info is None:
+        backend.signal(task, "SIGKILL")
+        exit_info = backend.wait(task, 60.0)
+    if exit_info is None:
+        raise DockerError("the agent container does not stop: check the Docker engine")
+    return exit_info
+
+
+def wait_exit(ctx: Context, backend: Backend, task: Task, grace: float) -> ExitInfo | None:
+    """Wait up to grace seconds for the task to exit; another signal cuts it short."""
+    end = time.monotonic() + grace
+    signals_seen = max(ctx.signals.count, 1)
+    while time.monotonic() < end and ctx.signals.count <= signals_seen:
+        exit_info = backend.wait(task, 1.0)
+        if exit_info is not None:
+            return exit_info
+    return None
+
+
+# ---------------------------------------------------------------- collect
+
+
+def collect(
+    ctx: Context, backend: Backend, task: Task, ws: Workspace, supervised: Supervised
+) -> Collected:
+    """Read the task's result channel and bring its commits onto the branch."""
+    import git_manager
+
+    ctx.progress.phase("Bringing the agent's commits back")
+    warnings: list[str] = []
+    inside = None
+    if backend.fetch_result(task, ctx.run_dir):
+        inside, problem = read_inside(ctx.run_dir / "out" / "result.json", supervised.exit)
+        if problem:
+            warnings.append(problem)
+    if inside is not None:
+        warnings.extend(inside.warnings)
+    bundle = ctx.run_dir / "out" / "result.bundle"
+    if inside is not None and inside.bundle and bundle.is_file():
+        try:
+            head = git_manager.import_bundle(ws, bundle)
+            bundle.unlink()
+            return Collected(inside, head, None, tuple(warnings))
+        except GitError as exc:
+            error = f"{exc}; the agent's commits are kept in {bundle}"
+            return Collected(inside, git_manager.branch_head(ws), error, tuple(warnings))
+    head = git_manager.branch_head(ws)
+    import_error = None
+    if inside is None:
+        import_error = (
+            "the container did not hand back the agent's work (see container.log in the run "
+            "directory): the branch stays at the base"
+        )
+    elif inside.phase == "agent" and inside.error:
+        import_error = f"the container {inside.error}: the branch stays at the base"
+    elif inside.phase == "agent" and inside.head and inside.head != ws.base_commit:
+        import_error = (
+            f"the agent left HEAD at {inside.head[:12]}, which does not "
+            f"descend from the base {ws.base_commit[:12]}: nothing imported"
+        )
+    return Collected(inside, head, import_error, tuple(warnings))
+
+
+def read_inside(path: Path, exit_info: ExitInfo | None) -> tuple[Inside | None, str | None]:
+    """The task's result.json, trusted only when the task ended by itself: a task killed before
+    its last step may have left a file its agent wrote instead."""
+    if not path.is_file():
+        return None, None
+    if exit_info is None or exit_info.status_code in (137, -1):
+        return None, "the container was killed before it could say how its agent ended"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        warnings = data.get("warnings") or []
+        inside = Inside(
+            phase=str(data["phase"]),
+            error=str(data["error"]) if data.get("error") else None,
+            head=str(data["head"]) if data.get("head") else None,
+            bundle=bool(data.get("bundle")),
+            warnings=tuple(str(w) for w in warnings if w),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"the container's result.json cannot be read ({type(exc).__name__})"
+    return inside, None
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> RunReport:
+    """The report of the run from everything known about it; written to the run directory."""
+    import git_manager
+
+    cfg = ctx.config
+    result: AgentResult | None = ctx.parser.result() if outcome.started else None
+    status, code, message, warnings = decide_status(
+        outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory
+    )
+    ctx.journal.warnings.extend([*outcome.warnings, *warnings])
+    try:
+        files = git_manager.diff_stats(ws, outcome.head) if outcome.head else []
+    except GitError as exc:
+        files = []
+        ctx.journal.warnings.append(f"no change statistics: {exc}")
+    from agents.base_agent import AgentResult as Result
+
+    result = result or Result()
+    made = RunReport(
+        run_id=ctx.run_id,
+        status=status,
+        exit_code=code,
+        branch=ws.branch if branch else None,
+        base_commit=ws.base_commit,
+        head_commit=outcome.head,
+        duration_s=time.monotonic() - ctx.journal.started,
+        agent=AgentInfo(
+            type=cfg.agent_type,
+            version=result.version or ctx.agent.version(),
+            model=result.model,
+            session_id=result.session_id,
+        ),
+        tokens=Tokens(
+            result.input_tokens,
+            result.output_tokens,
+            result.cache_read_tokens,
+            result.cache_creation_tokens,
+        ),
+        cost_usd=result.cost_usd,
+        turns=result.turns,
+        files=files,
+        run_dir=str(ctx.run_dir),
+        error=ctx.redactor.text(message) if message else None,
+        firewall=cfg.firewall,
+        warnings=[ctx.redactor.text(w) for w in ctx.journal.warnings],
+        timings=ctx.journal.timings,
+        metered=ctx.agent.metered,
+    )
+    (ctx.run_dir / "report.json").write_text(render_json(made), encoding="utf-8")
+    log.info("run %s ended: %s (exit %d)", ctx.run_id, status, code)
+    return made

@@ -1,0 +1,129 @@
+"""The first step of a run's task: what it runs, with which settings and inputs (TaskSpec plus
+FileEntry list), from the configuration, the workspace and the agent. Changes nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from backend import GRACE_S, FileEntry, TaskSpec
+
+if TYPE_CHECKING:
+    from agents.base_agent import BaseAgent
+    from config import Config
+    from git_manager import Workspace
+
+AGENT_IDENTITY = ("agent-worker", "agent-worker@localhost")
+LABEL = "agent-worker"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: TaskSpec
+    inputs: list[FileEntry]
+    secrets: tuple[str, ...]  # values to redact everywhere
+    warnings: tuple[str, ...]
+
+
+def prepare(
+    cfg: Config,
+    agent: BaseAgent,
+    ws: Workspace,
+    *,
+    image: str,
+    run_id: str,
+    run_dir: Path,
+    local_engine: bool,
+) -> Prepared:
+    """The task's spec and inputs; in copy mode, a pack of the branch is written to run_dir."""
+    import git_manager
+
+    secret_env = agent.secret_env()
+    inputs = [
+        FileEntry("/agent-worker/task.md", cfg.task.encode("utf-8")),
+        FileEntry("/agent-worker/secrets", None, 0o700),
+        *(
+            FileEntry(f"/agent-worker/secrets/{k}", v.encode(), 0o600)
+            for k, v in secret_env.items()
+        ),
+    ]
+    source = git_manager.source(ws)
+    mount = cfg.workspace == "mount" or (
+        cfg.workspace == "auto" and local_engine and source.mountable()
+    )
+    if not mount:
+        pack = run_dir / "source.pack"
+        git_manager.pack_branch(ws, pack)
+        inputs.append(FileEntry("/agent-worker/source.pack", pack))
+    if source.shallow:
+        inputs.append(FileEntry("/agent-worker/shallow", source.shallow))
+    if source.exclude.strip():
+        inputs.append(FileEntry("/agent-worker/exclude", source.exclude))
+    name, email = AGENT_IDENTITY
+    if cfg.git_identity == "user":
+        name, email = git_manager.user_identity(ws.root) or AGENT_IDENTITY
+    hosts, warnings = allowlist([*agent.api_hosts(), *cfg.allow_hosts])
+    env = {
+        "AW_BRANCH": ws.branch,
+        "AW_BASE": ws.base_commit,
+        "AW_OBJECT_FORMAT": ws.object_format,
+        "AW_FIREWALL": "1" if cfg.firewall else "0",
+        "AW_ALLOW_HOSTS": ",".join(hosts),
+        "TZ": cfg.timezone,
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    } | agent.container_env()
+    spec = TaskSpec(
+        image=image,
+        name=f"agent-worker-{run_id}",
+        command=["/usr/local/bin/agent_inside.sh", "--", *agent.command()],
+        env=env,
+        labels=labels(run_id, ws.root, deadline=time.time() + cfg.timeout_s + 2 * GRACE_S),
+        memory_bytes=cfg.memory_bytes,
+        cpus=cfg.cpus,
+        pids_limit=cfg.pids_limit,
+        firewall=cfg.firewall,
+        object_dirs=source.object_dirs if mount else (),
+    )
+    return Prepared(spec, inputs, tuple(secret_env.values()), tuple(warnings))
+
+
+def allowlist(entries: list[str]) -> tuple[list[str], list[str]]:
+    """The firewall's allowlist without repeats, and a warning for each repeat."""
+    hosts: list[str] = []
+    warnings = []
+    for host in entries:
+        if host in hosts:
+            warnings.append(f"allowed host {host} is listed twice")
+        else:
+            hosts.append(host)
+    return hosts, warnings
+
+
+def labels(run_id: str, project: Path, *, deadline: float) -> dict[str, str]:
+    """Labels that let a later run, from this host or any other, tell whether the task's
+    orchestrator is still there: its host, process and that process's start time, and the
+    moment after which nobody waits for the task any more."""
+    return {
+        f"{LABEL}.run-id": run_id,
+        f"{LABEL}.project": str(project),
+        f"{LABEL}.host": socket.gethostname(),
+        f"{LABEL}.pid": str(os.getpid()),
+        f"{LABEL}.pid-start": process_start(os.getpid()),
+        f"{LABEL}.deadline": str(int(deadline)),
+    }
+
+
+def process_start(pid: int) -> str:
+    """A process's start time in clock ticks since boot: with the pid, it names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]

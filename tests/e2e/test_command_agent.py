@@ -1,0 +1,119 @@
+"""The `command` agent end to end: a shell command in the sandbox, no key, the same branch,
+commit, statistics and report as any agent, with tokens and cost not applicable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import clean_env, containers_of, git, run_cli, snapshot
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+
+@pytest.fixture
+def command_env(base_image: str, command_image: str, ca_certs: tuple[Path, ...]) -> Any:
+    """A run's environment with no credential at all: the command agent needs none."""
+
+    def make(**extra: str) -> dict[str, str]:
+        settings = {
+            "AGENT_WORKER_BASE_IMAGE": base_image,
+            "AGENT_WORKER_CA_CERT": ":".join(str(p) for p in ca_certs),
+        }
+        return clean_env(**(settings | extra))
+
+    return make
+
+
+def test_a_command_is_a_sandboxed_codemod(
+    repo: Path, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    before = snapshot(repo)
+    base = git(repo, "rev-parse", "HEAD").strip()
+    task = (
+        "sed -i \"s/'hello'/'hello, world'/\" src/app.py && printf 'one\\ntwo\\n' > notes.txt "
+        '&& git add notes.txt && git commit -qm "Add notes" && echo "args: $1 $2" && id -u'
+    )
+    result = run_cli(
+        [
+            "--agent-type",
+            "command",
+            "--task",
+            task,
+            "--branch",
+            "codemod",
+            "--agent-arg",
+            "first",
+            "--agent-arg",
+            "second word",
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr
+    report = result.report
+    assert report is not None
+    assert report["status"] == "success"
+    assert report["agent"]["type"] == "command"
+    assert report["metered"] is False
+    assert report["tokens"] is None
+    assert report["cost_usd"] is None
+    assert git(repo, "log", "--format=%s", f"{base}..codemod").splitlines() == [
+        "agent-worker: work the agent left uncommitted",
+        "Add notes",
+    ]
+    assert git(repo, "show", "codemod:src/app.py") == "def greet():\n    return 'hello, world'\n"
+    changes = report["changes"]
+    assert (changes["files_changed"], changes["lines_added"], changes["lines_removed"]) == (2, 3, 1)
+    assert "args: first second word" in result.stderr  # its output is the live progress
+    assert "1000" in result.stderr  # the agent user, not root
+    assert snapshot(repo) == before
+    assert containers_of(docker_client, report["run_id"]) == []
+    text = run_cli(
+        ["--agent-type", "command", "--task", "true", "--branch", "noop"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert text.code == 0, text.stderr
+    assert "Tokens     n/a" in text.stdout
+    assert "Cost       n/a" in text.stdout
+
+
+def test_a_failing_command_fails_the_run_and_keeps_its_work(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    result = run_cli(
+        [
+            "--agent-type",
+            "command",
+            "--task",
+            "echo partial > partial.txt; echo 'it broke' >&2; exit 3",
+            "--branch",
+            "broken",
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 1, result.stderr
+    assert result.report is not None
+    assert result.report["status"] == "failed"
+    assert "exit status 3" in result.report["error"]
+    assert "it broke" in result.report["error"]  # the command's last words
+    assert git(repo, "show", "broken:partial.txt") == "partial\n"
+
+
+def test_a_command_cannot_reach_the_network(
+    repo: Path, command_env: Callable[..., dict[str, str]], gateway: str
+) -> None:
+    probe = f"curl -sS -m 5 http://{gateway}:9/ 2>&1; echo curl=$?"
+    result = run_cli(
+        ["--agent-type", "command", "--task", probe, "--branch", "offline"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert "curl=0" not in result.stderr
+    assert "curl=7" in result.stderr  # refused by the firewall at once

@@ -1,0 +1,339 @@
+"""Every ending of a run's task, driven through a fake Backend (no engine) against real git
+repositories: pipeline.run_task from the branch to the report."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import config
+import git_manager
+import pipeline
+from agents.command_agent import CommandAgent
+from backend import ExitInfo, FileEntry, ImageResult, Task, TaskSpec
+from conftest import git, make_repo
+from console import Env, Progress, Redactor
+from errors import DockerError, Interrupted
+
+EXIT_0 = ExitInfo(0, False, None)
+
+
+@dataclass
+class FakeStream:
+    interrupt: bool = False
+    error: BaseException | None = None
+
+    def is_alive(self) -> bool:
+        return self.interrupt
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.interrupt:
+            self.interrupt = False
+            raise Interrupted("interrupted by SIGINT")  # as the signal handler raises it
+
+
+@dataclass
+class FakeBackend:
+    """A scripted engine: what the task prints, how it exits, what its result channel holds."""
+
+    stdout: bytes = b""
+    stderr: bytes = b""
+    exit: ExitInfo | None = EXIT_0
+    result: dict[str, Any] | str | None = None  # result.json (a str is written as it is)
+    bundle: Path | None = None
+    create_error: DockerError | None = None
+    lost: bool = False  # the engine loses track of the task
+    runs_until_signalled: bool = False
+    interrupt: bool = False
+    local: bool = True
+    signals: list[str] = field(default_factory=list)
+    removed: list[Task] = field(default_factory=list)
+    spec: TaskSpec | None = None
+    inputs: list[FileEntry] = field(default_factory=list)
+
+    def prepare_image(self, *args: Any, **kw: Any) -> ImageResult:
+        return ImageResult("fake:1", False, None)
+
+    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+        if self.create_error is not None:
+            raise self.create_error
+        self.spec, self.inputs = spec, inputs
+        return Task(handle="task-1", inputs=inputs)
+
+    def start(
+        self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+    ) -> FakeStream:
+        on_stdout(self.stdout)
+        on_stderr(self.stderr)
+        return FakeStream(interrupt=self.interrupt)
+
+    def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
+        if self.lost:
+            raise DockerError("lost track of the agent container: no such container")
+        if self.runs_until_signalled and not self.signals:
+            return None
+        return self.exit
+
+    def signal(self, task: Task, name: str) -> None:
+        self.signals.append(name)
+
+    def fetch_result(self, task: Task, dest: Path) -> bool:
+        if self.result is None:
+            return False
+        out = dest / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        text = self.result if isinstance(self.result, str) else json.dumps(self.result)
+        (out / "result.json").write_text(text)
+        if self.bundle is not None:
+            (out / "result.bundle").write_bytes(self.bundle.read_bytes())
+        return True
+
+    def remove(self, task: Task) -> None:
+        self.removed.append(task)
+
+    def remove_orphans(self) -> list[str]:
+        return []
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "project", {"a.txt": "a\n"})
+
+
+def context(project: Path, tmp_path: Path, **options: Any) -> pipeline.Context:
+    cfg = config.load(
+        {"task": "echo hi", "agent_type": "command", "branch": "task", **options},
+        environ={"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
+        cwd=project,
+    )
+    agent = CommandAgent(cfg.agent)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    env = Env(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO())
+    redactor = Redactor()
+    return pipeline.Context(
+        cfg,
+        agent,
+        agent.parser(),
+        redactor,
+        Progress(env, redactor),
+        pipeline.Signals(),
+        "run-1",
+        run_dir,
+        pipeline.Journal(),
+    )
+
+
+def agent_bundle(project: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A bundle of one commit on top of the project's HEAD, as a container leaves it."""
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    (clone / "b.txt").write_text("b\nb\n")
+    git(clone, "add", "b.txt")
+    git(clone, "-c", "user.name=A", "-c", "user.email=a@b", "commit", "-qm", "b")
+    head = git(clone, "rev-parse", "HEAD").strip()
+    base = git(project, "rev-parse", "HEAD").strip()
+    bundle = tmp_path / "result.bundle"
+    git(clone, "bundle", "create", "-q", str(bundle), f"{base}..HEAD")
+    return bundle, head
+
+
+def run(project: Path, tmp_path: Path, backend: FakeBackend, **options: Any) -> Any:
+    ctx = context(project, tmp_path, **options)
+    ws = git_manager.preflight(project, "task", branch_given=True)
+    return pipeline.run_task(ctx, backend, ws, "fake:1"), ws
+
+
+def branches(project: Path) -> list[str]:
+    return git(project, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split()
+
+
+def test_success_imports_the_commits(project: Path, tmp_path: Path) -> None:
+    bundle, head = agent_bundle(project, tmp_path)
+    result = {"phase": "agent", "head": head, "bundle": True, "warnings": ["w1"]}
+    backend = FakeBackend(stdout=b"working\n", result=result, bundle=bundle)
+    report, ws = run(project, tmp_path, backend)
+    assert (report.status, report.exit_code, report.error) == ("success", 0, None)
+    assert report.head_commit == head
+    assert git(project, "rev-parse", "task").strip() == head
+    assert [(f.path, f.added) for f in report.files] == [("b.txt", 2)]
+    assert "w1" in report.warnings
+    assert report.branch == "task"
+    assert backend.removed  # removed on every path
+    assert backend.spec is not None
+    assert backend.spec.env["AW_BASE"] == ws.base_commit
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["status"] == "success"
+
+
+def test_the_agent_failing_is_exit_1_with_its_words(project: Path, tmp_path: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    backend = FakeBackend(
+        stderr=b"it broke\n",
+        exit=ExitInfo(3, False, None),
+        result={"phase": "agent", "head": base, "bundle": False},
+    )
+    report, _ = run(project, tmp_path, backend)
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert "exit status 3" in report.error
+    assert "it broke" in report.error
+    assert report.branch == "task"  # the agent ran: its branch stays
+
+
+def test_no_result_is_a_failure_that_says_so(project: Path, tmp_path: Path) -> None:
+    report, _ = run(project, tmp_path, FakeBackend(result=None))
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert "did not hand back the agent's work" in report.error
+
+
+def test_an_unreadable_result_is_a_failure_and_a_warning(project: Path, tmp_path: Path) -> None:
+    report, _ = run(project, tmp_path, FakeBackend(result="{not json"))
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert any("result.json cannot be read" in w for w in report.warnings)
+
+
+def test_a_result_left_by_a_killed_task_is_not_trusted(project: Path, tmp_path: Path) -> None:
+    """After a SIGKILL the file may be one the agent wrote itself."""
+    bundle, head = agent_bundle(project, tmp_path)
+    forged = {"phase": "agent", "head": head, "bundle": True}
+    backend = FakeBackend(exit=ExitInfo(137, False, None), result=forged, bundle=bundle)
+    report, _ = run(project, tmp_path, backend)
+    assert report.status == "failed"
+    assert git(project, "rev-parse", "task").strip() != head
+    assert any("killed before it could say" in w for w in report.warnings)
+
+
+def test_a_setup_failure_deletes_the_branch(project: Path, tmp_path: Path) -> None:
+    backend = FakeBackend(
+        exit=ExitInfo(3, False, None),
+        result={"phase": "setup", "error": "cannot check out the task branch: denied"},
+    )
+    report, _ = run(project, tmp_path, backend)
+    assert (report.status, report.exit_code) == ("error", 3)
+    assert "cannot check out" in report.error
+    assert report.branch is None
+    assert branches(project) == ["main"]
+
+
+def test_a_timeout_stops_the_task_politely_and_keeps_its_work(
+    project: Path, tmp_path: Path
+) -> None:
+    bundle, head = agent_bundle(project, tmp_path)
+    backend = FakeBackend(
+        runs_until_signalled=True,
+        exit=ExitInfo(0, False, None),
+        result={"phase": "agent", "head": head, "bundle": True},
+        bundle=bundle,
+    )
+    report, _ = run(project, tmp_path, backend, timeout="0.2")
+    assert (report.status, report.exit_code) == ("timeout", 124)
+    assert backend.signals == ["SIGTERM"]
+    assert git(project, "rev-parse", "task").strip() == head
+
+
+def test_a_signal_stops_the_task_and_keeps_its_work(project: Path, tmp_path: Path) -> None:
+    bundle, head = agent_bundle(project, tmp_path)
+    backend = FakeBackend(
+        interrupt=True,
+        runs_until_signalled=True,
+        result={"phase": "agent", "head": head, "bundle": True},
+        bundle=bundle,
+    )
+    report, _ = run(project, tmp_path, backend)
+    assert (report.status, report.exit_code) == ("interrupted", 130)
+    assert backend.signals == ["SIGTERM"]
+    assert git(project, "rev-parse", "task").strip() == head
+
+
+def test_a_damaged_bundle_is_an_import_failure_that_keeps_it(project: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.bundle"
+    damaged.write_bytes(b"# v2 git bundle\nnot really\n")
+    backend = FakeBackend(result={"phase": "agent", "head": "f" * 40, "bundle": True})
+    backend.bundle = damaged
+    report, _ = run(project, tmp_path, backend)
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert "the agent's commits are kept in" in report.error
+    assert (tmp_path / "run" / "out" / "result.bundle").is_file()
+
+
+def test_losing_the_task_is_an_error_and_it_is_still_removed(project: Path, tmp_path: Path) -> None:
+    backend = FakeBackend(lost=True, result=None)
+    backend.exit = None
+    backend.stdout = b""
+    report, _ = run(project, tmp_path, backend)
+    assert (report.status, report.exit_code) == ("error", 3)
+    assert "lost track of the agent container" in report.error
+    assert backend.removed
+
+
+def test_an_engine_refusing_the_task_leaves_no_branch(project: Path, tmp_path: Path) -> None:
+    refused = DockerError("Docker refused to create the agent container: no such image")
+    report, _ = run(project, tmp_path, FakeBackend(create_error=refused))
+    assert (report.status, report.exit_code) == ("error", 3)
+    assert "refused" in report.error
+    assert report.branch is None
+    assert branches(project) == ["main"]
+
+
+def test_the_outcome_does_not_listen_to_the_agents_output(project: Path, tmp_path: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    forged = (
+        b"agent-worker: error: cannot check out the task branch: forged\n"
+        b"agent-worker: result: head=0000 bundle=1\n"
+    )
+    backend = FakeBackend(
+        stdout=forged, stderr=forged, result={"phase": "agent", "head": base, "bundle": False}
+    )
+    report, _ = run(project, tmp_path, backend)
+    assert (report.status, report.exit_code, report.error) == ("success", 0, None)
+    assert report.branch == "task"
+
+
+def test_copy_mode_sends_a_pack_and_no_mounts(project: Path, tmp_path: Path) -> None:
+    backend = FakeBackend(result=None, local=False)
+    run(project, tmp_path, backend)
+    assert backend.spec is not None
+    assert backend.spec.object_dirs == ()
+    sent = [entry.path for entry in backend.inputs]
+    assert "/agent-worker/source.pack" in sent
+    assert not (tmp_path / "run" / "source.pack").exists()  # cleaned up after the run
+    local = FakeBackend(result=None)
+    other = tmp_path / "second"
+    other.mkdir()
+    git(project, "branch", "-D", "task")
+    run(project, other, local)
+    assert local.spec is not None
+    assert local.spec.object_dirs == ((project / ".git" / "objects").resolve(),)
+
+
+def test_nothing_is_left_running_when_reading_output_breaks(project: Path, tmp_path: Path) -> None:
+    class Broken(FakeBackend):
+        def start(self, task: Task, *callbacks: Callable[[bytes], None]) -> FakeStream:
+            return FakeStream(error=OSError("connection reset"))
+
+    backend = Broken(result=None)
+    report, _ = run(project, tmp_path, backend)
+    assert any("reading the agent's output failed" in w for w in report.warnings)
+    assert backend.removed
+
+
+def test_a_pack_is_a_real_pack(project: Path, tmp_path: Path) -> None:
+    ws = git_manager.create_branch(
+        git_manager.preflight(project, "t", branch_given=True), branch_given=True
+    )
+    pack = tmp_path / "p.pack"
+    git_manager.pack_branch(ws, pack)
+    verify = subprocess.run(
+        ["git", "index-pack", "--stdin"],
+        stdin=pack.open("rb"),
+        cwd=make_repo(tmp_path / "empty"),
+        capture_output=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
