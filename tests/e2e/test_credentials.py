@@ -1,0 +1,85 @@
+"""Claude Code's three credential methods end to end: the fake API records which header each
+request carried, and only the chosen credential ever reaches the container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import git, run_cli
+from fake_anthropic import Turn, write
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+KEY = "sk-ant-api03-credential-test-Q7xv93Lk"
+OAUTH = "sk-ant-oat01-credential-test-Hq27xv93"
+GATEWAY = "gateway-bearer-credential-test-Zr84kQw0"
+
+
+def without_key(run_env: Callable[..., dict[str, str]], **extra: str) -> dict[str, str]:
+    env = run_env(**extra)
+    env.pop("ANTHROPIC_API_KEY", None)
+    return env | extra
+
+
+@pytest.mark.parametrize(
+    ("variable", "secret", "header"),
+    [
+        ("ANTHROPIC_API_KEY", KEY, "x-api-key"),
+        ("CLAUDE_CODE_OAUTH_TOKEN", OAUTH, "authorization"),
+        ("ANTHROPIC_AUTH_TOKEN", GATEWAY, "authorization"),
+    ],
+)
+def test_each_credential_method_reaches_the_api_as_itself(
+    repo: Path,
+    fake_api: Any,
+    run_env: Callable[..., dict[str, str]],
+    variable: str,
+    secret: str,
+    header: str,
+) -> None:
+    fake_api.add_turns(Turn.tool_use(write("/workspace/c.txt", "c\n")), Turn.text("done"))
+    result = run_cli(
+        ["--task", "t", "--branch", f"cred-{header}-{len(secret)}"],
+        cwd=repo,
+        env=without_key(run_env, **{variable: secret}),
+    )
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    assert result.report["status"] == "success"
+    assert git(repo, "show", f"cred-{header}-{len(secret)}:c.txt") == "c\n"
+    main = fake_api.main_requests
+    assert main
+    for request in main:
+        value = request.headers.get(header, "")
+        assert secret in value, (header, request.headers)
+        other = "authorization" if header == "x-api-key" else "x-api-key"
+        assert other not in request.headers  # one credential, never two
+    for path in Path(result.report["run_dir"]).rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+    assert secret not in result.stdout + result.stderr
+
+
+def test_an_api_key_and_a_subscription_token_need_a_choice(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
+) -> None:
+    env = without_key(run_env, ANTHROPIC_API_KEY=KEY, CLAUDE_CODE_OAUTH_TOKEN=OAUTH)
+    refused = run_cli(["--task", "t", "--branch", "both"], cwd=repo, env=env)
+    assert refused.code == 2
+    assert "several credentials for claude are set" in refused.stderr
+    assert "--auth api-key | oauth-token | auth-token" in refused.stderr
+    assert git(repo, "branch", "--list", "both") == ""
+    assert fake_api.main_requests == []
+
+    fake_api.add_turns(Turn.text("done"))
+    chosen = run_cli(
+        ["--task", "t", "--branch", "both", "--auth", "oauth-token"], cwd=repo, env=env
+    )
+    assert chosen.code == 0, chosen.stderr
+    for request in fake_api.main_requests:
+        assert OAUTH in request.headers.get("authorization", "")
+        assert "x-api-key" not in request.headers  # the key never reached Claude Code
