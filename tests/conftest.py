@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-ant-test-Q7xv93LkPz0aBcD1eF2gH3"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers by directory, so `-m "not docker"` runs the pure tests alone: integration/
+    needs a Docker engine, e2e/ the engine and the agent image too."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.docker)
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+
+
 def git(repo: Path, *args: str, check: bool = True) -> str:
     """Run git in repo and return its stdout."""
     done = subprocess.run(
