@@ -122,8 +122,10 @@ class ClaudeParser(OutputParser):
         for block in _blocks(event, "text"):
             self._last_text = str(block.get("text", ""))
         for block in _blocks(event, "tool_use"):
+            name = block.get("name")
             return ProgressEvent(
-                "tool", describe_tool(str(block.get("name")), _dict(block.get("input")))
+                "tool",
+                describe_tool(name if isinstance(name, str) else "tool", _dict(block.get("input"))),
             )
         return None
 

@@ -110,7 +110,9 @@ CASES = {
         130,
         "interrupted",
     ),
-    "interrupted, agent ok": Case(started(interrupted=True), OK, "interrupted", 130, None),
+    "interrupted, agent ok": Case(
+        started(interrupted=True), OK, "interrupted", 130, "interrupted by a signal"
+    ),
     "docker error": Case(
         Outcome(error=DockerError("lost track of the agent container: gone")),
         None,
@@ -180,7 +182,7 @@ CASES = {
         OK,
         "interrupted",
         130,
-        None,
+        "interrupted by a signal",
         warnings=[IMPORT],
     ),
 }
@@ -193,9 +195,9 @@ def test_decide_status(name: str) -> None:
         case.outcome, case.result, timeout_s=3600, memory=case.memory
     )
     assert (status, code) == (case.status, case.code)
-    if case.message is None:
-        if status == "success":
-            assert message is None
+    if case.message is None:  # only a success has no message
+        assert status == "success"
+        assert message is None
     else:
         assert message is not None
         assert case.message in message
