@@ -9,24 +9,31 @@ for a new one: class attributes, command() and parser() are all an agent must pr
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from agents.base_agent import AgentResult, BaseAgent, OutputParser, ProgressEvent
 
 _MAX_SHOWN = 200
+_EVERY_S = 0.05  # a command printing a flood shows 20 lines a second; agent.jsonl keeps all
 
 
 class CommandParser(OutputParser):
-    """Each line the command prints is progress; its exit status, not its output, decides."""
+    """The lines the command prints are its progress; its exit status, not its output, decides."""
 
     def __init__(self) -> None:
         self._last: str | None = None
+        self._shown = 0.0
 
     def feed(self, line: str) -> ProgressEvent | None:
         text = line.rstrip("\n")
         if not text.strip():
             return None
         self._last = text
+        now = time.monotonic()
+        if now - self._shown < _EVERY_S:
+            return None
+        self._shown = now
         return ProgressEvent("text", text[:_MAX_SHOWN])
 
     def result(self) -> AgentResult:

@@ -26,14 +26,6 @@ from agents.claude_agent import HEADLESS_ARGV  # noqa: E402 (after the path abov
 AGENT_ARGV = list(HEADLESS_ARGV)
 
 
-def _product_vars() -> set[str]:
-    """Settings of the product that must not leak in from the caller's environment (the run
-    gets the bench's own base image and CA files, so those are set explicitly)."""
-    from config import ENV_KEYS
-
-    return set(ENV_KEYS.values()) | {"ANTHROPIC_API_KEY"}
-
-
 def git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
     """Run git in repo; its stdout, or SystemExit with its stderr."""
     done = subprocess.run(
@@ -89,19 +81,11 @@ def ca_certs() -> tuple[Path, ...]:
     return tuple(Path(p) for p in os.environ.get("AGENT_WORKER_CA_CERT", "").split(os.pathsep) if p)
 
 
-def agent_image(client: Any) -> str:
-    """The tag a run will use (the inputs of tests/conftest.py's agent_image); built if missing."""
-    import docker_manager
-    from config import DEFAULT_CLAUDE_CODE_VERSION
+def agent_image(client: Any, agent_type: str = "claude") -> str:
+    """The image a run of this agent uses: the tests' own helper, built if missing."""
+    from conftest import build_agent_image
 
-    return docker_manager.ensure_image(
-        client,
-        build_args={"CLAUDE_CODE_VERSION": DEFAULT_CLAUDE_CODE_VERSION, "BASE_IMAGE": base_image()},
-        ca_certs=ca_certs(),
-        force=False,
-        log_dir=OUT / "builds",
-        on_line=lambda line: None,
-    ).tag
+    return build_agent_image(client, agent_type, base_image(), ca_certs())
 
 
 @contextmanager
@@ -119,13 +103,15 @@ def fake_api(client: Any) -> Iterator[str]:
 
 
 def run_env(api_url: str) -> dict[str, str]:
-    """This process's environment for a run: no product settings but the bench's own."""
-    product = _product_vars()
-    env = {k: v for k, v in os.environ.items() if k not in product}
-    env |= {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": api_url}
-    env |= {"AGENT_WORKER_BASE_IMAGE": base_image()}
-    env |= {"AGENT_WORKER_CA_CERT": os.pathsep.join(map(str, ca_certs()))}
-    return env
+    """This process's environment for a run: the tests' clean environment, the bench's key."""
+    from conftest import clean_env
+
+    return clean_env(
+        ANTHROPIC_API_KEY=KEY,
+        ANTHROPIC_BASE_URL=api_url,
+        AGENT_WORKER_BASE_IMAGE=base_image(),
+        AGENT_WORKER_CA_CERT=os.pathsep.join(map(str, ca_certs())),
+    )
 
 
 @dataclass

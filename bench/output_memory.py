@@ -1,6 +1,6 @@
 """500 MB of agent output: the orchestrator's peak memory stays under 150 MB and agent.jsonl
-keeps every byte. The real pipeline runs in a fresh subprocess with a bench-only "flood" agent
-whose container command prints the output; that process reports its own peak RSS.
+keeps every byte. The real pipeline runs in a fresh subprocess with the built-in `command` agent
+whose task prints the output; that process reports its own peak RSS.
 
     .venv/bin/python bench/output_memory.py [--mb N]
 """
@@ -16,9 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
 
 from _common import (
     BENCH_LABEL,
@@ -31,65 +29,34 @@ from _common import (
     verdict,
 )
 
-from agents.base_agent import AgentResult, BaseAgent, ProgressEvent
-
-if TYPE_CHECKING:
-    from config import Config
-
 TARGET_RSS_MB = 150
 LINE = 100  # bytes per line, newline included
 
 
-class FloodAgent(BaseAgent):
-    """Prints FLOOD_BYTES bytes of LINE-byte lines and ends; reads nothing from its output."""
-
-    name: ClassVar[str] = "flood"
-    api_key_env: ClassVar[str] = "FLOOD_API_KEY"
-    default_api_host: ClassVar[str] = "127.0.0.1:9"
-
-    def check_credentials(self, config: Config) -> None:
-        pass
-
-    def container_command(self, config: Config) -> list[str]:
-        return ["bash", "-c", self.script(int(os.environ["FLOOD_BYTES"]))]
-
-    @staticmethod
-    def script(total: int) -> str:
-        return f'yes "$(printf "%0{LINE - 1}d" 0)" | head -c {total}'
-
-    def secret_env(self, config: Config) -> dict[str, str]:
-        return {}
-
-    def image_build_args(self, config: Config) -> dict[str, str]:
-        return {"CLAUDE_CODE_VERSION": config.claude_version}  # the same image as Claude's
-
-    def on_output_line(self, line: str) -> ProgressEvent | None:
-        return None
-
-    def parse_result(self, lines: Iterable[str]) -> AgentResult:
-        return AgentResult(found=True)
+def flood_script(total: int) -> str:
+    """A shell command printing total bytes of LINE-byte lines."""
+    return f'yes "$(printf "%0{LINE - 1}d" 0)" | head -c {total}'
 
 
-def child(workdir: Path) -> None:
+def child(workdir: Path, total: int) -> None:
     """Only this run happens in this process, so ru_maxrss is the run's own peak."""
     import agent_worker
-    import agents
     import console
 
-    agents._BUILTIN["flood"] = "__main__:FloodAgent"
     repo = workdir / "project"
     options = {
-        "task": "Print a lot.",
+        "task": flood_script(total),
         "project": str(repo),
         "branch": "bench/flood",
-        "agent_type": "flood",
+        "agent_type": "command",
         "env_file": str(empty_env_file(workdir)),
         "no_firewall": True,  # the flood reaches no network; the firewall is not measured here
     }
-    streams = console.Env(stdout=io.StringIO(), stderr=sys.stderr, stdin=io.StringIO())
-    start = time.perf_counter()
-    code = agent_worker.main(options, streams)
-    seconds = time.perf_counter() - start
+    with open(os.devnull, "w") as progress:
+        streams = console.Env(stdout=io.StringIO(), stderr=progress, stdin=io.StringIO())
+        start = time.perf_counter()
+        code = agent_worker.main(options, streams)
+        seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     run_dirs = list((repo / ".git" / "agent-worker" / "runs").iterdir())
     result = {"code": code, "seconds": seconds, "run_dir": str(run_dirs[0])}
@@ -99,7 +66,7 @@ def child(workdir: Path) -> None:
 
 def docker_cli_seconds(image: str, total: int) -> float:
     """The same output through `docker run` to /dev/null: what the engine itself manages."""
-    script = FloodAgent.script(total)
+    script = flood_script(total)
     start = time.perf_counter()
     subprocess.run(
         ["docker", "run", "--rm", "--label", BENCH_LABEL, image, "bash", "-c", script],
@@ -122,19 +89,19 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=500, help="output size in MB (10^6 bytes)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    total = args.mb * 1_000_000
     if args.child:
-        child(args.child)
+        child(args.child, total)
         return 0
 
-    total = args.mb * 1_000_000
     client = docker_client()
-    image = agent_image(client)
+    image = agent_image(client, "command")
     with tempfile.TemporaryDirectory(prefix="aw-bench-") as tmp:
         repo = make_repo(Path(tmp) / "project")
         try:
             done = subprocess.run(
-                [sys.executable, __file__, "--child", tmp],
-                env=os.environ | {"FLOOD_BYTES": str(total)},
+                [sys.executable, __file__, "--child", tmp, "--mb", str(args.mb)],
+                env=os.environ,
                 check=False,
                 stdout=subprocess.PIPE,
                 text=True,
