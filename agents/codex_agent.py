@@ -152,10 +152,8 @@ class CodexParser(OutputParser):
         if kind == "thread.started":
             thread_id = event.get("thread_id")
             self._thread_id = thread_id if isinstance(thread_id, str) else None
-            return ProgressEvent(
-                "info",
-                f"Codex {self._version or ''} started, model {self._model or 'its default'}",
-            )
+            name = f"Codex {self._version}" if self._version else "Codex"
+            return ProgressEvent("info", f"{name} started, model {self._model or 'its default'}")
         if kind == "turn.completed":
             self._completed += 1
             for key, value in _dict(event.get("usage")).items():
@@ -183,7 +181,8 @@ class CodexParser(OutputParser):
         if kind == "agent_message" and isinstance(item.get("text"), str):
             self._last_text = item["text"]
         elif kind == "error":  # not fatal: e.g. the fallback from WebSockets to HTTPS
-            return ProgressEvent("info", f"warning: {_short(_message(item) or '')}")
+            message = _message(item)
+            return ProgressEvent("info", f"warning: {_short(message)}") if message else None
         elif str(item.get("id")) not in self._started:  # a tool item reported only once done
             return self._tool(item)
         return None

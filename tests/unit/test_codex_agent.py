@@ -254,33 +254,56 @@ def test_non_json_lines_change_nothing() -> None:
     assert parse_lines(noisy) == parse_lines(lines)
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "[]",
-        "null",
-        "42",
-        '"text"',
-        '{"type": "turn.completed", "usage": "lots"}',
-        '{"type": "turn.completed", "usage": {"input_tokens": "many", "output_tokens": true}}',
-        '{"type": "turn.failed", "error": "flat"}',
-        '{"type": "turn.failed"}',
-        '{"type": "thread.started", "thread_id": 7}',
-        '{"type": "item.started", "item": "x"}',
-        '{"type": "item.started", "item": {"type": "file_change", "changes": "x"}}',
-        '{"type": "item.completed", "item": {"type": "agent_message", "text": 3}}',
-        '{"type": "item.completed", "item": {"type": "error"}}',
-        '{"type": "error", "message": null}',
-        '{"type": 5}',
-        "{" + '"a":' * 5,
-    ],
+NOT_FOUND = AgentResult(is_error=True, error="Codex ended without finishing its turn")
+ZERO_TOKENS = AgentResult(
+    found=True, input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_creation_tokens=0
 )
-def test_wrongly_shaped_events_never_raise(line: str) -> None:
+FAILED = AgentResult(found=True, is_error=True, error="Codex reported an error: turn failed")
+# A line of a shape the parser cannot use: (the event it gives, the result of it alone).
+WRONG_LINES: list[tuple[str, ProgressEvent | None, AgentResult]] = [
+    ("[]", None, NOT_FOUND),
+    ("null", None, NOT_FOUND),
+    ("42", None, NOT_FOUND),
+    ('"text"', None, NOT_FOUND),
+    ('{"type": 5}', None, NOT_FOUND),
+    ("{" + '"a":' * 5, None, NOT_FOUND),
+    ('{"type": "turn.completed", "usage": "lots"}', None, ZERO_TOKENS),
+    (
+        '{"type": "turn.completed", "usage": {"input_tokens": "many", "output_tokens": true}}',
+        None,
+        ZERO_TOKENS,
+    ),
+    ('{"type": "turn.failed", "error": "flat"}', None, FAILED),
+    ('{"type": "turn.failed"}', None, FAILED),
+    (
+        '{"type": "thread.started", "thread_id": 7}',
+        ProgressEvent("info", "Codex started, model its default"),
+        NOT_FOUND,
+    ),
+    ('{"type": "item.started", "item": "x"}', None, NOT_FOUND),
+    (
+        '{"type": "item.started", "item": {"type": "file_change", "changes": "x"}}',
+        ProgressEvent("tool", "Patch"),
+        NOT_FOUND,
+    ),
+    ('{"type": "item.completed", "item": {"type": "agent_message", "text": 3}}', None, NOT_FOUND),
+    ('{"type": "item.completed", "item": {"type": "error"}}', None, NOT_FOUND),
+    ('{"type": "error", "message": null}', ProgressEvent("info", "error"), NOT_FOUND),
+]
+
+
+@pytest.mark.parametrize(("line", "event", "alone"), WRONG_LINES)
+def test_wrongly_shaped_events_never_raise(
+    line: str, event: ProgressEvent | None, alone: AgentResult
+) -> None:
     parser = CodexParser()
-    parser.feed(line)
-    parser.feed(line + "\n")
-    result = parser.result()
-    assert result.is_error or result.found
+    assert parser.feed(line) == event
+    assert parser.result() == alone
+    if alone in (NOT_FOUND,) and "thread.started" not in line:
+        # Nothing it says about the run: amid a real session it changes nothing.
+        clean = lines_of("tools_session")
+        mixed = [*clean[:3], line + "\n", *clean[3:]]
+        assert parse_lines(mixed) == parse_lines(clean)
 
 
 # ---------------------------------------------------------------- live progress
