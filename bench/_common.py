@@ -21,7 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the product's modules and the
 KEY = "sk-ant-bench-Zr84kQw0pLm2nXy7"
 BENCH_LABEL = "agent-worker-bench"
 
-from agents.claude_agent import HEADLESS_ARGV  # noqa: E402 (after the path above)
+from agent_worker_app.agents.claude_agent import HEADLESS_ARGV  # noqa: E402 (after the path above)
 
 AGENT_ARGV = list(HEADLESS_ARGV)
 
@@ -63,7 +63,7 @@ def empty_env_file(directory: Path) -> Path:
 
 
 def docker_client() -> Any:
-    import docker_manager
+    from agent_worker_app import docker_manager
 
     return docker_manager.connect(None)
 
@@ -94,7 +94,7 @@ def fake_api(client: Any) -> Iterator[str]:
 
     With an empty script every request gets its default answer: one final text turn.
     """
-    import docker_manager
+    from agent_worker_app import docker_manager
     from fake_anthropic import FakeAnthropic
 
     gateway = docker_manager.bridge_gateway(client)

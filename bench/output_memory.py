@@ -40,8 +40,7 @@ def flood_script(total: int) -> str:
 
 def child(workdir: Path, total: int) -> None:
     """Only this run happens in this process, so ru_maxrss is the run's own peak."""
-    import agent_worker
-    import console
+    from agent_worker_app import agent_worker, console
 
     repo = workdir / "project"
     options = {

@@ -136,7 +136,7 @@ MACHINE_KEYS = {
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without agent-worker settings, plus extra."""
-    from config import ENV_KEYS
+    from agent_worker_app.config import ENV_KEYS
 
     drop = (set(ENV_KEYS.values()) | {"ANTHROPIC_API_KEY"}) - MACHINE_KEYS
     env = {k: v for k, v in os.environ.items() if k not in drop}
@@ -153,8 +153,8 @@ def require(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client() -> Any:
-    import docker_manager
-    from errors import DockerError
+    from agent_worker_app import docker_manager
+    from agent_worker_app.errors import DockerError
 
     try:
         return docker_manager.connect(None)
@@ -165,7 +165,7 @@ def docker_client() -> Any:
 @pytest.fixture(scope="session")
 def base_image(docker_client: Any) -> str:
     name = os.environ.get("AGENT_WORKER_BASE_IMAGE", "debian:bookworm-slim")
-    import docker_manager
+    from agent_worker_app import docker_manager
 
     if not docker_manager.image_exists(docker_client, name):
         require(f"base image {name} is missing: run scripts/test, which builds one")
@@ -183,9 +183,9 @@ def build_agent_image(
 ) -> str:
     """The image a run of this agent type uses, with its default settings, built the way a
     run builds it (agent_worker.prepare_image); reused when present."""
-    import agents
-    from agent_worker import prepare_image
-    from agents.base_agent import AgentSettings
+    from agent_worker_app import agents
+    from agent_worker_app.agent_worker import prepare_image
+    from agent_worker_app.agents.base_agent import AgentSettings
 
     return prepare_image(
         client,
@@ -230,7 +230,7 @@ def peer_image(docker_client: Any, base_image: str) -> str:
 
 @pytest.fixture(scope="session")
 def gateway(docker_client: Any) -> str:
-    import docker_manager
+    from agent_worker_app import docker_manager
 
     return docker_manager.bridge_gateway(docker_client)
 

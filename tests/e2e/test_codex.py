@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import clean_env, containers_of, git, run_cli, snapshot
 from fake_openai import (
     FakeOpenAI,
     Turn,
@@ -21,8 +23,6 @@ from fake_openai import (
     patch,
     update_file,
 )
-
-from conftest import clean_env, containers_of, git, run_cli, snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -36,8 +36,8 @@ def codex_plugin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """What the CLI's environment needs for `--agent-type codex`: nothing once codex is a
     built-in agent; until then an entry point ("agent_worker.agents") naming the class, the
     way any plugin registers."""
-    import agents
-    from errors import UsageError
+    from agent_worker_app import agents
+    from agent_worker_app.errors import UsageError
 
     try:
         agents.agent_class("codex")
@@ -57,9 +57,9 @@ def codex_plugin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def codex_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
     """The codex agent's image with its pinned version, built once per machine the way a run
     builds it."""
-    from agent_worker import prepare_image
-    from agents.base_agent import AgentSettings
-    from agents.codex_agent import CodexAgent
+    from agent_worker_app.agent_worker import prepare_image
+    from agent_worker_app.agents.base_agent import AgentSettings
+    from agent_worker_app.agents.codex_agent import CodexAgent
     from conftest import ROOT
 
     return prepare_image(

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-import docker_manager
-from backend import FileEntry
-from backend import TaskSpec as ContainerSpec
-from task_spec import labels
+from agent_worker_app import docker_manager
+from agent_worker_app.backend import FileEntry
+from agent_worker_app.backend import TaskSpec as ContainerSpec
+from agent_worker_app.task_spec import labels
 
 SECRET = "sk-ant-test-never-in-inspect-77"
 

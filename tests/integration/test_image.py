@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-import docker_manager
-from agents.base_agent import AgentSettings, ImageLayer
-from agents.claude_agent import ClaudeAgent
-from backend import ImageResult
+from agent_worker_app import docker_manager
+from agent_worker_app.agents.base_agent import AgentSettings, ImageLayer
+from agent_worker_app.agents.claude_agent import ClaudeAgent
+from agent_worker_app.backend import ImageResult
+from agent_worker_app.errors import ImageBuildError
 from conftest import ROOT, clean_env, git, run_cli, snapshot
-from errors import ImageBuildError
 
 CLAUDE_LAYER = ClaudeAgent(AgentSettings()).image_layer()
 
@@ -75,7 +75,7 @@ def test_a_changed_dockerfile_byte_rebuilds(
     tmp_path: Path,
 ) -> None:
     context = tmp_path / "container"
-    shutil.copytree(ROOT / "container", context)
+    shutil.copytree(ROOT / "agent_worker_app" / "container", context)
     dockerfile = context / "Dockerfile"
     dockerfile.write_bytes(dockerfile.read_bytes() + b" ")
     lines: list[str] = []
@@ -110,14 +110,14 @@ def test_a_changed_dockerfile_byte_rebuilds(
 def test_version_and_ca_files_are_part_of_the_tag(
     tmp_path: Path, ca_certs: tuple[Path, ...]
 ) -> None:
-    files = docker_manager._context_files(ROOT / "container", ())
+    files = docker_manager._context_files(ROOT / "agent_worker_app" / "container", ())
     base = docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"})
     assert base == docker_manager.image_tag(files, {"BASE_IMAGE": "b", "CLAUDE_CODE_VERSION": "1"})
     assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "2", "BASE_IMAGE": "b"})
     assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "c"})
     cert = tmp_path / "ca.crt"
     cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    with_ca = docker_manager._context_files(ROOT / "container", (cert,))
+    with_ca = docker_manager._context_files(ROOT / "agent_worker_app" / "container", (cert,))
     assert (
         docker_manager.image_tag(with_ca, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"}) != base
     )
@@ -200,15 +200,15 @@ def test_a_base_image_replaced_under_the_same_name_builds_anew(
 
 
 def test_the_agents_layer_is_spliced_in_and_hashed() -> None:
-    plain = docker_manager._context_files(ROOT / "container", ())
-    layered = docker_manager._context_files(ROOT / "container", (), CLAUDE_LAYER)
+    plain = docker_manager._context_files(ROOT / "agent_worker_app" / "container", ())
+    layered = docker_manager._context_files(ROOT / "agent_worker_app" / "container", (), CLAUDE_LAYER)
     dockerfile = {name: data for name, data, _ in layered}["Dockerfile"].decode()
     assert "FROM system AS claude" in dockerfile
     assert "# AGENT-LAYER" not in dockerfile
     final = dockerfile.index("COPY --from=claude")
     assert dockerfile.rindex("FROM system") < final < dockerfile.index("useradd")
     other = docker_manager._context_files(
-        ROOT / "container", (), ImageLayer(final="RUN echo other")
+        ROOT / "agent_worker_app" / "container", (), ImageLayer(final="RUN echo other")
     )
     tags = {
         docker_manager.image_tag(files, {"BASE_IMAGE": "b"}) for files in (plain, layered, other)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-import config
-from agents.base_agent import AgentResult, ProgressEvent
-from agents.claude_agent import ClaudeAgent, ClaudeParser
-from errors import UsageError
+from agent_worker_app import config
+from agent_worker_app.agents.base_agent import AgentResult, ProgressEvent
+from agent_worker_app.agents.claude_agent import ClaudeAgent, ClaudeParser
+from agent_worker_app.errors import UsageError
 from fake_anthropic import Usage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude"

@@ -80,7 +80,7 @@ def test_every_option_is_in_the_help() -> None:
         "--pids-limit",
     ):
         assert option in done.stdout, option
-    from config import ENV_KEYS
+    from agent_worker_app.config import ENV_KEYS
 
     for variable in ENV_KEYS.values():
         assert variable in done.stdout, variable
@@ -197,7 +197,7 @@ def test_ignored_files_do_not_make_the_tree_dirty(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r", {".gitignore": "build/\n", "a.txt": "a\n"})
     (repo / "build").mkdir()
     (repo / "build" / "out.o").write_text("binary")
-    import git_manager
+    from agent_worker_app import git_manager
 
     ws = git_manager.preflight(repo, "b1", branch_given=True)
     assert ws.branch == "b1"
@@ -253,9 +253,8 @@ def test_an_internal_error_exits_4_and_names_a_log(
 ) -> None:
     import io
 
-    import agent_worker
-    import config
-    from console import Env
+    from agent_worker_app import agent_worker, config
+    from agent_worker_app.console import Env
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")

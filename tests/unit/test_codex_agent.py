@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_openai import Usage
 
-import config
-from agents.base_agent import AgentResult, AgentSettings, ProgressEvent
-from agents.codex_agent import (
+from agent_worker_app import config
+from agent_worker_app.agents.base_agent import AgentResult, AgentSettings, ProgressEvent
+from agent_worker_app.agents.codex_agent import (
     HEADLESS_ARGV,
     VERSION,
     CodexAgent,
@@ -20,7 +19,8 @@ from agents.codex_agent import (
     describe_item,
     shell_command,
 )
-from errors import UsageError
+from agent_worker_app.errors import UsageError
+from fake_openai import Usage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "codex"
 INDEX: dict[str, dict[str, Any]] = json.loads((FIXTURES / "index.json").read_text())

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-import config
-from errors import UsageError
+from agent_worker_app import config
+from agent_worker_app.errors import UsageError
 
 CERT = Path("/usr/local/share/ca-certificates")
 DEFAULT_KEY = "sk-ant-default-0123456789"
@@ -187,7 +187,7 @@ def test_api_key_on_the_command_line_warns(tmp_path: Path) -> None:
 
 
 def test_agent_plugins_bring_their_own_variables(tmp_path: Path) -> None:
-    from agents.base_agent import BaseAgent, Credential, OutputParser, Setting
+    from agent_worker_app.agents.base_agent import BaseAgent, Credential, OutputParser, Setting
 
     class Other(BaseAgent):
         name = "other"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.claude_agent import ClaudeParser
-from conftest import git
-from console import (
+from agent_worker_app.agents.claude_agent import ClaudeParser
+from agent_worker_app.console import (
     AgentOutput,
     Env,
     LineSplitter,
@@ -24,6 +23,7 @@ from console import (
     mask,
     quote_name,
 )
+from conftest import git
 
 SECRET = "sk-ant-api03-Zq8mWx4LkPz0aBcD1eF2gH3iJ"
 MASKED = "sk-ant-\u2026H3iJ"
@@ -358,7 +358,7 @@ def test_the_status_line_takes_brackets_literally() -> None:
 
     from rich.console import Console
 
-    from console import _Status
+    from agent_worker_app.console import _Status
 
     status = _Status(0.0)
     status.text = "Building: [/dim] Step 3/17 : RUN [ -n x ] [bold]"
@@ -473,7 +473,7 @@ PROGRESS_SHOWN = [
 
 
 def drive(progress: Progress) -> None:
-    from agents.base_agent import ProgressEvent
+    from agent_worker_app.agents.base_agent import ProgressEvent
 
     for method, text in PROGRESS_CALLS:
         if method == "event":

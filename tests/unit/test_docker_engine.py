@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import docker_manager
-from docker_manager import Engine, EngineTLS, resolve_engine
-from errors import DockerError
+from agent_worker_app import docker_manager
+from agent_worker_app.docker_manager import Engine, EngineTLS, resolve_engine
+from agent_worker_app.errors import DockerError
 
 
 def write_context(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import git_manager
+from agent_worker_app import git_manager
+from agent_worker_app.errors import GitError, PreconditionError, UsageError
+from agent_worker_app.git_manager import Workspace
 from conftest import git, make_repo, snapshot
-from errors import GitError, PreconditionError, UsageError
-from git_manager import Workspace
 
 
 def head(repo: Path, rev: str = "HEAD") -> str:

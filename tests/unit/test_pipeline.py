@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 
-import config
-import git_manager
-import pipeline
-from agents.command_agent import CommandAgent
-from backend import ExitInfo, FileEntry, ImageResult, Task, TaskSpec
+from agent_worker_app import config, git_manager, pipeline
+from agent_worker_app.agents.command_agent import CommandAgent
+from agent_worker_app.backend import ExitInfo, FileEntry, ImageResult, Task, TaskSpec
+from agent_worker_app.console import Env, Progress, Redactor
+from agent_worker_app.errors import DockerError, Interrupted
 from conftest import git, make_repo
-from console import Env, Progress, Redactor
-from errors import DockerError, Interrupted
 
 EXIT_0 = ExitInfo(0, False, None)
 

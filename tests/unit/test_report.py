@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from report import (
+from agent_worker_app.report import (
     SCHEMA_VERSION,
     TERMINAL_FILE_LIMIT,
     AgentInfo,

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agents.base_agent import AgentResult
-from backend import ExitInfo
-from errors import (
+from agent_worker_app.agents.base_agent import AgentResult
+from agent_worker_app.backend import ExitInfo
+from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
     GitError,
@@ -17,7 +17,7 @@ from errors import (
     PreconditionError,
     UsageError,
 )
-from report import Outcome, decide_status
+from agent_worker_app.report import Outcome, decide_status
 
 OK = AgentResult(found=True, is_error=False, subtype="success", turns=3)
 AGENT_ERROR = "Claude Code reported an error: API Error: 500 Internal server error"

@@ -23,15 +23,28 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from backend import GRACE_S, Backend, ExitInfo, Task
-from errors import AgentWorkerError, DockerError, GitError, InternalError, Interrupted
-from report import AgentInfo, Outcome, RunReport, Tokens, decide_status, render_json
+from agent_worker_app.backend import GRACE_S, Backend, ExitInfo, Task
+from agent_worker_app.errors import (
+    AgentWorkerError,
+    DockerError,
+    GitError,
+    InternalError,
+    Interrupted,
+)
+from agent_worker_app.report import (
+    AgentInfo,
+    Outcome,
+    RunReport,
+    Tokens,
+    decide_status,
+    render_json,
+)
 
 if TYPE_CHECKING:
-    from agents.base_agent import AgentResult, BaseAgent, OutputParser
-    from config import Config
-    from console import Progress, Redactor, RunLog
-    from git_manager import Workspace
+    from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser
+    from agent_worker_app.config import Config
+    from agent_worker_app.console import Progress, Redactor, RunLog
+    from agent_worker_app.git_manager import Workspace
 
 log = logging.getLogger("agent_worker")
 
@@ -171,8 +184,7 @@ def run(
     cache_dir: Path,
 ) -> RunReport:
     """Preflight, image and the run directory; then the task, always ending in a report."""
-    import agents
-    import git_manager
+    from agent_worker_app import agents, git_manager
 
     agent = agents.get(cfg.agent_type, cfg.agent)
     journal = Journal(warnings=list(cfg.warnings))
@@ -212,8 +224,7 @@ def run(
 
 def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:
     """Branch, spec, supervise, collect; cleanup and a report on every path."""
-    import git_manager
-    import task_spec
+    from agent_worker_app import git_manager, task_spec
 
     supervised, collected, error = Supervised(), Collected(), None
     task: Task | None = None
@@ -275,7 +286,7 @@ def clean_up(
 ) -> bool:
     """Remove the task; delete the branch this run made if the agent never started. True when
     the branch was deleted."""
-    import git_manager
+    from agent_worker_app import git_manager
 
     if task is not None:
         try:
@@ -311,7 +322,7 @@ def internal_error(exc: BaseException, log_path: Path) -> InternalError:
 def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supervised:
     """Start the task and stream the agent's output until it ends, the timeout passes or a
     signal arrives; it has stopped when this returns."""
-    from console import AgentOutput
+    from agent_worker_app.console import AgentOutput
 
     output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
@@ -383,7 +394,7 @@ def collect(
     ctx: Context, backend: Backend, task: Task, ws: Workspace, supervised: Supervised
 ) -> Collected:
     """Read the task's result channel and bring its commits onto the branch."""
-    import git_manager
+    from agent_worker_app import git_manager
 
     ctx.progress.phase("Bringing the agent's commits back")
     warnings: list[str] = []
@@ -447,7 +458,7 @@ def read_inside(path: Path, exit_info: ExitInfo | None) -> tuple[Inside | None, 
 
 def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> RunReport:
     """The report of the run from everything known about it; written to the run directory."""
-    import git_manager
+    from agent_worker_app import git_manager
 
     cfg = ctx.config
     result: AgentResult | None = ctx.parser.result() if outcome.started else None
@@ -460,7 +471,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     except GitError as exc:
         files = []
         ctx.journal.warnings.append(f"no change statistics: {exc}")
-    from agents.base_agent import AgentResult as Result
+    from agent_worker_app.agents.base_agent import AgentResult as Result
 
     result = result or Result()
     made = RunReport(

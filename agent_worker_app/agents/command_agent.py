@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from agents.base_agent import AgentResult, BaseAgent, OutputParser, ProgressEvent
+from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser, ProgressEvent
 
 _MAX_SHOWN = 200
 _EVERY_S = 0.05  # a command printing a flood shows 20 lines a second; agent.jsonl keeps all

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from agents.base_agent import AgentSettings, ProgressEvent
-from agents.command_agent import CommandAgent, CommandParser
+from agent_worker_app.agents.base_agent import AgentSettings, ProgressEvent
+from agent_worker_app.agents.command_agent import CommandAgent, CommandParser
 
 
 def test_the_task_runs_as_one_bash_script_with_the_agent_args() -> None:

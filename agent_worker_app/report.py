@@ -18,7 +18,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from errors import (
+from agent_worker_app.errors import (
     EXIT_AGENT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_PRECONDITION,
@@ -28,8 +28,8 @@ from errors import (
 )
 
 if TYPE_CHECKING:
-    from agents.base_agent import AgentResult
-    from backend import ExitInfo
+    from agent_worker_app.agents.base_agent import AgentResult
+    from agent_worker_app.backend import ExitInfo
 
 SCHEMA_VERSION = 1
 # what render_json escapes beyond json's own C0 escapes (see there)
@@ -235,7 +235,9 @@ def _n(value: int | None) -> str:
 
 
 def _file_name(change: FileChange) -> str:
-    from console import quote_name  # console only once a report is shown: --help stays fast
+    from agent_worker_app.console import (
+        quote_name,  # console only once a report is shown: --help stays fast
+    )
 
     name = quote_name(change.path)
     return name if change.old_path is None else f"{quote_name(change.old_path)} -> {name}"
@@ -263,7 +265,7 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
     file_limit, a longer file list is cut to that many lines and a count of the rest (a list
     only one longer is shown whole: its last line costs no more than the count).
     """
-    from console import escape_text, quote_name
+    from agent_worker_app.console import escape_text, quote_name
 
     status = f"{report.status} (exit {report.exit_code})"
     turns = "?" if report.turns is None else str(report.turns)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from agents.base_agent import ProgressEvent
+from agent_worker_app.agents.base_agent import ProgressEvent
 
 log = logging.getLogger("agent_worker")
 MIN_SECRET_LEN = 8

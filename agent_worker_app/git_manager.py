@@ -14,8 +14,8 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from errors import GitError, PreconditionError, UsageError
-from report import FileChange
+from agent_worker_app.errors import GitError, PreconditionError, UsageError
+from agent_worker_app.report import FileChange
 
 _STATUS = {
     "A": "added",

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend import GRACE_S, FileEntry, TaskSpec
+from agent_worker_app.backend import GRACE_S, FileEntry, TaskSpec
 
 if TYPE_CHECKING:
-    from agents.base_agent import BaseAgent
-    from config import Config
-    from git_manager import Workspace
+    from agent_worker_app.agents.base_agent import BaseAgent
+    from agent_worker_app.config import Config
+    from agent_worker_app.git_manager import Workspace
 
 AGENT_IDENTITY = ("agent-worker", "agent-worker@localhost")
 LABEL = "agent-worker"
@@ -40,7 +40,7 @@ def prepare(
     local_engine: bool,
 ) -> Prepared:
     """The task's spec and inputs; in copy mode, a pack of the branch is written to run_dir."""
-    import git_manager
+    from agent_worker_app import git_manager
 
     secret_env = agent.secret_env()
     inputs = [

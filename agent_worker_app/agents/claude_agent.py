@@ -6,7 +6,7 @@ import json
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from agents.base_agent import (
+from agent_worker_app.agents.base_agent import (
     AgentResult,
     BaseAgent,
     Credential,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from agents.base_agent import AgentSettings, BaseAgent, Credential
-from errors import UsageError
+from agent_worker_app.agents.base_agent import AgentSettings, BaseAgent, Credential
+from agent_worker_app.errors import UsageError
 
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 DEFAULT_TIMEOUT_S = 3600.0
@@ -441,7 +441,7 @@ def load(
     layers = _Layers(cli, environ, _dotenv_layer(env_files))
     agent_type = _parsed(layers, "agent_type", lambda t, s: t.strip(), "claude")
     if agent_class is None:
-        import agents
+        from agent_worker_app import agents
 
         agent_class = agents.agent_class
     cls = agent_class(agent_type)

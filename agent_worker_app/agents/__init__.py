@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from agents.base_agent import AgentSettings, BaseAgent
-from errors import UsageError
+from agent_worker_app.agents.base_agent import AgentSettings, BaseAgent
+from agent_worker_app.errors import UsageError
 
 ENTRY_POINT_GROUP = "agent_worker.agents"
 _BUILTIN = {
-    "claude": "agents.claude_agent:ClaudeAgent",
-    "command": "agents.command_agent:CommandAgent",
+    "claude": "agent_worker_app.agents.claude_agent:ClaudeAgent",
+    "codex": "agent_worker_app.agents.codex_agent:CodexAgent",
+    "command": "agent_worker_app.agents.command_agent:CommandAgent",
 }
 
 

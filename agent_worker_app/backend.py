@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from agents.base_agent import ImageLayer
+    from agent_worker_app.agents.base_agent import ImageLayer
 
 GRACE_S = 30.0  # after a timeout or a signal: time for the task to commit and bundle
 RESULT_DIR = "/agent-worker/out"  # the task's result channel: result.json and result.bundle

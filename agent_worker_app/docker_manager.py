@@ -35,10 +35,10 @@ from docker.utils import parse_repository_tag
 from docker.utils.socket import STDOUT
 from urllib3.exceptions import InsecureRequestWarning
 
-from agents.base_agent import ImageLayer
-from backend import RESULT_DIR, ExitInfo, FileEntry, ImageResult, Task, TaskSpec
-from errors import DockerError, ImageBuildError
-from task_spec import LABEL, process_start
+from agent_worker_app.agents.base_agent import ImageLayer
+from agent_worker_app.backend import RESULT_DIR, ExitInfo, FileEntry, ImageResult, Task, TaskSpec
+from agent_worker_app.errors import DockerError, ImageBuildError
+from agent_worker_app.task_spec import LABEL, process_start
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings

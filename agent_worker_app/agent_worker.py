@@ -1,0 +1,258 @@
+"""agent-worker: put an AI coding agent to work on a new branch of a git repository, inside a
+Docker container, and report what it did. The click entry point; the run itself is pipeline.py.
+
+docker-py and rich are imported only once a run needs them, so --help and --version stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from agent_worker_app.config import ENV_KEYS, OPTIONS
+from agent_worker_app.errors import AgentWorkerError
+from agent_worker_app.report import SCHEMA_VERSION, RunReport, render_json, render_rich, render_text
+
+if TYPE_CHECKING:
+    from agent_worker_app.agents.base_agent import BaseAgent
+    from agent_worker_app.backend import Backend, ImageResult
+    from agent_worker_app.config import Config
+    from agent_worker_app.console import Env
+
+__version__ = "0.1.0"
+CHECKOUT = Path(__file__).resolve().parents[1]  # a checkout's top, when run from one
+log = logging.getLogger("agent_worker")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "agent-worker"
+
+
+def connect_docker(docker_host: str | None) -> Backend:
+    """The Docker engine as a Backend (docker-py is imported here, on the side)."""
+    from agent_worker_app import docker_manager
+
+    client = docker_manager.connect(docker_host)
+    return docker_manager.DockerBackend(client, local=docker_manager.is_local(docker_host))
+
+
+def prepare_image(
+    client: Any,
+    agent: BaseAgent,
+    *,
+    base_image: str,
+    ca_certs: tuple[Path, ...],
+    force: bool = False,
+    on_line: Callable[[str], None] = lambda line: None,
+    log_dir: Path | None = None,
+) -> ImageResult:
+    """The image a run of this agent uses, built or reused by its content tag (the tests and
+    benchmarks get theirs the same way)."""
+    from agent_worker_app import docker_manager
+
+    return docker_manager.DockerBackend(client, local=True).prepare_image(
+        agent.image_layer(),
+        base_image=base_image,
+        ca_certs=ca_certs,
+        force=force,
+        log_dir=log_dir or cache_dir() / "builds",
+        on_line=on_line,
+    )
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(options: Mapping[str, Any], env: Env) -> int:
+    """Run agent-worker with parsed options; returns the exit code."""
+    from agent_worker_app import agents, pipeline
+    from agent_worker_app import config as config_module
+    from agent_worker_app.console import Progress, Redactor, RunLog, escape_text
+
+    if options.get("list_agents"):
+        return list_agents(env)
+    redactor = Redactor()
+    signals = pipeline.Signals()
+    signals.install()
+    runlog = None
+    try:
+        cfg = config_module.load(
+            options,
+            environ=os.environ,
+            cwd=Path.cwd(),
+            tool_dir=CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else None,
+            agent_class=agents.agent_class,
+            stdin_text=env.stdin.read,
+        )
+        redactor.add(cfg.agent.secret or "")
+        runlog = RunLog(redactor, debug=cfg.debug, stderr=env.stderr)
+        log.debug("agent-worker %s, %s", __version__, cfg)
+        progress = Progress(env, redactor)
+        for warning in cfg.warnings:
+            progress.warn(warning)
+        try:
+            report = pipeline.run(
+                cfg,
+                lambda: connect_docker(cfg.docker_host),
+                redactor=redactor,
+                runlog=runlog,
+                progress=progress,
+                signals=signals,
+                cache_dir=cache_dir(),
+            )
+        finally:
+            progress.close()
+        _emit(report, cfg, env)
+        if report.error:
+            env.stderr.write(f"agent-worker: {report.status}: {escape_text(report.error)}\n")
+        return report.exit_code
+    except AgentWorkerError as exc:
+        _fail(
+            env,
+            options,
+            redactor.text(str(exc)),
+            exc.exit_code,
+            [redactor.text(d) for d in exc.details],
+        )
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 (the single top-level handler for bugs)
+        error = pipeline.internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
+        _fail(env, options, redactor.text(str(error)), error.exit_code, [])
+        return error.exit_code
+    finally:
+        signals.restore()
+        if runlog is not None:
+            runlog.close()
+
+
+def list_agents(env: Env) -> int:
+    """--list-agents: each type, where it comes from, the credentials it takes; a plugin that
+    cannot be loaded is listed with why (a warning, exit 0: the others still work)."""
+    from agent_worker_app import agents
+    from agent_worker_app.console import escape_text
+
+    for listed in agents.listing():
+        env.stdout.write(f"{listed.name}  ({escape_text(listed.origin)})\n")
+        if listed.cls is None:
+            env.stderr.write(f"agent-worker: warning: {escape_text(listed.problem or '')}\n")
+            continue
+        if listed.cls.description:
+            env.stdout.write(f"    {listed.cls.description}\n")
+        creds = listed.cls.credentials
+        if not creds:
+            env.stdout.write("    credentials: none\n")
+        for cred in creds:
+            env.stdout.write(
+                f"    credential: {cred.variable} (--auth {cred.method}): {cred.help}\n"
+            )
+        for setting in listed.cls.settings:
+            flag = f", --{setting.option.replace('_', '-')}" if setting.option else ""
+            default = f" [default: {setting.default}]" if setting.default else ""
+            env.stdout.write(f"    setting: {setting.variable}{flag}: {setting.help}{default}\n")
+    env.stdout.flush()
+    return 0
+
+
+def _emit(report: RunReport, cfg: Config, env: Env) -> None:
+    if cfg.report_file is not None:
+        try:
+            cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
+            cfg.report_file.write_text(render_json(report), encoding="utf-8")
+        except OSError as exc:
+            from agent_worker_app.console import escape_text
+
+            env.stderr.write(
+                f"agent-worker: warning: cannot write --report-file: {escape_text(str(exc))}\n"
+            )
+    if cfg.json_output:
+        env.stdout.write(render_json(report))
+    elif env.stdout_tty:
+        render_rich(report, env.stdout)
+    else:
+        env.stdout.write(render_text(report))
+    env.stdout.flush()
+
+
+def _fail(
+    env: Env, options: Mapping[str, Any], message: str, code: int, details: list[str]
+) -> None:
+    """One line saying what went wrong and what to do; a JSON report too, where asked for."""
+    from agent_worker_app.console import escape_text
+
+    env.stderr.write(f"agent-worker: error: {escape_text(message)}\n")
+    for line in details:
+        env.stderr.write(f"  | {escape_text(line)}\n")
+    if not (options.get("json_output") or options.get("report_file")):
+        return
+    import json
+
+    payload = json.dumps(
+        {"schema_version": SCHEMA_VERSION, "status": "error", "exit_code": code, "error": message}
+    )
+    if options.get("json_output"):
+        env.stdout.write(payload + "\n")
+    if options.get("report_file"):
+        with suppress(OSError):
+            Path(options["report_file"]).write_text(payload + "\n", encoding="utf-8")
+
+
+def _crash_log(text: str) -> Path:
+    path = cache_dir() / "crash" / datetime.now().strftime("%Y%m%d-%H%M%S.log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+EPILOG = """Exit codes: 0 success, 1 the agent ran and failed, 2 usage or configuration error,
+3 a precondition failed (not a repository, dirty tree, branch exists, Docker unreachable, image
+build failed), 124 timed out, 130 interrupted, 4 internal error (the message names a log).
+
+Each agent's own variables (credentials, model, version) are listed by --list-agents."""
+
+
+def _with_options(command: Callable[..., None]) -> Callable[..., None]:
+    for flag, metavar, summary, default in reversed(OPTIONS):
+        key = flag.removeprefix("--").replace("-", "_")
+        notes = [f"env {ENV_KEYS[key]}"] if key in ENV_KEYS else []
+        notes += [f"default: {default}"] if default else []
+        text = summary + (f" [{'; '.join(notes)}]" if notes else "")
+        dest = "json_output" if key == "json" else key
+        if metavar is None:
+            # default None, not False: an absent --debug lets DEBUG from the environment count
+            command = click.option(flag, dest, is_flag=True, default=None, help=text)(command)
+        else:
+            command = click.option(
+                flag,
+                dest,
+                metavar=metavar,
+                help=text,
+                multiple=key in ("ca_cert", "allow_host", "agent_arg"),
+            )(command)
+    return command
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
+@_with_options
+@click.version_option(__version__, "--version", prog_name="agent-worker")
+def cli(**options: Any) -> None:
+    """Run an AI coding agent on a new branch of this repository, in a Docker container.
+
+    The agent works in its own clone; your checkout is never touched. Its commits come back on
+    the new branch, and a report says what it did and what it cost.
+    """
+    from agent_worker_app.console import Env
+
+    sys.exit(main(options, Env()))
