@@ -15,6 +15,7 @@ from agent_worker_app.backend import ImageResult
 from agent_worker_app.errors import ImageBuildError
 from conftest import ROOT, clean_env, git, run_cli, snapshot
 
+CONTAINER = ROOT / "agent_worker_app" / "container"
 CLAUDE_LAYER = ClaudeAgent(AgentSettings()).image_layer()
 
 
@@ -75,7 +76,7 @@ def test_a_changed_dockerfile_byte_rebuilds(
     tmp_path: Path,
 ) -> None:
     context = tmp_path / "container"
-    shutil.copytree(ROOT / "agent_worker_app" / "container", context)
+    shutil.copytree(CONTAINER, context)
     dockerfile = context / "Dockerfile"
     dockerfile.write_bytes(dockerfile.read_bytes() + b" ")
     lines: list[str] = []
@@ -110,14 +111,14 @@ def test_a_changed_dockerfile_byte_rebuilds(
 def test_version_and_ca_files_are_part_of_the_tag(
     tmp_path: Path, ca_certs: tuple[Path, ...]
 ) -> None:
-    files = docker_manager._context_files(ROOT / "agent_worker_app" / "container", ())
+    files = docker_manager._context_files(CONTAINER, ())
     base = docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"})
     assert base == docker_manager.image_tag(files, {"BASE_IMAGE": "b", "CLAUDE_CODE_VERSION": "1"})
     assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "2", "BASE_IMAGE": "b"})
     assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "c"})
     cert = tmp_path / "ca.crt"
     cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    with_ca = docker_manager._context_files(ROOT / "agent_worker_app" / "container", (cert,))
+    with_ca = docker_manager._context_files(CONTAINER, (cert,))
     assert (
         docker_manager.image_tag(with_ca, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"}) != base
     )
@@ -200,16 +201,14 @@ def test_a_base_image_replaced_under_the_same_name_builds_anew(
 
 
 def test_the_agents_layer_is_spliced_in_and_hashed() -> None:
-    plain = docker_manager._context_files(ROOT / "agent_worker_app" / "container", ())
-    layered = docker_manager._context_files(ROOT / "agent_worker_app" / "container", (), CLAUDE_LAYER)
+    plain = docker_manager._context_files(CONTAINER, ())
+    layered = docker_manager._context_files(CONTAINER, (), CLAUDE_LAYER)
     dockerfile = {name: data for name, data, _ in layered}["Dockerfile"].decode()
     assert "FROM system AS claude" in dockerfile
     assert "# AGENT-LAYER" not in dockerfile
     final = dockerfile.index("COPY --from=claude")
     assert dockerfile.rindex("FROM system") < final < dockerfile.index("useradd")
-    other = docker_manager._context_files(
-        ROOT / "agent_worker_app" / "container", (), ImageLayer(final="RUN echo other")
-    )
+    other = docker_manager._context_files(CONTAINER, (), ImageLayer(final="RUN echo other"))
     tags = {
         docker_manager.image_tag(files, {"BASE_IMAGE": "b"}) for files in (plain, layered, other)
     }
