@@ -21,7 +21,7 @@ import docker
 import pytest
 from docker.types import Mount
 
-from conftest import git, require, run_cli, snapshot, tool_outputs
+from conftest import git, make_repo, require, run_cli, snapshot, tool_outputs
 from fake_anthropic import Turn, bash, write
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -316,7 +316,38 @@ def test_a_run_on_a_remote_engine_ships_the_workspace_as_a_bundle(
     assert commits == "1"  # the branch's history arrived in the bundle
     assert snapshot(repo) == before
     run_dir = Path(result.report["run_dir"])
-    assert not (run_dir / "source.bundle").exists()
+    assert not (run_dir / "source.pack").exists()
+    assert remote_engine.client().containers.list(all=True) == []
+
+
+def test_a_shallow_ci_checkout_on_a_remote_engine(
+    tmp_path: Path,
+    fake_api: Any,
+    run_env: Callable[..., dict[str, str]],
+    remote_engine: RemoteEngine,
+) -> None:
+    """What a CI job has (actions/checkout: depth 1) on the engine it is given."""
+    origin = make_repo(tmp_path / "origin", {"app.py": "v = 1\n"})
+    for n in (2, 3):
+        (origin / "app.py").write_text(f"v = {n}\n")
+        git(origin, "commit", "-qam", f"v{n}")
+    project = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(project))
+    fake_api.add_turns(
+        Turn.tool_use(bash("git log --oneline | wc -l; cat app.py")),
+        Turn.tool_use(write("/workspace/app.py", "v = 4\n")),
+        Turn.text("bumped"),
+    )
+    result = run_cli(
+        ["--task", "bump", "--branch", "bump"],
+        cwd=project,
+        env=run_env(DOCKER_HOST=remote_engine.plain),
+        timeout=600,
+    )
+    assert result.code == 0, result.stderr
+    assert tool_outputs(fake_api)[0].split() == ["1", "v", "=", "3"]
+    assert git(project, "show", "bump:app.py") == "v = 4\n"
+    assert git(project, "rev-list", "--count", "bump").strip() == "2"
     assert remote_engine.client().containers.list(all=True) == []
 
 
