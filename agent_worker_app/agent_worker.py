@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent_worker_app.config import ENV_KEYS, OPTIONS
 from agent_worker_app.errors import AgentWorkerError
-from agent_worker_app.report import SCHEMA_VERSION, RunReport, render_json, render_rich, render_text
+from agent_worker_app.options import ENV_KEYS, OPTIONS
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.backend import Backend, ImageResult
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env
+    from agent_worker_app.report import RunReport
 
 __version__ = "0.1.0"
 CHECKOUT = Path(__file__).resolve().parents[1]  # a checkout's top, when run from one
@@ -164,6 +164,8 @@ def list_agents(env: Env) -> int:
 
 
 def _emit(report: RunReport, cfg: Config, env: Env) -> None:
+    from agent_worker_app.report import render_json, render_rich, render_text
+
     if cfg.report_file is not None:
         try:
             cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +197,8 @@ def _fail(
     if not (options.get("json_output") or options.get("report_file")):
         return
     import json
+
+    from agent_worker_app.report import SCHEMA_VERSION
 
     payload = json.dumps(
         {"schema_version": SCHEMA_VERSION, "status": "error", "exit_code": code, "error": message}

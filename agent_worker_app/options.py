@@ -1,0 +1,108 @@
+"""The command line's option table and the variables behind it: all --help needs, and cheap
+to import (config.py, which validates and resolves them, is loaded only for a run)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# Option name -> the variable that sets it from the environment or a .env file. Only these keys
+# are ever read from a .env file, and nothing from it is forwarded wholesale to the container.
+# A project's own .env (in the current directory) belongs to the project: only keys with this
+# prefix are read from it, so its DEBUG or ANTHROPIC_API_KEY never becomes agent-worker's.
+PROJECT_PREFIX = "AGENT_WORKER_"
+ENV_KEYS: Mapping[str, str] = {
+    "project": "PROJECT_PATH",
+    "agent_type": "AGENT_TYPE",
+    "auth": "AGENT_WORKER_AUTH",
+    "timezone": "TZ",
+    "timeout": "AGENT_TIMEOUT",
+    "remote_docker": "DOCKER_HOST",
+    "base_image": "AGENT_WORKER_BASE_IMAGE",
+    "ca_cert": "AGENT_WORKER_CA_CERT",
+    "debug": "AGENT_WORKER_DEBUG",
+    "git_identity": "AGENT_WORKER_GIT_IDENTITY",
+    "workspace": "AGENT_WORKER_WORKSPACE",
+    "allow_host": "AGENT_WORKER_ALLOW_HOSTS",
+    "memory": "AGENT_WORKER_MEMORY",
+    "cpus": "AGENT_WORKER_CPUS",
+    "pids_limit": "AGENT_WORKER_PIDS_LIMIT",
+}
+
+
+# (option, metavar (None: a flag), help, default shown in --help); the variable that also sets
+# an option is ENV_KEYS's, so the help and the loader cannot disagree.
+OPTIONS: list[tuple[str, str | None, str, str | None]] = [
+    ("--task", "TEXT", "What the agent should do.", None),
+    ("--task-file", "PATH", "Read the task from a file (- for stdin).", None),
+    ("--project", "PATH", "The git repository to work on.", "current directory"),
+    ("--branch", "NAME", "Branch to create for the work.", "agent-task-YYYYmmdd-HHMMSS"),
+    ("--agent-type", "NAME", "Agent backend (see --list-agents).", "claude"),
+    ("--list-agents", None, "List the agent types, where each comes from, what it needs.", None),
+    (
+        "--agent-arg",
+        "ARG",
+        "Pass ARG to the agent's command line, verbatim; repeatable.",
+        None,
+    ),
+    (
+        "--api-key",
+        "KEY",
+        "The agent's credential; visible in the process list: prefer its variable.",
+        None,
+    ),
+    (
+        "--auth",
+        "METHOD",
+        "Which credential to use when several are set (claude: api-key, oauth-token, auth-token).",
+        "the one that is set",
+    ),
+    ("--base-url", "URL", "API base URL (the agent's variable: ANTHROPIC_BASE_URL...).", None),
+    ("--model", "NAME", "Model for the agent (claude: ANTHROPIC_MODEL).", "the agent's default"),
+    ("--max-turns", "N", "Turn limit (claude: AGENT_MAX_TURNS).", "unlimited"),
+    (
+        "--agent-version",
+        "V",
+        "The agent's version in the image (claude: CLAUDE_CODE_VERSION).",
+        "its pin",
+    ),
+    ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
+    ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
+    ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
+    ("--base-image", "IMAGE", "Base of the agent image.", "debian:bookworm-slim"),
+    (
+        "--ca-cert",
+        "PATH",
+        "Extra CA certificate (PEM) to trust, e.g. a corporate proxy's; "
+        "repeatable; the variable takes a ':'-separated list.",
+        None,
+    ),
+    ("--force-rebuild", None, "Rebuild the agent image, without cache.", None),
+    ("--json", None, "Print the report as JSON on stdout.", None),
+    ("--report-file", "PATH", "Also write the JSON report to PATH.", None),
+    ("--git-identity", "agent|user", "Commit as agent-worker or as your git identity.", "agent"),
+    (
+        "--workspace",
+        "auto|mount|copy",
+        "Share the repository's objects read-only, or copy a pack of the branch in "
+        "(auto: copy for a remote engine, a partial clone or unreadable objects).",
+        "auto",
+    ),
+    (
+        "--allow-host",
+        "HOST[:PORT]",
+        "Let the agent reach this host too; repeatable; the variable takes a comma-separated list.",
+        None,
+    ),
+    ("--no-firewall", None, "Let the agent reach any address.", None),
+    ("--memory", "SIZE", "Memory limit, /workspace (a tmpfs) included.", "4g"),
+    ("--cpus", "N", "CPU limit.", "all"),
+    ("--pids-limit", "N", "Process limit.", "1024"),
+    ("--debug", None, "Log every step to stderr.", None),
+    (
+        "--env-file",
+        "PATH",
+        "Read settings from this file instead of ~/.config/agent-worker/.env "
+        "and ./.env (whose AGENT_WORKER_* keys only are read).",
+        None,
+    ),
+]
