@@ -81,6 +81,8 @@ def main(options: Mapping[str, Any], env: Env) -> int:
 
     if options.get("list_agents"):
         return list_agents(env)
+    if options.get("recover"):
+        return recover_command(options, env)
     redactor = Redactor()
     signals = pipeline.Signals()
     signals.install()
@@ -90,7 +92,7 @@ def main(options: Mapping[str, Any], env: Env) -> int:
             options,
             environ=os.environ,
             cwd=Path.cwd(),
-            tool_dir=CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else None,
+            tool_dir=_tool_dir(),
             agent_class=agents.agent_class,
             stdin_text=env.stdin.read,
         )
@@ -133,6 +135,30 @@ def main(options: Mapping[str, Any], env: Env) -> int:
         signals.restore()
         if runlog is not None:
             runlog.close()
+
+
+def recover_command(options: Mapping[str, Any], env: Env) -> int:
+    """--recover: bring back the work of this repository's runs whose agent-worker is gone."""
+    from agent_worker_app import config as config_module
+    from agent_worker_app import git_manager, recovery
+    from agent_worker_app.console import escape_text
+
+    try:
+        project, docker_host = config_module.load_location(
+            options, environ=os.environ, cwd=Path.cwd(), tool_dir=_tool_dir()
+        )
+        ws = git_manager.repository(project)
+        lines = recovery.recover(connect_docker(docker_host), ws)
+    except AgentWorkerError as exc:
+        _fail(env, options, str(exc), exc.exit_code, list(exc.details))
+        return exc.exit_code
+    for line in lines or ["nothing to recover: no run of this repository was lost"]:
+        env.stdout.write(f"agent-worker: {escape_text(line)}\n")
+    return 0
+
+
+def _tool_dir() -> Path | None:
+    return CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else None
 
 
 def list_agents(env: Env) -> int:

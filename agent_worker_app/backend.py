@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ImageLayer
 
 GRACE_S = 30.0  # after a timeout or a signal: time for the task to commit and bundle
-RESULT_DIR = "/agent-worker/out"  # the task's result channel: result.json and result.bundle
+OWN_DEADLINE_S = 10.0  # the task stops its agent itself this long after the run's timeout
+RESULT_DIR = "/agent-worker/out"  # what the task leaves: result.bundle, agent-tail.jsonl
+ACCOUNT_FILE = "/run/agent-worker-result.json"  # the task's vouched result, kept for recovery
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,13 @@ class Task:
     inputs: list[FileEntry] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LostTask:
+    task: Task
+    labels: dict[str, str]
+    exit: ExitInfo | None  # None: still running (it stops by itself)
+
+
 class OutputStream(Protocol):
     """A task's output being read on the side; error is set when reading it failed."""
 
@@ -110,8 +119,12 @@ class Backend(Protocol):
     def signal(self, task: Task, name: str) -> None:
         """Send a signal (SIGTERM, SIGKILL); a task that already ended is not an error."""
 
-    def fetch_result(self, task: Task, dest: Path) -> bool:
-        """Copy the task's result channel (RESULT_DIR) into dest/out; False when there is none."""
+    def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+        """Copy what the task left (RESULT_DIR) into dest/out, and with account its vouched
+        result into dest/agent-worker-result.json; False when there is nothing."""
+
+    def lost_tasks(self, project: str) -> list[LostTask]:
+        """This project's tasks whose agent-worker is gone (from this host), running or not."""
 
     def remove(self, task: Task) -> None:
         """Remove it, running or not, with everything the engine keeps for it."""

@@ -349,22 +349,13 @@ def load(
         agent_class = agents.agent_class
     cls = agent_class(agent_type)
 
-    project_text, project_source = layers.get("project")
-    project = (cwd / Path(project_text or ".").expanduser()).resolve()
-    if not project.is_dir():
-        what = "does not exist" if not project.exists() else "is not a directory"
-        raise UsageError(f"{project_source or '--project'}: {project} {what}")
+    project = _project(layers, cwd)
 
     agent, warnings = _agent_settings(cls, layers)
     task = read_task(cli.get("task"), cli.get("task_file"), stdin_text)
     branch = cli.get("branch") or (now or datetime.now()).strftime("agent-task-%Y%m%d-%H%M%S")
     memory = _parsed(layers, "memory", lambda t, s: t.strip().lower(), DEFAULT_MEMORY)
-    docker_host = _parsed(
-        layers,
-        "remote_docker",
-        lambda t, s: validate_url(t, s, ("tcp", "unix", "ssh", "http", "https", "npipe")),
-        None,
-    )
+    docker_host = _docker_host(layers)
     report_file = cli.get("report_file")
     return Config(
         project=project,
@@ -392,6 +383,33 @@ def load(
         pids_limit=_parsed(layers, "pids_limit", _positive_int, DEFAULT_PIDS_LIMIT),
         env_files=tuple(path for path, _ in env_files),
         warnings=tuple(warnings),
+    )
+
+
+def load_location(
+    cli: Mapping[str, Any], *, environ: Mapping[str, str], cwd: Path, tool_dir: Path | None
+) -> tuple[Path, str | None]:
+    """Only the project and the Docker engine (for --recover, which runs no task)."""
+    env_files = _env_files(cli.get("env_file"), cwd, tool_dir, environ)
+    layers = _Layers(cli, environ, _dotenv_layer(env_files))
+    return _project(layers, cwd), _docker_host(layers)
+
+
+def _project(layers: _Layers, cwd: Path) -> Path:
+    project_text, project_source = layers.get("project")
+    project = (cwd / Path(project_text or ".").expanduser()).resolve()
+    if not project.is_dir():
+        what = "does not exist" if not project.exists() else "is not a directory"
+        raise UsageError(f"{project_source or '--project'}: {project} {what}")
+    return project
+
+
+def _docker_host(layers: _Layers) -> str | None:
+    return _parsed(
+        layers,
+        "remote_docker",
+        lambda t, s: validate_url(t, s, ("tcp", "unix", "ssh", "http", "https", "npipe")),
+        None,
     )
 
 

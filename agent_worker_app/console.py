@@ -3,11 +3,13 @@ the redaction that keeps secrets out of all of them."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -288,6 +290,17 @@ class Progress:
         """A live event from the agent's output."""
         self.line(event.text, style={"tool": "cyan", "text": "dim"}.get(event.kind, ""))
 
+    def note(self, text: str) -> None:
+        """Something the user should know that went well (work recovered, ...)."""
+        log.info(text)
+        text = self._shown(text)
+        if self._console is None:
+            self._plain(f"agent-worker: {text}")
+        else:
+            from rich.text import Text
+
+            self._console.print(Text(text, style="green"))
+
     def warn(self, text: str) -> None:
         log.warning(text)
         text = self._shown(text)
@@ -359,7 +372,10 @@ class AgentOutput:
         parse_line: Callable[[str], ProgressEvent | None],
         progress: Progress,
         redactor: Redactor,
+        nonce: str = "",
     ) -> None:
+        self._result_mark = f"{_RESULT} {nonce} " if nonce else None
+        self.result: str | None = None  # the task's result line: JSON, vouched for by the nonce
         self._jsonl = (run_dir / "agent.jsonl").open("wb")
         self._stderr = (run_dir / "container.log").open("wb")
         self._parse_line = parse_line
@@ -377,6 +393,10 @@ class AgentOutput:
     def _err_line(self, raw: bytes) -> None:
         self._stderr.write(raw)
         text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
+        if self._result_mark is not None and text.startswith(self._result_mark):
+            with suppress(ValueError):
+                self.result = base64.b64decode(text.removeprefix(self._result_mark)).decode()
+            return
         if text.startswith(_OWN_WARNING):  # shown as the container says them; reported from
             self._progress.line(text.removeprefix(_OWN), style="yellow")  # result.json
         elif text.startswith(_OWN):
@@ -392,5 +412,6 @@ class AgentOutput:
         self._stderr.close()
 
 
+_RESULT = "agent-worker-result"
 _OWN = "agent-worker: "
 _OWN_WARNING = "agent-worker: warning: "

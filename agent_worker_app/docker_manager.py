@@ -36,7 +36,16 @@ from docker.utils.socket import STDOUT
 from urllib3.exceptions import InsecureRequestWarning
 
 from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.backend import RESULT_DIR, ExitInfo, FileEntry, ImageResult, Task, TaskSpec
+from agent_worker_app.backend import (
+    ACCOUNT_FILE,
+    RESULT_DIR,
+    ExitInfo,
+    FileEntry,
+    ImageResult,
+    LostTask,
+    Task,
+    TaskSpec,
+)
 from agent_worker_app.errors import DockerError, ImageBuildError
 from agent_worker_app.task_spec import LABEL, process_start
 
@@ -574,27 +583,43 @@ def _orchestrator_alive(labels: Mapping[str, str]) -> bool:
     return process_start(pid) == labels.get(f"{LABEL}.pid-start", process_start(pid))
 
 
-def _orphaned(labels: Mapping[str, str], now: float) -> bool:
-    """A container nobody waits for: its run's deadline has passed (whatever host made it), or
-    it is this host's and its agent-worker process is gone."""
+KEEP_LOST_S = 7 * 86400  # a lost run's container waits this long for its repository's next run
+
+
+def _orphan_note(labels: Mapping[str, str], running: bool, now: float) -> str | None:
+    """Why a container is to be removed, or None. A running one past its run's deadline is
+    wedged (the task stops its agent by itself before then); an exited one of a lost run waits
+    KEEP_LOST_S for its repository's next run to recover its work, then is given up."""
     try:
-        if float(labels.get(f"{LABEL}.deadline", "inf")) < now:
-            return True
+        deadline = float(labels.get(f"{LABEL}.deadline", "0"))
     except ValueError:
-        pass
-    return labels.get(f"{LABEL}.host") == socket.gethostname() and not _orchestrator_alive(labels)
+        deadline = 0.0
+    if running:
+        return "still running past its deadline" if deadline < now else None
+    mine = labels.get(f"{LABEL}.host") == socket.gethostname()
+    if mine and _orchestrator_alive(labels):
+        return None
+    if deadline + KEEP_LOST_S >= now:
+        return None
+    branch = labels.get(f"{LABEL}.branch", "?")
+    project = labels.get(f"{LABEL}.project", "?")
+    return (
+        f"nobody recovered it within 7 days: the agent's work for branch {branch} of "
+        f"{project} is lost"
+    )
 
 
 def remove_orphans(client: docker.DockerClient, now: float | None = None) -> list[str]:
-    """Remove the containers of runs that are gone (see _orphaned); their names."""
+    """Remove the containers of runs that are gone (see _orphan_note); a line for each."""
     removed = []
     now = time.time() if now is None else now
     try:
         found = client.containers.list(all=True, filters={"label": [f"{LABEL}.run-id"]})
         for container in found:
-            if _orphaned(container.labels, now):
+            note = _orphan_note(container.labels, container.status == "running", now)
+            if note is not None:
                 container.remove(force=True, v=True)
-                removed.append(str(container.name))
+                removed.append(f"removed container {container.name} ({note})")
     except _DOCKER_ERRORS as exc:
         raise DockerError(f"cannot list or remove old agent containers: {_reason(exc)}") from None
     return removed
@@ -706,12 +731,11 @@ class ContainerIO(threading.Thread):
         try:
             while chunk := self._input.read(1 << 16):
                 raw.sendall(chunk)
-            # End of input, on a plain socket only (TCP, unix, or the socket pair of an ssh
-            # engine): SSLSocket.shutdown drops TLS, and what the container prints would then
-            # arrive as ciphertext. The container's tar stops at the archive's end marker anyway.
-            if type(raw) is socket.socket:
-                with suppress(OSError):
-                    raw.shutdown(socket.SHUT_WR)
+            # No end of input: the container's tar stops at the archive's end marker, and the
+            # rest of its stdin stays open for as long as this process holds the attach. Its
+            # end tells the container that agent-worker is gone (killed, its host asleep), and
+            # the container then stops the agent by itself. (On TLS a half-close would also
+            # drop TLS itself, and the output would arrive as ciphertext.)
         except OSError as exc:
             self.error = self.error or exc
 
@@ -873,8 +897,29 @@ class DockerBackend:
     def signal(self, task: Task, name: str) -> None:
         signal(task.handle, name)
 
-    def fetch_result(self, task: Task, dest: Path) -> bool:
-        return copy_out(task.handle, RESULT_DIR, dest)
+    def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+        found = copy_out(task.handle, RESULT_DIR, dest)
+        if account:
+            found = copy_out(task.handle, ACCOUNT_FILE, dest) or found
+        return found
+
+    def lost_tasks(self, project: str) -> list[LostTask]:
+        lost = []
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": [f"{LABEL}.project={project}"]}
+            )
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(f"cannot list old agent containers: {_reason(exc)}") from None
+        for container in found:
+            labels = dict(container.labels)
+            if labels.get(f"{LABEL}.host") != socket.gethostname() or _orchestrator_alive(labels):
+                continue
+            exit_info = None
+            if container.status in ("exited", "dead"):
+                exit_info = wait(container, 5.0)
+            lost.append(LostTask(Task(container), labels, exit_info))
+        return lost
 
     def remove(self, task: Task) -> None:
         remove(task.handle)

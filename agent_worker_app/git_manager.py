@@ -159,6 +159,15 @@ def _last_line(text: str) -> str:
     return lines[-1].removeprefix("fatal: ") if lines else "unknown reason"
 
 
+def repository(project: Path) -> Workspace:
+    """The repository alone, for work on its past runs (no branch, no base)."""
+    root, git_dir = _find_repository(project)
+    object_format = _run(root, "rev-parse", "--show-object-format").stdout.strip() or "sha1"
+    return Workspace(
+        root=root, git_dir=git_dir, base_commit="", branch="", object_format=object_format
+    )
+
+
 def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
     """Check the repository can take a run on this branch; change nothing."""
     root, git_dir = _find_repository(project)
@@ -360,6 +369,11 @@ def import_bundle(ws: Workspace, bundle: Path) -> str:
         f"HEAD:refs/heads/{ws.branch}",
     )
     return branch_head(ws)
+
+
+def commits_between(ws: Workspace, base: str, head: str) -> list[str]:
+    """The commits of base..head, newest first."""
+    return _git(ws.root, "rev-list", f"{base}..{head}").split()
 
 
 def diff_stats(ws: Workspace, head: str) -> list[FileChange]:

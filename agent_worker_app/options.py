@@ -39,6 +39,12 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--agent-type", "NAME", "Agent backend (see --list-agents).", "claude"),
     ("--list-agents", None, "List the agent types, where each comes from, what it needs.", None),
     (
+        "--recover",
+        None,
+        "Only bring back the work of this repository's runs whose agent-worker is gone.",
+        None,
+    ),
+    (
         "--agent-arg",
         "ARG",
         "Pass ARG to the agent's command line, verbatim; repeatable.",

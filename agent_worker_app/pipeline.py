@@ -136,13 +136,15 @@ class Context:
 
 @dataclass(frozen=True)
 class Inside:
-    """The task's own account of its end, from its result channel (result.json): written after
-    the agent's processes are gone, so nothing the agent prints can forge it."""
+    """The task's own account of its end, from its result channel: written after the agent's
+    processes are gone and marked with a nonce only the task's root stage knows, so nothing the
+    agent prints can forge it."""
 
     phase: str  # "setup": the agent never started; "agent": it ran
     error: str | None = None
     head: str | None = None
     bundle: bool = False
+    stopped: str | None = None  # why the task stopped its agent by itself, if it did
     warnings: tuple[str, ...] = ()
 
 
@@ -156,6 +158,7 @@ class Supervised:
     interrupted: bool = False
     agent_tail: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    result: str | None = None  # the task's result line (JSON), when it came
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,10 @@ def run(
     connecting = Background(connect)
     ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
     backend: Backend = connecting.outcome()
+    from agent_worker_app import recovery
+
+    for line in recovery.recover(backend, ws):  # runs of this repository whose agent-worker died
+        progress.note(line)
     # Cleaning up after runs that are gone is nobody's critical path: it happens while this
     # run goes on, and is reported at its end.
     orphans = Background(backend.remove_orphans)
@@ -246,7 +253,7 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
         for warning in prepared.warnings:
             ctx.progress.warn(warning)
         task = backend.create(prepared.spec, prepared.inputs)
-        supervised = supervise(ctx, backend, task, ws)
+        supervised = supervise(ctx, backend, task, ws, prepared.nonce)
         ctx.journal.mark("agent")
         with ctx.signals.protected():
             collected = collect(ctx, backend, task, ws, supervised)
@@ -306,8 +313,8 @@ def report_orphans(orphans: Background, progress: Progress) -> None:
     except AgentWorkerError as exc:
         progress.warn(str(exc))
         return
-    for name in removed:
-        progress.warn(f"removed container {name}, left by an agent-worker that is gone")
+    for line in removed:
+        progress.warn(line)
 
 
 def internal_error(exc: BaseException, log_path: Path) -> InternalError:
@@ -319,12 +326,12 @@ def internal_error(exc: BaseException, log_path: Path) -> InternalError:
 # ---------------------------------------------------------------- supervise
 
 
-def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supervised:
+def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: str) -> Supervised:
     """Start the task and stream the agent's output until it ends, the timeout passes or a
     signal arrives; it has stopped when this returns."""
     from agent_worker_app.console import AgentOutput
 
-    output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor)
+    output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor, nonce)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
     try:
         stream = backend.start(task, output.stdout.feed, output.stderr.feed)
@@ -355,6 +362,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
         interrupted=interrupted,
         agent_tail=tuple(output.tail),
         warnings=tuple(warnings),
+        result=output.result,
     )
 
 
@@ -393,27 +401,19 @@ def wait_exit(ctx: Context, backend: Backend, task: Task, grace: float) -> ExitI
 def collect(
     ctx: Context, backend: Backend, task: Task, ws: Workspace, supervised: Supervised
 ) -> Collected:
-    """Read the task's result channel and bring its commits onto the branch."""
+    """Read the task's account of its end and bring its commits onto the branch."""
     from agent_worker_app import git_manager
 
     ctx.progress.phase("Bringing the agent's commits back")
-    warnings: list[str] = []
-    inside = None
-    if backend.fetch_result(task, ctx.run_dir):
-        inside, problem = read_inside(ctx.run_dir / "out" / "result.json", supervised.exit)
-        if problem:
-            warnings.append(problem)
+    inside, problem = parse_inside(supervised.result)
+    warnings = [problem] if problem else []
     if inside is not None:
         warnings.extend(inside.warnings)
+        if inside.stopped:
+            warnings.append(f"{inside.stopped}: the task stopped its agent by itself")
     bundle = ctx.run_dir / "out" / "result.bundle"
-    if inside is not None and inside.bundle and bundle.is_file():
-        try:
-            head = git_manager.import_bundle(ws, bundle)
-            bundle.unlink()
-            return Collected(inside, head, None, tuple(warnings))
-        except GitError as exc:
-            error = f"{exc}; the agent's commits are kept in {bundle}"
-            return Collected(inside, git_manager.branch_head(ws), error, tuple(warnings))
+    if inside is not None and inside.bundle and backend.fetch_result(task, ctx.run_dir):
+        return Collected(inside, *import_result(ws, bundle), tuple(warnings))
     head = git_manager.branch_head(ws)
     import_error = None
     if inside is None:
@@ -423,6 +423,8 @@ def collect(
         )
     elif inside.phase == "agent" and inside.error:
         import_error = f"the container {inside.error}: the branch stays at the base"
+    elif inside.bundle:
+        import_error = "the container's result bundle could not be copied out"
     elif inside.phase == "agent" and inside.head and inside.head != ws.base_commit:
         import_error = (
             f"the agent left HEAD at {inside.head[:12]}, which does not "
@@ -431,25 +433,37 @@ def collect(
     return Collected(inside, head, import_error, tuple(warnings))
 
 
-def read_inside(path: Path, exit_info: ExitInfo | None) -> tuple[Inside | None, str | None]:
-    """The task's result.json, trusted only when the task ended by itself: a task killed before
-    its last step may have left a file its agent wrote instead."""
-    if not path.is_file():
-        return None, None
-    if exit_info is None or exit_info.status_code in (137, -1):
-        return None, "the container was killed before it could say how its agent ended"
+def import_result(ws: Workspace, bundle: Path) -> tuple[str, str | None]:
+    """(the branch's head, an import error or None) after fetching the task's bundle."""
+    from agent_worker_app import git_manager
+
+    if not bundle.is_file():
+        return git_manager.branch_head(ws), "the container's result bundle is missing"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        head = git_manager.import_bundle(ws, bundle)
+    except GitError as exc:
+        return git_manager.branch_head(ws), f"{exc}; the agent's commits are kept in {bundle}"
+    bundle.unlink()
+    return head, None
+
+
+def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:
+    """The task's result line, parsed; (None, a problem) when it is not what a task writes."""
+    if text is None:
+        return None, None
+    try:
+        data = json.loads(text)
         warnings = data.get("warnings") or []
         inside = Inside(
             phase=str(data["phase"]),
             error=str(data["error"]) if data.get("error") else None,
             head=str(data["head"]) if data.get("head") else None,
             bundle=bool(data.get("bundle")),
+            stopped=str(data["stopped"]) if data.get("stopped") else None,
             warnings=tuple(str(w) for w in warnings if w),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return None, f"the container's result.json cannot be read ({type(exc).__name__})"
+        return None, f"the container's result cannot be read ({type(exc).__name__})"
     return inside, None
 
 

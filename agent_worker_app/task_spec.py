@@ -4,13 +4,14 @@ FileEntry list), from the configuration, the workspace and the agent. Changes no
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_worker_app.backend import GRACE_S, FileEntry, TaskSpec
+from agent_worker_app.backend import GRACE_S, OWN_DEADLINE_S, FileEntry, TaskSpec
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
@@ -27,6 +28,7 @@ class Prepared:
     inputs: list[FileEntry]
     secrets: tuple[str, ...]  # values to redact everywhere
     warnings: tuple[str, ...]
+    nonce: str  # marks the task's result line; only its root stage knows it
 
 
 def prepare(
@@ -43,8 +45,10 @@ def prepare(
     from agent_worker_app import git_manager
 
     secret_env = agent.secret_env()
+    nonce = secrets.token_hex(16)
     inputs = [
         FileEntry("/agent-worker/task.md", cfg.task.encode("utf-8")),
+        FileEntry("/agent-worker/nonce", nonce.encode(), 0o600),
         FileEntry("/agent-worker/secrets", None, 0o700),
         *(
             FileEntry(f"/agent-worker/secrets/{k}", v.encode(), 0o600)
@@ -73,6 +77,8 @@ def prepare(
         "AW_OBJECT_FORMAT": ws.object_format,
         "AW_FIREWALL": "1" if cfg.firewall else "0",
         "AW_ALLOW_HOSTS": ",".join(hosts),
+        # the task stops its agent by itself then, even with no agent-worker left to do it
+        "AW_DEADLINE": str(int(time.time() + cfg.timeout_s + OWN_DEADLINE_S)),
         "TZ": cfg.timezone,
         "GIT_AUTHOR_NAME": name,
         "GIT_AUTHOR_EMAIL": email,
@@ -84,14 +90,19 @@ def prepare(
         name=f"agent-worker-{run_id}",
         command=["/usr/local/bin/agent_inside.sh", "--", *agent.command()],
         env=env,
-        labels=labels(run_id, ws.root, deadline=time.time() + cfg.timeout_s + 2 * GRACE_S),
+        labels=labels(run_id, ws.root, deadline=time.time() + cfg.timeout_s + 2 * GRACE_S)
+        | {
+            f"{LABEL}.branch": ws.branch,
+            f"{LABEL}.base": ws.base_commit,
+            f"{LABEL}.agent": cfg.agent_type,
+        },
         memory_bytes=cfg.memory_bytes,
         cpus=cfg.cpus,
         pids_limit=cfg.pids_limit,
         firewall=cfg.firewall,
         object_dirs=source.object_dirs if mount else (),
     )
-    return Prepared(spec, inputs, tuple(secret_env.values()), tuple(warnings))
+    return Prepared(spec, inputs, tuple(secret_env.values()), tuple(warnings), nonce)
 
 
 def allowlist(entries: list[str]) -> tuple[list[str], list[str]]:

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Runs inside the agent container, started by agent-worker (docker-init is PID 1).
 #
-# As root:  set the egress firewall, take the secrets out of /agent-worker/secrets, then drop for
-#           good to the agent user with no capabilities and no-new-privileges (setpriv).
+# As root:  set the egress firewall, take the secrets out of /agent-worker/secrets, then start the
+#           agent stage as the agent user with no capabilities and no-new-privileges (setpriv),
+#           and supervise it: pass stop signals on, stop it when agent-worker is gone (the end of
+#           stdin) or the task's own deadline passes, and report how it ended.
 # As agent: check the task branch out into /workspace, run the agent (argv after "--", the task on
 #           its stdin), commit what it left uncommitted, bundle base..HEAD into /agent-worker/out.
 #
-# Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS;
-# on stdin, a tar of agent-worker/task.md, agent-worker/secrets/<VAR>, agent-worker/shallow and
+# Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS,
+# AW_DEADLINE (epoch seconds); on stdin, a tar of agent-worker/task.md, agent-worker/nonce,
+# agent-worker/secrets/<VAR>, agent-worker/shallow and
 # agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
 # (otherwise the repository's object directories are mounted read-only at /source/objects-N).
-# Outputs: /agent-worker/out/result.json (see write_result) and result.bundle (when HEAD moved
-# on from the base); progress lines on stderr, for people only.
+# Outputs: the result line on stderr (see emit_result) and /agent-worker/out/result.bundle (when
+# HEAD moved on from the base); other lines on stderr are progress, for people only.
 # Exit status: the agent's.
 set -euo pipefail
 
@@ -23,17 +26,18 @@ warnings=()                                # the agent stage's own, kept in this
 say() { printf 'agent-worker: %s\n' "$*" >&2; }
 warn() { say "warning: $*"; warnings+=("$*"); }
 
-# The result channel: /agent-worker/out/result.json, the host's only source for how the task
-# ended (its stdout and stderr are the agent's, and only shown). It is written last, after every
-# process of the agent user is gone, and the host trusts it only from a task that ended by
-# itself. phase: "setup" (the agent never started) or "agent".
-write_result() { # phase error head bundle(true/false)
+# The agent stage's account: /agent-worker/out/result.json, written last, after every process of
+# the agent user is gone. The root stage vouches for it only when the agent stage ended by
+# itself (status 0, or 3 for a setup failure): an agent can kill the stage, not make it succeed.
+# phase: "setup" (the agent never started) or "agent"; agent_exit: the agent's exit status.
+write_result() { # phase error head bundle(true/false) [agent_exit]
   local setup=()
   [[ -r "$SETUP_WARNINGS" ]] && mapfile -t setup <"$SETUP_WARNINGS"
   jq -n --arg phase "$1" --arg error "$2" --arg head "$3" --argjson bundle "$4" \
+    --argjson exit "${5:-null}" --arg stopped "$(cat "$STOP_REASON" 2>/dev/null || true)" \
     '{phase: $phase, error: (if $error == "" then null else $error end),
-      head: (if $head == "" then null else $head end), bundle: $bundle,
-      warnings: $ARGS.positional}' \
+      head: (if $head == "" then null else $head end), bundle: $bundle, agent_exit: $exit,
+      stopped: (if $stopped == "" then null else $stopped end), warnings: $ARGS.positional}' \
     --args -- "${setup[@]}" "${warnings[@]}" >"$OUT/result.json.tmp" \
     && mv -f "$OUT/result.json.tmp" "$OUT/result.json"
 }
@@ -44,17 +48,31 @@ fail_setup() { # message
   exit 3
 }
 
+# The result channel to the host: one line on stderr, "agent-worker-result <nonce> <base64 of
+# the JSON>", printed by root after the agent stage ended. The nonce came in with the inputs and
+# never left root's memory: nothing the agent prints can pass for it.
+emit_result() { # json
+  printf '%s\n' "$1" >"$ACCOUNT" # root's copy, for a run that recovers a lost task
+  printf '\nagent-worker-result %s %s\n' "$NONCE" "$(printf '%s' "$1" | base64 -w0)" >&2
+}
+ACCOUNT=/run/agent-worker-result.json
+
+NONCE=
+STOP_REASON=/run/agent-worker-stop-reason # root's, readable by the agent stage
+
 root_stage() {
-  # The run's inputs (task.md, secrets/, source.pack, ...) arrive on stdin as one tar archive;
-  # nothing after this reads stdin.
+  # The run's inputs (task.md, nonce, secrets/, source.pack, ...) arrive on stdin as one tar
+  # archive. The rest of stdin is agent-worker's attach: it ends when agent-worker is gone.
   tar -x -f - -C / --no-same-owner agent-worker
-  exec </dev/null
+  NONCE=$(cat "$IN/nonce" 2>/dev/null || true)
+  rm -f "$IN/nonce"
+  exec 3<&0 </dev/null
   local log=/run/agent-worker-firewall.log
   : >"$SETUP_WARNINGS"
   if [[ "${AW_FIREWALL:-1}" == 1 ]]; then
     if ! /usr/local/bin/init-firewall.sh 2>"$log"; then
       cat "$log" >&2
-      fail_setup "the firewall could not be set up: $(tail -n 1 "$log")"
+      root_fails "the firewall could not be set up: $(tail -n 1 "$log")"
     fi
     cat "$log" >&2
     sed -n 's/^agent-worker: warning: //p' "$log" >"$SETUP_WARNINGS"
@@ -71,9 +89,65 @@ root_stage() {
     done
     rm -rf "$IN/secrets"
   fi
-  exec setpriv --reuid=agent --regid=agent --init-groups \
+  supervise "$@"
+}
+
+root_fails() { # message: a setup failure before the agent stage exists
+  say "error: $1"
+  warnings=()
+  emit_result "$(jq -cn --arg error "$1" '{phase: "setup", error: $error, bundle: false}')"
+  exit 3
+}
+
+child=
+forward() { [[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null; return 0; }
+
+# Stops the agent stage (politely: its trap stops the agent with SIGINT first) when agent-worker
+# is gone (its attach, our fd 3, ends) or the task's own deadline passes: a lost agent-worker
+# costs nothing more, and the commits are kept for the next run to recover.
+watchdog() { # agent stage pid
+  local left=$((${AW_DEADLINE:-0} - $(date +%s)))
+  if ((${AW_DEADLINE:-0} > 0)); then
+    if timeout "$((left > 1 ? left : 1))" cat <&3 >/dev/null; then
+      echo "agent-worker was gone" >"$STOP_REASON"
+    else
+      echo "the task's deadline passed" >"$STOP_REASON"
+    fi
+  else
+    cat <&3 >/dev/null
+    echo "agent-worker was gone" >"$STOP_REASON"
+  fi
+  say "$(cat "$STOP_REASON"): stopping the agent"
+  kill -TERM "$1" 2>/dev/null || true
+}
+
+supervise() {
+  trap forward TERM INT HUP
+  setpriv --reuid=agent --regid=agent --init-groups \
     --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@"
+    env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@" 3<&- &
+  child=$!
+  watchdog "$child" &
+  local dog=$! status=0
+  while kill -0 "$child" 2>/dev/null; do
+    status=0
+    wait "$child" || status=$?
+  done
+  kill "$dog" 2>/dev/null || true
+  exec 3<&-
+  local result=$OUT/result.json
+  if [[ "$status" != 0 && "$status" != 3 ]] || [[ -L "$result" || ! -f "$result" ]]; then
+    warnings=()
+    emit_result "$(jq -cn --arg error "the agent stage ended with status $status before it \
+could say how the agent ended" '{phase: "agent", error: $error, bundle: false}')"
+    exit "$status"
+  fi
+  local json
+  json=$(head -c 1000000 "$result" | jq -c . 2>/dev/null) \
+    || json=$(jq -cn '{phase: "agent", error: "the agent stage left an unreadable result",
+      bundle: false}')
+  emit_result "$json"
+  exit "$(jq -r '.agent_exit // 3' <<<"$json" 2>/dev/null || echo 3)"
 }
 
 # The agent's own repository of the task branch, built from what the host sent and nothing
@@ -181,12 +255,33 @@ commit_and_bundle() {
   printf '%s %s\n' "$head" "$bundle"
 }
 
+# Waits up to 5 s for background jobs of this script to end (they end when their input does).
+settle() {
+  local pid tick
+  for pid in "$@"; do
+    for tick in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  done
+}
+
 agent_stage() {
   trap on_signal TERM INT HUP
-  rm -f "$OUT/result.json" "$OUT/result.bundle"
+  rm -f "$OUT/result.json" "$OUT/result.bundle" "$OUT/agent-tail.jsonl"
   checkout_workspace
+  ((stopping == 0)) || fail_setup "stopped before the agent started"
+  # The agent's stdout goes to agent-worker as it comes, and its last lines to agent-tail.jsonl:
+  # the final figures of an agent stopped after agent-worker was gone, for the run that recovers
+  # its work. (tee -p: a failed copy never breaks the agent's own output.)
+  local out=/tmp/agent-worker-stdout tail_in=/tmp/agent-worker-tail
+  mkfifo "$out" "$tail_in"
+  tail -n 500 <"$tail_in" >"$OUT/agent-tail.jsonl" &
+  local tail_pid=$!
+  tee -p "$tail_in" <"$out" &
+  local tee_pid=$!
   # setsid: the agent leads its own process group, so a stop reaches its children too.
-  setsid "$@" <"$IN/task.md" &
+  setsid "$@" <"$IN/task.md" >"$out" &
   agent_pid=$!
   local status=0
   wait "$agent_pid" || status=$?
@@ -197,19 +292,20 @@ agent_stage() {
     wait "$agent_pid" || status=$?
   fi
   trap '' TERM INT HUP
+  settle "$tee_pid" "$tail_pid"
   kill_leftovers
   # From here on no process of the agent's is left: what follows is this script's own word.
   rm -f "$OUT/result.json" "$OUT/result.json.tmp" "$OUT/result.bundle"
   cd /workspace && { warn_submodule_changes || true; }
   local failure=/tmp/agent-worker-finalize.err result
   if result=$(commit_and_bundle 2>"$failure"); then
-    write_result agent "" "${result% *}" "${result#* }"
+    write_result agent "" "${result% *}" "${result#* }" "$status"
   else
     rm -f "$OUT/result.bundle"
     write_result agent "could not save the agent's work: $(tail -n 3 "$failure" | tr '\n' ' ')" \
-      "" false
+      "" false "$status"
   fi
-  exit "$status"
+  exit 0 # the agent's status is in the result; 0 says this stage ended by itself
 }
 
 if [[ "${1:-}" == "--as-agent" ]]; then
@@ -217,5 +313,5 @@ if [[ "${1:-}" == "--as-agent" ]]; then
   [[ "${1:-}" == "--" ]] && shift
   agent_stage "$@"
 fi
-[[ "$(id -u)" == 0 ]] || fail_setup "must start as root (the firewall needs it)"
+[[ "$(id -u)" == 0 ]] || { say "error: must start as root (the firewall needs it)"; exit 3; }
 root_stage "$@"

@@ -82,27 +82,6 @@ def test_a_signal_mid_run_keeps_the_commits_and_exits_130(
     assert containers_of(docker_client, report["run_id"]) == []
 
 
-def test_kill_9_leaves_a_container_the_next_run_removes(
-    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
-) -> None:
-    fake_api.add_turns(*SLOW_AFTER_A_COMMIT)
-    proc = start_cli(["--task", "work", "--branch", "killed"], cwd=repo, env=run_env())
-    wait_for_requests(fake_api, 3)
-    proc.kill()
-    proc.communicate(timeout=30)
-    left = containers_of_project(docker_client, repo)
-    assert len(left) == 1
-    assert left[0].labels["agent-worker.pid"] == str(proc.pid)
-
-    fake_api.add_turns(Turn.text("quick"))
-    result = run_cli(["--task", "next", "--branch", "next"], cwd=repo, env=run_env())
-    assert result.code == 0, result.stderr
-    assert f"removed container {left[0].name}, left by an agent-worker that is gone" in (
-        result.stderr
-    )
-    assert containers_of_project(docker_client, repo) == []
-
-
 def test_the_agent_crashing_is_a_clear_failure(
     repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
 ) -> None:

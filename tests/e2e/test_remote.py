@@ -570,3 +570,37 @@ def test_ssh_checks_the_host_key_as_the_user_configured(
     line = result.stderr.strip().splitlines()[-1]
     assert f"cannot reach the Docker engine at {url} (ssh: Host key verification failed.)" in line
     assert git(repo, "branch", "--list", "unknown-host") == ""
+
+
+def test_a_killed_run_on_a_remote_engine_stops_and_is_recovered(
+    repo: Path,
+    fake_api: Any,
+    run_env: Callable[..., dict[str, str]],
+    remote_engine: RemoteEngine,
+) -> None:
+    """kill -9 while the agent waits on the API: the remote container notices its attach
+    ending, stops the agent, keeps the commits; --recover brings them back."""
+    from test_faults import start_cli, wait_for_requests
+    from test_lost import WORK_THEN_A_SLOW_ANSWER, wait_until
+
+    remote = remote_engine.client()
+    env = run_env(DOCKER_HOST=remote_engine.plain)
+    fake_api.add_turns(*WORK_THEN_A_SLOW_ANSWER)
+    proc = start_cli(["--task", "work", "--branch", "lost"], cwd=repo, env=env)
+    wait_for_requests(fake_api, 3)
+    proc.kill()
+    proc.communicate(timeout=30)
+
+    def exited() -> bool:
+        found = remote.containers.list(all=True, filters={"label": "agent-worker.run-id"})
+        return len(found) == 1 and found[0].status == "exited"
+
+    assert wait_until(exited, 10.0)
+    asked = len(fake_api.main_requests)
+    time.sleep(2)
+    assert len(fake_api.main_requests) == asked
+    result = run_cli(["--recover"], cwd=repo, env=env)
+    assert result.code == 0, result.stderr
+    assert "recovered 2 commits of run" in result.stdout
+    assert git(repo, "show", "lost:step2.txt") == "half done\n"
+    assert remote.containers.list(all=True) == []

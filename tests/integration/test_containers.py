@@ -114,7 +114,7 @@ def test_files_arrive_on_stdin_with_their_modes(
         "mkdir -p /agent-worker && tar -x -f - -C / --no-same-owner agent-worker && "
         "stat -c '%n %a %u' /agent-worker/secrets /agent-worker/secrets/KEY "
         "/agent-worker/task.md && cat /agent-worker/secrets/KEY /agent-worker/task.md && "
-        "cat > /dev/null && echo stdin-closed >&2"
+        '{ timeout 2 cat > /dev/null; echo "after the input: $?" >&2; }'
     )
     container = docker_manager.create_container(
         docker_client, spec(base_image, ["sh", "-c", script])
@@ -127,7 +127,9 @@ def test_files_arrive_on_stdin_with_their_modes(
         "/agent-worker/task.md 644 0",
         SECRET + "tâche",
     ]
-    assert err == b"stdin-closed\n"  # the input ended: nothing waits on stdin forever
+    # the rest of stdin stays open while agent-worker holds the attach (timeout: 124): its end
+    # is how the container learns that agent-worker is gone
+    assert err == b"after the input: 124\n"
     inspected = docker_client.api.inspect_container(container.id)
     assert SECRET not in str(inspected)
 
@@ -180,44 +182,67 @@ def test_copy_out(docker_client: Any, base_image: str, made: list[Any], tmp_path
     assert not docker_manager.copy_out(container, "/no/such/dir", tmp_path)
 
 
-def test_orphans_of_dead_processes_are_removed(
+def removed_names(lines: list[str]) -> str:
+    return " ".join(lines)
+
+
+def test_containers_of_dead_runs_wait_for_recovery_then_go(
     docker_client: Any, base_image: str, made: list[Any]
 ) -> None:
+    """A lost run's container stops by itself and then waits for its repository's next run to
+    recover its work; after KEEP_LOST_S nobody did, and it goes with a warning naming the loss."""
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    dead_pid = gone.stdout.strip()
-    orphan_labels = labels("orphan", Path("/p"), deadline=time.time() + 3600) | {
-        "agent-worker.pid": dead_pid
-    }
-    orphan = docker_manager.create_container(
-        docker_client, spec(base_image, ["sleep", "60"], labels=orphan_labels)
+    now = time.time()
+    dead = {"agent-worker.pid": gone.stdout.strip(), "agent-worker.branch": "agent/x"}
+    lost_labels = labels("lost", Path("/p"), deadline=now + 60) | dead
+    lost = docker_manager.create_container(
+        docker_client, spec(base_image, ["true"], labels=lost_labels)
+    )
+    stopping = docker_manager.create_container(
+        docker_client,
+        spec(
+            base_image,
+            ["sleep", "60"],
+            labels=labels("stopping", Path("/p"), deadline=now + 60) | dead,
+        ),
     )
     alive = docker_manager.create_container(docker_client, spec(base_image, ["sleep", "60"]))
-    made.extend([orphan, alive])
-    docker_manager.start(orphan)
-    removed = docker_manager.remove_orphans(docker_client)
-    assert orphan.name in removed
-    assert alive.name not in removed
+    made.extend([lost, stopping, alive])
+    docker_manager.start(lost)
+    docker_manager.start(stopping)
+    assert docker_manager.wait(lost, 30) is not None
+    assert docker_manager.remove_orphans(docker_client, now=now) == []
+    later = now + 60 + docker_manager.KEEP_LOST_S + 1
+    removed = removed_names(docker_manager.remove_orphans(docker_client, now=later))
+    assert f"removed container {lost.name} (nobody recovered it within 7 days" in removed
+    assert "branch agent/x of /p is lost" in removed
+    assert f"container {stopping.name} (still running past its deadline)" in removed
+    assert alive.name not in removed  # this process's own: never an orphan
     names = [c.name for c in docker_client.containers.list(all=True)]
-    assert orphan.name not in names
-    assert alive.name in names
+    assert (lost.name in names, stopping.name in names, alive.name in names) == (
+        False,
+        False,
+        True,
+    )
 
 
 def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(
     docker_client: Any, base_image: str, made: list[Any]
 ) -> None:
-    reused = labels("reused", Path("/p"), deadline=time.time() + 3600) | {
+    reused = labels("reused", Path("/p"), deadline=time.time()) | {
         "agent-worker.pid-start": "1"
     }  # this pid, but a process that started long ago
     container = docker_manager.create_container(
         docker_client, spec(base_image, ["true"], labels=reused)
     )
     made.append(container)
-    assert container.name in docker_manager.remove_orphans(docker_client)
+    later = time.time() + docker_manager.KEEP_LOST_S + 1
+    assert container.name in removed_names(docker_manager.remove_orphans(docker_client, now=later))
 
 
 def test_any_host_removes_containers_past_their_deadline(
@@ -237,11 +262,12 @@ def test_any_host_removes_containers_past_their_deadline(
     )
     made.extend([expired, waiting])
     docker_manager.start(expired)
-    removed = docker_manager.remove_orphans(docker_client)
+    removed = removed_names(docker_manager.remove_orphans(docker_client))
     assert expired.name in removed
     assert waiting.name not in removed  # another host's run may still be going
     assert waiting.name in [c.name for c in docker_client.containers.list(all=True)]
-    assert waiting.name in docker_manager.remove_orphans(docker_client, now=now + 3601)
+    later = now + 3600 + docker_manager.KEEP_LOST_S + 1
+    assert waiting.name in removed_names(docker_manager.remove_orphans(docker_client, now=later))
 
 
 def test_output_after_a_long_silence_still_arrives(base_image: str) -> None:

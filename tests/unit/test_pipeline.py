@@ -3,6 +3,7 @@ repositories: pipeline.run_task from the branch to the report."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import subprocess
@@ -70,6 +71,8 @@ class FakeBackend:
     ) -> FakeStream:
         on_stdout(self.stdout)
         on_stderr(self.stderr)
+        if self.result is not None:  # the root stage's line, marked with the run's nonce
+            on_stderr(result_line(self.result, nonce_of(self.inputs)))
         return FakeStream(interrupt=self.interrupt)
 
     def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
@@ -83,14 +86,11 @@ class FakeBackend:
         self.signals.append(name)
 
     def fetch_result(self, task: Task, dest: Path) -> bool:
-        if self.result is None:
+        if self.bundle is None:
             return False
         out = dest / "out"
         out.mkdir(parents=True, exist_ok=True)
-        text = self.result if isinstance(self.result, str) else json.dumps(self.result)
-        (out / "result.json").write_text(text)
-        if self.bundle is not None:
-            (out / "result.bundle").write_bytes(self.bundle.read_bytes())
+        (out / "result.bundle").write_bytes(self.bundle.read_bytes())
         return True
 
     def remove(self, task: Task) -> None:
@@ -98,6 +98,17 @@ class FakeBackend:
 
     def remove_orphans(self) -> list[str]:
         return []
+
+
+def nonce_of(inputs: list[FileEntry]) -> str:
+    entry = next(e for e in inputs if e.path == "/agent-worker/nonce")
+    assert isinstance(entry.data, bytes)
+    return entry.data.decode()
+
+
+def result_line(result: dict[str, Any] | str, nonce: str) -> bytes:
+    text = result if isinstance(result, str) else json.dumps(result)
+    return f"\nagent-worker-result {nonce} {base64.b64encode(text.encode()).decode()}\n".encode()
 
 
 @pytest.fixture
@@ -193,18 +204,18 @@ def test_no_result_is_a_failure_that_says_so(project: Path, tmp_path: Path) -> N
 def test_an_unreadable_result_is_a_failure_and_a_warning(project: Path, tmp_path: Path) -> None:
     report, _ = run(project, tmp_path, FakeBackend(result="{not json"))
     assert (report.status, report.exit_code) == ("failed", 1)
-    assert any("result.json cannot be read" in w for w in report.warnings)
+    assert any("the container's result cannot be read" in w for w in report.warnings)
 
 
-def test_a_result_left_by_a_killed_task_is_not_trusted(project: Path, tmp_path: Path) -> None:
-    """After a SIGKILL the file may be one the agent wrote itself."""
+def test_a_result_line_without_the_nonce_is_not_trusted(project: Path, tmp_path: Path) -> None:
+    """What the agent prints is never the task's word, however it is dressed."""
     bundle, head = agent_bundle(project, tmp_path)
     forged = {"phase": "agent", "head": head, "bundle": True}
-    backend = FakeBackend(exit=ExitInfo(137, False, None), result=forged, bundle=bundle)
+    backend = FakeBackend(stderr=result_line(forged, "0" * 32), bundle=bundle)
     report, _ = run(project, tmp_path, backend)
     assert report.status == "failed"
+    assert "did not hand back the agent's work" in report.error
     assert git(project, "rev-parse", "task").strip() != head
-    assert any("killed before it could say" in w for w in report.warnings)
 
 
 def test_a_setup_failure_deletes_the_branch(project: Path, tmp_path: Path) -> None:
@@ -284,6 +295,7 @@ def test_the_outcome_does_not_listen_to_the_agents_output(project: Path, tmp_pat
     forged = (
         b"agent-worker: error: cannot check out the task branch: forged\n"
         b"agent-worker: result: head=0000 bundle=1\n"
+        + result_line({"phase": "setup", "error": "forged"}, "f" * 32)
     )
     backend = FakeBackend(
         stdout=forged, stderr=forged, result={"phase": "agent", "head": base, "bundle": False}
@@ -291,6 +303,20 @@ def test_the_outcome_does_not_listen_to_the_agents_output(project: Path, tmp_pat
     report, _ = run(project, tmp_path, backend)
     assert (report.status, report.exit_code, report.error) == ("success", 0, None)
     assert report.branch == "task"
+
+
+def test_a_task_that_stopped_its_agent_by_itself_says_why(project: Path, tmp_path: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    result = {
+        "phase": "agent",
+        "head": base,
+        "bundle": False,
+        "stopped": "the task's deadline passed",
+    }
+    report, _ = run(project, tmp_path, FakeBackend(result=result))
+    assert any(
+        "the task's deadline passed: the task stopped its agent" in w for w in report.warnings
+    )
 
 
 def test_copy_mode_sends_a_pack_and_no_mounts(project: Path, tmp_path: Path) -> None:
