@@ -67,24 +67,19 @@ class _Layers:
 
     def get(self, name: str) -> tuple[str | None, str]:
         """The raw value of an option and a label naming where it came from."""
-        value = self.cli.get(name)
-        if value is not None and value != ():
-            return _cli_text(value), "--" + name.replace("_", "-")
         key = ENV_KEYS.get(name)
         if key is None:
+            value = self.cli.get(name)
+            if value is not None and value != ():
+                return _cli_text(value), "--" + name.replace("_", "-")
             return None, ""
-        if self.environ.get(key, "") != "":
-            return self.environ[key], key
-        if key in self.dotenv:
-            text, path = self.dotenv[key]
-            return text, f"{key} in {path}"
-        return None, key
+        return self.variable(key, name)
 
     def variable(self, key: str, option: str | None) -> tuple[str | None, str]:
-        """An agent's variable: its generic option on the command line, the environment, then
-        the settings files."""
-        if option is not None and self.cli.get(option) is not None:
-            return _cli_text(self.cli[option]), "--" + option.replace("_", "-")
+        """A variable: its option on the command line, the environment, then the settings files."""
+        value = self.cli.get(option) if option is not None else None
+        if value is not None and value != ():
+            return _cli_text(value), "--" + str(option).replace("_", "-")
         if self.environ.get(key, "") != "":
             return self.environ[key], key
         if key in self.dotenv:

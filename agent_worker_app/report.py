@@ -71,6 +71,16 @@ class Tokens:
     cache_read: int | None = None
     cache_creation: int | None = None
 
+    @classmethod
+    def of(cls, result: AgentResult) -> Tokens:
+        """The figures the agent reported."""
+        return cls(
+            result.input_tokens,
+            result.output_tokens,
+            result.cache_read_tokens,
+            result.cache_creation_tokens,
+        )
+
     @property
     def total(self) -> int | None:
         """Input plus output; the cache figures are shown on their own."""
@@ -85,6 +95,11 @@ class AgentInfo:
     version: str | None = None
     model: str | None = None
     session_id: str | None = None
+
+    @classmethod
+    def of(cls, agent_type: str, result: AgentResult, version: str | None) -> AgentInfo:
+        """What the agent said of itself, with its pinned version where it said none."""
+        return cls(agent_type, result.version or version, result.model, result.session_id)
 
 
 @dataclass

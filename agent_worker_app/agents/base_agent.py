@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,16 @@ class AgentSettings:
     def get(self, variable: str) -> str | None:
         value = self.values.get(variable)
         return value if value else None
+
+
+def api_host(base_url: str | None, default: str) -> str:
+    """The HOST:PORT the firewall must let through for an API at base_url (default: none given)."""
+    if not base_url:
+        return default
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class BaseAgent(ABC):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from agent_worker_app.agents.base_agent import (
     AgentResult,
@@ -14,6 +13,7 @@ from agent_worker_app.agents.base_agent import (
     OutputParser,
     ProgressEvent,
     Setting,
+    api_host,
 )
 
 VERSION = "2.1.331"  # pinned and tested (tests/fixtures/claude/FINDINGS.md)
@@ -225,13 +225,7 @@ class ClaudeAgent(BaseAgent):
         return self.config.get("CLAUDE_CODE_VERSION") or VERSION
 
     def api_hosts(self) -> list[str]:
-        base_url = self.config.get("ANTHROPIC_BASE_URL")
-        if not base_url:
-            return [DEFAULT_API_HOST]
-        parts = urlsplit(base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host = parts.hostname or ""
-        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        return [api_host(self.config.get("ANTHROPIC_BASE_URL"), DEFAULT_API_HOST)]
 
     def command(self) -> list[str]:
         argv = list(HEADLESS_ARGV)

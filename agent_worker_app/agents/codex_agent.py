@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shlex
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from agent_worker_app.agents.base_agent import (
     AgentResult,
@@ -21,6 +20,7 @@ from agent_worker_app.agents.base_agent import (
     OutputParser,
     ProgressEvent,
     Setting,
+    api_host,
 )
 
 VERSION = "0.169.0"  # pinned and tested (tests/fixtures/codex/FINDINGS.md)
@@ -270,13 +270,7 @@ class CodexAgent(BaseAgent):
         return self.config.get("CODEX_VERSION") or VERSION
 
     def api_hosts(self) -> list[str]:
-        base_url = self.config.get("OPENAI_BASE_URL")
-        if not base_url:
-            return [DEFAULT_API_HOST]
-        parts = urlsplit(base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host = parts.hostname or ""
-        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        return [api_host(self.config.get("OPENAI_BASE_URL"), DEFAULT_API_HOST)]
 
     def command(self) -> list[str]:
         argv = list(HEADLESS_ARGV)
