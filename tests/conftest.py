@@ -208,6 +208,12 @@ def command_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...
     return build_agent_image(docker_client, "command", base_image, ca_certs)
 
 
+@pytest.fixture(scope="session")
+def codex_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
+    """The codex agent's image with its pinned Codex CLI, built once per machine."""
+    return build_agent_image(docker_client, "codex", base_image, ca_certs)
+
+
 PEER_DOCKERFILE = b"""ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 RUN apt-get update \\
@@ -240,6 +246,15 @@ def fake_api(gateway: str) -> Iterator[Any]:
     from fake_anthropic import FakeAnthropic
 
     with FakeAnthropic(host=gateway) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_openai(gateway: str) -> Iterator[Any]:
+    """The fake OpenAI Responses API (tests/fake_openai.py) on the Docker bridge."""
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI(host=gateway) as fake:
         yield fake
 
 

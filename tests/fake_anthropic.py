@@ -47,17 +47,12 @@ JSON body, kind and the turn it got. The server is quiet unless ``verbose=True``
 
 from __future__ import annotations
 
-import itertools
 import json
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from typing import Any, Literal
+
+from fake_http import FakeServer, Handler, RecordedRequestBase, TokenCounts, bearer_token, halves
 
 __all__ = [
     "FakeAnthropic",
@@ -87,7 +82,7 @@ ERROR_TYPES: Mapping[int, str] = {
 
 
 @dataclass(frozen=True)
-class Usage:
+class Usage(TokenCounts):
     """Token usage as the API reports it. Defaults differ per field so that sums are checkable."""
 
     input_tokens: int = 0
@@ -113,22 +108,6 @@ class Usage:
             output_tokens=3,
             cache_read_input_tokens=0,
             cache_creation_input_tokens=0,
-        )
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_read_input_tokens + other.cache_read_input_tokens,
-            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
-        )
-
-    def __mul__(self, n: int) -> Usage:
-        return Usage(
-            self.input_tokens * n,
-            self.output_tokens * n,
-            self.cache_read_input_tokens * n,
-            self.cache_creation_input_tokens * n,
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -274,32 +253,11 @@ def default_is_main_loop(body: Any) -> bool:
 
 
 @dataclass
-class RecordedRequest:
+class RecordedRequest(RecordedRequestBase):
     """One request the fake received, and what it did with it."""
 
-    method: str
-    path: str  # without the query string
-    query: str
-    headers: dict[str, str]  # names lower-cased
-    body: Any  # parsed JSON, or None
-    raw_body: bytes
     kind: RequestKind
-    time: float
-    client: str = ""  # "host:port" of the client's end of the connection
-    turn_index: int | None = None  # index into the script; None: not a script turn
     turn: Turn | None = None  # the turn answered (also the fallback when exhausted)
-    status: int = 0
-
-    @property
-    def model(self) -> str | None:
-        if isinstance(self.body, dict):
-            model = self.body.get("model")
-            return model if isinstance(model, str) else None
-        return None
-
-    @property
-    def stream(self) -> bool:
-        return isinstance(self.body, dict) and self.body.get("stream") is True
 
     @property
     def tool_names(self) -> list[str]:
@@ -314,70 +272,17 @@ class RecordedRequest:
         if key is not None:
             return key
         auth = self.headers.get("authorization")
-        if auth is not None and auth.lower().startswith("bearer "):
-            return auth[7:].strip()
-        return auth
+        return bearer_token(auth) if auth is not None else None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    fake: FakeAnthropic
+class FakeAnthropic(FakeServer[Turn, Usage, RecordedRequest]):
+    """A threaded fake Messages API server answering main-loop requests from a script.
 
+    ``url(host)`` is the base URL to give ANTHROPIC_BASE_URL, as seen from ``host``.
+    """
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
     server_version = "FakeAnthropic/1.0"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.fake.verbose:
-            super().log_message(format, *args)
-
-    def do_POST(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_HEAD(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_PUT(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_DELETE(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_PATCH(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_OPTIONS(self) -> None:
-        self.server.fake._handle(self)
-
-    def read_body(self) -> bytes:
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size_line = self.rfile.readline()
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-
-class _DroppedError(Exception):
-    """The client went away, or a disconnect turn dropped the connection."""
-
-
-class FakeAnthropic:
-    """A threaded fake Messages API server answering main-loop requests from a script."""
+    request_id_header = "request-id"
 
     def __init__(
         self,
@@ -393,209 +298,46 @@ class FakeAnthropic:
         is_main_loop: Callable[[Any], bool] = default_is_main_loop,
         verbose: bool = False,
     ) -> None:
-        self.host = host
-        self._requested_port = port
-        self.when_exhausted = when_exhausted or Turn.text("Done.")
-        self.aux_text = aux_text
-        self.aux_usage = aux_usage or Usage.aux_default()
-        self.count_tokens = count_tokens
-        self.unknown_status = unknown_status
-        self.is_main_loop = is_main_loop
-        self.verbose = verbose
-        self._lock = threading.Lock()
-        self._script: list[Turn] = list(script)
-        self._next = 0
-        self._requests: list[RecordedRequest] = []
-        self._main_usage = Usage()
-        self._all_usage = Usage()
-        self._ids = itertools.count(1)
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError("already started")
-        self._stopping.clear()
-        server = _Server((self.host, self._requested_port), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        super().__init__(
+            script,
+            record_type=RecordedRequest,
+            no_usage=Usage(),
+            host=host,
+            port=port,
+            when_exhausted=when_exhausted or Turn.text("Done."),
+            aux_text=aux_text,
+            aux_usage=aux_usage or Usage.aux_default(),
+            unknown_status=unknown_status,
+            is_main_loop=is_main_loop,
+            verbose=verbose,
         )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()  # wakes delayed answers
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("not started")
-        return int(self._server.server_address[1])
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        """The base URL to give ANTHROPIC_BASE_URL, as seen from ``host``."""
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    # -- script -------------------------------------------------------------------------------
-
-    def add_turns(self, *turns: Turn) -> None:
-        """Append turns to the script (also while running)."""
-        with self._lock:
-            self._script.extend(turns)
-
-    @property
-    def turns_used(self) -> int:
-        """How many script turns main-loop requests consumed."""
-        with self._lock:
-            return self._next
-
-    @property
-    def turns_left(self) -> int:
-        with self._lock:
-            return len(self._script) - self._next
-
-    # -- what happened ------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, in arrival order (a copy)."""
-        with self._lock:
-            return list(self._requests)
-
-    def requests_of(self, kind: RequestKind) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.kind == kind]
-
-    @property
-    def main_requests(self) -> list[RecordedRequest]:
-        return self.requests_of("main")
-
-    @property
-    def main_usage_total(self) -> Usage:
-        """Sum of the usage returned to main-loop requests."""
-        with self._lock:
-            return self._main_usage
-
-    @property
-    def all_usage_total(self) -> Usage:
-        """Sum of the usage returned to every request (main loop and auxiliary)."""
-        with self._lock:
-            return self._all_usage
-
-    def credentials_seen(self) -> set[str]:
-        """Every x-api-key value (or Bearer token) any request carried."""
-        return {r.credential for r in self.requests if r.credential is not None}
-
-    def saw_api_key(self, key: str) -> bool:
-        """True iff at least one request arrived and every request carried exactly ``key``."""
-        requests = self.requests
-        return bool(requests) and all(r.credential == key for r in requests)
+        self.count_tokens = count_tokens
 
     # -- serving ------------------------------------------------------------------------------
 
-    def _handle(self, handler: _Handler) -> None:
-        record = self._record(handler)
-        turn = self._take_turn(record)
-        try:
-            if turn is not None:
-                self._answer_turn(handler, record, turn)
-            elif record.kind == "count_tokens":
-                record.status = 200
-                self._send_json(handler, 200, {"input_tokens": self.count_tokens})
-            else:
-                record.status = self.unknown_status
-                payload: Mapping[str, Any] = {}
-                if self.unknown_status != 200:
-                    message = f"Fake: no route for {record.method} {record.path}"
-                    payload = _error_body("not_found_error", message)
-                self._send_json(handler, self.unknown_status, payload, head=record.method == "HEAD")
-        except (_DroppedError, OSError):
-            handler.close_connection = True
-
-    def _record(self, handler: _Handler) -> RecordedRequest:
-        split = urlsplit(handler.path)
-        raw = handler.read_body()
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = None
-        method = handler.command
-        route = split.path.rstrip("/")
-        kind: RequestKind = "other"
+    def _kind(self, method: str, path: str, body: Any) -> RequestKind:
+        route = path.rstrip("/")
         if method == "POST" and route == "/v1/messages":
-            kind = "main" if self.is_main_loop(body) else "aux"
-        elif method == "POST" and route == "/v1/messages/count_tokens":
-            kind = "count_tokens"
-        return RecordedRequest(
-            method=method,
-            path=split.path,
-            query=split.query,
-            headers={k.lower(): v for k, v in handler.headers.items()},
-            body=body,
-            raw_body=raw,
-            kind=kind,
-            time=time.time(),
-            client=f"{handler.client_address[0]}:{handler.client_address[1]}",
-        )
+            return "main" if self.is_main_loop(body) else "aux"
+        if method == "POST" and route == "/v1/messages/count_tokens":
+            return "count_tokens"
+        return "other"
 
-    def _take_turn(self, record: RecordedRequest) -> Turn | None:
-        """Store the record; the turn that answers it (None: not a Messages request)."""
-        turn: Turn | None = None
-        with self._lock:
-            if record.kind == "main":
-                if self._next < len(self._script):
-                    turn = self._script[self._next]
-                    record.turn_index = self._next
-                    self._next += 1
-                else:
-                    turn = self.when_exhausted
-            elif record.kind == "aux":
-                turn = Turn.text(self.aux_text, usage=self.aux_usage)
-            record.turn = turn
-            self._requests.append(record)
-        return turn
+    def _aux_turn(self) -> Turn:
+        return Turn.text(self.aux_text, usage=self.aux_usage)
 
-    def _count_usage(self, record: RecordedRequest, usage: Usage) -> None:
-        with self._lock:
-            if record.kind == "main":
-                self._main_usage = self._main_usage + usage
-            self._all_usage = self._all_usage + usage
+    def _fixed_answer(self, record: RecordedRequest) -> Mapping[str, Any] | None:
+        return {"input_tokens": self.count_tokens} if record.kind == "count_tokens" else None
 
-    def _answer_turn(self, handler: _Handler, record: RecordedRequest, turn: Turn) -> None:
-        if turn.delay > 0 and self._stopping.wait(turn.delay):
-            raise _DroppedError
+    def _not_found_body(self, message: str) -> Mapping[str, Any]:
+        return _error_body("not_found_error", message)
+
+    def _answer_turn(self, handler: Handler, record: RecordedRequest, turn: Turn) -> None:
+        self._delay(turn.delay)
         model = record.model or "claude-fake"
         if turn.kind == "error":
             record.status = turn.status
-            self._send_json(
-                handler,
+            handler.send_json(
                 turn.status,
                 _error_body(turn.error_type, turn.error_message),
                 extra_headers=turn.headers,
@@ -617,26 +359,14 @@ class FakeAnthropic:
                 "usage": turn.usage.as_dict(),
             }
             if turn.kind == "disconnect":
-                data = json.dumps(message).encode()
-                handler.send_response(200)
-                handler.send_header("content-type", "application/json")
-                handler.send_header("content-length", str(len(data)))
-                handler.end_headers()
-                handler.wfile.write(data[: len(data) // 2])
-                self._drop(handler)
-            self._send_json(handler, 200, message)
+                handler.send_json_cut(message)
+            handler.send_json(200, message)
             return
 
-        handler.send_response(200)
-        handler.send_header("content-type", "text/event-stream; charset=utf-8")
-        handler.send_header("cache-control", "no-cache")
-        handler.send_header("transfer-encoding", "chunked")
-        handler.send_header("request-id", f"req_fake_{msg_id}")
-        handler.end_headers()
+        handler.start_event_stream(f"req_fake_{msg_id}")
         start_usage = turn.usage.as_dict()
         start_usage["output_tokens"] = min(1, turn.usage.output_tokens)
-        self._event(
-            handler,
+        handler.write_event(
             "message_start",
             {
                 "type": "message_start",
@@ -653,10 +383,9 @@ class FakeAnthropic:
             },
         )
         self._count_usage(record, turn.usage)
-        self._event(handler, "ping", {"type": "ping"})
+        handler.write_event("ping", {"type": "ping"})
         if turn.kind == "disconnect":
-            self._event(
-                handler,
+            handler.write_event(
                 "content_block_start",
                 {
                     "type": "content_block_start",
@@ -664,8 +393,7 @@ class FakeAnthropic:
                     "content_block": {"type": "text", "text": ""},
                 },
             )
-            self._event(
-                handler,
+            handler.write_event(
                 "content_block_delta",
                 {
                     "type": "content_block_delta",
@@ -673,11 +401,10 @@ class FakeAnthropic:
                     "delta": {"type": "text_delta", "text": turn.reply_text},
                 },
             )
-            self._drop(handler)
+            handler.drop()
         for index, block in enumerate(content):
             if block["type"] == "text":
-                self._event(
-                    handler,
+                handler.write_event(
                     "content_block_start",
                     {
                         "type": "content_block_start",
@@ -685,9 +412,8 @@ class FakeAnthropic:
                         "content_block": {"type": "text", "text": ""},
                     },
                 )
-                for piece in _halves(str(block["text"])):
-                    self._event(
-                        handler,
+                for piece in halves(str(block["text"])):
+                    handler.write_event(
                         "content_block_delta",
                         {
                             "type": "content_block_delta",
@@ -696,8 +422,7 @@ class FakeAnthropic:
                         },
                     )
             else:
-                self._event(
-                    handler,
+                handler.write_event(
                     "content_block_start",
                     {
                         "type": "content_block_start",
@@ -710,9 +435,8 @@ class FakeAnthropic:
                         },
                     },
                 )
-                for piece in _halves(json.dumps(block["input"])):
-                    self._event(
-                        handler,
+                for piece in halves(json.dumps(block["input"])):
+                    handler.write_event(
                         "content_block_delta",
                         {
                             "type": "content_block_delta",
@@ -723,13 +447,11 @@ class FakeAnthropic:
                             },
                         },
                     )
-            self._event(
-                handler,
+            handler.write_event(
                 "content_block_stop",
                 {"type": "content_block_stop", "index": index},
             )
-        self._event(
-            handler,
+        handler.write_event(
             "message_delta",
             {
                 "type": "message_delta",
@@ -737,8 +459,8 @@ class FakeAnthropic:
                 "usage": turn.usage.as_dict(),
             },
         )
-        self._event(handler, "message_stop", {"type": "message_stop"})
-        self._write_chunk(handler, b"")
+        handler.write_event("message_stop", {"type": "message_stop"})
+        handler.write_chunk(b"")
 
     def _content(self, turn: Turn) -> list[dict[str, Any]]:
         content: list[dict[str, Any]] = []
@@ -758,50 +480,6 @@ class FakeAnthropic:
             content.append({"type": "text", "text": turn.reply_text})
         return content
 
-    def _event(self, handler: _Handler, name: str, data: Mapping[str, Any]) -> None:
-        payload = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-        self._write_chunk(handler, payload)
-
-    @staticmethod
-    def _write_chunk(handler: _Handler, data: bytes) -> None:
-        try:
-            handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            handler.wfile.flush()
-        except OSError as exc:
-            raise _DroppedError from exc
-
-    @staticmethod
-    def _drop(handler: _Handler) -> None:
-        try:
-            handler.wfile.flush()
-            handler.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        handler.close_connection = True
-        raise _DroppedError
-
-    @staticmethod
-    def _send_json(
-        handler: _Handler,
-        status: int,
-        payload: Mapping[str, Any],
-        *,
-        extra_headers: Mapping[str, str] | None = None,
-        head: bool = False,
-    ) -> None:
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(data)))
-        if status >= 400:
-            handler.send_header("request-id", "req_fake_error")
-        for name, value in (extra_headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        if not head:
-            handler.wfile.write(data)
-        handler.wfile.flush()
-
 
 def _error_body(error_type: str, message: str) -> dict[str, Any]:
     return {
@@ -809,13 +487,3 @@ def _error_body(error_type: str, message: str) -> dict[str, Any]:
         "error": {"type": error_type, "message": message},
         "request_id": "req_fake_error",
     }
-
-
-def _halves(text: str) -> Iterator[str]:
-    """The text in two pieces (one when it is shorter than two characters)."""
-    if len(text) < 2:
-        yield text
-        return
-    mid = len(text) // 2
-    yield text[:mid]
-    yield text[mid:]

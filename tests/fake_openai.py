@@ -43,26 +43,23 @@ Anything else is kept away from the script:
 Every request is recorded (``requests``) with its method, path, query, lower-cased headers, parsed
 JSON body, kind and the turn it got. The server is quiet unless ``verbose=True``.
 
-The API mirrors tests/fake_anthropic.py (context manager, ``url``, ``add_turns``, ``requests``,
-``main_requests``, ``turns_used``, ``main_usage_total``, ``credentials_seen``, ``saw_api_key``),
-and ``Usage`` also answers to the Anthropic fake's field names (``cache_read_input_tokens``,
-``cache_creation_input_tokens``, and ``uncached_input_tokens`` for its ``input_tokens``), so
-fixtures can treat both fakes alike.
+Both fakes are built on tests/fake_http.py and share its API (context manager, ``url``,
+``add_turns``, ``requests``, ``main_requests``, ``turns_used``, ``main_usage_total``,
+``credentials_seen``, ``saw_api_key``), and ``Usage`` also answers to the Anthropic fake's field
+names (``cache_read_input_tokens``, ``cache_creation_input_tokens``, and ``uncached_input_tokens``
+for its ``input_tokens``), so fixtures can treat both fakes alike.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from typing import Any, Literal
+
+from fake_http import FakeServer, Handler, RecordedRequestBase, TokenCounts, bearer_token, halves
 
 __all__ = [
     "CustomToolCall",
@@ -98,7 +95,7 @@ ERROR_TYPES: Mapping[int, tuple[str, str]] = {
 
 
 @dataclass(frozen=True)
-class Usage:
+class Usage(TokenCounts):
     """Token usage as the Responses API reports it. Defaults differ per field (sums checkable).
 
     The ``input_tokens_details`` (cached, cache-write) are parts *of* ``input_tokens``, and
@@ -144,24 +141,6 @@ class Usage:
     @property
     def cache_creation_input_tokens(self) -> int:
         return self.cache_write_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.cached_tokens + other.cached_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-            self.output_tokens + other.output_tokens,
-            self.reasoning_tokens + other.reasoning_tokens,
-        )
-
-    def __mul__(self, n: int) -> Usage:
-        return Usage(
-            self.input_tokens * n,
-            self.cached_tokens * n,
-            self.cache_write_tokens * n,
-            self.output_tokens * n,
-            self.reasoning_tokens * n,
-        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -376,32 +355,11 @@ def default_is_main_loop(body: Any) -> bool:
 
 
 @dataclass
-class RecordedRequest:
+class RecordedRequest(RecordedRequestBase):
     """One request the fake received, and what it did with it."""
 
-    method: str
-    path: str  # without the query string
-    query: str
-    headers: dict[str, str]  # names lower-cased
-    body: Any  # parsed JSON, or None
-    raw_body: bytes
     kind: RequestKind
-    time: float
-    client: str = ""  # "host:port" of the client's end of the connection
-    turn_index: int | None = None  # index into the script; None: not a script turn
     turn: Turn | None = None  # the turn answered (also the fallback when exhausted)
-    status: int = 0
-
-    @property
-    def model(self) -> str | None:
-        if isinstance(self.body, dict):
-            model = self.body.get("model")
-            return model if isinstance(model, str) else None
-        return None
-
-    @property
-    def stream(self) -> bool:
-        return isinstance(self.body, dict) and self.body.get("stream") is True
 
     @property
     def tools(self) -> list[dict[str, Any]]:
@@ -451,65 +409,8 @@ class RecordedRequest:
         """The Bearer token of the authorization header, else an api-key header."""
         auth = self.headers.get("authorization")
         if auth is not None:
-            return auth[7:].strip() if auth.lower().startswith("bearer ") else auth
+            return bearer_token(auth)
         return self.headers.get("api-key") or self.headers.get("x-api-key")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    fake: FakeOpenAI
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeOpenAI/1.0"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.fake.verbose:
-            super().log_message(format, *args)
-
-    def do_POST(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_HEAD(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_PUT(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_DELETE(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_PATCH(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_OPTIONS(self) -> None:
-        self.server.fake._handle(self)
-
-    def read_body(self) -> bytes:
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size_line = self.rfile.readline()
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-
-class _DroppedError(Exception):
-    """The client went away, or a disconnect turn dropped the connection."""
 
 
 def _route(path: str) -> str:
@@ -518,8 +419,15 @@ def _route(path: str) -> str:
     return route.removeprefix("/v1") if route.startswith("/v1/") else route
 
 
-class FakeOpenAI:
-    """A threaded fake Responses API server answering main-loop requests from a script."""
+class FakeOpenAI(FakeServer[Turn, Usage, RecordedRequest]):
+    """A threaded fake Responses API server answering main-loop requests from a script.
+
+    ``url(host)`` is the base URL to give OPENAI_BASE_URL (with /v1), as seen from ``host``.
+    """
+
+    server_version = "FakeOpenAI/1.0"
+    request_id_header = "x-request-id"
+    base_path = "/v1"
 
     def __init__(
         self,
@@ -534,210 +442,49 @@ class FakeOpenAI:
         is_main_loop: Callable[[Any], bool] = default_is_main_loop,
         verbose: bool = False,
     ) -> None:
-        self.host = host
-        self._requested_port = port
-        self.when_exhausted = when_exhausted or Turn.text("Done.")
-        self.aux_text = aux_text
-        self.aux_usage = aux_usage or Usage.aux_default()
-        self.unknown_status = unknown_status
-        self.is_main_loop = is_main_loop
-        self.verbose = verbose
-        self._lock = threading.Lock()
-        self._script: list[Turn] = list(script)
-        self._next = 0
-        self._requests: list[RecordedRequest] = []
-        self._main_usage = Usage()
-        self._all_usage = Usage()
-        self._ids = itertools.count(1)
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError("already started")
-        self._stopping.clear()
-        server = _Server((self.host, self._requested_port), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        super().__init__(
+            script,
+            record_type=RecordedRequest,
+            no_usage=Usage(),
+            host=host,
+            port=port,
+            when_exhausted=when_exhausted or Turn.text("Done."),
+            aux_text=aux_text,
+            aux_usage=aux_usage or Usage.aux_default(),
+            unknown_status=unknown_status,
+            is_main_loop=is_main_loop,
+            verbose=verbose,
         )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()  # wakes delayed answers
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("not started")
-        return int(self._server.server_address[1])
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        """The base URL to give OPENAI_BASE_URL (with /v1), as seen from ``host``."""
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/v1"
-
-    # -- script -------------------------------------------------------------------------------
-
-    def add_turns(self, *turns: Turn) -> None:
-        """Append turns to the script (also while running)."""
-        with self._lock:
-            self._script.extend(turns)
-
-    @property
-    def turns_used(self) -> int:
-        """How many script turns main-loop requests consumed."""
-        with self._lock:
-            return self._next
-
-    @property
-    def turns_left(self) -> int:
-        with self._lock:
-            return len(self._script) - self._next
-
-    # -- what happened ------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, in arrival order (a copy)."""
-        with self._lock:
-            return list(self._requests)
-
-    def requests_of(self, kind: RequestKind) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.kind == kind]
-
-    @property
-    def main_requests(self) -> list[RecordedRequest]:
-        return self.requests_of("main")
-
-    @property
-    def main_usage_total(self) -> Usage:
-        """Sum of the usage returned to main-loop requests."""
-        with self._lock:
-            return self._main_usage
-
-    @property
-    def all_usage_total(self) -> Usage:
-        """Sum of the usage returned to every request (main loop and auxiliary)."""
-        with self._lock:
-            return self._all_usage
-
-    def credentials_seen(self) -> set[str]:
-        """Every Bearer token (or api-key header) any request carried."""
-        return {r.credential for r in self.requests if r.credential is not None}
-
-    def saw_api_key(self, key: str) -> bool:
-        """True iff at least one request arrived and every request carried exactly ``key``."""
-        requests = self.requests
-        return bool(requests) and all(r.credential == key for r in requests)
 
     # -- serving ------------------------------------------------------------------------------
 
-    def _handle(self, handler: _Handler) -> None:
-        record = self._record(handler)
-        turn = self._take_turn(record)
-        try:
-            if turn is not None:
-                self._answer_turn(handler, record, turn)
-            elif record.kind == "models":
-                record.status = 200
-                self._send_json(handler, 200, {"object": "list", "data": [], "models": []})
-            else:
-                record.status = self.unknown_status
-                payload: Mapping[str, Any] = {}
-                if self.unknown_status != 200:
-                    message = f"Fake: no route for {record.method} {record.path}"
-                    payload = _error_body("invalid_request_error", "not_found", message)
-                self._send_json(handler, self.unknown_status, payload, head=record.method == "HEAD")
-        except (_DroppedError, OSError):
-            handler.close_connection = True
-
-    def _record(self, handler: _Handler) -> RecordedRequest:
-        split = urlsplit(handler.path)
-        raw = handler.read_body()
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = None
-        method = handler.command
-        route = _route(split.path)
-        kind: RequestKind = "other"
+    def _kind(self, method: str, path: str, body: Any) -> RequestKind:
+        route = _route(path)
         if method == "POST" and route == "/responses":
-            kind = "main" if self.is_main_loop(body) else "aux"
-        elif method == "GET" and route == "/models":
-            kind = "models"
-        return RecordedRequest(
-            method=method,
-            path=split.path,
-            query=split.query,
-            headers={k.lower(): v for k, v in handler.headers.items()},
-            body=body,
-            raw_body=raw,
-            kind=kind,
-            time=time.time(),
-            client=f"{handler.client_address[0]}:{handler.client_address[1]}",
-        )
+            return "main" if self.is_main_loop(body) else "aux"
+        if method == "GET" and route == "/models":
+            return "models"
+        return "other"
 
-    def _take_turn(self, record: RecordedRequest) -> Turn | None:
-        """Store the record; the turn that answers it (None: not a responses request)."""
-        turn: Turn | None = None
-        with self._lock:
-            if record.kind == "main":
-                if self._next < len(self._script):
-                    turn = self._script[self._next]
-                    record.turn_index = self._next
-                    self._next += 1
-                else:
-                    turn = self.when_exhausted
-            elif record.kind == "aux":
-                turn = Turn.text(self.aux_text, usage=self.aux_usage)
-            record.turn = turn
-            self._requests.append(record)
-        return turn
+    def _aux_turn(self) -> Turn:
+        return Turn.text(self.aux_text, usage=self.aux_usage)
 
-    def _count_usage(self, record: RecordedRequest, usage: Usage) -> None:
-        with self._lock:
-            if record.kind == "main":
-                self._main_usage = self._main_usage + usage
-            self._all_usage = self._all_usage + usage
+    def _fixed_answer(self, record: RecordedRequest) -> Mapping[str, Any] | None:
+        if record.kind == "models":
+            return {"object": "list", "data": [], "models": []}
+        return None
+
+    def _not_found_body(self, message: str) -> Mapping[str, Any]:
+        return _error_body("invalid_request_error", "not_found", message)
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_fake_{next(self._ids):04d}"
 
-    def _answer_turn(self, handler: _Handler, record: RecordedRequest, turn: Turn) -> None:
-        if turn.delay > 0 and self._stopping.wait(turn.delay):
-            raise _DroppedError
+    def _answer_turn(self, handler: Handler, record: RecordedRequest, turn: Turn) -> None:
+        self._delay(turn.delay)
         if turn.kind == "error":
             record.status = turn.status
-            self._send_json(
-                handler,
+            handler.send_json(
                 turn.status,
                 _error_body(turn.error_type, turn.error_code, turn.error_message),
                 extra_headers=turn.headers,
@@ -751,40 +498,28 @@ class FakeOpenAI:
             self._count_usage(record, turn.usage)
             response = _response(response_id, model, "completed", items, turn.usage)
             if turn.kind == "disconnect":
-                data = json.dumps(response).encode()
-                handler.send_response(200)
-                handler.send_header("content-type", "application/json")
-                handler.send_header("content-length", str(len(data)))
-                handler.end_headers()
-                handler.wfile.write(data[: len(data) // 2])
-                self._drop(handler)
+                handler.send_json_cut(response)
             if turn.kind == "failed":
                 response = _response(response_id, model, "failed", [], None)
                 response["error"] = {"code": turn.error_code, "message": turn.error_message}
-            self._send_json(handler, 200, response)
+            handler.send_json(200, response)
             return
         self._stream(handler, record, turn, response_id, model, items)
 
     def _stream(
         self,
-        handler: _Handler,
+        handler: Handler,
         record: RecordedRequest,
         turn: Turn,
         response_id: str,
         model: str,
         items: list[dict[str, Any]],
     ) -> None:
-        handler.send_response(200)
-        handler.send_header("content-type", "text/event-stream; charset=utf-8")
-        handler.send_header("cache-control", "no-cache")
-        handler.send_header("transfer-encoding", "chunked")
-        handler.send_header("x-request-id", f"req_{response_id}")
-        handler.end_headers()
+        handler.start_event_stream(f"req_{response_id}")
         seq = itertools.count()
 
         def event(name: str, data: dict[str, Any]) -> None:
-            payload = {"type": name, "sequence_number": next(seq), **data}
-            self._write_chunk(handler, f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+            handler.write_event(name, {"type": name, "sequence_number": next(seq), **data})
 
         in_progress = _response(response_id, model, "in_progress", [], None)
         event("response.created", {"response": in_progress})
@@ -805,12 +540,12 @@ class FakeOpenAI:
                     "delta": turn.reply_text,
                 },
             )
-            self._drop(handler)
+            handler.drop()
         if turn.kind == "failed":
             failed = _response(response_id, model, "failed", [], None)
             failed["error"] = {"code": turn.error_code, "message": turn.error_message}
             event("response.failed", {"response": failed})
-            self._write_chunk(handler, b"")
+            handler.write_chunk(b"")
             return
         for index, item in enumerate(items):
             self._stream_item(event, index, item)
@@ -819,7 +554,7 @@ class FakeOpenAI:
             "response.completed",
             {"response": _response(response_id, model, "completed", items, turn.usage)},
         )
-        self._write_chunk(handler, b"")
+        handler.write_chunk(b"")
 
     @staticmethod
     def _stream_item(
@@ -836,7 +571,7 @@ class FakeOpenAI:
             )
             part = {"type": "output_text", "text": "", "annotations": []}
             event("response.content_part.added", {**at, "content_index": 0, "part": part})
-            for piece in _halves(text):
+            for piece in halves(text):
                 event("response.output_text.delta", {**at, "content_index": 0, "delta": piece})
             event("response.output_text.done", {**at, "content_index": 0, "text": text})
             event(
@@ -851,7 +586,7 @@ class FakeOpenAI:
             )
             part = {"type": "summary_text", "text": ""}
             event("response.reasoning_summary_part.added", {**at, "summary_index": 0, "part": part})
-            for piece in _halves(text):
+            for piece in halves(text):
                 event(
                     "response.reasoning_summary_text.delta",
                     {**at, "summary_index": 0, "delta": piece},
@@ -866,7 +601,7 @@ class FakeOpenAI:
                 "response.output_item.added",
                 {"output_index": index, "item": {**item, "arguments": "", "status": "in_progress"}},
             )
-            for piece in _halves(item["arguments"]):
+            for piece in halves(item["arguments"]):
                 event("response.function_call_arguments.delta", {**at, "delta": piece})
             event("response.function_call_arguments.done", {**at, "arguments": item["arguments"]})
         else:  # custom_tool_call
@@ -874,7 +609,7 @@ class FakeOpenAI:
                 "response.output_item.added",
                 {"output_index": index, "item": {**item, "input": "", "status": "in_progress"}},
             )
-            for piece in _halves(item["input"]):
+            for piece in halves(item["input"]):
                 event("response.custom_tool_call_input.delta", {**at, "delta": piece})
             event("response.custom_tool_call_input.done", {**at, "input": item["input"]})
         event("response.output_item.done", {"output_index": index, "item": item})
@@ -920,46 +655,6 @@ class FakeOpenAI:
                 )
         return items
 
-    @staticmethod
-    def _write_chunk(handler: _Handler, data: bytes) -> None:
-        try:
-            handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            handler.wfile.flush()
-        except OSError as exc:
-            raise _DroppedError from exc
-
-    @staticmethod
-    def _drop(handler: _Handler) -> None:
-        try:
-            handler.wfile.flush()
-            handler.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        handler.close_connection = True
-        raise _DroppedError
-
-    @staticmethod
-    def _send_json(
-        handler: _Handler,
-        status: int,
-        payload: Mapping[str, Any],
-        *,
-        extra_headers: Mapping[str, str] | None = None,
-        head: bool = False,
-    ) -> None:
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(data)))
-        if status >= 400:
-            handler.send_header("x-request-id", "req_fake_error")
-        for name, value in (extra_headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        if not head:
-            handler.wfile.write(data)
-        handler.wfile.flush()
-
 
 def _message(item_id: str, text: str, status: str, *, empty: bool = False) -> dict[str, Any]:
     content = [] if empty else [{"type": "output_text", "text": text, "annotations": []}]
@@ -989,13 +684,3 @@ def _response(
 
 def _error_body(error_type: str, code: str, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-
-
-def _halves(text: str) -> Iterator[str]:
-    """The text in two pieces (one when it is shorter than two characters)."""
-    if len(text) < 2:
-        yield text
-        return
-    mid = len(text) // 2
-    yield text[:mid]
-    yield text[mid:]

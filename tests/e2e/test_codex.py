@@ -5,7 +5,7 @@ with real tool calls that Codex carries out in the container."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,52 +31,6 @@ VERSION = "0.169.0"
 BASE_IMAGE_GREETING = "def greet():\n    return 'hello'\n"
 
 
-@pytest.fixture(scope="session")
-def codex_plugin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """What the CLI's environment needs for `--agent-type codex`: nothing once codex is a
-    built-in agent; until then an entry point ("agent_worker.agents") naming the class, the
-    way any plugin registers."""
-    from agent_worker_app import agents
-    from agent_worker_app.errors import UsageError
-
-    try:
-        agents.agent_class("codex")
-    except UsageError:
-        site = tmp_path_factory.mktemp("codex-plugin")
-        info = site / "agent_worker_codex_test-0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: agent-worker-codex-test\n")
-        (info / "entry_points.txt").write_text(
-            "[agent_worker.agents]\ncodex = agents.codex_agent:CodexAgent\n"
-        )
-        return {"PYTHONPATH": str(site)}
-    return {}
-
-
-@pytest.fixture(scope="session")
-def codex_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
-    """The codex agent's image with its pinned version, built once per machine the way a run
-    builds it."""
-    from agent_worker_app.agent_worker import prepare_image
-    from agent_worker_app.agents.base_agent import AgentSettings
-    from agent_worker_app.agents.codex_agent import CodexAgent
-    from conftest import ROOT
-
-    return prepare_image(
-        docker_client,
-        CodexAgent(AgentSettings()),
-        base_image=base_image,
-        ca_certs=ca_certs,
-        log_dir=ROOT / ".pytest_cache" / "builds",
-    ).tag
-
-
-@pytest.fixture
-def fake_openai(gateway: str) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(host=gateway) as fake:
-        yield fake
-
-
 @pytest.fixture
 def codex_env(
     fake_openai: FakeOpenAI,
@@ -84,7 +38,6 @@ def codex_env(
     base_image: str,
     codex_image: str,
     ca_certs: tuple[Path, ...],
-    codex_plugin: dict[str, str],
 ) -> Callable[..., dict[str, str]]:
     """A run's environment: the key, the fake as base URL, the suite's image settings."""
 
@@ -94,7 +47,6 @@ def codex_env(
             "OPENAI_BASE_URL": fake_openai.url(gateway),
             "AGENT_WORKER_BASE_IMAGE": base_image,
             "AGENT_WORKER_CA_CERT": ":".join(str(p) for p in ca_certs),
-            **codex_plugin,
         }
         return clean_env(**(settings | extra))
 

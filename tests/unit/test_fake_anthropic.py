@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
+import fake_http
 import pytest
+from fake_http import sse_events
 
 from fake_anthropic import (
     FakeAnthropic,
@@ -45,30 +44,8 @@ def post(
     *,
     path: str = "/v1/messages?beta=true",
     headers: dict[str, str] | None = None,
-    timeout: float = 10,
 ) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=timeout)
-    try:
-        hdrs = {"content-type": "application/json", "x-api-key": KEY}
-        hdrs.update(headers or {})
-        conn.request("POST", path, body=json.dumps(payload).encode(), headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    finally:
-        conn.close()
-
-
-def sse_events(data: bytes) -> list[tuple[str, dict[str, Any]]]:
-    events: list[tuple[str, dict[str, Any]]] = []
-    for block in data.decode().split("\n\n"):
-        if not block.strip():
-            continue
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        payload = json.loads(lines["data"])
-        assert payload["type"] == lines["event"]
-        events.append((lines["event"], payload))
-    return events
+    return fake_http.post(fake.port, path, payload, {"x-api-key": KEY, **(headers or {})})
 
 
 def assemble(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -205,71 +182,6 @@ def test_error_turn_with_custom_type_and_message(fake: FakeAnthropic) -> None:
     }
 
 
-def test_disconnect_mid_stream(fake: FakeAnthropic) -> None:
-    fake.add_turns(Turn.disconnect(text="half"), Turn.text("after"))
-    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-    conn.request("POST", "/v1/messages", body=json.dumps(body(stream=True)))
-    resp = conn.getresponse()
-    assert resp.status == 200
-    with pytest.raises(http.client.IncompleteRead) as info:
-        resp.read()
-    conn.close()
-    partial = info.value.partial.decode()
-    assert "message_start" in partial
-    assert "half" in partial
-    assert "message_stop" not in partial
-    # The next request gets the next turn.
-    message = assemble(sse_events(post(fake, body(stream=True))[2]))
-    assert message["content"][0]["text"] == "after"
-    assert fake.main_usage_total == Usage.default()
-
-
-def test_disconnect_non_streaming(fake: FakeAnthropic) -> None:
-    fake.add_turns(Turn.disconnect())
-    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-    conn.request("POST", "/v1/messages", body=json.dumps(body(stream=False)))
-    resp = conn.getresponse()
-    with pytest.raises(http.client.IncompleteRead):
-        resp.read()
-    conn.close()
-
-
-def test_delay_before_answering(fake: FakeAnthropic) -> None:
-    fake.add_turns(Turn.text("slow", delay=0.6))
-    start = time.monotonic()
-    status, _, _ = post(fake, body(stream=True))
-    assert status == 200
-    assert time.monotonic() - start >= 0.6
-
-
-def test_delay_lets_a_client_time_out_and_stop_does_not_wait_for_it() -> None:
-    server = FakeAnthropic([Turn.text("never seen", delay=30)], host="127.0.0.1").start()
-    try:
-        with pytest.raises(TimeoutError):
-            post(server, body(stream=True), timeout=0.3)
-    finally:
-        start = time.monotonic()
-        server.stop()
-    assert time.monotonic() - start < 25  # well short of the 30 s delay: stop cut it short
-
-
-def test_exhausted_script_answers_done(fake: FakeAnthropic) -> None:
-    fake.add_turns(Turn.text("one"))
-    texts = [
-        assemble(sse_events(post(fake, body(stream=True))[2]))["content"][0]["text"]
-        for _ in range(3)
-    ]
-    assert texts == ["one", "Done.", "Done."]
-    assert fake.turns_used == 1
-    assert fake.turns_left == 0
-    assert [r.turn_index for r in fake.requests] == [0, None, None]
-
-
-def test_when_exhausted_can_be_an_error() -> None:
-    with FakeAnthropic(host="127.0.0.1", when_exhausted=Turn.error(529)) as fake:
-        assert [post(fake, body(stream=True))[0] for _ in range(3)] == [529, 529, 529]
-
-
 def test_auxiliary_requests_do_not_consume_turns(fake: FakeAnthropic) -> None:
     fake.add_turns(Turn.text("main answer"))
     status, _, data = post(fake, body(stream=False, tools=False, max_tokens=1))
@@ -314,18 +226,9 @@ def test_other_paths_are_recorded_and_answered_harmlessly(fake: FakeAnthropic) -
     assert fake.turns_used == 0
 
 
-def test_unknown_status_200_answers_empty_object() -> None:
-    with FakeAnthropic(host="127.0.0.1", unknown_status=200) as fake:
-        conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-        conn.request("GET", "/anything")
-        resp = conn.getresponse()
-        assert (resp.status, json.loads(resp.read())) == (200, {})
-        conn.close()
-
-
-def test_recording_and_credentials(fake: FakeAnthropic) -> None:
+def test_x_api_key_wins_over_a_bearer_token(fake: FakeAnthropic) -> None:
     fake.add_turns(Turn.text("a"), Turn.text("b"))
-    post(fake, body(stream=True), headers={"X-Custom": "1"})
+    post(fake, body(stream=True))
     assert fake.saw_api_key(KEY)
     assert not fake.saw_api_key("sk-ant-other")
     post(
@@ -333,20 +236,9 @@ def test_recording_and_credentials(fake: FakeAnthropic) -> None:
         body(stream=True),
         headers={"x-api-key": "", "authorization": "Bearer tok-123"},
     )
-    reqs = fake.requests
-    first, second = reqs
-    assert first.method == "POST"
-    assert first.path == "/v1/messages"
+    first, second = fake.requests
     assert first.query == "beta=true"
-    assert first.headers["x-custom"] == "1"
-    assert first.client.startswith("127.0.0.1:")
-    assert first.body == body(stream=True)
-    assert first.model == "claude-test-model"
-    assert first.stream
     assert first.tool_names == ["Bash"]
-    assert first.turn_index == 0
-    assert first.turn == Turn.text("a")
-    assert second.turn_index == 1
     assert first.credential == KEY
     assert second.credential == ""  # an empty x-api-key header still wins
     assert fake.credentials_seen() == {KEY, ""}
@@ -413,68 +305,3 @@ def test_usage_defaults_are_distinct_and_arithmetic_works() -> None:
 def test_tool_use_turn_needs_a_tool() -> None:
     with pytest.raises(ValueError, match="at least one ToolUse"):
         Turn.tool_use()
-
-
-def test_concurrent_requests_each_get_one_turn() -> None:
-    n = 12
-    script = [Turn.text(f"turn {i}") for i in range(n)]
-    with FakeAnthropic(script, host="127.0.0.1") as fake:
-        texts: list[str] = []
-        lock = threading.Lock()
-
-        def worker() -> None:
-            text = assemble(sse_events(post(fake, body(stream=True))[2]))["content"][0]["text"]
-            with lock:
-                texts.append(text)
-
-        threads = [threading.Thread(target=worker) for _ in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        assert sorted(texts) == sorted(f"turn {i}" for i in range(n))
-        assert sorted(r.turn_index or 0 for r in fake.requests) == list(range(n))
-        assert fake.main_usage_total == Usage.default() * n
-
-
-def test_keep_alive_connection_serves_several_requests(fake: FakeAnthropic) -> None:
-    fake.add_turns(Turn.text("one"), Turn.text("two"))
-    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-    texts = []
-    for stream in (True, False):
-        conn.request("POST", "/v1/messages", body=json.dumps(body(stream=stream)))
-        resp = conn.getresponse()
-        data = resp.read()
-        message = assemble(sse_events(data)) if stream else json.loads(data)
-        texts.append(message["content"][0]["text"])
-    conn.close()
-    assert texts == ["one", "two"]
-
-
-def test_lifecycle_port_and_url() -> None:
-    fake = FakeAnthropic()
-    with pytest.raises(RuntimeError):
-        _ = fake.port
-    with fake:
-        port = fake.port
-        assert port > 0
-        assert fake.host == "0.0.0.0"
-        assert fake.url("127.0.0.1") == f"http://127.0.0.1:{port}"
-        assert fake.url("host.docker.internal") == f"http://host.docker.internal:{port}"
-        assert fake.url("::1") == f"http://[::1]:{port}"
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass
-    with (
-        pytest.raises(ConnectionRefusedError),
-        socket.create_connection(("127.0.0.1", port), timeout=2),
-    ):
-        pass
-    fake.stop()  # idempotent
-
-
-def test_quiet_by_default(fake: FakeAnthropic, capsys: pytest.CaptureFixture[str]) -> None:
-    fake.add_turns(Turn.text("x"))
-    post(fake, body(stream=True))
-    captured = capsys.readouterr()
-    assert captured.err == ""
-    assert captured.out == ""
