@@ -7,10 +7,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import fake_http
 import pytest
-from fake_http import sse_events
 
+import fake_http
 from fake_anthropic import (
     FakeAnthropic,
     ToolUse,
@@ -20,6 +19,7 @@ from fake_anthropic import (
     edit,
     write,
 )
+from fake_http import sse_events
 
 TOOLS = [{"name": "Bash", "description": "run", "input_schema": {"type": "object"}}]
 KEY = "sk-ant-test-unit"

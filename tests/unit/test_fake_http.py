@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fake_http import TokenCounts, bearer_token, halves, post, sse_events
 
 import fake_anthropic
 import fake_openai
+from fake_http import TokenCounts, bearer_token, halves, post, sse_events
 
 
 @dataclass(frozen=True)

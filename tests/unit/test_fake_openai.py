@@ -7,9 +7,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import fake_http
 import pytest
 
+import fake_http
 from fake_openai import (
     CustomToolCall,
     FakeOpenAI,
