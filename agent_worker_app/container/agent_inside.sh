@@ -51,7 +51,7 @@ fail_setup() { # message
 # The result channel to the host: one line on stderr, "agent-worker-result <nonce> <base64 of
 # the JSON>", printed by root after the agent stage ended. The nonce came in with the inputs and
 # never left root's memory: nothing the agent prints can pass for it.
-emit_result() { # json
+emit_result() { # json (one line)
   printf '%s\n' "$1" >"$ACCOUNT" # root's copy, for a run that recovers a lost task
   printf '\nagent-worker-result %s %s\n' "$NONCE" "$(printf '%s' "$1" | base64 -w0)" >&2
 }
@@ -142,12 +142,13 @@ supervise() {
 could say how the agent ended" '{phase: "agent", error: $error, bundle: false}')"
     exit "$status"
   fi
+  # Passed on as it is (the host parses it, and refuses what it cannot read); only the agent's
+  # exit status is read here, to be the container's.
   local json
-  json=$(head -c 1000000 "$result" | jq -c . 2>/dev/null) \
-    || json=$(jq -cn '{phase: "agent", error: "the agent stage left an unreadable result",
-      bundle: false}')
+  json=$(head -c 1000000 "$result" | tr -d '\n')
   emit_result "$json"
-  exit "$(jq -r '.agent_exit // 3' <<<"$json" 2>/dev/null || echo 3)"
+  [[ "$json" =~ \"agent_exit\":[[:space:]]*([0-9]+) ]] && exit "${BASH_REMATCH[1]}"
+  exit 3
 }
 
 # The agent's own repository of the task branch, built from what the host sent and nothing
@@ -224,13 +225,29 @@ stop_agent() {
   done
 }
 
-# Ends every other process of the agent user: stray background jobs, fork bombs.
+# Ends every other process of the agent user: stray background jobs, fork bombs. (kill -1 says
+# it succeeded whenever any other process exists, root's supervisor included, so what is left of
+# the agent user's is counted instead; a child of this script that died is waited for.)
 kill_leftovers() {
   local round
   for round in 1 2 3 4 5 6 7 8 9 10; do
-    kill -KILL -1 2>/dev/null || return 0
-    sleep 0.1
+    others_left || return 0
+    kill -KILL -1 2>/dev/null || true
+    wait 2>/dev/null || true
+    sleep 0.05
   done
+}
+
+others_left() {
+  local pid
+  for pid in $(pgrep -u "$(id -u)"); do
+    [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
+    case "$(cut -d ' ' -f 3 "/proc/$pid/stat" 2>/dev/null)" in
+      "" | Z) continue ;; # gone (the pgrep's own subshell) or dead
+    esac
+    return 0
+  done
+  return 1
 }
 
 # Commits what the agent left and bundles base..HEAD for the host; prints "<head> <true|false>"
@@ -255,15 +272,24 @@ commit_and_bundle() {
   printf '%s %s\n' "$head" "$bundle"
 }
 
-# Waits up to 5 s for background jobs of this script to end (they end when their input does).
+# Waits up to 1 s for background jobs of this script to end (they end when their input does,
+# unless a process the agent left behind still holds it), and reaps those that did.
 settle() {
-  local pid tick
-  for pid in "$@"; do
-    for tick in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
+  local pid tick state running
+  for tick in $(seq 1 50); do
+    running=0
+    for pid in "$@"; do
+      state=$(cut -d ' ' -f 3 "/proc/$pid/stat" 2>/dev/null) || continue
+      [[ "$state" == Z ]] || running=1
     done
+    ((running)) || break
+    sleep 0.02
   done
+  for pid in "$@"; do
+    state=$(cut -d ' ' -f 3 "/proc/$pid/stat" 2>/dev/null) || continue
+    if [[ "$state" == Z ]]; then wait "$pid" 2>/dev/null || true; fi
+  done
+  return 0
 }
 
 agent_stage() {
@@ -292,6 +318,9 @@ agent_stage() {
     wait "$agent_pid" || status=$?
   fi
   trap '' TERM INT HUP
+  # What the agent left running in its process group may hold its output open: gone first, so
+  # that the copies see the end of it at once.
+  kill -KILL -- "-$agent_pid" 2>/dev/null || true
   settle "$tee_pid" "$tail_pid"
   kill_leftovers
   # From here on no process of the agent's is left: what follows is this script's own word.

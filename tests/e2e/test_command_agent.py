@@ -144,3 +144,20 @@ def test_nothing_the_agent_prints_or_writes_can_forge_its_outcome(
     assert report["branch"] == "forged"
     assert not any("forged" in w for w in report["warnings"])
     assert git(repo, "show", "forged:real.txt") == "real\n"
+
+
+def test_a_command_that_leaves_processes_behind_still_ends_cleanly(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    """Background jobs still holding its output are ended; its work is kept."""
+    task = "sleep 300 & (sleep 300 >&2) & echo kept > kept.txt; echo done"
+    result = run_cli(
+        ["--agent-type", "command", "--task", task, "--branch", "daemons"],
+        cwd=repo,
+        env=command_env(),
+        timeout=120,
+    )
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    assert result.report["status"] == "success"
+    assert git(repo, "show", "daemons:kept.txt") == "kept\n"
