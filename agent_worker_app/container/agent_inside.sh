@@ -205,7 +205,7 @@ warn_submodule_changes() {
       warn "the agent wrote files under the submodule $(printf '%q' "$path"); they are \
 not kept (submodules are not checked out in the container)"
     fi
-  done < <(git ls-files --stage -z 2>/dev/null)
+  done < <(git ls-files --stage -z 2>/dev/null | grep -z '^160000 ' || true)
 }
 
 agent_pid=
