@@ -198,8 +198,11 @@ def run(
     backend: Backend = connecting.outcome()
     from agent_worker_app import recovery
 
-    for line in recovery.recover(backend, ws):  # runs of this repository whose agent-worker died
-        progress.note(line)
+    try:  # runs of this repository whose agent-worker died: their work first
+        for line in recovery.recover(backend, ws):
+            progress.note(line)
+    except AgentWorkerError as exc:  # never a reason not to run this task
+        progress.warn(f"could not look for lost runs to recover: {exc}")
     # Cleaning up after runs that are gone is nobody's critical path: it happens while this
     # run goes on, and is reported at its end.
     orphans = Background(backend.remove_orphans)
