@@ -8,6 +8,7 @@ never started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -196,16 +197,11 @@ def run(
     connecting = Background(connect)
     ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
     backend: Backend = connecting.outcome()
-    from agent_worker_app import recovery
-
-    try:  # runs of this repository whose agent-worker died: their work first
-        for line in recovery.recover(backend, ws):
-            progress.note(line)
-    except AgentWorkerError as exc:  # never a reason not to run this task
-        progress.warn(f"could not look for lost runs to recover: {exc}")
-    # Cleaning up after runs that are gone is nobody's critical path: it happens while this
-    # run goes on, and is reported at its end.
+    # Cleaning up after runs that are gone, and finding this repository's runs whose
+    # agent-worker died, are nobody's critical path: they happen while this run goes on; the
+    # lost runs' work is recovered at its end.
     orphans = Background(backend.remove_orphans)
+    lost = Background(backend.lost_tasks, str(ws.root))
     journal.mark("preflight")
     progress.phase("Preparing the agent image")
     image = backend.prepare_image(
@@ -230,6 +226,19 @@ def run(
         return run_task(ctx, backend, ws, image.tag)
     finally:
         report_orphans(orphans, progress)
+        recover_lost(backend, ws, lost, progress)
+
+
+def recover_lost(backend: Backend, ws: Workspace, lost: Background, progress: Progress) -> None:
+    """Bring back the work of this repository's runs whose agent-worker died."""
+    from agent_worker_app import recovery
+
+    with contextlib.suppress(Interrupted):  # a second Ctrl-C: leave it to the next run
+        try:
+            for line in recovery.recover_found(backend, ws, lost.outcome()):
+                progress.note(line)
+        except AgentWorkerError as exc:  # never a reason to fail this run
+            progress.warn(f"could not look for lost runs to recover: {exc}")
 
 
 def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:

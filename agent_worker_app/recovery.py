@@ -27,8 +27,13 @@ ACCOUNT_NAME = "agent-worker-result.json"
 
 def recover(backend: Backend, ws: Workspace) -> list[str]:
     """Recover every lost task of this repository; a line for the user about each."""
+    return recover_found(backend, ws, backend.lost_tasks(str(ws.root)))
+
+
+def recover_found(backend: Backend, ws: Workspace, found: list[LostTask]) -> list[str]:
+    """Recover these lost tasks (backend.lost_tasks); a line for the user about each."""
     lines = []
-    for lost in backend.lost_tasks(str(ws.root)):
+    for lost in found:
         try:
             lines.append(recover_one(backend, ws, lost))
         except AgentWorkerError as exc:

@@ -34,7 +34,7 @@ write_result() { # phase error head bundle(true/false) [agent_exit]
   local setup=()
   [[ -r "$SETUP_WARNINGS" ]] && mapfile -t setup <"$SETUP_WARNINGS"
   jq -n --arg phase "$1" --arg error "$2" --arg head "$3" --argjson bundle "$4" \
-    --argjson exit "${5:-null}" --arg stopped "$(cat "$STOP_REASON" 2>/dev/null || true)" \
+    --argjson exit "${5:-null}" --arg stopped "$([[ -r "$STOP_REASON" ]] && echo "$(<"$STOP_REASON")")" \
     '{phase: $phase, error: (if $error == "" then null else $error end),
       head: (if $head == "" then null else $head end), bundle: $bundle, agent_exit: $exit,
       stopped: (if $stopped == "" then null else $stopped end), warnings: $ARGS.positional}' \
@@ -106,7 +106,9 @@ forward() { [[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null; return 0; }
 # is gone (its attach, our fd 3, ends) or the task's own deadline passes: a lost agent-worker
 # costs nothing more, and the commits are kept for the next run to recover.
 watchdog() { # agent stage pid
-  local left=$((${AW_DEADLINE:-0} - $(date +%s)))
+  local now
+  printf -v now '%(%s)T' -1
+  local left=$((${AW_DEADLINE:-0} - now))
   if ((${AW_DEADLINE:-0} > 0)); then
     if timeout "$((left > 1 ? left : 1))" cat <&3 >/dev/null; then
       echo "agent-worker was gone" >"$STOP_REASON"
@@ -145,7 +147,8 @@ could say how the agent ended" '{phase: "agent", error: $error, bundle: false}')
   # Passed on as it is (the host parses it, and refuses what it cannot read); only the agent's
   # exit status is read here, to be the container's.
   local json
-  json=$(head -c 1000000 "$result" | tr -d '\n')
+  json=$(<"$result")
+  json=${json//$'\n'/}
   emit_result "$json"
   [[ "$json" =~ \"agent_exit\":[[:space:]]*([0-9]+) ]] && exit "${BASH_REMATCH[1]}"
   exit 3
@@ -242,9 +245,7 @@ others_left() {
   local pid
   for pid in $(pgrep -u "$(id -u)"); do
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
-    case "$(cut -d ' ' -f 3 "/proc/$pid/stat" 2>/dev/null)" in
-      "" | Z) continue ;; # gone (the pgrep's own subshell) or dead
-    esac
+    [[ "$(state_of "$pid")" == [Z-] ]] && continue # dead, or gone (pgrep's own subshell)
     return 0
   done
   return 1
@@ -275,21 +276,30 @@ commit_and_bundle() {
 # Waits up to 1 s for background jobs of this script to end (they end when their input does,
 # unless a process the agent left behind still holds it), and reaps those that did.
 settle() {
-  local pid tick state running
-  for tick in $(seq 1 50); do
+  local pid tick running
+  for ((tick = 0; tick < 50; tick++)); do
     running=0
     for pid in "$@"; do
-      state=$(cut -d ' ' -f 3 "/proc/$pid/stat" 2>/dev/null) || continue
-      [[ "$state" == Z ]] || running=1
+      [[ "$(state_of "$pid")" == [Z-] ]] || running=1
     done
     ((running)) || break
     sleep 0.02
   done
   for pid in "$@"; do
-    state=$(cut -d ' ' -f 3 "/proc/$pid/stat" 2>/dev/null) || continue
-    if [[ "$state" == Z ]]; then wait "$pid" 2>/dev/null || true; fi
+    if [[ "$(state_of "$pid")" == Z ]]; then wait "$pid" 2>/dev/null || true; fi
   done
   return 0
+}
+
+# A process's state letter (Z: dead, not yet waited for), or "-" when it is gone.
+state_of() {
+  local stat
+  if read -r stat 2>/dev/null <"/proc/$1/stat"; then
+    stat=${stat##*) }
+    printf '%s' "${stat%% *}"
+  else
+    printf -- '-'
+  fi
 }
 
 agent_stage() {

@@ -86,7 +86,7 @@ def test_a_killed_run_stops_spending_and_recover_brings_its_work_back(
     assert "nothing to recover" in again.stdout
 
 
-def test_the_next_run_recovers_a_killed_one_first(
+def test_the_next_run_recovers_a_killed_one_too(
     repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
 ) -> None:
     run_id = kill_mid_run(repo, fake_api, run_env(), docker_client)
