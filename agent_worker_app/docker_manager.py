@@ -568,9 +568,6 @@ def _build_text(chunk: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- containers
 
 
-ContainerSpec = TaskSpec  # the name the container functions below use
-
-
 def _orchestrator_alive(labels: Mapping[str, str]) -> bool:
     """Whether the agent-worker process that made a container (on this host) still runs."""
     try:
@@ -625,7 +622,7 @@ def remove_orphans(client: docker.DockerClient, now: float | None = None) -> lis
     return removed
 
 
-def create_container(client: docker.DockerClient, spec: ContainerSpec) -> Container:
+def create_container(client: docker.DockerClient, spec: TaskSpec) -> Container:
     """Create (not start) the agent container with its limits; its stdin stays open for input."""
     # SETUID/SETGID/SETPCAP to drop to the agent user for good; KILL so docker-init (root) can
     # pass a stop signal on to it. The agent itself keeps none of them.

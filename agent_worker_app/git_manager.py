@@ -170,7 +170,8 @@ def repository(project: Path) -> Workspace:
 
 def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
     """Check the repository can take a run on this branch; change nothing."""
-    root, git_dir = _find_repository(project)
+    repo = repository(project)
+    root = repo.root
     head = _run(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if head.returncode != 0:
         raise PreconditionError(f"{root} has no commits yet: make a first commit")
@@ -180,14 +181,7 @@ def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
         _check_free(root, branch)
     else:
         branch = _unused_name(root, branch)
-    object_format = _run(root, "rev-parse", "--show-object-format").stdout.strip() or "sha1"
-    return Workspace(
-        root=root,
-        git_dir=git_dir,
-        base_commit=head.stdout.strip(),
-        branch=branch,
-        object_format=object_format,
-    )
+    return replace(repo, base_commit=head.stdout.strip(), branch=branch)
 
 
 def _check_dirty(root: Path) -> None:

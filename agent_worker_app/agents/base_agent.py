@@ -139,7 +139,11 @@ class BaseAgent(ABC):
         return ImageLayer()
 
     def version(self) -> str | None:
-        """The version the image has (its pin), for the report."""
+        """The version the image has, for the report: the setting tied to --agent-version (its
+        default is the pin), if the agent has one."""
+        for setting in self.settings:
+            if setting.option == "agent_version":
+                return self.config.get(setting.variable) or setting.default
         return None
 
     def api_hosts(self) -> list[str]:

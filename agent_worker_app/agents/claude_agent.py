@@ -221,9 +221,6 @@ class ClaudeAgent(BaseAgent):
             build_args={"CLAUDE_CODE_VERSION": self.version() or VERSION},
         )
 
-    def version(self) -> str | None:
-        return self.config.get("CLAUDE_CODE_VERSION") or VERSION
-
     def api_hosts(self) -> list[str]:
         return [api_host(self.config.get("ANTHROPIC_BASE_URL"), DEFAULT_API_HOST)]
 

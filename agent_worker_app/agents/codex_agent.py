@@ -266,9 +266,6 @@ class CodexAgent(BaseAgent):
             build_args={"CODEX_VERSION": self.version() or VERSION},
         )
 
-    def version(self) -> str | None:
-        return self.config.get("CODEX_VERSION") or VERSION
-
     def api_hosts(self) -> list[str]:
         return [api_host(self.config.get("OPENAI_BASE_URL"), DEFAULT_API_HOST)]
 

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from agent_worker_app import docker_manager
-from agent_worker_app.backend import FileEntry
-from agent_worker_app.backend import TaskSpec as ContainerSpec
+from agent_worker_app.backend import FileEntry, TaskSpec
 from agent_worker_app.task_spec import labels
 
 SECRET = "sk-ant-test-never-in-inspect-77"
 
 
-def spec(image: str, command: list[str], **kw: Any) -> ContainerSpec:
+def spec(image: str, command: list[str], **kw: Any) -> TaskSpec:
     values: dict[str, Any] = {
         "image": image,
         "name": f"agent-worker-test-{os.getpid()}-{time.monotonic_ns()}",
@@ -31,7 +30,7 @@ def spec(image: str, command: list[str], **kw: Any) -> ContainerSpec:
         "pids_limit": 100,
         "firewall": False,
     } | kw
-    return ContainerSpec(**values)
+    return TaskSpec(**values)
 
 
 @pytest.fixture
