@@ -1,4 +1,6 @@
-"""Everything agent-worker asks of Docker: the only module that imports docker."""
+"""Everything agent-worker asks of Docker: the only package that imports docker. This module
+holds the engine connection, images and containers (DockerBackend); other engines on Docker's API
+(a Swarm) get modules of their own beside it."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ from agent_worker_app.task_spec import LABEL, process_start
 if TYPE_CHECKING:
     from requests.sessions import _Settings
 
-CONTAINER_DIR = Path(__file__).resolve().parent / "container"
+CONTAINER_DIR = Path(__file__).resolve().parent.parent / "container"
 IMAGE_REPO = "agent-worker"
 AGENT_UID = 1000
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
