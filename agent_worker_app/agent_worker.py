@@ -209,6 +209,21 @@ def _emit(report: RunReport, cfg: Config, env: Env) -> None:
     else:
         env.stdout.write(render_text(report))
     env.stdout.flush()
+    _ci_outputs([report], cfg.report_file, env)
+
+
+def _ci_outputs(reports: list[RunReport], report_file: Path | None, env: Env) -> None:
+    """GitHub Actions' step outputs, job summary and error annotation, where it asks for them."""
+    from agent_worker_app import ci_outputs
+    from agent_worker_app.console import escape_text
+
+    if not ci_outputs.wanted(os.environ):
+        return
+    totals = ci_outputs.Totals.of(reports)
+    for warning in ci_outputs.emit(
+        reports, totals, environ=os.environ, stderr=env.stderr, report_file=report_file
+    ):
+        env.stderr.write(f"agent-worker: warning: {escape_text(warning)}\n")
 
 
 def _fail(
@@ -220,6 +235,11 @@ def _fail(
     env.stderr.write(f"agent-worker: error: {escape_text(message)}\n")
     for line in details:
         env.stderr.write(f"  | {escape_text(line)}\n")
+    from agent_worker_app import ci_outputs
+
+    if ci_outputs.wanted(os.environ):
+        for warning in ci_outputs.emit_error(code, message, environ=os.environ, stderr=env.stderr):
+            env.stderr.write(f"agent-worker: warning: {escape_text(warning)}\n")
     if not (options.get("json_output") or options.get("report_file")):
         return
     import json

@@ -138,7 +138,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without agent-worker settings, plus extra."""
     from agent_worker_app.config import ENV_KEYS
 
-    drop = (set(ENV_KEYS.values()) | {"ANTHROPIC_API_KEY"}) - MACHINE_KEYS
+    # a suite run as a GitHub Actions step must not write its step's outputs and summary
+    github = {"GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ACTIONS"}
+    drop = (set(ENV_KEYS.values()) | {"ANTHROPIC_API_KEY"} | github) - MACHINE_KEYS
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     return env
@@ -268,6 +270,22 @@ def run_env(
         settings = {
             "ANTHROPIC_API_KEY": TEST_KEY,
             "ANTHROPIC_BASE_URL": fake_api.url(gateway),
+            "AGENT_WORKER_BASE_IMAGE": base_image,
+            "AGENT_WORKER_CA_CERT": os.pathsep.join(str(p) for p in ca_certs),
+        }
+        return clean_env(**(settings | extra))
+
+    return make
+
+
+@pytest.fixture
+def command_env(
+    base_image: str, command_image: str, ca_certs: tuple[Path, ...]
+) -> Callable[..., dict[str, str]]:
+    """A run's environment with no credential at all: the command agent needs none."""
+
+    def make(**extra: str) -> dict[str, str]:
+        settings = {
             "AGENT_WORKER_BASE_IMAGE": base_image,
             "AGENT_WORKER_CA_CERT": os.pathsep.join(str(p) for p in ca_certs),
         }

@@ -9,23 +9,9 @@ from typing import Any
 
 import pytest
 
-from conftest import clean_env, containers_of, git, run_cli, snapshot
+from conftest import containers_of, git, run_cli, snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
-
-
-@pytest.fixture
-def command_env(base_image: str, command_image: str, ca_certs: tuple[Path, ...]) -> Any:
-    """A run's environment with no credential at all: the command agent needs none."""
-
-    def make(**extra: str) -> dict[str, str]:
-        settings = {
-            "AGENT_WORKER_BASE_IMAGE": base_image,
-            "AGENT_WORKER_CA_CERT": ":".join(str(p) for p in ca_certs),
-        }
-        return clean_env(**(settings | extra))
-
-    return make
 
 
 def test_a_command_is_a_sandboxed_codemod(
