@@ -204,7 +204,7 @@ def _emit(report: RunReport, cfg: Config, env: Env) -> None:
             )
     if cfg.json_output:
         env.stdout.write(render_json(report))
-    elif env.stdout_tty:
+    elif env.rich_stdout:
         render_rich(report, env.stdout)
     else:
         env.stdout.write(render_text(report))

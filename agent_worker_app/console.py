@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import sys
 import time
 from collections import deque
@@ -21,13 +22,31 @@ MIN_SECRET_LEN = 8
 MAX_LINE = 1024 * 1024  # a longer line of output is passed on in pieces
 
 
+def plain_wanted() -> bool:
+    """NO_COLOR (https://no-color.org: set and not empty) or a dumb terminal: plain lines only,
+    with no colour, spinner or box drawing, even on a terminal."""
+    return bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+
+
 @dataclass
 class Env:
-    """The process's streams, injectable so tests can capture everything."""
+    """The process's streams, injectable so tests can capture everything. plain: no rich
+    output (colour, live status, panels) even where a stream is a terminal."""
 
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     stderr: IO[str] = field(default_factory=lambda: sys.stderr)
     stdin: IO[str] = field(default_factory=lambda: sys.stdin)
+    plain: bool = field(default_factory=plain_wanted)
+
+    @property
+    def rich_stdout(self) -> bool:
+        """The report may be a rich panel: stdout is a terminal that wants one."""
+        return self.stdout_tty and not self.plain
+
+    @property
+    def rich_stderr(self) -> bool:
+        """Progress may be a live status line: stderr is a terminal that wants one."""
+        return self.stderr_tty and not self.plain
 
     @property
     def stdout_tty(self) -> bool:
@@ -241,7 +260,7 @@ class Progress:
         self._live: Any = None
         self._console: Any = None
         self._status = _Status(self._start)
-        if env.stderr_tty:
+        if env.rich_stderr:
             from rich.console import Console
 
             self._console = Console(file=env.stderr, highlight=False)

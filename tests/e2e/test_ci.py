@@ -4,11 +4,13 @@ job summary and error annotation."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from github_files import read_github_output
+from test_terminal import run_on_a_terminal
 
 from conftest import run_cli
 
@@ -81,3 +83,47 @@ def test_a_refused_run_still_tells_the_step(
     outputs = read_github_output(Path(ci["GITHUB_OUTPUT"]).read_text())
     assert (outputs["status"], outputs["exit_code"]) == ("error", "2")
     assert "::error title=agent-worker::agent-worker: --timeout must be" in bad.stderr
+
+
+ESC = "\x1b"
+BOX_DRAWING = re.compile("[\u2500-\u257f]")  # the report panel's frame
+SPINNER = re.compile("[\u2800-\u28ff]")  # rich's status spinner (braille dots)
+CHATTY = "for i in 1 2 3; do echo step $i; sleep 0.3; done; echo x > x.txt"
+
+
+def assert_plain(text: str) -> None:
+    assert ESC not in text
+    assert not BOX_DRAWING.search(text)
+    assert not SPINNER.search(text)
+
+
+def test_a_piped_run_prints_plain_lines(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    result = run_cli(
+        ["--agent-type", "command", "--task", CHATTY, "--branch", "piped"],
+        cwd=repo,
+        env=command_env(TERM="xterm-256color"),
+    )
+    assert result.code == 0, result.stderr
+    assert_plain(result.stdout + result.stderr)
+    assert result.stdout.startswith("AGENT EXECUTION REPORT\nBranch     piped")
+    assert re.search(r"^\[ *\d+\.\ds\]   step 2$", result.stderr, re.M)  # timestamped lines
+
+
+def test_no_color_on_a_terminal_prints_plain_lines(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    args = ["--agent-type", "command", "--task", CHATTY]
+    code, shown = run_on_a_terminal([*args, "--branch", "fancy"], cwd=repo, env=command_env())
+    fancy = shown.decode("utf-8", "replace")
+    assert code == 0, fancy
+    assert ESC in fancy  # the same run on the same terminal without NO_COLOR: rich output
+    assert BOX_DRAWING.search(fancy)
+    code, shown = run_on_a_terminal(
+        [*args, "--branch", "no-color"], cwd=repo, env=command_env(NO_COLOR="1")
+    )
+    plain = shown.decode("utf-8", "replace")
+    assert code == 0, plain
+    assert_plain(plain)
+    assert "AGENT EXECUTION REPORT\r\nBranch     no-color" in plain  # the pty turns \n to \r\n

@@ -494,7 +494,7 @@ def test_progress_shows_markup_and_control_characters_literally(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     stderr = TtyIO() if tty else io.StringIO()
-    drive(Progress(Env(stdout=io.StringIO(), stderr=stderr), Redactor()))
+    drive(Progress(Env(stdout=io.StringIO(), stderr=stderr, plain=False), Redactor()))
     raw = stderr.getvalue()
     for control in FORGED:
         assert control not in raw, control
@@ -513,7 +513,9 @@ def test_progress_shows_markup_and_control_characters_literally(
 def test_progress_masks_secrets_before_escaping(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     for stderr in (TtyIO(), io.StringIO()):
-        progress = Progress(Env(stdout=io.StringIO(), stderr=stderr), Redactor([SECRET]))
+        progress = Progress(
+            Env(stdout=io.StringIO(), stderr=stderr, plain=False), Redactor([SECRET])
+        )
         progress.line(f"key\n{SECRET}\x1b[2J")
         progress.warn(f"[{SECRET}]")
         progress.close()
@@ -524,7 +526,7 @@ def test_progress_masks_secrets_before_escaping(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_build_status_line_is_escaped_and_cut() -> None:
-    progress = Progress(Env(stdout=io.StringIO(), stderr=TtyIO()), Redactor())
+    progress = Progress(Env(stdout=io.StringIO(), stderr=TtyIO(), plain=False), Redactor())
     try:
         progress.build_line(" ---> Running in [abc] \x1b[2J\n" + "x" * 100)
         assert progress._status.text.startswith(
@@ -572,3 +574,32 @@ def test_agent_output_keeps_data_raw_and_shows_it_escaped(
     assert "Write t\\033]2;pwned\\a[x].md" in shown
     assert "warning: host [h]\\033[2J is odd" in shown
     assert "error: cannot clone [/] \ufffd" in shown
+
+
+@pytest.mark.parametrize(
+    ("environ", "plain"),
+    [
+        ({}, False),
+        ({"NO_COLOR": "1"}, True),
+        ({"NO_COLOR": ""}, False),  # no-color.org: set and not empty
+        ({"TERM": "dumb"}, True),
+    ],
+)
+def test_no_color_or_a_dumb_terminal_asks_for_plain_output(
+    environ: dict[str, str], plain: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    env = Env(stdout=TtyIO(), stderr=TtyIO())
+    assert env.plain is plain
+    assert (env.rich_stdout, env.rich_stderr) == (not plain, not plain)
+
+
+def test_plain_progress_on_a_terminal_is_plain_lines() -> None:
+    stderr = TtyIO()
+    drive(Progress(Env(stdout=io.StringIO(), stderr=stderr, plain=True), Redactor()))
+    raw = stderr.getvalue()
+    assert "\x1b" not in raw
+    assert len(raw.splitlines()) == len(PROGRESS_CALLS)
