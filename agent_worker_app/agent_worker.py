@@ -81,6 +81,12 @@ def main(options: Mapping[str, Any], env: Env) -> int:
 
     if options.get("list_agents"):
         return list_agents(env)
+    if options.get("list_presets"):
+        from agent_worker_app import presets
+
+        env.stdout.write(presets.listing())
+        env.stdout.flush()
+        return 0
     if options.get("recover"):
         return recover_command(options, env)
     redactor = Redactor()
@@ -286,7 +292,7 @@ def _with_options(command: Callable[..., None]) -> Callable[..., None]:
                 dest,
                 metavar=metavar,
                 help=text,
-                multiple=key in ("ca_cert", "allow_host", "agent_arg"),
+                multiple=key in ("ca_cert", "allow_host", "agent_arg", "maintenance"),
             )(command)
     return command
 

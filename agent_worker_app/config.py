@@ -6,8 +6,8 @@ import base64
 import os
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +57,12 @@ class Config:
     pids_limit: int
     env_files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
+    # The project's runtime, from --maintenance/--check and the environment file
+    # (apply_environment): commands run in each container, as the agent user, behind the
+    # firewall: maintenance after the clone and before the agent, check after it.
+    maintenance: tuple[str, ...] = ()
+    check: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # plain variables for the agent
 
 
 @dataclass
@@ -186,16 +192,90 @@ _HOST_RE = re.compile(
 
 
 def parse_allow_hosts(text: str, source: str) -> tuple[str, ...]:
-    """HOST[:PORT] entries, comma-separated; duplicates are dropped later, with a warning."""
-    hosts = []
-    for item in (part.strip() for part in text.split(",")):
+    """HOST[:PORT] entries and @presets, comma-separated; see allow_host_list."""
+    return allow_host_list(text.split(","), source)
+
+
+def allow_host_list(items: Iterable[str], source: str) -> tuple[str, ...]:
+    """HOST[:PORT] entries, with each @preset expanded to its exact hosts (presets.py);
+    duplicates are dropped later, with a warning. An unknown preset is an error naming it."""
+    from agent_worker_app import presets
+
+    hosts: list[str] = []
+    for item in (part.strip() for part in items):
         if not item:
+            continue
+        if item.startswith("@"):
+            hosts.extend(presets.expand([item], source))
             continue
         match = _HOST_RE.fullmatch(item)
         if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
-            raise _bad(source, item, "a HOST or HOST:PORT")
+            raise _bad(source, item, "a HOST, HOST:PORT or @preset")
         hosts.append(item)
     return tuple(hosts)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What agent-worker sets in the container itself: a project's variable cannot replace them.
+RESERVED_ENV = frozenset(
+    {
+        "TZ",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+    }
+)
+
+
+def validate_env(env: Mapping[str, object], source: str) -> dict[str, str]:
+    """Plain variables for the agent: names of letters, digits and _, string values without
+    NUL, none of agent-worker's own (AW_*, TZ, HOME, the git identity)."""
+    checked = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise UsageError(f"{source}: {name!r} is not a variable name (letters, digits, _)")
+        if name.startswith("AW_") or name in RESERVED_ENV:
+            raise UsageError(f"{source}: {name} is set by agent-worker itself; choose another name")
+        if not isinstance(value, str) or "\0" in value:
+            raise UsageError(f"{source}: the value of {name} must be a string without NUL bytes")
+        checked[name] = value
+    return checked
+
+
+def _command(text: str, source: str) -> str:
+    if not text.strip():
+        raise UsageError(f"{source} is empty: give a shell command")
+    if "\0" in text:
+        raise UsageError(f"{source} contains a NUL byte")
+    return text
+
+
+def apply_environment(
+    cfg: Config,
+    *,
+    source: str,
+    maintenance: Iterable[str] = (),
+    check: str | None = None,
+    allow_hosts: Iterable[str] = (),
+    env: Mapping[str, object] | None = None,
+) -> Config:
+    """The configuration with a project's environment file (named by source) applied, each
+    value checked. The command line wins: --maintenance replaces the file's list, --check its
+    check; --allow-host adds to its allow_hosts, which may use @presets too."""
+    file_maintenance = tuple(_command(c, f"{source}: maintenance") for c in maintenance)
+    return replace(
+        cfg,
+        maintenance=cfg.maintenance or file_maintenance,
+        check=cfg.check
+        if cfg.check is not None
+        else (_command(check, f"{source}: check") if check is not None else None),
+        allow_hosts=(*allow_host_list(allow_hosts, f"{source}: allow_hosts"), *cfg.allow_hosts),
+        env=validate_env(env or {}, f"{source}: env") | cfg.env,
+    )
 
 
 def _pem_certificates(text: str, source: str) -> tuple[Path, ...]:
@@ -378,6 +458,8 @@ def load(
         pids_limit=_parsed(layers, "pids_limit", _positive_int, DEFAULT_PIDS_LIMIT),
         env_files=tuple(path for path, _ in env_files),
         warnings=tuple(warnings),
+        maintenance=tuple(_command(c, "--maintenance") for c in cli.get("maintenance") or ()),
+        check=_parsed(layers, "check", _command, None),
     )
 
 

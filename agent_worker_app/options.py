@@ -23,6 +23,7 @@ ENV_KEYS: Mapping[str, str] = {
     "git_identity": "AGENT_WORKER_GIT_IDENTITY",
     "workspace": "AGENT_WORKER_WORKSPACE",
     "allow_host": "AGENT_WORKER_ALLOW_HOSTS",
+    "check": "AGENT_WORKER_CHECK",
     "memory": "AGENT_WORKER_MEMORY",
     "cpus": "AGENT_WORKER_CPUS",
     "pids_limit": "AGENT_WORKER_PIDS_LIMIT",
@@ -96,8 +97,24 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     (
         "--allow-host",
         "HOST[:PORT]",
-        "Let the agent reach this host too; repeatable; the variable takes a comma-separated list.",
+        "Let the agent reach this host too, or a preset's hosts (@pypi, @npm...); repeatable; "
+        "the variable takes a comma-separated list.",
         None,
+    ),
+    ("--list-presets", None, "List the --allow-host presets and the hosts of each.", None),
+    (
+        "--maintenance",
+        "CMD",
+        "Run this shell command in the container after the clone, before the agent, as the "
+        "agent user behind the firewall; repeatable; a failure stops the run.",
+        "the environment file's",
+    ),
+    (
+        "--check",
+        "CMD",
+        "Run this shell command after the agent, in the same container; the run succeeds "
+        "only if it passes.",
+        "the environment file's",
     ),
     ("--no-firewall", None, "Let the agent reach any address.", None),
     ("--memory", "SIZE", "Memory limit, /workspace (a tmpfs) included.", "4g"),

@@ -71,20 +71,26 @@ def prepare(
     if cfg.git_identity == "user":
         name, email = git_manager.user_identity(ws.root) or AGENT_IDENTITY
     hosts, warnings = allowlist([*agent.api_hosts(), *cfg.allow_hosts])
-    env = {
-        "AW_BRANCH": ws.branch,
-        "AW_BASE": ws.base_commit,
-        "AW_OBJECT_FORMAT": ws.object_format,
-        "AW_FIREWALL": "1" if cfg.firewall else "0",
-        "AW_ALLOW_HOSTS": ",".join(hosts),
-        # the task stops its agent by itself then, even with no agent-worker left to do it
-        "AW_DEADLINE": str(int(time.time() + cfg.timeout_s + OWN_DEADLINE_S)),
-        "TZ": cfg.timezone,
-        "GIT_AUTHOR_NAME": name,
-        "GIT_AUTHOR_EMAIL": email,
-        "GIT_COMMITTER_NAME": name,
-        "GIT_COMMITTER_EMAIL": email,
-    } | agent.container_env()
+    # The project's plain variables first: agent-worker's own and the agent's win over them
+    # (config.validate_env already refuses their names).
+    env = (
+        dict(cfg.env)
+        | {
+            "AW_BRANCH": ws.branch,
+            "AW_BASE": ws.base_commit,
+            "AW_OBJECT_FORMAT": ws.object_format,
+            "AW_FIREWALL": "1" if cfg.firewall else "0",
+            "AW_ALLOW_HOSTS": ",".join(hosts),
+            # the task stops its agent by itself then, even with no agent-worker left to do it
+            "AW_DEADLINE": str(int(time.time() + cfg.timeout_s + OWN_DEADLINE_S)),
+            "TZ": cfg.timezone,
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+        | agent.container_env()
+    )
     spec = TaskSpec(
         image=image,
         name=f"agent-worker-{run_id}",

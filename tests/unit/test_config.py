@@ -237,9 +237,12 @@ def test_the_command_agent_takes_no_credential(tmp_path: Path) -> None:
         ({"pids_limit": "-5"}, "--pids-limit must be a positive whole number"),
         ({"git_identity": "me"}, "--git-identity must be agent or user"),
         ({"workspace": "nfs"}, "--workspace must be auto or mount or copy"),
-        ({"allow_host": ("bad host!",)}, "--allow-host must be a HOST or HOST:PORT"),
-        ({"allow_host": ("h:99999",)}, "--allow-host must be a HOST or HOST:PORT"),
+        ({"allow_host": ("bad host!",)}, "--allow-host must be a HOST, HOST:PORT or @preset"),
+        ({"allow_host": ("h:99999",)}, "--allow-host must be a HOST, HOST:PORT or @preset"),
         ({"timezone": "Mars/Olympus"}, "--timezone must be a time zone name"),
+        ({"allow_host": ("@pypy",)}, "--allow-host: unknown preset '@pypy' (known: @pypi"),
+        ({"check": "  "}, "--check is empty: give a shell command"),
+        ({"maintenance": ("true", "")}, "--maintenance is empty: give a shell command"),
         ({"task": "   \n"}, "the task is empty"),
         ({"task": None}, "exactly one of --task TEXT or --task-file PATH"),
         ({"task_file": "x"}, "exactly one of --task TEXT or --task-file PATH"),
@@ -320,3 +323,62 @@ def test_durations_and_sizes() -> None:
 def test_the_api_key_never_shows_in_repr(tmp_path: Path) -> None:
     cfg = load(tmp_path, {}, {"ANTHROPIC_API_KEY": "sk-ant-verysecret99"})
     assert "verysecret" not in repr(cfg)
+
+
+def test_presets_expand_to_exact_hosts_among_the_others(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {"allow_host": ("@pypi", "example.com:8080")})
+    assert cfg.allow_hosts == ("pypi.org:443", "files.pythonhosted.org:443", "example.com:8080")
+    cfg = load(tmp_path, {}, {"AGENT_WORKER_ALLOW_HOSTS": "@npm,@debian"})
+    assert "registry.npmjs.org:443" in cfg.allow_hosts
+    assert "deb.debian.org:80" in cfg.allow_hosts
+    assert not any("*" in host or host.startswith("@") for host in cfg.allow_hosts)
+
+
+def test_check_and_maintenance_from_the_command_line_and_the_variable(tmp_path: Path) -> None:
+    cfg = load(tmp_path)
+    assert (cfg.maintenance, cfg.check, cfg.env) == ((), None, {})
+    cfg = load(tmp_path, {"check": "pytest -q", "maintenance": ("npm ci", "make gen")})
+    assert cfg.check == "pytest -q"
+    assert cfg.maintenance == ("npm ci", "make gen")
+    assert load(tmp_path, {}, {"AGENT_WORKER_CHECK": "make test"}).check == "make test"
+
+
+def test_an_environment_file_fills_what_the_command_line_leaves(tmp_path: Path) -> None:
+    base = load(tmp_path, {"allow_host": ("a.example",)})
+    cfg = config.apply_environment(
+        base,
+        source="env.toml",
+        maintenance=["npm ci"],
+        check="npm test",
+        allow_hosts=["@pypi"],
+        env={"NODE_ENV": "test", "PATH": "/workspace/node_modules/.bin:/usr/bin:/bin"},
+    )
+    assert cfg.maintenance == ("npm ci",)
+    assert cfg.check == "npm test"
+    assert cfg.allow_hosts == ("pypi.org:443", "files.pythonhosted.org:443", "a.example")
+    assert cfg.env["NODE_ENV"] == "test"
+    given = load(tmp_path, {"check": "make check", "maintenance": ("make deps",)})
+    cfg = config.apply_environment(given, source="env.toml", maintenance=["npm ci"], check="x")
+    assert (cfg.maintenance, cfg.check) == (("make deps",), "make check")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"allow_hosts": ["@nope"]}, "env.toml: allow_hosts: unknown preset '@nope'"),
+        ({"allow_hosts": ["a b"]}, "env.toml: allow_hosts must be a HOST, HOST:PORT or @preset"),
+        ({"env": {"AW_BRANCH": "x"}}, "env.toml: env: AW_BRANCH is set by agent-worker itself"),
+        ({"env": {"HOME": "/x"}}, "env.toml: env: HOME is set by agent-worker itself"),
+        ({"env": {"1X": "x"}}, "env.toml: env: '1X' is not a variable name"),
+        ({"env": {"X": 1}}, "env.toml: env: the value of X must be a string"),
+        ({"env": {"X": "a\0b"}}, "env.toml: env: the value of X must be a string without NUL"),
+        ({"check": ""}, "env.toml: check is empty"),
+        ({"maintenance": ["ok", " "]}, "env.toml: maintenance is empty"),
+    ],
+)
+def test_bad_environment_values_name_the_file_and_key(
+    tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UsageError, match=_escape(message)) as caught:
+        config.apply_environment(load(tmp_path), source="env.toml", **values)
+    assert caught.value.exit_code == 2
