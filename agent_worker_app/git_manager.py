@@ -126,16 +126,25 @@ def dirty_paths(root: Path) -> list[str]:
     return paths
 
 
-def _branch_exists(root: Path, branch: str) -> bool:
-    return _succeeds(root, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}")
-
-
-def _find_repository(project: Path) -> tuple[Path, Path]:
-    """(working tree, common git directory); a clear reason when there is none to work on."""
-    found = _run(project, "rev-parse", "--show-toplevel", "--git-common-dir")
-    if found.returncode == 0:
-        top, common = found.stdout.splitlines()[:2]
-        return Path(top).resolve(), (project / common).resolve()
+def _find_repository(project: Path, *, head: bool = False) -> tuple[Workspace, str | None]:
+    """The repository (working tree, common git directory, object format) and, with head, its
+    HEAD commit (None when it has none yet), in one call of git; a clear reason when there is
+    no repository to work on."""
+    args = ["rev-parse", "--show-toplevel", "--git-common-dir", "--show-object-format"]
+    if head:
+        args += ["--verify", "--quiet", "HEAD^{commit}"]
+    found = _run(project, *args)
+    lines = found.stdout.splitlines()
+    if found.returncode in (0, 1) and len(lines) >= 3:  # 1: --verify found no HEAD commit
+        top, common, object_format = lines[:3]
+        repo = Workspace(
+            root=Path(top).resolve(),
+            git_dir=(project / common).resolve(),
+            base_commit="",
+            branch="",
+            object_format=object_format or "sha1",
+        )
+        return repo, lines[3].strip() if found.returncode == 0 and len(lines) > 3 else None
     reason = _last_line(found.stderr)
     if "dubious ownership" in found.stderr:
         raise PreconditionError(
@@ -161,19 +170,14 @@ def _last_line(text: str) -> str:
 
 def repository(project: Path) -> Workspace:
     """The repository alone, for work on its past runs (no branch, no base)."""
-    root, git_dir = _find_repository(project)
-    object_format = _run(root, "rev-parse", "--show-object-format").stdout.strip() or "sha1"
-    return Workspace(
-        root=root, git_dir=git_dir, base_commit="", branch="", object_format=object_format
-    )
+    return _find_repository(project)[0]
 
 
 def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
     """Check the repository can take a run on this branch; change nothing."""
-    repo = repository(project)
+    repo, head = _find_repository(project, head=True)
     root = repo.root
-    head = _run(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
-    if head.returncode != 0:
+    if head is None:
         raise PreconditionError(f"{root} has no commits yet: make a first commit")
     check_branch_name(root, branch)
     _check_dirty(root)
@@ -181,7 +185,7 @@ def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
         _check_free(root, branch)
     else:
         branch = _unused_name(root, branch)
-    return replace(repo, base_commit=head.stdout.strip(), branch=branch)
+    return replace(repo, base_commit=head, branch=branch)
 
 
 def _check_dirty(root: Path) -> None:
@@ -201,23 +205,29 @@ def _check_dirty(root: Path) -> None:
 
 
 def _clash(root: Path, branch: str) -> str | None:
-    """Why refs/heads/<branch> cannot be created now, or None."""
-    if _branch_exists(root, branch):
-        return f"branch {branch!r} already exists"
+    """Why refs/heads/<branch> cannot be created now, or None. One look at the branches: the
+    name itself, its folders (a/b needs no branch a) and what lies under it (nor a/b/c)."""
     parts = branch.split("/")
-    for i in range(1, len(parts)):
-        prefix = "/".join(parts[:i])
-        if _branch_exists(root, prefix):
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    listed = _git(
+        root,
+        "for-each-ref",
+        "--format=%(refname)",
+        *(f"refs/heads/{name}" for name in (branch, *prefixes)),
+    )
+    names = {line.removeprefix("refs/heads/") for line in listed.splitlines()}
+    if branch in names:
+        return f"branch {branch!r} already exists"
+    for prefix in prefixes:
+        if prefix in names:
             return (
                 f"branch {prefix!r} exists, and a branch name cannot also be a folder of "
                 f"other branches ({branch!r})"
             )
-    inside = _git(
-        root, "for-each-ref", "--count=1", "--format=%(refname:short)", f"refs/heads/{branch}/"
-    )
-    if inside.strip():
+    inside = sorted(name for name in names if name.startswith(f"{branch}/"))
+    if inside:
         return (
-            f"branch {inside.strip()!r} exists, so {branch!r} is a folder of branches "
+            f"branch {inside[0]!r} exists, so {branch!r} is a folder of branches "
             "and cannot be a branch too"
         )
     return None
@@ -282,16 +292,27 @@ def branch_head(ws: Workspace) -> str:
 def source(ws: Workspace) -> Source:
     """What a container needs of the repository to work on the task branch (see Source)."""
     objects = ws.git_dir / "objects"
-    # a promisor remote (git clone --filter): objects may be missing until fetched from it
-    partial = _run(
-        ws.root, "config", "--get-regexp", r"^(extensions\.partialclone|remote\..*\.promisor)$"
-    ).stdout.strip()
+    settings = _config(ws.root, r"extensions\.partialclone|remote\..*\.promisor|core\.excludesfile")
     return Source(
         object_dirs=(objects, *_alternates(objects)),
-        partial=bool(partial),
+        # a promisor remote (git clone --filter): objects may be missing until fetched from it
+        partial=any(key != "core.excludesfile" for key in settings),
         shallow=_read(ws.git_dir / "shallow"),
-        exclude=_read(ws.git_dir / "info" / "exclude") + b"\n" + _read(_excludes_file(ws.root)),
+        exclude=_read(ws.git_dir / "info" / "exclude")
+        + b"\n"
+        + _read(_excludes_file(settings.get("core.excludesfile"))),
     )
+
+
+def _config(root: Path, keys: str) -> dict[str, str]:
+    """The settings whose (lower-case) names match the regular expression keys, in one call of
+    git; the last value of a key wins, as in git."""
+    listed = _run(root, "config", "-z", "--get-regexp", f"^({keys})$").stdout
+    found: dict[str, str] = {}
+    for entry in filter(None, listed.split("\0")):
+        key, _, value = entry.partition("\n")
+        found[key] = value
+    return found
 
 
 def _alternates(objects: Path, depth: int = 0) -> list[Path]:
@@ -310,9 +331,9 @@ def _alternates(objects: Path, depth: int = 0) -> list[Path]:
     return found
 
 
-def _excludes_file(root: Path) -> Path | None:
-    """core.excludesFile, or git's default $XDG_CONFIG_HOME/git/ignore."""
-    configured = _run(root, "config", "--path", "--get", "core.excludesFile").stdout.strip()
+def _excludes_file(configured: str | None) -> Path:
+    """core.excludesFile (~ expanded, as git --path does), or git's default
+    $XDG_CONFIG_HOME/git/ignore."""
     if configured:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")

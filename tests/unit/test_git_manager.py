@@ -694,3 +694,16 @@ def test_ignore_rules_outside_the_tree_are_part_of_the_source(repo: Path, tmp_pa
     assert "build/" in exclude
     assert "*.log" in exclude
     assert ".idea/" in exclude
+
+
+def test_an_excludes_file_under_home_is_found_and_a_plain_clone_is_not_partial(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "ignore-rules").write_text("*.swp\n")
+    monkeypatch.setenv("HOME", str(home))
+    git(repo, "config", "core.excludesFile", "~/ignore-rules")
+    src = git_manager.source(task_workspace(repo))
+    assert "*.swp" in src.exclude.decode()
+    assert not src.partial
