@@ -283,7 +283,11 @@ def _with_options(command: Callable[..., None]) -> Callable[..., None]:
         notes += [f"default: {default}"] if default else []
         text = summary + (f" [{'; '.join(notes)}]" if notes else "")
         dest = "json_output" if key == "json" else key
-        if metavar is None:
+        if key == "push":  # an option whose value may be left out: --push [REMOTE]
+            command = click.option(
+                flag, dest, metavar=metavar, help=text, is_flag=False, flag_value="", default=None
+            )(command)
+        elif metavar is None:
             # default None, not False: an absent --debug lets DEBUG from the environment count
             command = click.option(flag, dest, is_flag=True, default=None, help=text)(command)
         else:

@@ -63,6 +63,7 @@ class Config:
     maintenance: tuple[str, ...] = ()
     check: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # plain variables for the agent
+    push: str | None = None  # --push: None no push, "" the default remote, else that remote
 
 
 @dataclass
@@ -460,7 +461,17 @@ def load(
         warnings=tuple(warnings),
         maintenance=tuple(_command(c, "--maintenance") for c in cli.get("maintenance") or ()),
         check=_parsed(layers, "check", _command, None),
+        push=_push(cli.get("push")),
     )
+
+
+def _push(value: Any) -> str | None:
+    if value is None:
+        return None
+    remote = str(value).strip()
+    if remote.startswith("-"):
+        raise UsageError(f"--push: {remote!r} is not a remote (a name, URL or path)")
+    return remote
 
 
 def load_location(

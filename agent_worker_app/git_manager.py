@@ -448,3 +448,66 @@ def user_identity(project: Path) -> tuple[str, str] | None:
     name = _run(project, "config", "user.name").stdout.strip()
     email = _run(project, "config", "user.email").stdout.strip()
     return (name, email) if name and email else None
+
+
+# ---------------------------------------------------------------- publishing a branch
+
+
+def _remote_names(root: Path) -> list[str]:
+    return _git(root, "remote").split()
+
+
+def default_remote(ws: Workspace) -> str:
+    """Where --push without a name pushes: the task branch's upstream remote, else that of the
+    branch checked out, else origin."""
+    current = _run(ws.root, "symbolic-ref", "-q", "--short", "HEAD").stdout.strip()
+    for branch in (ws.branch, current):
+        if branch:
+            remote = _run(ws.root, "config", "--get", f"branch.{branch}.remote").stdout.strip()
+            if remote and remote != ".":
+                return remote
+    return "origin"
+
+
+def check_remote(root: Path, remote: str) -> None:
+    """--push's remote must be a configured remote, or a URL or path (what git push takes)."""
+    if remote.startswith("-"):
+        raise UsageError(f"--push: {remote!r} is not a remote")
+    looks_like_location = "/" in remote or ":" in remote or remote.startswith(".")
+    if not looks_like_location and remote not in _remote_names(root):
+        known = ", ".join(_remote_names(root)) or "none"
+        raise UsageError(
+            f"--push: no remote named {remote!r} in this repository (its remotes: {known}); "
+            "give a remote's name, a URL or a path"
+        )
+
+
+def push_command(ws: Workspace, remote: str) -> list[str]:
+    """The git command that pushes the task branch to remote, under the same name."""
+    ref = f"refs/heads/{ws.branch}"
+    return ["git", "-C", str(ws.root), "push", "--", remote, f"{ref}:{ref}"]
+
+
+def push(ws: Workspace, remote: str) -> str | None:
+    """Push the task branch from the host, with the user's own git credentials and config;
+    None when pushed, else git's reason. Nothing in the container takes part."""
+    try:
+        done = subprocess.run(
+            push_command(ws, remote),
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
+            check=False,
+        )
+    except FileNotFoundError:
+        return "git is not installed (or not on PATH)"
+    if done.returncode == 0:
+        return None
+    lines = [line.strip() for line in done.stderr.splitlines()]
+    said = [line.removeprefix("fatal: ") for line in lines if line.startswith(_PUSH_TROUBLE)]
+    return "; ".join(said) or _last_line(done.stderr)
+
+
+# the lines of git push's stderr that say why it failed (the rest is advice and progress)
+_PUSH_TROUBLE = ("fatal:", "error:", "! ", "remote: error")

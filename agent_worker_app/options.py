@@ -84,6 +84,13 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         None,
     ),
     ("--force-rebuild", None, "Rebuild the agent image, without cache.", None),
+    (
+        "--push",
+        "[REMOTE]",
+        "After a successful run, push the branch to REMOTE (a name, URL or path) with your own "
+        "git credentials; a failed push is a warning.",
+        "the branch's upstream remote, else origin",
+    ),
     ("--json", None, "Print the report as JSON on stdout.", None),
     ("--report-file", "PATH", "Also write the JSON report to PATH.", None),
     ("--git-identity", "agent|user", "Commit as agent-worker or as your git identity.", "agent"),

@@ -133,6 +133,7 @@ class Context:
     run_id: str
     run_dir: Path
     journal: Journal
+    push_remote: str | None = None  # --push: where the branch goes after a successful run
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,10 @@ def run(
     # on git; a failed check still comes first, and none of it changes anything.
     connecting = Background(connect)
     ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
+    push_remote = None
+    if cfg.push is not None:
+        push_remote = cfg.push or git_manager.default_remote(ws)
+        git_manager.check_remote(ws.root, push_remote)
     backend: Backend = connecting.outcome()
     # Cleaning up after runs that are gone, and finding this repository's runs whose
     # agent-worker died, are nobody's critical path: they happen while this run goes on; the
@@ -221,7 +226,18 @@ def run(
     (run_dir / "task.md").write_text(cfg.task, encoding="utf-8")
     if image.log_path is not None:
         (run_dir / "build.log").write_bytes(image.log_path.read_bytes())
-    ctx = Context(cfg, agent, agent.parser(), redactor, progress, signals, run_id, run_dir, journal)
+    ctx = Context(
+        cfg,
+        agent,
+        agent.parser(),
+        redactor,
+        progress,
+        signals,
+        run_id,
+        run_dir,
+        journal,
+        push_remote,
+    )
     try:
         return run_task(ctx, backend, ws, image.tag)
     finally:
@@ -500,6 +516,9 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     from agent_worker_app.agents.base_agent import AgentResult as Result
 
     result = result or Result()
+    pushed_to = None
+    if status == "success" and branch and ctx.push_remote is not None:
+        pushed_to = publish(ctx, ws, ctx.push_remote)
     made = RunReport(
         run_id=ctx.run_id,
         status=status,
@@ -519,7 +538,30 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         warnings=[ctx.redactor.text(w) for w in ctx.journal.warnings],
         timings=ctx.journal.timings,
         metered=ctx.agent.metered,
+        pushed_to=pushed_to,
     )
     (ctx.run_dir / "report.json").write_text(render_json(made), encoding="utf-8")
     log.info("run %s ended: %s (exit %d)", ctx.run_id, status, code)
     return made
+
+
+def publish(ctx: Context, ws: Workspace, remote: str) -> str | None:
+    """--push: the branch to remote, from the host with the user's own credentials; the remote
+    when pushed. A failed push is a warning with the command to retry: the branch stays local
+    and the run's exit code is unchanged."""
+    import shlex
+
+    from agent_worker_app import git_manager
+
+    ctx.progress.phase(f"Pushing branch {ws.branch} to {remote}")
+    problem = git_manager.push(ws, remote)
+    if problem is None:
+        ctx.progress.note(f"pushed branch {ws.branch} to {remote}")
+        return remote
+    retry = shlex.join(git_manager.push_command(ws, remote))
+    warning = (
+        f"the push to {remote} failed ({problem}); the branch is only local: retry with {retry}"
+    )
+    ctx.progress.warn(warning)
+    ctx.journal.warnings.append(warning)
+    return None

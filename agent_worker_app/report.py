@@ -122,6 +122,7 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     metered: bool = True  # False: the agent uses no tokens (the command agent): not applicable
+    pushed_to: str | None = None  # --push: the remote the branch was pushed to
 
     @property
     def lines_added(self) -> int:
@@ -154,6 +155,7 @@ class RunReport:
                 "files": [asdict(f) for f in self.files],
             },
             "run_dir": self.run_dir,
+            "pushed_to": self.pushed_to,
             "error": self.error,
             "firewall": self.firewall,
             "warnings": self.warnings,
@@ -322,6 +324,8 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
             rows.append(("", f"  ... and {hidden} more (every file: --json, or report.json)"))
     elif report.head_commit is not None:
         rows.append(("Changes", "no changes"))
+    if report.pushed_to is not None:
+        rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
     if not report.firewall:
         rows.append(("Firewall", "off (--no-firewall): the agent could reach any address"))
     rows.extend(("Warning", escape_text(w)) for w in report.warnings)

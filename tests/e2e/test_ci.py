@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from github_files import read_github_output
 from test_terminal import run_on_a_terminal
 
-from conftest import run_cli
+from conftest import git, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -127,3 +129,75 @@ def test_no_color_on_a_terminal_prints_plain_lines(
     assert code == 0, plain
     assert_plain(plain)
     assert "AGENT EXECUTION REPORT\r\nBranch     no-color" in plain  # the pty turns \n to \r\n
+
+
+SECRET_HEADER = "Authorization: Bearer ghp-test-token-never-in-the-container"
+
+
+def test_push_after_a_successful_run(
+    repo: Path, command_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """--push: the branch reaches the remote from the host, with the repository's own config
+    (here a credential header), which the container never sees."""
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "config", "http.extraHeader", SECRET_HEADER)
+    task = (
+        "echo pushed > pushed.txt; env; cat /workspace/.git/config; "
+        "grep -rs ghp- /workspace /agent-worker /home /tmp /run || true"
+    )
+    result = run_cli(
+        ["--agent-type", "command", "--task", task, "--branch", "to-push", "--push"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr
+    report = result.report
+    assert report is not None
+    assert report["pushed_to"] == "origin"
+    assert git(bare, "rev-parse", "refs/heads/to-push") == git(repo, "rev-parse", "to-push")
+    assert git(bare, "show", "to-push:pushed.txt") == "pushed\n"
+    assert "pushed branch to-push to origin" in result.stderr
+    assert "ghp-test-token" not in (Path(report["run_dir"]) / "agent.jsonl").read_text()
+
+
+def test_a_failed_push_is_a_warning_with_the_command_to_retry(
+    repo: Path, command_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-yet.git"
+    result = run_cli(
+        [
+            *("--agent-type", "command", "--task", "echo x > x.txt", "--branch", "unpushed"),
+            *("--push", str(missing)),
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr  # the run's own exit code
+    report = result.report
+    assert report is not None
+    assert (report["status"], report["pushed_to"]) == ("success", None)
+    warning = next(w for w in report["warnings"] if "push" in w)
+    assert "does not appear to be a git repository" in warning
+    assert "agent-worker: warning: the push to" in result.stderr
+    assert git(repo, "show", "unpushed:x.txt") == "x\n"  # the branch stays, locally
+    retry = warning.split("retry with ", 1)[1]
+    git(tmp_path, "init", "-q", "--bare", str(missing))
+    subprocess.run(shlex.split(retry), check=True, capture_output=True)
+    assert git(missing, "rev-parse", "refs/heads/unpushed") == git(repo, "rev-parse", "unpushed")
+
+
+def test_a_push_remote_that_does_not_exist_is_refused_up_front(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    before = git(repo, "for-each-ref")
+    result = run_cli(
+        ["--agent-type", "command", "--task", "true", "--branch", "never", "--push", "nosuch"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 2, result.stderr
+    assert "--push: no remote named 'nosuch'" in result.stderr
+    assert git(repo, "for-each-ref") == before
+    assert not (repo / ".git" / "agent-worker").exists()

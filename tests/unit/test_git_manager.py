@@ -707,3 +707,44 @@ def test_an_excludes_file_under_home_is_found_and_a_plain_clone_is_not_partial(
     src = git_manager.source(task_workspace(repo))
     assert "*.swp" in src.exclude.decode()
     assert not src.partial
+
+
+# ---------------------------------------------------------------- --push
+
+
+def test_push_to_a_bare_repository_and_to_one_that_is_not_there(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo, "agent/pushed")
+    (repo / "new.txt").write_text("x\n")
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    assert git_manager.push(ws, str(bare)) is None
+    assert head(bare, "refs/heads/agent/pushed") == head(repo, "agent/pushed")
+    assert git(bare, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/agent/pushed"]
+    problem = git_manager.push(ws, str(tmp_path / "missing.git"))
+    assert problem is not None
+    assert "does not appear to be a git repository" in problem
+    command = git_manager.push_command(ws, str(tmp_path / "later.git"))
+    git(tmp_path, "init", "-q", "--bare", str(tmp_path / "later.git"))
+    subprocess.run(command, check=True, capture_output=True)  # the retry command, as printed
+    assert head(tmp_path / "later.git", "refs/heads/agent/pushed") == head(repo, "agent/pushed")
+
+
+def test_the_default_remote(repo: Path) -> None:
+    ws = task_workspace(repo, "agent/x")
+    assert git_manager.default_remote(ws) == "origin"
+    git(repo, "config", "branch.main.remote", "upstream")
+    assert git_manager.default_remote(ws) == "upstream"  # that of the branch checked out
+    git(repo, "config", "branch.agent/x.remote", "mine")
+    assert git_manager.default_remote(ws) == "mine"  # the task branch's own, first
+
+
+@pytest.mark.parametrize("remote", ["nosuch", "-x", "--upload-pack=evil"])
+def test_a_push_remote_that_is_not_one_is_refused(repo: Path, remote: str) -> None:
+    with pytest.raises(UsageError, match="--push"):
+        git_manager.check_remote(repo, remote)
+
+
+@pytest.mark.parametrize("remote", ["origin", "../remote.git", "/srv/x.git", "git@host:x.git"])
+def test_a_push_remote_may_be_a_name_a_path_or_a_url(repo: Path, remote: str) -> None:
+    git(repo, "remote", "add", "origin", "/nowhere.git")
+    git_manager.check_remote(repo, remote)
