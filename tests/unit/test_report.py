@@ -87,6 +87,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "turns",
         "changes",
         "run_dir",
+        "pushed_to",
         "error",
         "firewall",
         "warnings",
