@@ -79,16 +79,9 @@ def main(options: Mapping[str, Any], env: Env) -> int:
     from agent_worker_app import config as config_module
     from agent_worker_app.console import Progress, Redactor, RunLog, escape_text
 
-    if options.get("list_agents"):
-        return list_agents(env)
-    if options.get("list_presets"):
-        from agent_worker_app import presets
-
-        env.stdout.write(presets.listing())
-        env.stdout.flush()
-        return 0
-    if options.get("recover"):
-        return recover_command(options, env)
+    for flag, command in _COMMANDS.items():  # the options that do something else than a run
+        if options.get(flag):
+            return command(options, env)
     redactor = Redactor()
     signals = pipeline.Signals()
     signals.install()
@@ -161,6 +154,43 @@ def recover_command(options: Mapping[str, Any], env: Env) -> int:
     for line in lines or ["nothing to recover: no run of this repository was lost"]:
         env.stdout.write(f"agent-worker: {escape_text(line)}\n")
     return 0
+
+
+def list_runs(options: Mapping[str, Any], env: Env) -> int:
+    """--list-runs: this repository's past runs from their run directories, newest first."""
+    from agent_worker_app import config as config_module
+    from agent_worker_app import git_manager, runs
+
+    try:
+        project, _ = config_module.load_location(
+            options, environ=os.environ, cwd=Path.cwd(), tool_dir=_tool_dir()
+        )
+        found = runs.past_runs(git_manager.repository(project).git_dir)
+    except AgentWorkerError as exc:
+        _fail(env, options, str(exc), exc.exit_code, list(exc.details))
+        return exc.exit_code
+    env.stdout.write(
+        runs.render_json(found) if options.get("json_output") else runs.render_text(found)
+    )
+    env.stdout.flush()
+    return 0
+
+
+def list_presets(options: Mapping[str, Any], env: Env) -> int:
+    """--list-presets: the --allow-host presets and their hosts."""
+    from agent_worker_app import presets
+
+    env.stdout.write(presets.listing())
+    env.stdout.flush()
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[Mapping[str, Any], Env], int]] = {
+    "list_agents": lambda options, env: list_agents(env),
+    "list_presets": list_presets,
+    "recover": recover_command,
+    "list_runs": list_runs,
+}
 
 
 def _tool_dir() -> Path | None:

@@ -39,6 +39,7 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--branch", "NAME", "Branch to create for the work.", "agent-task-YYYYmmdd-HHMMSS"),
     ("--agent-type", "NAME", "Agent backend (see --list-agents).", "claude"),
     ("--list-agents", None, "List the agent types, where each comes from, what it needs.", None),
+    ("--list-runs", None, "List this repository's past runs, newest first (--json too).", None),
     (
         "--recover",
         None,
