@@ -40,6 +40,7 @@ from agent_worker_app.report import (
     decide_status,
     render_json,
 )
+from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked, parse_check
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser
@@ -148,6 +149,8 @@ class Inside:
     bundle: bool = False
     stopped: str | None = None  # why the task stopped its agent by itself, if it did
     warnings: tuple[str, ...] = ()
+    check: CheckOutcome | None = None  # the check command's run, recorded by the root stage
+    blocked: tuple[Blocked, ...] = ()  # what the firewall refused, from root's own record
 
 
 @dataclass(frozen=True)
@@ -291,17 +294,24 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
     except Exception as exc:  # noqa: BLE001 (a bug: reported with the log, not a traceback)
         log.error("internal error:\n%s", traceback.format_exc())
         error = internal_error(exc, ctx.run_dir / "agent-worker.log")
-    outcome = combine(supervised, collected, error)
+    outcome = combine(supervised, collected, error, check=ctx.config.check)
     with ctx.signals.protected():
         deleted = clean_up(ctx, backend, task, created, outcome)
     return report(ctx, ws, outcome, branch=created is not None and not deleted)
 
 
 def combine(
-    supervised: Supervised, collected: Collected, error: AgentWorkerError | None
+    supervised: Supervised,
+    collected: Collected,
+    error: AgentWorkerError | None,
+    *,
+    check: str | None = None,
 ) -> Outcome:
     inside = collected.inside
     setup_error = inside.error if inside is not None and inside.phase == "setup" else None
+    checked = inside.check if inside is not None else None
+    if check is not None and checked is None:  # configured, and the task never ran it
+        checked = CheckOutcome(command=check)
     return Outcome(
         exit=supervised.exit,
         timed_out=supervised.timed_out,
@@ -313,6 +323,8 @@ def combine(
         agent_tail=list(supervised.agent_tail),
         container_error=setup_error,
         warnings=[*supervised.warnings, *collected.warnings],
+        check=checked,
+        blocked=list(inside.blocked) if inside is not None else [],
     )
 
 
@@ -489,6 +501,8 @@ def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:
             bundle=bool(data.get("bundle")),
             stopped=str(data["stopped"]) if data.get("stopped") else None,
             warnings=tuple(str(w) for w in warnings if w),
+            check=parse_check(data.get("check")),
+            blocked=parse_blocked(data.get("blocked")),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"the container's result cannot be read ({type(exc).__name__})"
@@ -539,6 +553,8 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         timings=ctx.journal.timings,
         metered=ctx.agent.metered,
         pushed_to=pushed_to,
+        check=outcome.check,
+        blocked=outcome.blocked,
     )
     (ctx.run_dir / "report.json").write_text(render_json(made), encoding="utf-8")
     log.info("run %s ended: %s (exit %d)", ctx.run_id, status, code)

@@ -26,6 +26,14 @@ from agent_worker_app.errors import (
     AgentWorkerError,
     Interrupted,
 )
+from agent_worker_app.sandbox_report import (
+    BLOCKED_TERMINAL_LIMIT,
+    Blocked,
+    CheckOutcome,
+    blocked_rows,
+    check_failure,
+    check_rows,
+)
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult
@@ -123,6 +131,8 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     metered: bool = True  # False: the agent uses no tokens (the command agent): not applicable
     pushed_to: str | None = None  # --push: the remote the branch was pushed to
+    check: CheckOutcome | None = None  # None: no check command was configured
+    blocked: list[Blocked] = field(default_factory=list)
 
     @property
     def lines_added(self) -> int:
@@ -158,6 +168,8 @@ class RunReport:
             "pushed_to": self.pushed_to,
             "error": self.error,
             "firewall": self.firewall,
+            "check": self.check.to_json() if self.check is not None else None,
+            "blocked": [entry.to_json() for entry in self.blocked],
             "warnings": self.warnings,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -178,6 +190,8 @@ class Outcome:
     agent_tail: list[str] = field(default_factory=list)
     container_error: str | None = None  # why the task could not start the agent, as it said
     warnings: list[str] = field(default_factory=list)
+    check: CheckOutcome | None = None  # None: no check configured
+    blocked: list[Blocked] = field(default_factory=list)
 
     @property
     def agent_started(self) -> bool:
@@ -201,6 +215,30 @@ def decide_status(
 
     exit_info, warnings = outcome.exit, []
     oom = exit_info is not None and exit_info.oom_killed
+    status, code, message = _ending(outcome, result, timeout_s=timeout_s, memory=memory)
+    check = outcome.check
+    check_failed = status == "success" and check is not None and not check.passed
+    if check_failed and check is not None:  # the agent did its part; the work is not right
+        status, code, message = "failed", EXIT_AGENT_FAILED, check_failure(check)
+    if oom and status == "success":
+        warnings.append(
+            f"a process in the container ran out of memory (--memory {memory}) and was killed"
+        )
+    if outcome.import_error:
+        warnings.append(outcome.import_error)
+        if status == "success":
+            status, code, message = "failed", EXIT_AGENT_FAILED, outcome.import_error
+    if status in ("failed", "timeout") and outcome.agent_tail and not check_failed:
+        message = f"{message}; the agent's last output: {' | '.join(outcome.agent_tail[-3:])}"
+    return status, code, message, warnings
+
+
+def _ending(
+    outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
+) -> tuple[str, int, str | None]:
+    """(status, exit code, message) of how the task itself ended, the check aside."""
+    exit_info = outcome.exit
+    oom = exit_info is not None and exit_info.oom_killed
     status, code, message = "success", 0, None
     if outcome.error is not None:
         status = "interrupted" if isinstance(outcome.error, Interrupted) else "error"
@@ -223,17 +261,7 @@ def decide_status(
     elif exit_info is not None and exit_info.status_code != 0:
         status, code = "failed", EXIT_AGENT_FAILED
         message = f"the agent failed ({describe_exit(exit_info.status_code)})"
-    if oom and status == "success":
-        warnings.append(
-            f"a process in the container ran out of memory (--memory {memory}) and was killed"
-        )
-    if outcome.import_error:
-        warnings.append(outcome.import_error)
-        if status == "success":
-            status, code, message = "failed", EXIT_AGENT_FAILED, outcome.import_error
-    if status in ("failed", "timeout") and outcome.agent_tail:
-        message = f"{message}; the agent's last output: {' | '.join(outcome.agent_tail[-3:])}"
-    return status, code, message, warnings
+    return status, code, message
 
 
 def format_duration(seconds: float) -> str:
@@ -326,8 +354,11 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
         rows.append(("Changes", "no changes"))
     if report.pushed_to is not None:
         rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
+    rows.extend(check_rows(report.check))
     if not report.firewall:
         rows.append(("Firewall", "off (--no-firewall): the agent could reach any address"))
+    limit = BLOCKED_TERMINAL_LIMIT if file_limit is not None else None
+    rows.extend(blocked_rows(report.blocked, limit=limit))
     rows.extend(("Warning", escape_text(w)) for w in report.warnings)
     if report.error:
         rows.append(("Error", escape_text(report.error)))

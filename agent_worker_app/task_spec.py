@@ -55,6 +55,16 @@ def prepare(
             for k, v in secret_env.items()
         ),
     ]
+    if cfg.maintenance:
+        inputs.append(FileEntry("/agent-worker/maintenance", None, 0o755))
+        inputs.extend(
+            FileEntry(f"/agent-worker/maintenance/{n}", command.encode("utf-8", "surrogateescape"))
+            for n, command in enumerate(cfg.maintenance, 1)
+        )
+    if cfg.check is not None:
+        inputs.append(
+            FileEntry("/agent-worker/check", cfg.check.encode("utf-8", "surrogateescape"))
+        )
     source = git_manager.source(ws)
     mount = cfg.workspace == "mount" or (
         cfg.workspace == "auto" and local_engine and source.mountable()

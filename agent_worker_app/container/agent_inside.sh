@@ -4,13 +4,16 @@
 # As root:  set the egress firewall, take the secrets out of /agent-worker/secrets, then start the
 #           agent stage as the agent user with no capabilities and no-new-privileges (setpriv),
 #           and supervise it: pass stop signals on, stop it when agent-worker is gone (the end of
-#           stdin) or the task's own deadline passes, and report how it ended.
-# As agent: check the task branch out into /workspace, run the agent (argv after "--", the task on
-#           its stdin), commit what it left uncommitted, bundle base..HEAD into /agent-worker/out.
+#           stdin) or the task's own deadline passes. Then run the check command the same way,
+#           read the firewall's record of blocked destinations, and report how it all ended.
+# As agent: check the task branch out into /workspace, run the maintenance commands, run the
+#           agent (argv after "--", the task on its stdin), commit what it left uncommitted,
+#           bundle base..HEAD into /agent-worker/out.
 #
 # Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS,
 # AW_DEADLINE (epoch seconds); on stdin, a tar of agent-worker/task.md, agent-worker/nonce,
-# agent-worker/secrets/<VAR>, agent-worker/shallow and
+# agent-worker/secrets/<VAR>, agent-worker/maintenance/<N> (the Nth maintenance command),
+# agent-worker/check (the check command), agent-worker/shallow and
 # agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
 # (otherwise the repository's object directories are mounted read-only at /source/objects-N).
 # Outputs: the result line on stderr (see emit_result) and /agent-worker/out/result.bundle (when
@@ -59,6 +62,9 @@ ACCOUNT=/run/agent-worker-result.json
 
 NONCE=
 STOP_REASON=/run/agent-worker-stop-reason # root's, readable by the agent stage
+STAGE=/run/agent-worker-stage              # root's: what a stop stops (a pid, or -group)
+CHECK=                                     # the check command, in root's memory
+stopped=0                                  # root was told to stop (a signal)
 
 root_stage() {
   # The run's inputs (task.md, nonce, secrets/, source.pack, ...) arrive on stdin as one tar
@@ -66,6 +72,7 @@ root_stage() {
   tar -x -f - -C / --no-same-owner agent-worker
   NONCE=$(cat "$IN/nonce" 2>/dev/null || true)
   rm -f "$IN/nonce"
+  if [[ -f "$IN/check" ]]; then CHECK=$(<"$IN/check"); fi
   exec 3<&0 </dev/null
   local log=/run/agent-worker-firewall.log
   : >"$SETUP_WARNINGS"
@@ -86,9 +93,11 @@ root_stage() {
       name=${file##*/}
       [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { say "ignoring secret with a bad name"; continue; }
       export "$name=$(<"$file")"
+      AW_SECRET_NAMES+=" $name" # for the agent only: maintenance and the check run without them
     done
     rm -rf "$IN/secrets"
   fi
+  export AW_SECRET_NAMES
   supervise "$@"
 }
 
@@ -99,13 +108,25 @@ root_fails() { # message: a setup failure before the agent stage exists
   exit 3
 }
 
+AW_SECRET_NAMES=${AW_SECRET_NAMES:-} # root sets it; the agent stage inherits it
 child=
-forward() { [[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null; return 0; }
+forward() {
+  stopped=1
+  [[ -n "$child" ]] && kill -TERM -- "$child" 2>/dev/null
+  return 0
+}
+
+# The secret variables' names as `env -u` arguments: what the agent gets, the project's own
+# commands (maintenance, check) do not.
+unset_secrets() {
+  local name
+  for name in $AW_SECRET_NAMES; do printf -- '-u\n%s\n' "$name"; done
+}
 
 # Stops the agent stage (politely: its trap stops the agent with SIGINT first) when agent-worker
 # is gone (its attach, our fd 3, ends) or the task's own deadline passes: a lost agent-worker
 # costs nothing more, and the commits are kept for the next run to recover.
-watchdog() { # agent stage pid
+watchdog() {
   local now
   printf -v now '%(%s)T' -1
   local left=$((${AW_DEADLINE:-0} - now))
@@ -120,7 +141,10 @@ watchdog() { # agent stage pid
     echo "agent-worker was gone" >"$STOP_REASON"
   fi
   say "$(cat "$STOP_REASON"): stopping the agent"
-  kill -TERM "$1" 2>/dev/null || true
+  local target
+  target=$(cat "$STAGE" 2>/dev/null) || true
+  [[ -n "$target" ]] && kill -TERM -- "$target" 2>/dev/null
+  return 0
 }
 
 supervise() {
@@ -129,29 +153,116 @@ supervise() {
     --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
     env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@" 3<&- &
   child=$!
-  watchdog "$child" &
+  echo "$child" >"$STAGE"
+  watchdog &
   local dog=$! status=0
   while kill -0 "$child" 2>/dev/null; do
     status=0
     wait "$child" || status=$?
   done
-  kill "$dog" 2>/dev/null || true
-  exec 3<&-
   local result=$OUT/result.json
   if [[ "$status" != 0 && "$status" != 3 ]] || [[ -L "$result" || ! -f "$result" ]]; then
+    kill "$dog" 2>/dev/null || true
     warnings=()
     emit_result "$(jq -cn --arg error "the agent stage ended with status $status before it \
-could say how the agent ended" '{phase: "agent", error: $error, bundle: false}')"
+could say how the agent ended" --argjson blocked "$(blocked_json)" \
+      '{phase: "agent", error: $error, bundle: false, blocked: $blocked}')"
     exit "$status"
   fi
-  # Passed on as it is (the host parses it, and refuses what it cannot read); only the agent's
-  # exit status is read here, to be the container's.
-  local json
+  # Passed on as the agent stage wrote it, with root's own word added: the check's outcome and
+  # the blocked destinations (the host parses it, and refuses what it cannot read).
+  local json phase check=null
   json=$(<"$result")
   json=${json//$'\n'/}
+  phase=$(jq -r '.phase' <<<"$json" 2>/dev/null) || phase=
+  if [[ -n "$CHECK" ]]; then
+    if [[ "$phase" == agent ]] && ((stopped == 0)) && [[ ! -s "$STOP_REASON" ]]; then
+      run_check # in this shell, not a subshell: a stop signal reaches the check at once
+      check=$(<"$CHECK_RESULT")
+    else
+      check=$(jq -cn --arg command "$CHECK" '{command: $command, ran: false, exit_code: null,
+        duration_s: null, output_tail: []}')
+    fi
+  fi
+  kill "$dog" 2>/dev/null || true
+  exec 3<&-
+  if ! json=$(jq -c --argjson check "$check" --argjson blocked "$(blocked_json)" \
+    '. + {check: $check, blocked: $blocked}' <<<"$json" 2>/dev/null); then
+    warnings=()
+    emit_result "$(jq -cn '{phase: "agent", error: "the agent stage left an account that cannot be read",
+      bundle: false}')"
+    exit 3
+  fi
   emit_result "$json"
   [[ "$json" =~ \"agent_exit\":[[:space:]]*([0-9]+) ]] && exit "${BASH_REMATCH[1]}"
   exit 3
+}
+
+# The check command, run by root after the agent stage ended by itself: as the agent user, in
+# /workspace, under the same limits and firewall, its output in a file only root can read. Its
+# outcome is root's own record (JSON on stdout): the agent's processes are all gone by then.
+# A stop (timeout, signal, agent-worker gone) stops it like the agent. Its JSON: CHECK_RESULT.
+CHECK_RESULT=/run/agent-worker-check.json
+run_check() {
+  local log=/run/agent-worker-check.log status=0 start end secrets=()
+  mapfile -t secrets < <(unset_secrets)
+  : >"$log"
+  chmod 0600 "$log"
+  say "check: ${CHECK%%$'\n'*}"
+  start=$EPOCHREALTIME
+  (cd /workspace && exec setsid env "${secrets[@]}" setpriv --reuid=agent --regid=agent \
+    --init-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
+    env HOME=/home/agent USER=agent LOGNAME=agent bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- &
+  local pid=$!
+  child=-$pid
+  echo "-$pid" >"$STAGE"
+  while kill -0 "$pid" 2>/dev/null; do
+    status=0
+    wait "$pid" || status=$?
+  done
+  end=$EPOCHREALTIME
+  child=
+  : >"$STAGE"
+  kill_user_processes
+  local why=null
+  if ((stopped)); then
+    why='"stopped by a signal"'
+  elif [[ -s "$STOP_REASON" ]]; then
+    why=$(jq -Rs 'rtrimstr("\n")' "$STOP_REASON")
+  fi
+  tail -n 20 "$log" | cut -c 1-500 | sed 's/^/agent-worker: check: /' >&2
+  say "check: $([[ "$status" == 0 ]] && echo passed || echo failed) (exit status $status)"
+  tail -n 20 "$log" | cut -c 1-500 | jq -Rsc --arg command "$CHECK" --argjson exit "$status" \
+    --argjson duration "$(jq -n "($end - $start) * 1000 | round / 1000")" --argjson stopped "$why" \
+    '{command: $command, ran: true, exit_code: (if $stopped == null then $exit else null end),
+      duration_s: $duration, stopped: $stopped,
+      output_tail: (split("\n") | if .[-1] == "" then .[:-1] else . end)}' >"$CHECK_RESULT"
+}
+
+# Every process of the agent user, gone (what the check left running).
+kill_user_processes() {
+  local round
+  for round in 1 2 3 4 5 6 7 8 9 10; do
+    pgrep -u agent >/dev/null || return 0
+    pkill -KILL -u agent 2>/dev/null || true
+    sleep 0.05
+  done
+}
+
+# The firewall's record of what it blocked: [{address, protocol, port, count}] (JSON), from the
+# ipset only root can read or change; [] without the firewall.
+blocked_json() {
+  if [[ "${AW_FIREWALL:-1}" != 1 ]]; then
+    echo '[]'
+    return 0
+  fi
+  ipset save aw-blocked 2>/dev/null | awk '$1 == "add" && $2 == "aw-blocked" {
+      split($3, a, ","); split(a[2], p, ":"); n = 0
+      for (i = 4; i < NF; i++) if ($i == "packets") n = $(i + 1)
+      printf "%s %s %s %s\n", a[1], p[1], p[2], n
+    }' | jq -Rsc 'split("\n") | map(select(. != "") | split(" ")
+      | {address: .[0], protocol: .[1], port: (.[2] | tonumber), count: (.[3] | tonumber)})
+      | sort_by(-.count, .address, .port)' 2>/dev/null || echo '[]'
 }
 
 # The agent's own repository of the task branch, built from what the host sent and nothing
@@ -302,10 +413,42 @@ state_of() {
   fi
 }
 
+# The maintenance commands (agent-worker/maintenance/1, 2, ...), in order, in /workspace,
+# before the agent and without its secrets; the first that fails ends the run, and the agent
+# never starts. A stop stops the command at once.
+run_maintenance() {
+  local dir=$IN/maintenance log=/tmp/agent-worker-maintenance.log
+  [[ -d "$dir" ]] || return 0
+  local names=() secrets=() name cmd n=0 status pid
+  mapfile -t names < <(find "$dir" -mindepth 1 -maxdepth 1 -type f -printf '%f\n' | sort -n)
+  mapfile -t secrets < <(unset_secrets)
+  for name in "${names[@]}"; do
+    n=$((n + 1))
+    cmd=$(<"$dir/$name")
+    say "maintenance ${n}/${#names[@]}: ${cmd%%$'\n'*}"
+    (cd /workspace && exec setsid env "${secrets[@]}" bash -c "$cmd") </dev/null >"$log" 2>&1 &
+    pid=$!
+    status=0
+    wait "$pid" || status=$?
+    if ((stopping)); then
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      fail_setup "stopped during maintenance command ${n} of ${#names[@]}"
+    fi
+    tail -n 200 "$log" | cut -c 1-500 | sed 's/^/agent-worker: maintenance: /' >&2
+    if [[ "$status" != 0 ]]; then
+      fail_setup "maintenance command ${n} of ${#names[@]} failed (exit status $status): \
+$(jq -Rn --arg c "$cmd" '$c') (the agent did not start); its last output: \
+$(tail -n 5 "$log" | cut -c 1-300 | tr '\n' '|' | sed 's/|$//; s/|/ | /g')"
+    fi
+  done
+}
+
 agent_stage() {
   trap on_signal TERM INT HUP
   rm -f "$OUT/result.json" "$OUT/result.bundle" "$OUT/agent-tail.jsonl"
   checkout_workspace
+  ((stopping == 0)) || fail_setup "stopped before the agent started"
+  run_maintenance
   ((stopping == 0)) || fail_setup "stopped before the agent started"
   # The agent's stdout goes to agent-worker as it comes, and its last lines to agent-tail.jsonl:
   # the final figures of an agent stopped after agent-worker was gone, for the run that recovers

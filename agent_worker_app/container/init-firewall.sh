@@ -2,8 +2,11 @@
 # Default-deny egress for the agent container; run as root before the agent starts.
 # Allowed: loopback, DNS to the configured resolvers, replies to established connections, and
 # the ipset allowlist built from AW_ALLOW_HOSTS ("host[:port]" separated by commas or spaces).
-# Everything else is REJECTed so blocked connections fail fast. A name that does not resolve,
-# or that adds nothing new, is a warning, never an abort. The sets and rules are each loaded in
+# Everything else is REJECTed so blocked connections fail fast, and recorded first: each blocked
+# destination (address, protocol and port) is an entry of the ipset aw-blocked, whose counter
+# counts its packets (a TCP connection attempt is one: its SYN). Only root can read or change it;
+# agent_inside.sh reads it after the agent for the report. A name that does not resolve, or
+# that adds nothing new, is a warning, never an abort. The sets and rules are each loaded in
 # one call (ipset restore, iptables-restore): one command per rule costs a tenth of a second.
 set -euo pipefail
 
@@ -48,6 +51,7 @@ done
 {
   echo "create aw-hosts hash:ip family inet -exist"
   echo "create aw-ports hash:ip,port family inet -exist"
+  echo "create aw-blocked hash:ip,port family inet counters maxelem 4096 -exist"
   for entry in "${!hosts[@]}"; do echo "add aw-hosts $entry -exist"; done
   for entry in "${!ports[@]}"; do echo "add aw-ports $entry -exist"; done
 } | ipset restore
@@ -67,6 +71,11 @@ done
   done
   echo "-A OUTPUT -m set --match-set aw-hosts dst -j ACCEPT"
   echo "-A OUTPUT -p tcp -m set --match-set aw-ports dst,dst -j ACCEPT"
+  # Counted when already recorded, then recorded (an entry starts at its first packet): in this
+  # order each blocked packet counts once.
+  echo "-A OUTPUT -m set --match-set aw-blocked dst,dst"
+  echo "-A OUTPUT -p tcp -j SET --add-set aw-blocked dst,dst"
+  echo "-A OUTPUT -p udp -j SET --add-set aw-blocked dst,dst"
   echo "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset"
   echo "-A OUTPUT -j REJECT --reject-with icmp-admin-prohibited"
   echo "COMMIT"

@@ -2,58 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from conftest import containers_of, git, run_cli, tool_outputs
 from fake_anthropic import Turn, bash
-
-SERVE = """
-import socket
-
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("", 8080))
-server.listen(16)
-while True:
-    peer, _ = server.accept()
-    peer.recv(65536)
-    peer.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 14\\r\\n\\r\\ntarget says hi")
-    peer.close()
-"""
-
-
-@pytest.fixture
-def target(docker_client: Any, peer_image: str, agent_image: str) -> Iterator[str]:
-    """A second container of the test's own on the bridge, serving HTTP on port 8080."""
-    server = docker_client.containers.run(
-        peer_image,
-        ["python3", "-c", SERVE],
-        user="nobody",
-        detach=True,
-        labels={"agent-worker-test": "target"},
-    )
-    try:
-        server.reload()
-        address = server.attrs["NetworkSettings"]["IPAddress"]
-        # raises ContainerError unless the target answered within 10 s
-        docker_client.containers.run(
-            agent_image,
-            [
-                "bash",
-                "-c",
-                f"for i in $(seq 100); do curl -sf http://{address}:8080/"
-                " | grep -q 'target says hi' && exit 0; sleep 0.1; done;"
-                " exit 1",
-            ],
-            remove=True,
-        )
-        yield address
-    finally:
-        server.remove(force=True)
 
 
 def probe_command(url: str) -> str:

@@ -90,6 +90,8 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "pushed_to",
         "error",
         "firewall",
+        "check",
+        "blocked",
         "warnings",
         "timings",
     }

@@ -18,6 +18,7 @@ from agent_worker_app.errors import (
     UsageError,
 )
 from agent_worker_app.report import Outcome, decide_status
+from agent_worker_app.sandbox_report import CheckOutcome
 
 OK = AgentResult(found=True, is_error=False, subtype="success", turns=3)
 AGENT_ERROR = "Claude Code reported an error: API Error: 500 Internal server error"
@@ -47,8 +48,45 @@ class Case:
     memory: str = "4g"
 
 
+PASSED = CheckOutcome("pytest -q", ran=True, exit_code=0, duration_s=1.5)
+FAILED_CHECK = CheckOutcome(
+    "pytest -q", ran=True, exit_code=1, duration_s=2.0, output_tail=("E  assert 1 == 2", "1 failed")
+)
+
 CASES = {
     "success": Case(started(exit=EXIT_0), OK, "success", 0, None),
+    "success, check passed": Case(started(exit=EXIT_0, check=PASSED), OK, "success", 0, None),
+    "check failed": Case(
+        started(exit=EXIT_0, check=FAILED_CHECK, agent_tail=TAIL),
+        OK,
+        "failed",
+        1,
+        "the check 'pytest -q' failed (exit status 1); its last output: E  assert 1 == 2 | "
+        "1 failed; the agent's work is kept on the branch",
+    ),
+    "check never ran": Case(
+        started(exit=EXIT_0, check=CheckOutcome("make test")),
+        OK,
+        "failed",
+        1,
+        "the check 'make test' did not run",
+    ),
+    "check stopped": Case(
+        started(
+            exit=EXIT_0,
+            check=CheckOutcome("make test", ran=True, stopped="the task's deadline passed"),
+        ),
+        OK,
+        "failed",
+        1,
+        "the check 'make test' was stopped (the task's deadline passed)",
+    ),
+    "agent failed, check failed too: the agent's failure is the message": Case(
+        started(exit=EXIT_1, check=FAILED_CHECK), FAILED, "failed", 1, AGENT_ERROR
+    ),
+    "timed out with a check": Case(
+        started(timed_out=True, check=CheckOutcome("make test")), OK, "timeout", 124, "--timeout"
+    ),
     "success, no exit info": Case(started(), OK, "success", 0, None),
     "agent error": Case(started(exit=EXIT_1), FAILED, "failed", 1, AGENT_ERROR),
     "agent error, exit 0 (SIGINT)": Case(started(exit=EXIT_0), FAILED, "failed", 1, AGENT_ERROR),

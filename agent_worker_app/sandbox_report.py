@@ -1,0 +1,158 @@
+"""What the container's root stage says of the run besides the agent: the check command's
+outcome and the destinations the firewall blocked. Plain values read from the task's result
+channel (never from anything the agent prints), their report rows and their JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOCKED_TERMINAL_LIMIT = 10  # blocked destinations the terminal panel shows; the rest counted
+CHECK_TAIL_SHOWN = 5  # lines of a failed check's output shown in the report's rows
+ALLOW_HINT = (
+    "to allow one: --allow-host HOST:PORT (or allow_hosts in .agent-worker/environment.toml); "
+    "or move the download into the environment's setup, which has the network"
+)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The check command's run, as the container's root stage recorded it."""
+
+    command: str
+    ran: bool = False
+    exit_code: int | None = None  # None: it did not run, or was stopped
+    duration_s: float | None = None
+    output_tail: tuple[str, ...] = ()
+    stopped: str | None = None  # why it was stopped before it ended, if it was
+
+    @property
+    def passed(self) -> bool:
+        return self.ran and self.exit_code == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "ran": self.ran,
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "duration_s": self.duration_s,
+            "stopped": self.stopped,
+            "output_tail": list(self.output_tail),
+        }
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """One destination the firewall refused, the names the agent's lookups gave it (where
+    known), and how many packets it refused (one per TCP connection attempt)."""
+
+    address: str
+    port: int
+    protocol: str = "tcp"
+    count: int = 1
+    names: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def allow(self) -> str:
+        """The --allow-host value that lets it through."""
+        return f"{self.names[0] if self.names else self.address}:{self.port}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "port": self.port,
+            "protocol": self.protocol,
+            "names": list(self.names),
+            "count": self.count,
+            "allow": f"--allow-host {self.allow}",
+        }
+
+
+def parse_check(data: Any) -> CheckOutcome | None:
+    """The result's "check" object; None when there is none. Raises on a malformed one."""
+    if data is None:
+        return None
+    exit_code = data.get("exit_code")
+    duration = data.get("duration_s")
+    return CheckOutcome(
+        command=str(data["command"]),
+        ran=bool(data.get("ran")),
+        exit_code=None if exit_code is None else int(exit_code),
+        duration_s=None if duration is None else float(duration),
+        output_tail=tuple(str(line) for line in data.get("output_tail") or ()),
+        stopped=str(data["stopped"]) if data.get("stopped") else None,
+    )
+
+
+def parse_blocked(data: Any) -> tuple[Blocked, ...]:
+    """The result's "blocked" list. Raises on a malformed one."""
+    return tuple(
+        Blocked(
+            address=str(item["address"]),
+            port=int(item["port"]),
+            protocol=str(item.get("protocol") or "tcp"),
+            count=int(item.get("count") or 0),
+            names=tuple(str(name) for name in item.get("names") or ()),
+        )
+        for item in data or ()
+    )
+
+
+def check_failure(check: CheckOutcome) -> str:
+    """Why a run whose agent succeeded failed its check, for the report's error line."""
+    if not check.ran:
+        return f"the check {check.command!r} did not run; the branch is kept"
+    if check.stopped:
+        what = f"was stopped ({check.stopped})"
+    else:
+        from agent_worker_app.report import describe_exit
+
+        what = f"failed ({describe_exit(check.exit_code or 0)})"
+    tail = [line for line in check.output_tail if line.strip()][-3:]
+    said = f"; its last output: {' | '.join(tail)}" if tail else ""
+    return f"the check {check.command!r} {what}{said}; the agent's work is kept on the branch"
+
+
+def check_rows(check: CheckOutcome | None) -> list[tuple[str, str]]:
+    """The report's Check row (none when no check was configured): its outcome and, when it
+    failed, its last lines. Escaped: the command and its output are data."""
+    from agent_worker_app.console import escape_text
+
+    if check is None:
+        return []
+    command = escape_text(check.command)
+    if not check.ran:
+        return [("Check", f"not run: {command}")]
+    took = f"{check.duration_s:.1f}s" if check.duration_s is not None else "?"
+    if check.passed:
+        return [("Check", f"passed (exit 0, {took}): {command}")]
+    state = f"stopped ({escape_text(check.stopped)})" if check.stopped else "failed"
+    code = "" if check.exit_code is None else f"exit {check.exit_code}, "
+    rows = [("Check", f"{state} ({code}{took}): {command}")]
+    rows.extend(("", "  " + escape_text(line)) for line in check.output_tail[-CHECK_TAIL_SHOWN:])
+    return rows
+
+
+def blocked_rows(
+    blocked: tuple[Blocked, ...] | list[Blocked], *, limit: int | None = None
+) -> list[tuple[str, str]]:
+    """One row per blocked destination (cut at limit, the rest counted) and how to allow it."""
+    from agent_worker_app.console import escape_text
+
+    if not blocked:
+        return []
+    shown = list(blocked) if limit is None or len(blocked) <= limit + 1 else blocked[:limit]
+    count = len(blocked)
+    rows = [("Blocked", f"{count} destination{'s' if count != 1 else ''} the firewall refused")]
+    for entry in shown:
+        where = f"{entry.address}:{entry.port}"
+        if entry.protocol != "tcp":
+            where += f"/{entry.protocol}"
+        names = escape_text(", ".join(entry.names)) if entry.names else "name unknown"
+        times = f"{entry.count} time{'s' if entry.count != 1 else ''}"
+        rows.append(("", f"  {where} ({names}) {times}"))
+    if hidden := count - len(shown):
+        rows.append(("", f"  ... and {hidden} more (every one: --json, or report.json)"))
+    rows.append(("", f"  {ALLOW_HINT}"))
+    return rows
