@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent_worker_app.errors import AgentWorkerError
-from agent_worker_app.options import ENV_KEYS, OPTIONS
+from agent_worker_app.options import ENV_KEYS, OPTIONS, REPEATABLE
 
 if TYPE_CHECKING:
+    from agent_worker_app import batch
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.backend import Backend, ImageResult
     from agent_worker_app.config import Config
@@ -75,13 +76,16 @@ def prepare_image(
 
 def main(options: Mapping[str, Any], env: Env) -> int:
     """Run agent-worker with parsed options; returns the exit code."""
-    from agent_worker_app import agents, pipeline
+    from agent_worker_app import agents, batch_plan, pipeline
     from agent_worker_app import config as config_module
     from agent_worker_app.console import Progress, Redactor, RunLog, escape_text
 
     for flag, command in _COMMANDS.items():  # the options that do something else than a run
         if options.get(flag):
-            return command(options, env)
+            return command(batch_plan.single(options), env)
+    if batch_plan.is_batch(options):
+        return batch_command(options, env)
+    options = batch_plan.single(options)
     redactor = Redactor()
     signals = pipeline.Signals()
     signals.install()
@@ -134,6 +138,97 @@ def main(options: Mapping[str, Any], env: Env) -> int:
         signals.restore()
         if runlog is not None:
             runlog.close()
+
+
+def batch_command(options: Mapping[str, Any], env: Env) -> int:
+    """Several tasks, projects or both (batch.py): a live line per running task, a summary."""
+    from agent_worker_app import agents, batch, pipeline
+    from agent_worker_app import config as config_module
+    from agent_worker_app.batch_view import BatchView
+    from agent_worker_app.console import Redactor, RunLog
+
+    redactor = Redactor()
+    signals = pipeline.Signals()
+    signals.install()
+    runlog = None
+    try:
+        runs = batch.load(
+            options,
+            read_stdin=env.stdin.read,
+            load_config=lambda one: config_module.load(
+                one,
+                environ=os.environ,
+                cwd=Path.cwd(),
+                tool_dir=_tool_dir(),
+                agent_class=agents.agent_class,
+                stdin_text=env.stdin.read,
+            ),
+        )
+        redactor.add(*(run.cfg.agent.secret or "" for run in runs))
+        first = runs[0].cfg
+        runlog = RunLog(redactor, debug=first.debug, stderr=env.stderr)
+        log.debug("agent-worker %s, a batch of %d runs", __version__, len(runs))
+        view = BatchView(env, redactor, len(runs))
+        for warning in dict.fromkeys(w for run in runs for w in run.cfg.warnings):
+            view.warn(warning)
+        try:
+            outcome = batch.execute(
+                runs,
+                lambda: connect_docker(first.docker_host),
+                view=view,
+                signals=signals,
+                redactor=redactor,
+                env=env,
+                cache_dir=cache_dir(),
+            )
+        finally:
+            view.close()
+        _emit_batch(outcome, first, env)
+        return outcome.totals.exit_code
+    except AgentWorkerError as exc:
+        _fail(
+            env,
+            options,
+            redactor.text(str(exc)),
+            exc.exit_code,
+            [redactor.text(d) for d in exc.details],
+        )
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 (the single top-level handler for bugs)
+        error = pipeline.internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
+        _fail(env, options, redactor.text(str(error)), error.exit_code, [])
+        return error.exit_code
+    finally:
+        signals.restore()
+        if runlog is not None:
+            runlog.close()
+
+
+def _emit_batch(outcome: batch.Outcome, cfg: Config, env: Env) -> None:
+    from agent_worker_app.batch_view import (
+        render_batch_json,
+        render_summary_rich,
+        render_summary_text,
+    )
+
+    text = render_batch_json(outcome.entries, outcome.totals)
+    if cfg.report_file is not None:
+        try:
+            cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
+            cfg.report_file.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            from agent_worker_app.console import escape_text
+
+            env.stderr.write(
+                f"agent-worker: warning: cannot write --report-file: {escape_text(str(exc))}\n"
+            )
+    if cfg.json_output:
+        env.stdout.write(text)
+    elif env.stdout_tty and not os.environ.get("NO_COLOR"):
+        render_summary_rich(outcome.entries, outcome.totals, env.stdout)
+    else:
+        env.stdout.write(render_summary_text(outcome.entries, outcome.totals))
+    env.stdout.flush()
 
 
 def recover_command(options: Mapping[str, Any], env: Env) -> int:
@@ -326,7 +421,7 @@ def _with_options(command: Callable[..., None]) -> Callable[..., None]:
                 dest,
                 metavar=metavar,
                 help=text,
-                multiple=key in ("ca_cert", "allow_host", "agent_arg", "maintenance"),
+                multiple=key in REPEATABLE,
             )(command)
     return command
 

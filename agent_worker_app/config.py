@@ -55,6 +55,8 @@ class Config:
     memory_bytes: int
     cpus: float | None
     pids_limit: int
+    jobs: int = 1  # tasks run at once (a batch)
+    max_cost_usd: float | None = None  # per task, and a batch's budget
     env_files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
     # The project's runtime, from --maintenance/--check and the environment file
@@ -137,6 +139,17 @@ def _positive_float(text: str, source: str) -> float:
         value = -1.0
     if not value > 0:
         raise _bad(source, text, "a positive number")
+    return value
+
+
+def _usd(text: str, source: str) -> float:
+    """A positive amount of US dollars: 5, 0.50 or $2.5."""
+    try:
+        value = float(text.strip().removeprefix("$"))
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise _bad(source, text, "a positive amount of US dollars, such as 5 or 0.50")
     return value
 
 
@@ -457,6 +470,8 @@ def load(
         memory_bytes=parse_memory(memory, layers.get("memory")[1]),
         cpus=_parsed(layers, "cpus", _positive_float, None),
         pids_limit=_parsed(layers, "pids_limit", _positive_int, DEFAULT_PIDS_LIMIT),
+        jobs=_parsed(layers, "jobs", _positive_int, 1),
+        max_cost_usd=agent.max_cost_usd,
         env_files=tuple(path for path, _ in env_files),
         warnings=tuple(warnings),
         maintenance=tuple(_command(c, "--maintenance") for c in cli.get("maintenance") or ()),
@@ -527,7 +542,8 @@ def _agent_settings(cls: type[BaseAgent], layers: _Layers) -> tuple[AgentSetting
             values[setting.variable] = text or setting.default or ""
     credential, secret, warnings = _credential(cls, layers)
     args = tuple(layers.cli.get("agent_arg") or ())
-    return AgentSettings(values, credential, secret, args), warnings
+    max_cost = _parsed(layers, "max_cost", _usd, None)
+    return AgentSettings(values, credential, secret, args, max_cost), warnings
 
 
 def _credential(

@@ -7,13 +7,14 @@ import base64
 import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from agent_worker_app.agents.base_agent import ProgressEvent
 
@@ -142,10 +143,13 @@ class Redactor:
         self.add(*secrets)
 
     def add(self, *secrets: str) -> None:
+        # A new list, swapped in whole: tasks of a batch add their secrets from their own
+        # threads while others redact (a list sorted in place looks empty meanwhile).
+        known = list(self._secrets)
         for secret in secrets:
-            if len(secret) >= MIN_SECRET_LEN and secret not in self._secrets:
-                self._secrets.append(secret)
-        self._secrets.sort(key=len, reverse=True)
+            if len(secret) >= MIN_SECRET_LEN and secret not in known:
+                known.append(secret)
+        self._secrets = sorted(known, key=len, reverse=True)
 
     @property
     def longest(self) -> int:
@@ -176,12 +180,25 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-class RunLog:
-    """The orchestrator's log: kept in memory until the run directory exists, then a file."""
+class _ThreadFilter(logging.Filter):
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
 
-    def __init__(self, redactor: Redactor, *, debug: bool, stderr: IO[str]) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
+class RunLog:
+    """The orchestrator's log: kept in memory until the run directory exists, then a file.
+    With this_thread, only what the thread that made it logs (a batch's task, in its worker)."""
+
+    def __init__(
+        self, redactor: Redactor, *, debug: bool, stderr: IO[str], this_thread: bool = False
+    ) -> None:
         self._memory: list[logging.LogRecord] = []
         self._filter = _RedactingFilter(redactor)
+        self._thread = _ThreadFilter(threading.get_ident()) if this_thread else None
         self._handlers: list[logging.Handler] = []
         self.path: Path | None = None
         log.setLevel(logging.DEBUG)
@@ -194,6 +211,8 @@ class RunLog:
             self._attach(console)
 
     def _attach(self, handler: logging.Handler) -> None:
+        if self._thread is not None:
+            handler.addFilter(self._thread)
         handler.addFilter(self._filter)
         log.addHandler(handler)
         self._handlers.append(handler)
@@ -235,6 +254,24 @@ class _ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+class ProgressSink(Protocol):
+    """What a run tells the user as it goes (Progress; a batch's line for one task)."""
+
+    def phase(self, text: str) -> None: ...
+
+    def line(self, text: str, *, style: str = "") -> None: ...
+
+    def build_line(self, text: str) -> None: ...
+
+    def event(self, event: ProgressEvent) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _Status:
@@ -389,7 +426,7 @@ class AgentOutput:
         self,
         run_dir: Path,
         parse_line: Callable[[str], ProgressEvent | None],
-        progress: Progress,
+        progress: ProgressSink,
         redactor: Redactor,
         nonce: str = "",
     ) -> None:

@@ -57,3 +57,27 @@ class Interrupted(AgentWorkerError):  # noqa: N818 (InterruptedError is a builti
     """SIGINT or SIGTERM arrived."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+# A batch's exit code is its worst run's, worst first: an interrupted batch did not finish; a
+# bug makes the rest doubtful; a usage or precondition error needs fixing before a retry; then a
+# timeout; then an agent that ran and failed (or a task --max-cost kept from starting).
+SEVERITY = (
+    EXIT_INTERRUPTED,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    EXIT_PRECONDITION,
+    EXIT_TIMEOUT,
+    EXIT_AGENT_FAILED,
+    EXIT_SUCCESS,
+)
+
+
+def worst_exit(codes: Sequence[int]) -> int:
+    """The exit code of several runs: 0 only when every one is 0, else the worst (SEVERITY;
+    a code it does not list counts as an internal error)."""
+
+    def rank(code: int) -> int:
+        return SEVERITY.index(code) if code in SEVERITY else SEVERITY.index(EXIT_INTERNAL)
+
+    return min(codes, key=rank, default=EXIT_SUCCESS)

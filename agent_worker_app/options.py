@@ -27,16 +27,46 @@ ENV_KEYS: Mapping[str, str] = {
     "memory": "AGENT_WORKER_MEMORY",
     "cpus": "AGENT_WORKER_CPUS",
     "pids_limit": "AGENT_WORKER_PIDS_LIMIT",
+    "jobs": "AGENT_WORKER_JOBS",
+    "max_cost": "AGENT_WORKER_MAX_COST",
 }
+
+# Options that may be given several times (click's multiple=True).
+REPEATABLE = frozenset({"task", "project", "ca_cert", "allow_host", "agent_arg", "maintenance"})
 
 
 # (option, metavar (None: a flag), help, default shown in --help); the variable that also sets
 # an option is ENV_KEYS's, so the help and the loader cannot disagree.
 OPTIONS: list[tuple[str, str | None, str, str | None]] = [
-    ("--task", "TEXT", "What the agent should do.", None),
+    ("--task", "TEXT", "What the agent should do; repeatable (one run each).", None),
     ("--task-file", "PATH", "Read the task from a file (- for stdin).", None),
-    ("--project", "PATH", "The git repository to work on.", "current directory"),
-    ("--branch", "NAME", "Branch to create for the work.", "agent-task-YYYYmmdd-HHMMSS"),
+    (
+        "--tasks-file",
+        "PATH",
+        "Several tasks: one a line, or JSON Lines with task and optional branch, project, "
+        "agent_type.",
+        None,
+    ),
+    (
+        "--project",
+        "PATH",
+        "The git repository to work on; repeatable (each task runs on each).",
+        "current directory",
+    ),
+    (
+        "--branch",
+        "NAME",
+        "Branch to create for the work (several tasks: NAME-1, NAME-2, ...).",
+        "agent-task-YYYYmmdd-HHMMSS",
+    ),
+    ("--jobs", "N", "Run this many tasks at once.", "1"),
+    (
+        "--max-cost",
+        "USD",
+        "Stop a task whose cost passes USD; with several tasks, start none once the finished "
+        "ones have spent it.",
+        "no limit",
+    ),
     ("--agent-type", "NAME", "Agent backend (see --list-agents).", "claude"),
     ("--list-agents", None, "List the agent types, where each comes from, what it needs.", None),
     ("--list-runs", None, "List this repository's past runs, newest first (--json too).", None),

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agent_worker_app.backend import GRACE_S, Backend, ExitInfo, Task
+from agent_worker_app.backend import GRACE_S, Backend, ExitInfo, ImageResult, Task
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
@@ -45,7 +45,7 @@ from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser
     from agent_worker_app.config import Config
-    from agent_worker_app.console import Progress, Redactor, RunLog
+    from agent_worker_app.console import ProgressSink, Redactor, RunLog
     from agent_worker_app.git_manager import Workspace
 
 log = logging.getLogger("agent_worker")
@@ -56,9 +56,14 @@ class Signals:
     they are only counted, and one more means "stop waiting"."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._count = 0
         self._protected = 0
         self._previous: dict[int, Any] = {}
+
+    @property
+    def count(self) -> int:
+        """How many signals arrived."""
+        return self._count
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,9 +74,17 @@ class Signals:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
-        if self.count == 1 and not self._protected:
+        self._count += 1
+        if self._count == 1 and not self._protected:
             raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    def check(self) -> None:
+        """Raise Interrupted here if a signal asked for it and the handler could not: nothing
+        to do in the main thread, where the handler raises it itself (see TaskSignals)."""
+
+    def stop_tasks(self) -> None:
+        """Stop the tasks running in worker threads as a signal would (TaskSignals)."""
+        self._count += 1
 
     @contextmanager
     def protected(self) -> Iterator[None]:
@@ -80,6 +93,30 @@ class Signals:
             yield
         finally:
             self._protected -= 1
+
+
+class TaskSignals(Signals):
+    """The process's Signals as a task run in a worker thread sees them. Python runs signal
+    handlers in the main thread only, so the task asks (check(), in its supervising loop) and
+    raises Interrupted itself, once, outside its protected sections; count is the process's,
+    so one more signal still cuts its waits short."""
+
+    def __init__(self, main: Signals) -> None:
+        super().__init__()
+        self._main = main
+        self._raised = False
+
+    @property
+    def count(self) -> int:
+        return self._main.count
+
+    def install(self) -> None:
+        raise RuntimeError("a task's signals are the main thread's: install those")
+
+    def check(self) -> None:
+        if self._main.count and not self._raised and not self._protected:
+            self._raised = True
+            raise Interrupted("interrupted by a signal")
 
 
 class Background(threading.Thread):
@@ -129,7 +166,7 @@ class Context:
     agent: BaseAgent
     parser: OutputParser
     redactor: Redactor
-    progress: Progress
+    progress: ProgressSink
     signals: Signals
     run_id: str
     run_dir: Path
@@ -161,6 +198,7 @@ class Supervised:
     exit: ExitInfo | None = None
     timed_out: bool = False
     interrupted: bool = False
+    over_cost: float | None = None  # the cost it had reported when --max-cost stopped it
     agent_tail: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     result: str | None = None  # the task's result line (JSON), when it came
@@ -187,7 +225,7 @@ def run(
     *,
     redactor: Redactor,
     runlog: RunLog,
-    progress: Progress,
+    progress: ProgressSink,
     signals: Signals,
     cache_dir: Path,
 ) -> RunReport:
@@ -200,10 +238,7 @@ def run(
     # on git; a failed check still comes first, and none of it changes anything.
     connecting = Background(connect)
     ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
-    push_remote = None
-    if cfg.push is not None:
-        push_remote = cfg.push or git_manager.default_remote(ws)
-        git_manager.check_remote(ws.root, push_remote)
+    push_remote = check_push(cfg, ws)
     backend: Backend = connecting.outcome()
     # Cleaning up after runs that are gone, and finding this repository's runs whose
     # agent-worker died, are nobody's critical path: they happen while this run goes on; the
@@ -212,34 +247,19 @@ def run(
     lost = Background(backend.lost_tasks, str(ws.root))
     journal.mark("preflight")
     progress.phase("Preparing the agent image")
-    image = backend.prepare_image(
-        agent.image_layer(),
-        base_image=cfg.base_image,
-        ca_certs=cfg.ca_certs,
-        force=cfg.force_rebuild,
-        log_dir=cache_dir / "builds",
-        on_line=progress.build_line,
-    )
+    image = prepare_image(backend, agent, cfg, cache_dir, progress)
     journal.mark("image")
-    log.info("image %s (%s)", image.tag, "built" if image.built else "reused")
-    run_id = new_run_id()
-    run_dir = ws.git_dir / "agent-worker" / "runs" / run_id
-    run_dir.mkdir(parents=True)
-    runlog.to_file(run_dir / "agent-worker.log")
-    (run_dir / "task.md").write_text(cfg.task, encoding="utf-8")
-    if image.log_path is not None:
-        (run_dir / "build.log").write_bytes(image.log_path.read_bytes())
-    ctx = Context(
+    ctx = open_run(
         cfg,
         agent,
-        agent.parser(),
-        redactor,
-        progress,
-        signals,
-        run_id,
-        run_dir,
-        journal,
-        push_remote,
+        ws,
+        image,
+        redactor=redactor,
+        runlog=runlog,
+        progress=progress,
+        signals=signals,
+        journal=journal,
+        push_remote=push_remote,
     )
     try:
         return run_task(ctx, backend, ws, image.tag)
@@ -248,7 +268,60 @@ def run(
         recover_lost(backend, ws, lost, progress)
 
 
-def recover_lost(backend: Backend, ws: Workspace, lost: Background, progress: Progress) -> None:
+def check_push(cfg: Config, ws: Workspace) -> str | None:
+    """--push: the remote the branch goes to after a successful run, checked now."""
+    from agent_worker_app import git_manager
+
+    if cfg.push is None:
+        return None
+    remote = cfg.push or git_manager.default_remote(ws)
+    git_manager.check_remote(ws.root, remote)
+    return remote
+
+
+def prepare_image(
+    backend: Backend, agent: BaseAgent, cfg: Config, cache_dir: Path, progress: ProgressSink
+) -> ImageResult:
+    image = backend.prepare_image(
+        agent.image_layer(),
+        base_image=cfg.base_image,
+        ca_certs=cfg.ca_certs,
+        force=cfg.force_rebuild,
+        log_dir=cache_dir / "builds",
+        on_line=progress.build_line,
+    )
+    log.info("image %s (%s)", image.tag, "built" if image.built else "reused")
+    return image
+
+
+def open_run(
+    cfg: Config,
+    agent: BaseAgent,
+    ws: Workspace,
+    image: ImageResult,
+    *,
+    redactor: Redactor,
+    runlog: RunLog,
+    progress: ProgressSink,
+    signals: Signals,
+    journal: Journal,
+    push_remote: str | None = None,
+) -> Context:
+    """A new run id and its run directory (its log, task and build log): what run_task needs."""
+    run_id = new_run_id()
+    run_dir = ws.git_dir / "agent-worker" / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    runlog.to_file(run_dir / "agent-worker.log")
+    (run_dir / "task.md").write_text(cfg.task, encoding="utf-8")
+    if image.log_path is not None:
+        (run_dir / "build.log").write_bytes(image.log_path.read_bytes())
+    parser = agent.parser()
+    return Context(
+        cfg, agent, parser, redactor, progress, signals, run_id, run_dir, journal, push_remote
+    )
+
+
+def recover_lost(backend: Backend, ws: Workspace, lost: Background, progress: ProgressSink) -> None:
     """Bring back the work of this repository's runs whose agent-worker died."""
     from agent_worker_app import recovery
 
@@ -316,6 +389,7 @@ def combine(
         exit=supervised.exit,
         timed_out=supervised.timed_out,
         interrupted=supervised.interrupted,
+        over_cost=supervised.over_cost,
         started=supervised.started,
         head=collected.head,
         import_error=collected.import_error,
@@ -347,7 +421,7 @@ def clean_up(
     return False
 
 
-def report_orphans(orphans: Background, progress: Progress) -> None:
+def report_orphans(orphans: Background, progress: ProgressSink) -> None:
     try:
         removed = orphans.outcome()
     except AgentWorkerError as exc:
@@ -373,6 +447,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
 
     output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor, nonce)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
+    over_cost = None
     try:
         stream = backend.start(task, output.stdout.feed, output.stderr.feed)
         started = True
@@ -381,15 +456,19 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
         deadline = time.monotonic() + ctx.config.timeout_s
         try:
             while exit_info is None and (left := deadline - time.monotonic()) > 0:
+                ctx.signals.check()
+                if (over_cost := cost_passed(ctx)) is not None:
+                    break
                 if stream.is_alive():
                     stream.join(min(left, 1.0))
                 else:  # the output ended: the task is stopping (or the stream broke)
                     exit_info = backend.wait(task, min(left, 5.0))
-            timed_out = exit_info is None
+            timed_out = exit_info is None and over_cost is None
         except Interrupted:
             interrupted = True
+        why = "timed out" if timed_out else "interrupted" if interrupted else "over --max-cost"
         with ctx.signals.protected():
-            exit_info = stop(ctx, backend, task, exit_info, timed_out=timed_out)
+            exit_info = stop(ctx, backend, task, exit_info, why=why)
             stream.join(10.0)
         if stream.error is not None:
             warnings.append(f"reading the agent's output failed: {stream.error}")
@@ -400,19 +479,26 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
         exit=exit_info,
         timed_out=timed_out,
         interrupted=interrupted,
+        over_cost=over_cost,
         agent_tail=tuple(output.tail),
         warnings=tuple(warnings),
         result=output.result,
     )
 
 
+def cost_passed(ctx: Context) -> float | None:
+    """The cost the agent has reported so far, once it passes --max-cost; else None."""
+    limit = ctx.config.max_cost_usd
+    cost = ctx.parser.cost_so_far() if limit is not None else None
+    return cost if cost is not None and limit is not None and cost > limit else None
+
+
 def stop(
-    ctx: Context, backend: Backend, task: Task, exit_info: ExitInfo | None, *, timed_out: bool
+    ctx: Context, backend: Backend, task: Task, exit_info: ExitInfo | None, *, why: str
 ) -> ExitInfo:
-    """See the task stopped; after a timeout or a signal, politely first, so that it can commit
-    and bundle what the agent did."""
+    """See the task stopped; after a timeout, a signal or --max-cost, politely first, so that
+    it can commit and bundle what the agent did."""
     if exit_info is None:
-        why = "timed out" if timed_out else "interrupted"
         ctx.progress.phase(f"Agent {why}: stopping it and saving its commits")
         backend.signal(task, "SIGTERM")
         exit_info = wait_exit(ctx, backend, task, GRACE_S)
@@ -519,7 +605,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     cfg = ctx.config
     result: AgentResult | None = ctx.parser.result() if outcome.started else None
     status, code, message, warnings = decide_status(
-        outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory
+        outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory, max_cost=cfg.max_cost_usd
     )
     ctx.journal.warnings.extend([*outcome.warnings, *warnings])
     try:

@@ -183,6 +183,7 @@ class Outcome:
     exit: ExitInfo | None = None
     timed_out: bool = False
     interrupted: bool = False
+    over_cost: float | None = None  # stopped by --max-cost, having reported this cost
     started: bool = False  # the task started: the agent may have done work
     head: str | None = None
     import_error: str | None = None
@@ -209,7 +210,12 @@ def describe_exit(status: int) -> str:
 
 
 def decide_status(
-    outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
+    outcome: Outcome,
+    result: AgentResult | None,
+    *,
+    timeout_s: float,
+    memory: str,
+    max_cost: float | None = None,
 ) -> tuple[str, int, str | None, list[str]]:
     """(status, exit code, error message, warnings) from everything known about a run."""
 
@@ -245,9 +251,8 @@ def _ending(
         code, message = outcome.error.exit_code, str(outcome.error)
     elif outcome.interrupted:
         status, code, message = "interrupted", EXIT_INTERRUPTED, "interrupted by a signal"
-    elif outcome.timed_out:
-        status, code = "timeout", EXIT_TIMEOUT
-        message = f"the agent did not finish within {timeout_s:g}s (--timeout)"
+    elif outcome.timed_out or outcome.over_cost is not None:
+        status, code, message = _stopped(outcome, timeout_s, max_cost)
     elif exit_info is not None and exit_info.status_code != 0 and oom:
         status, code = "failed", EXIT_AGENT_FAILED
         message = f"the agent ran out of memory (--memory {memory}) and was killed"
@@ -262,6 +267,19 @@ def _ending(
         status, code = "failed", EXIT_AGENT_FAILED
         message = f"the agent failed ({describe_exit(exit_info.status_code)})"
     return status, code, message
+
+
+def _stopped(outcome: Outcome, timeout_s: float, max_cost: float | None) -> tuple[str, int, str]:
+    """A task the run stopped itself: at its timeout, or past --max-cost."""
+    if outcome.timed_out:
+        message = f"the agent did not finish within {timeout_s:g}s (--timeout)"
+        return "timeout", EXIT_TIMEOUT, message
+    limit = f" ${max_cost:g}" if max_cost is not None else ""
+    return (
+        "failed",
+        EXIT_AGENT_FAILED,
+        f"the agent's cost ${outcome.over_cost or 0:.4f} passed --max-cost{limit}: stopped",
+    )
 
 
 def format_duration(seconds: float) -> str:
@@ -411,5 +429,10 @@ def render_json(report: RunReport) -> str:
     and lone surrogates (the bytes of a name that is not UTF-8, as git's reader keeps them) are
     written as \\uXXXX escapes too, which any JSON reader turns back into the same string.
     """
-    text = json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return json_text(report.to_json())
+
+
+def json_text(payload: dict[str, Any]) -> str:
+    """payload as readable, indented JSON with render_json's escapes."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

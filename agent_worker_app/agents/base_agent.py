@@ -58,6 +58,11 @@ class OutputParser(ABC):
     def result(self) -> AgentResult:
         """What the output said, once it has ended (or been cut off)."""
 
+    def cost_so_far(self) -> float | None:
+        """The cost in USD the output has reported up to now, for an agent that reports it as
+        it goes (the run stops it once it passes --max-cost); None when it does not."""
+        return None
+
 
 @dataclass(frozen=True)
 class Credential:
@@ -105,6 +110,7 @@ class AgentSettings:
     credential: Credential | None = None
     secret: str | None = field(default=None, repr=False)
     args: tuple[str, ...] = ()
+    max_cost_usd: float | None = None  # --max-cost: the agent caps its spending where it can
 
     def get(self, variable: str) -> str | None:
         value = self.values.get(variable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from agent_worker_app.agents.base_agent import (
@@ -230,6 +231,9 @@ class ClaudeAgent(BaseAgent):
             argv += ["--model", model]
         if max_turns := self.config.get("AGENT_MAX_TURNS"):
             argv += ["--max-turns", max_turns]
+        if self.config.max_cost_usd is not None:  # Claude Code stops itself (print mode only)
+            amount = format(Decimal(repr(self.config.max_cost_usd)), "f")  # never 1e-05
+            argv += ["--max-budget-usd", amount]
         return argv + list(self.config.args)
 
     def container_env(self) -> dict[str, str]:

@@ -4,6 +4,7 @@ holds the engine connection, images and containers (DockerBackend); other engine
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -19,7 +20,7 @@ import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -491,6 +492,46 @@ def ensure_image(
     tag = image_tag(files, {**build_args, "base image id": base_id})
     if not force and image_exists(client, tag):
         return ImageResult(tag=tag, built=False, log_path=None)
+    # Another agent-worker on this machine may be building the same image: one builds, the
+    # others wait for it here and then reuse what it built.
+    with _build_lock(log_dir, tag):
+        if not force and image_exists(client, tag):
+            return ImageResult(tag=tag, built=False, log_path=None)
+        return _build(
+            client,
+            tag,
+            files,
+            build_args=build_args,
+            force=force,
+            log_dir=log_dir,
+            on_line=on_line,
+            tag_latest=tag_latest,
+        )
+
+
+@contextmanager
+def _build_lock(log_dir: Path, tag: str) -> Iterator[None]:
+    """An exclusive lock on a file named after the image tag (flock: released by the kernel
+    when its holder dies, so a killed build never blocks the next one)."""
+    with (log_dir / f"build-{tag.split(':')[1]}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(
+    client: docker.DockerClient,
+    tag: str,
+    files: list[tuple[str, bytes, int]],
+    *,
+    build_args: Mapping[str, str],
+    force: bool,
+    log_dir: Path,
+    on_line: Callable[[str], None],
+    tag_latest: bool,
+) -> ImageResult:
     log_path = log_dir / f"build-{tag.split(':')[1]}.log"
     tail: list[str] = []
     error = None
