@@ -458,6 +458,16 @@ def _context_tar(files: list[tuple[str, bytes, int]]) -> IO[bytes]:
     return buffer
 
 
+def agent_image_tag(
+    client: docker.DockerClient, layer: ImageLayer, *, base_image: str, ca_certs: tuple[Path, ...]
+) -> str:
+    """The tag ensure_image gives this agent's image on this base (which must be present)."""
+    files = _context_files(CONTAINER_DIR, ca_certs, layer)
+    base_id = str(client.images.get(base_image).id)
+    build_args = dict(layer.build_args) | {"BASE_IMAGE": base_image, "base image id": base_id}
+    return image_tag(files, build_args)
+
+
 def image_exists(client: docker.DockerClient, tag: str) -> bool:
     try:
         client.images.get(tag)
@@ -494,7 +504,7 @@ def ensure_image(
         return ImageResult(tag=tag, built=False, log_path=None)
     # Another agent-worker on this machine may be building the same image: one builds, the
     # others wait for it here and then reuse what it built.
-    with _build_lock(log_dir, tag):
+    with build_lock(log_dir, tag):
         if not force and image_exists(client, tag):
             return ImageResult(tag=tag, built=False, log_path=None)
         return _build(
@@ -509,11 +519,16 @@ def ensure_image(
         )
 
 
+def build_lock_path(log_dir: Path, tag: str) -> Path:
+    return log_dir / f"build-{tag.split(':')[1]}.lock"
+
+
 @contextmanager
-def _build_lock(log_dir: Path, tag: str) -> Iterator[None]:
+def build_lock(log_dir: Path, tag: str) -> Iterator[None]:
     """An exclusive lock on a file named after the image tag (flock: released by the kernel
     when its holder dies, so a killed build never blocks the next one)."""
-    with (log_dir / f"build-{tag.split(':')[1]}.lock").open("a") as handle:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with build_lock_path(log_dir, tag).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
