@@ -224,11 +224,18 @@ def _emit_batch(outcome: batch.Outcome, cfg: Config, env: Env) -> None:
             )
     if cfg.json_output:
         env.stdout.write(text)
-    elif env.stdout_tty and not os.environ.get("NO_COLOR"):
+    elif env.rich_stdout:
         render_summary_rich(outcome.entries, outcome.totals, env.stdout)
     else:
         env.stdout.write(render_summary_text(outcome.entries, outcome.totals))
     env.stdout.flush()
+    _ci_outputs(
+        [entry.report for entry in outcome.entries],
+        cfg.report_file,
+        env,
+        exit_code=outcome.totals.exit_code,
+        duration_s=outcome.totals.duration_s,
+    )
 
 
 def recover_command(options: Mapping[str, Any], env: Env) -> int:
@@ -343,14 +350,22 @@ def _emit(report: RunReport, cfg: Config, env: Env) -> None:
     _ci_outputs([report], cfg.report_file, env)
 
 
-def _ci_outputs(reports: list[RunReport], report_file: Path | None, env: Env) -> None:
-    """GitHub Actions' step outputs, job summary and error annotation, where it asks for them."""
+def _ci_outputs(
+    reports: list[RunReport],
+    report_file: Path | None,
+    env: Env,
+    *,
+    exit_code: int | None = None,
+    duration_s: float | None = None,
+) -> None:
+    """GitHub Actions' step outputs, job summary and error annotation, where it asks for them
+    (for a batch: its exit code and wall clock)."""
     from agent_worker_app import ci_outputs
     from agent_worker_app.console import escape_text
 
     if not ci_outputs.wanted(os.environ):
         return
-    totals = ci_outputs.Totals.of(reports)
+    totals = ci_outputs.Totals.of(reports, exit_code=exit_code, duration_s=duration_s)
     for warning in ci_outputs.emit(
         reports, totals, environ=os.environ, stderr=env.stderr, report_file=report_file
     ):

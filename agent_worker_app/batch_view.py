@@ -1,10 +1,9 @@
 """What a batch shows: one live line per running task (rich on a terminal; lines prefixed with
-`[n/N branch]` when stderr is not one or NO_COLOR is set), then a summary table with totals,
-or JSON. Task text, branch and project names are data: escaped, never markup."""
+`[n/N branch]` when stderr is not one, or with NO_COLOR or TERM=dumb), then a summary table
+with totals, or JSON. Task text, branch and project names are data: escaped, never markup."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -80,11 +79,6 @@ class Totals:
         }
 
 
-def plain_wanted(env: Env) -> bool:
-    """Prefixed plain lines rather than a live display: stderr is no terminal, or NO_COLOR."""
-    return not env.stderr_tty or bool(os.environ.get("NO_COLOR"))
-
-
 # ---------------------------------------------------------------- live progress
 
 
@@ -99,7 +93,7 @@ class BatchView:
         self._running: dict[int, _Line] = {}
         self._live: Any = None
         self._console: Any = None
-        if not plain_wanted(env):
+        if env.rich_stderr:
             from rich.console import Console
 
             self._console = Console(file=env.stderr, highlight=False)

@@ -266,11 +266,18 @@ def test_the_exit_code_is_the_worst_runs(
     ]
     assert "uncommitted changes" in data["runs"][1]["error"]
     assert (result.code, data["totals"]["exit_code"]) == (3, 3)  # precondition > timeout > failed
-    result = run_cli(
-        [*common, "--project", str(clean), "--branch", "again"], cwd=clean, env=command_env()
-    )
+    # as a GitHub Actions step: the job summary holds the batch's table, the outputs its totals
+    summary, outputs = tmp_path / "summary.md", tmp_path / "outputs.txt"
+    ci = command_env(GITHUB_STEP_SUMMARY=str(summary), GITHUB_OUTPUT=str(outputs))
+    result = run_cli([*common, "--project", str(clean), "--branch", "again"], cwd=clean, env=ci)
     assert result.code == 124, result.stderr
     assert [r["exit_code"] for r in json.loads(result.stdout)["runs"]] == [1, 124, 0]
+    table = summary.read_text()
+    assert "### agent-worker: 1 of 3 tasks succeeded" in table
+    for n in (1, 2, 3):
+        assert f"| again\\-{n} |" in table
+    assert "| **total** | exit 124 |" in table
+    assert "exit_code=124\n" in outputs.read_text()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -441,6 +441,29 @@ def test_container_command_with_model_max_turns_and_agent_args(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
+    ("given", "passed"), [("5", "5.0"), ("$0.25", "0.25"), ("1e-5", "0.00001")]
+)
+def test_max_cost_is_claude_codes_own_budget(tmp_path: Path, given: str, passed: str) -> None:
+    cfg = config.load(
+        {"task": "t", "max_cost": given}, environ={"ANTHROPIC_API_KEY": KEY}, cwd=tmp_path
+    )
+    argv = ClaudeAgent(cfg.agent).command()
+    assert argv[6:] == ["--max-budget-usd", passed]
+    assert cfg.max_cost_usd == float(passed)
+    for bad in ("0", "-1", "lots", "inf", "nan"):
+        with pytest.raises(UsageError, match="--max-cost must be a positive amount of US dollars"):
+            config.load(
+                {"task": "t", "max_cost": bad}, environ={"ANTHROPIC_API_KEY": KEY}, cwd=tmp_path
+            )
+    from_env = config.load(
+        {"task": "t"},
+        environ={"ANTHROPIC_API_KEY": KEY, "AGENT_WORKER_MAX_COST": "2"},
+        cwd=tmp_path,
+    )
+    assert ClaudeAgent(from_env.agent).command()[6:] == ["--max-budget-usd", "2.0"]
+
+
+@pytest.mark.parametrize(
     ("base_url", "hosts"),
     [
         (None, ["api.anthropic.com:443"]),

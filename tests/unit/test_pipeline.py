@@ -361,3 +361,59 @@ def test_a_pack_is_a_real_pack(project: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_a_task_whose_reported_cost_passes_max_cost_is_stopped(
+    project: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from agent_worker_app.agents.command_agent import CommandParser
+
+    class Costly(CommandParser):
+        def cost_so_far(self) -> float | None:
+            return 0.75
+
+    bundle, head = agent_bundle(project, tmp_path)
+    backend = FakeBackend(
+        runs_until_signalled=True,
+        result={"phase": "agent", "head": head, "bundle": True},
+        bundle=bundle,
+    )
+    ctx = replace(context(project, tmp_path, max_cost="0.5"), parser=Costly())
+    ws = git_manager.preflight(project, "task", branch_given=True)
+    report = pipeline.run_task(ctx, backend, ws, "fake:1")
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert report.error == "the agent's cost $0.7500 passed --max-cost $0.5: stopped"
+    assert backend.signals == ["SIGTERM"]  # politely: its work is kept
+    assert git(project, "rev-parse", "task").strip() == head
+
+
+def test_a_task_in_a_worker_thread_stops_when_the_main_thread_is_signalled(
+    project: Path, tmp_path: Path
+) -> None:
+    """Signal handlers run in the main thread only: a batch's task sees the signal through
+    TaskSignals and stops as a single run does."""
+    import threading
+    from dataclasses import replace
+
+    bundle, head = agent_bundle(project, tmp_path)
+    backend = FakeBackend(
+        runs_until_signalled=True,
+        result={"phase": "agent", "head": head, "bundle": True},
+        bundle=bundle,
+    )
+    main = pipeline.Signals()
+    ctx = replace(context(project, tmp_path), signals=pipeline.TaskSignals(main))
+    ws = git_manager.preflight(project, "task", branch_given=True)
+    reports: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: reports.append(pipeline.run_task(ctx, backend, ws, "fake:1"))
+    )
+    worker.start()
+    main.stop_tasks()  # as the main thread's handler counts a signal
+    worker.join(60)
+    assert not worker.is_alive()
+    assert (reports[0].status, reports[0].exit_code) == ("interrupted", 130)
+    assert backend.signals == ["SIGTERM"]
+    assert git(project, "rev-parse", "task").strip() == head

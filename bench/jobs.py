@@ -1,0 +1,126 @@
+"""Several tasks at once: eight trivial `command` tasks in one invocation with --jobs 4 against
+the same eight one after another (--jobs 1), interleaved; then the orchestrator's peak RSS
+while eight tasks run at once (--jobs 8, the process's own ru_maxrss from wait4).
+Target: a ratio of at most 0.5x on 2 cores.
+
+    .venv/bin/python bench/jobs.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (
+    ROOT,
+    agent_image,
+    base_image,
+    ca_certs,
+    docker_client,
+    empty_env_file,
+    git,
+    make_repo,
+    median,
+    remove_containers,
+    table,
+    verdict,
+)
+
+TARGET_RATIO = 0.5
+TASKS = 8
+TASK = "echo done > done.txt"
+
+
+def batch(repo: Path, jobs: int, name: str, env: dict[str, str]) -> tuple[float, float, dict]:
+    """One invocation of TASKS tasks: (wall s, the process's peak RSS in MiB, its JSON)."""
+    argv = [sys.executable, str(ROOT / "agent_worker.py"), "--agent-type", "command"]
+    argv += ["--env-file", str(empty_env_file(repo.parent)), "--json"]
+    argv += ["--jobs", str(jobs), "--branch", name, *(["--task", TASK] * TASKS)]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, cwd=repo, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"the batch failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    data = json.loads(stdout)
+    if data["totals"]["succeeded"] != TASKS:
+        raise SystemExit(f"not every task succeeded: {data['totals']}")
+    for run in data["runs"]:
+        git(repo, "branch", "-q", "-D", run["branch"])
+    return wall, usage.ru_maxrss / 1024, data
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    rounds = parser.parse_args().rounds
+
+    from conftest import clean_env
+
+    client = docker_client()
+    agent_image(client, "command")
+    env = clean_env(
+        AGENT_WORKER_BASE_IMAGE=base_image(),
+        AGENT_WORKER_CA_CERT=os.pathsep.join(map(str, ca_certs())),
+    )
+    with tempfile.TemporaryDirectory(prefix="aw-bench-") as tmp:
+        repo = make_repo(Path(tmp) / "project")
+        try:
+            batch(repo, 4, "bench/warm-up", env)  # not counted
+            parallel: list[float] = []
+            serial: list[float] = []
+            for i in range(rounds):
+                serial.append(batch(repo, 1, f"bench/serial-{i}", env)[0])
+                parallel.append(batch(repo, 4, f"bench/parallel-{i}", env)[0])
+            wall8, rss8, data8 = batch(repo, TASKS, "bench/all-at-once", env)
+        finally:
+            remove_containers(client, f"agent-worker.project={repo}")
+
+    ratio = median(parallel) / median(serial)
+    print(
+        f"{TASKS} `command` tasks ({TASK!r}) in one invocation, {rounds} interleaved rounds, "
+        f"{os.cpu_count()} cores\n"
+    )
+    table(
+        ["run", "median wall s", "per task s", "rounds"],
+        [
+            [
+                "--jobs 1 (one after another)",
+                median(serial),
+                median(serial) / TASKS,
+                " ".join(f"{w:.2f}" for w in serial),
+            ],
+            [
+                "--jobs 4",
+                median(parallel),
+                median(parallel) / TASKS,
+                " ".join(f"{w:.2f}" for w in parallel),
+            ],
+            [f"--jobs {TASKS}", wall8, wall8 / TASKS, f"{wall8:.2f}"],
+        ],
+    )
+    durations = sorted(r["duration_s"] for r in data8["runs"])
+    print(
+        f"\n--jobs {TASKS}: orchestrator peak RSS {rss8:.1f} MiB; task durations "
+        f"{durations[0]:.2f}-{durations[-1]:.2f} s"
+    )
+    print(f"ratio --jobs 4 / --jobs 1: {ratio:.2f}x")
+    return verdict(
+        ratio <= TARGET_RATIO,
+        f"--jobs 4 at {ratio:.2f}x of one after another (target <= {TARGET_RATIO}x)",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
