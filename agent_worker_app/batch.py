@@ -57,6 +57,7 @@ class Run:
     cfg: Config
     agent: BaseAgent
     ws: Workspace | None = None
+    push_remote: str | None = None  # --push: where its branch goes after it succeeds
     image: ImageResult | None = None
     report: RunReport | None = None
 
@@ -147,6 +148,7 @@ def _preflight(run: Run, redactor: Redactor) -> None:
         run.ws = git_manager.preflight(
             run.cfg.project, run.cfg.branch, branch_given=run.cfg.branch_given
         )
+        run.push_remote = pipeline.check_push(run.cfg, run.ws)
     except UsageError:
         raise
     except PreconditionError as exc:
@@ -277,6 +279,7 @@ class _Scheduler:
                 progress=progress,
                 signals=pipeline.TaskSignals(self.signals),
                 journal=pipeline.Journal(warnings=list(run.cfg.warnings)),
+                push_remote=run.push_remote,
             )
             run.report = pipeline.run_task(ctx, self.backend, run.ws, run.image.tag)
         except AgentWorkerError as exc:

@@ -112,8 +112,10 @@ def test_several_tasks_run_at_once_each_on_its_own_branch(
         "sed -i s/hello/bye/ src/app.py",
     ]
     report_file = repo.parent / "batch.json"
+    remote = repo.parent / "remote.git"
+    git(repo.parent, "init", "-q", "--bare", str(remote))
     args = ["--agent-type", "command", "--jobs", "2", "--branch", "feat", "--json"]
-    args += ["--report-file", str(report_file)]
+    args += ["--report-file", str(report_file), "--push", str(remote)]
     proc = start_cli(
         [*args, *(a for task in tasks for a in ("--task", task))], cwd=repo, env=command_env()
     )
@@ -155,6 +157,9 @@ def test_several_tasks_run_at_once_each_on_its_own_branch(
     for n in (1, 2, 3):  # progress: prefixed lines, as stderr is no terminal
         assert f"[{n}/3 feat-{n}] Agent at work on branch feat-{n}" in stderr
         assert f"[{n}/3 feat-{n}] success (exit 0)" in stderr
+    for n in (1, 2, 3):  # --push: each successful run's branch, from the host
+        assert git(remote, "rev-parse", f"feat-{n}") == git(repo, "rev-parse", f"feat-{n}")
+    assert [r["pushed_to"] for r in runs] == [str(remote)] * 3
     assert snapshot(repo) == before
     assert project_containers(docker_client, repo) == []
 
