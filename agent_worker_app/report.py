@@ -221,7 +221,9 @@ def decide_status(
 
     exit_info, warnings = outcome.exit, []
     oom = exit_info is not None and exit_info.oom_killed
-    status, code, message = _ending(outcome, result, timeout_s=timeout_s, memory=memory)
+    status, code, message = _ending(
+        outcome, result, timeout_s=timeout_s, memory=memory, max_cost=max_cost
+    )
     check = outcome.check
     check_failed = status == "success" and check is not None and not check.passed
     if check_failed and check is not None:  # the agent did its part; the work is not right
@@ -240,7 +242,12 @@ def decide_status(
 
 
 def _ending(
-    outcome: Outcome, result: AgentResult | None, *, timeout_s: float, memory: str
+    outcome: Outcome,
+    result: AgentResult | None,
+    *,
+    timeout_s: float,
+    memory: str,
+    max_cost: float | None,
 ) -> tuple[str, int, str | None]:
     """(status, exit code, message) of how the task itself ended, the check aside."""
     exit_info = outcome.exit
