@@ -236,6 +236,26 @@ def peer_image(docker_client: Any, base_image: str) -> str:
     return tag
 
 
+PIP_DOCKERFILE = b"""ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-pip \\
+ && rm -rf /var/lib/apt/lists/*
+"""
+
+
+@pytest.fixture(scope="session")
+def pip_base_image(docker_client: Any, base_image: str) -> str:
+    """A base image with Python and pip, for runs whose agent installs packages."""
+    import io
+
+    tag = "agent-worker-test/pip-base"
+    docker_client.images.build(
+        fileobj=io.BytesIO(PIP_DOCKERFILE), tag=tag, buildargs={"BASE_IMAGE": base_image}, rm=True
+    )
+    return tag
+
+
 @pytest.fixture(scope="session")
 def gateway(docker_client: Any) -> str:
     from agent_worker_app import docker_manager

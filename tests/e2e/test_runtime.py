@@ -250,3 +250,35 @@ def test_the_check_counts_inside_the_timeout(
     assert check["stopped"] == "stopped by a signal"
     assert check["output_tail"] == ["started"]
     assert git(repo, "show", "slow-check:work.txt") == "work\n"  # the agent's work is kept
+
+
+def test_a_blocked_pip_install_shows_up_in_the_report(
+    repo: Path,
+    command_env: Callable[..., dict[str, str]],
+    pip_base_image: str,
+    target: str,
+) -> None:
+    """The agent's `pip install` from an index the firewall does not allow: refused at once,
+    and the report names the destination, counts the attempts and says how to allow it."""
+    index = f"http://{target}:8080/simple/"
+    task = (
+        f"pip install --user --break-system-packages --index-url {index} --retries 2 "
+        f"--trusted-host {target} "
+        '--timeout 5 left-pad; echo "pip exit=$?"'
+    )
+    result = run_cli(
+        command("--task", task),
+        cwd=repo,
+        env=command_env(AGENT_WORKER_BASE_IMAGE=pip_base_image),
+        timeout=900,
+    )
+    assert result.code == 0, result.stderr
+    output = (Path(result.report["run_dir"]) / "agent.jsonl").read_text() if result.report else ""
+    assert "pip exit=1" in output
+    report = result.report
+    assert report is not None
+    blocked = {(b["address"], b["port"]): b for b in report["blocked"]}
+    entry = blocked[(target, 8080)]
+    assert entry["count"] == 3  # the first try and --retries 2, each one refused SYN
+    assert entry["allow"] == f"--allow-host {target}:8080"
+    assert report["check"] is None
