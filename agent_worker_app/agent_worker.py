@@ -422,7 +422,7 @@ def _with_options(command: Callable[..., None]) -> Callable[..., None]:
         notes = [f"env {ENV_KEYS[key]}"] if key in ENV_KEYS else []
         notes += [f"default: {default}"] if default else []
         text = summary + (f" [{'; '.join(notes)}]" if notes else "")
-        dest = "json_output" if key == "json" else key
+        dest = {"json": "json_output", "continue": "continue_from"}.get(key, key)
         if key == "push":  # an option whose value may be left out: --push [REMOTE]
             command = click.option(
                 flag, dest, metavar=metavar, help=text, is_flag=False, flag_value="", default=None

@@ -66,6 +66,7 @@ class Config:
     check: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # plain variables for the agent
     push: str | None = None  # --push: None no push, "" the default remote, else that remote
+    continue_from: str | None = None  # --continue: the agent branch (or run id) to continue
 
 
 @dataclass
@@ -477,6 +478,7 @@ def load(
         maintenance=tuple(_command(c, "--maintenance") for c in cli.get("maintenance") or ()),
         check=_parsed(layers, "check", _command, None),
         push=_push(cli.get("push")),
+        continue_from=_continue_from(cli),
     )
 
 
@@ -487,6 +489,19 @@ def _push(value: Any) -> str | None:
     if remote.startswith("-"):
         raise UsageError(f"--push: {remote!r} is not a remote (a name, URL or path)")
     return remote
+
+
+def _continue_from(cli: Mapping[str, Any]) -> str | None:
+    value = cli.get("continue_from")
+    if value is None:
+        return None
+    if cli.get("branch"):
+        raise UsageError(
+            "--continue and --branch: a continued run works on the branch it continues"
+        )
+    if not str(value).strip():
+        raise UsageError("--continue needs an agent branch or a run id")
+    return str(value).strip()
 
 
 def load_location(

@@ -188,6 +188,39 @@ def preflight(project: Path, branch: str, *, branch_given: bool) -> Workspace:
     return replace(repo, base_commit=head, branch=branch)
 
 
+def branch_tip(root: Path, branch: str) -> str | None:
+    done = _run(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def checked_out(root: Path, branch: str) -> Path | None:
+    """The worktree that has branch checked out, if one does."""
+    current: Path | None = None
+    for line in _git(root, "worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            current = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}":
+            return current
+    return None
+
+
+def preflight_continue(project: Path, branch: str) -> Workspace:
+    """The repository for a run that continues an existing branch, based on its tip. The
+    working tree does not matter (the agent never sees it), but the branch must not be
+    checked out: its files would change under the user."""
+    repo = repository(project)
+    tip = branch_tip(repo.root, branch)
+    if tip is None:
+        raise UsageError(f"--continue: there is no branch {branch!r} in {repo.root}")
+    where = checked_out(repo.root, branch)
+    if where is not None:
+        raise PreconditionError(
+            f"branch {branch!r} is checked out in {where}: switch that checkout to another "
+            "branch first (the run moves the branch)"
+        )
+    return replace(repo, base_commit=tip, branch=branch)
+
+
 def _check_dirty(root: Path) -> None:
     dirty = dirty_paths(root)
     if not dirty:
@@ -368,9 +401,12 @@ def pack_branch(ws: Workspace, dest: Path) -> None:
 
 
 def import_bundle(ws: Workspace, bundle: Path) -> str:
-    """Fast-forward the task branch to the bundle's HEAD (fsck'd); returns the new head.
+    """Move the task branch from the base to the bundle's HEAD (fsck'd, a descendant of the
+    base); returns the new head.
 
     Only objects and that one ref come in: no hooks, config or other refs of the container's.
+    The objects are fetched first, then the ref moves compare-and-swap: only from the base, so
+    a branch moved meanwhile (by the user, or by another run continuing it) is never overwritten.
     """
     _git(
         ws.root,
@@ -381,9 +417,29 @@ def import_bundle(ws: Workspace, bundle: Path) -> str:
         "--no-tags",
         "--no-write-fetch-head",
         str(bundle),
-        f"HEAD:refs/heads/{ws.branch}",
+        "HEAD",
     )
-    return branch_head(ws)
+    heads = _git(ws.root, "bundle", "list-heads", str(bundle), "HEAD").split()
+    if not heads:
+        raise GitError("the container's bundle has no HEAD")
+    head = heads[0]
+    if not _succeeds(ws.root, "merge-base", "--is-ancestor", ws.base_commit, head):
+        raise GitError(f"the agent's head {head[:12]} does not descend from the base")
+    done = _run(
+        ws.root,
+        "update-ref",
+        "-m",
+        "agent-worker: the agent's commits",
+        f"refs/heads/{ws.branch}",
+        head,
+        ws.base_commit,
+    )
+    if done.returncode != 0:
+        raise GitError(
+            f"branch {ws.branch!r} moved while the agent worked (it is no longer at "
+            f"{ws.base_commit[:12]}), so the agent's commits were not put on it"
+        )
+    return head
 
 
 def commits_between(ws: Workspace, base: str, head: str) -> list[str]:

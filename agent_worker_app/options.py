@@ -67,6 +67,13 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         "ones have spent it.",
         "no limit",
     ),
+    (
+        "--continue",
+        "BRANCH|RUN",
+        "A new task on an agent branch, on top of its last commit, resuming the agent's "
+        "session where it can.",
+        None,
+    ),
     ("--agent-type", "NAME", "Agent backend (see --list-agents).", "claude"),
     ("--list-agents", None, "List the agent types, where each comes from, what it needs.", None),
     ("--list-runs", None, "List this repository's past runs, newest first (--json too).", None),

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -40,13 +41,16 @@ from agent_worker_app.report import (
     decide_status,
     render_json,
 )
+from agent_worker_app.runs import BranchTotals
 from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked, parse_check
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser
     from agent_worker_app.config import Config
     from agent_worker_app.console import ProgressSink, Redactor, RunLog
+    from agent_worker_app.follow_up import Continuation
     from agent_worker_app.git_manager import Workspace
+    from agent_worker_app.task_spec import Session
 
 log = logging.getLogger("agent_worker")
 
@@ -172,6 +176,7 @@ class Context:
     run_dir: Path
     journal: Journal
     push_remote: str | None = None  # --push: where the branch goes after a successful run
+    continuation: Continuation | None = None  # --continue: the branch's last run, its session
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,13 @@ def run(
     # Reaching the engine (and importing its client) overlaps the git checks, which mostly wait
     # on git; a failed check still comes first, and none of it changes anything.
     connecting = Background(connect)
-    ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
+    continuation = None
+    if cfg.continue_from is not None:
+        from agent_worker_app import follow_up
+
+        ws, continuation = follow_up.prepare(cfg.project, cfg.continue_from, cfg.agent_type)
+    else:
+        ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
     push_remote = check_push(cfg, ws)
     backend: Backend = connecting.outcome()
     # Cleaning up after runs that are gone, and finding this repository's runs whose
@@ -260,6 +271,7 @@ def run(
         signals=signals,
         journal=journal,
         push_remote=push_remote,
+        continuation=continuation,
     )
     try:
         return run_task(ctx, backend, ws, image.tag)
@@ -306,6 +318,7 @@ def open_run(
     signals: Signals,
     journal: Journal,
     push_remote: str | None = None,
+    continuation: Continuation | None = None,
 ) -> Context:
     """A new run id and its run directory (its log, task and build log): what run_task needs."""
     run_id = new_run_id()
@@ -317,7 +330,17 @@ def open_run(
         (run_dir / "build.log").write_bytes(image.log_path.read_bytes())
     parser = agent.parser()
     return Context(
-        cfg, agent, parser, redactor, progress, signals, run_id, run_dir, journal, push_remote
+        cfg,
+        agent,
+        parser,
+        redactor,
+        progress,
+        signals,
+        run_id,
+        run_dir,
+        journal,
+        push_remote,
+        continuation,
     )
 
 
@@ -341,7 +364,11 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
     task: Task | None = None
     created: Workspace | None = None
     try:
-        ws = created = git_manager.create_branch(ws, branch_given=ctx.config.branch_given)
+        session = None
+        if ctx.continuation is None:
+            ws = created = git_manager.create_branch(ws, branch_given=ctx.config.branch_given)
+        else:
+            session = resumed_session(ctx)
         ctx.progress.phase("Starting the agent container")
         prepared = task_spec.prepare(
             ctx.config,
@@ -351,6 +378,7 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
             run_id=ctx.run_id,
             run_dir=ctx.run_dir,
             local_engine=backend.local,
+            session=session,
         )
         ctx.redactor.add(*prepared.secrets)
         ctx.journal.warnings.extend(prepared.warnings)
@@ -370,7 +398,20 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
     outcome = combine(supervised, collected, error, check=ctx.config.check)
     with ctx.signals.protected():
         deleted = clean_up(ctx, backend, task, created, outcome)
-    return report(ctx, ws, outcome, branch=created is not None and not deleted)
+    kept = ctx.continuation is not None or (created is not None and not deleted)
+    return report(ctx, ws, outcome, branch=kept)
+
+
+def resumed_session(ctx: Context) -> Session | None:
+    """The session a continuing run resumes, saying so (or why there is none)."""
+    assert ctx.continuation is not None
+    previous, session = ctx.continuation.previous, ctx.continuation.session
+    ctx.progress.note(f"continuing branch {previous.branch} after run {previous.run_id}")
+    if session is not None:
+        ctx.progress.note(f"resuming the agent's session {session.session_id}")
+    elif ctx.agent.session_dir is not None:
+        ctx.progress.note(f"no earlier {ctx.config.agent_type} session on this branch: a new one")
+    return session
 
 
 def combine(
@@ -538,7 +579,11 @@ def collect(
         if inside.stopped:
             warnings.append(f"{inside.stopped}: the task stopped its agent by itself")
     bundle = ctx.run_dir / "out" / "result.bundle"
-    if inside is not None and inside.bundle and backend.fetch_result(task, ctx.run_dir):
+    wanted = inside is not None and (inside.bundle or ctx.agent.session_dir is not None)
+    fetched = wanted and backend.fetch_result(task, ctx.run_dir)
+    if fetched:
+        keep_session(ctx)
+    if inside is not None and inside.bundle and fetched:
         return Collected(inside, *import_result(ws, bundle), tuple(warnings))
     head = git_manager.branch_head(ws)
     import_error = None
@@ -557,6 +602,20 @@ def collect(
             f"descend from the base {ws.base_commit[:12]}: nothing imported"
         )
     return Collected(inside, head, import_error, tuple(warnings))
+
+
+def keep_session(ctx: Context) -> None:
+    """The agent's session files, out of the container, into the run directory's session/
+    (secrets masked, as in every file of a run), for a later --continue."""
+    out = ctx.run_dir / "out" / "session"
+    if not out.is_dir():
+        return
+    kept = ctx.run_dir / "session"
+    kept.mkdir(exist_ok=True)
+    for path in out.iterdir():
+        if path.is_file() and not path.is_symlink():
+            (kept / path.name).write_bytes(ctx.redactor.data(path.read_bytes()))
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def import_result(ws: Workspace, bundle: Path) -> tuple[str, str | None]:
@@ -642,6 +701,9 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         check=outcome.check,
         blocked=outcome.blocked,
     )
+    if ctx.continuation is not None:
+        made.continued_from = ctx.continuation.previous.run_id
+        made.branch_totals = branch_totals(ctx.continuation.before, made)
     (ctx.run_dir / "report.json").write_text(render_json(made), encoding="utf-8")
     log.info("run %s ended: %s (exit %d)", ctx.run_id, status, code)
     return made
@@ -667,3 +729,16 @@ def publish(ctx: Context, ws: Workspace, remote: str) -> str | None:
     ctx.progress.warn(warning)
     ctx.journal.warnings.append(warning)
     return None
+
+
+def branch_totals(before: BranchTotals, this: RunReport) -> BranchTotals:
+    """The branch's figures over its runs, this one included."""
+    tokens = this.tokens.total if this.metered else None
+    both_tokens = [t for t in (before.tokens_total, tokens) if t is not None]
+    both_costs = [c for c in (before.cost_usd, this.cost_usd) if c is not None]
+    return BranchTotals(
+        runs=before.runs + 1,
+        duration_s=before.duration_s + this.duration_s,
+        tokens_total=sum(both_tokens) if both_tokens else None,
+        cost_usd=sum(both_costs) if both_costs else None,
+    )

@@ -38,6 +38,7 @@ from agent_worker_app.sandbox_report import (
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult
     from agent_worker_app.backend import ExitInfo
+    from agent_worker_app.runs import BranchTotals
 
 SCHEMA_VERSION = 1
 # what render_json escapes beyond json's own C0 escapes (see there)
@@ -133,6 +134,8 @@ class RunReport:
     pushed_to: str | None = None  # --push: the remote the branch was pushed to
     check: CheckOutcome | None = None  # None: no check command was configured
     blocked: list[Blocked] = field(default_factory=list)
+    continued_from: str | None = None  # --continue: the run before this one on the branch
+    branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
 
     @property
     def lines_added(self) -> int:
@@ -166,6 +169,8 @@ class RunReport:
             },
             "run_dir": self.run_dir,
             "pushed_to": self.pushed_to,
+            "continued_from": self.continued_from,
+            "branch_totals": asdict(self.branch_totals) if self.branch_totals else None,
             "error": self.error,
             "firewall": self.firewall,
             "check": self.check.to_json() if self.check is not None else None,
@@ -377,6 +382,14 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
             rows.append(("", f"  ... and {hidden} more (every file: --json, or report.json)"))
     elif report.head_commit is not None:
         rows.append(("Changes", "no changes"))
+    if report.branch_totals is not None:
+        b = report.branch_totals
+        figures = [f"{b.runs} runs", format_duration(b.duration_s)]
+        if report.metered or b.tokens_total is not None:
+            figures.append(f"{_n(b.tokens_total)} tokens")
+            figures.append("?" if b.cost_usd is None else f"${b.cost_usd:.4f}")
+        joined = " \u00b7 ".join(figures)
+        rows.append(("All runs", f"{joined} on this branch (after run {report.continued_from})"))
     if report.pushed_to is not None:
         rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
     rows.extend(check_rows(report.check))

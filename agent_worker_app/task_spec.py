@@ -23,6 +23,14 @@ LABEL = "agent-worker"
 
 
 @dataclass(frozen=True)
+class Session:
+    """An agent's earlier session to resume: its id and the files it keeps it in."""
+
+    session_id: str
+    files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
 class Prepared:
     spec: TaskSpec
     inputs: list[FileEntry]
@@ -40,8 +48,10 @@ def prepare(
     run_id: str,
     run_dir: Path,
     local_engine: bool,
+    session: Session | None = None,
 ) -> Prepared:
-    """The task's spec and inputs; in copy mode, a pack of the branch is written to run_dir."""
+    """The task's spec and inputs; in copy mode, a pack of the branch is written to run_dir.
+    With a session (--continue), the agent resumes it."""
     from agent_worker_app import git_manager
 
     secret_env = agent.secret_env()
@@ -65,6 +75,11 @@ def prepare(
         inputs.append(
             FileEntry("/agent-worker/check", cfg.check.encode("utf-8", "surrogateescape"))
         )
+    resume: list[str] = []
+    if session is not None and agent.session_dir:
+        inputs.append(FileEntry("/agent-worker/session", None, 0o755))
+        inputs += [FileEntry(f"/agent-worker/session/{f.name}", f) for f in session.files]
+        resume = agent.resume_args(session.session_id)
     source = git_manager.source(ws)
     mount = cfg.workspace == "mount" or (
         cfg.workspace == "auto" and local_engine and source.mountable()
@@ -93,6 +108,7 @@ def prepare(
             "AW_ALLOW_HOSTS": ",".join(hosts),
             # the task stops its agent by itself then, even with no agent-worker left to do it
             "AW_DEADLINE": str(int(time.time() + cfg.timeout_s + OWN_DEADLINE_S)),
+            "AW_SESSION_DIR": agent.session_dir or "",
             "TZ": cfg.timezone,
             "GIT_AUTHOR_NAME": name,
             "GIT_AUTHOR_EMAIL": email,
@@ -104,7 +120,7 @@ def prepare(
     spec = TaskSpec(
         image=image,
         name=f"agent-worker-{run_id}",
-        command=["/usr/local/bin/agent_inside.sh", "--", *agent.command()],
+        command=["/usr/local/bin/agent_inside.sh", "--", *agent.command(), *resume],
         env=env,
         labels=labels(run_id, ws.root, deadline=time.time() + cfg.timeout_s + 2 * GRACE_S)
         | {

@@ -136,6 +136,10 @@ class BaseAgent(ABC):
     credentials: ClassVar[tuple[Credential, ...]] = ()  # empty: the agent needs no credential
     settings: ClassVar[tuple[Setting, ...]] = ()
     metered: ClassVar[bool] = True  # it reports tokens (and maybe cost); False: not applicable
+    # Where the agent keeps its sessions in the container (a directory of files, for the agent
+    # user), if it can resume one: saved into the run directory after a run, brought back in
+    # for a run that continues the branch (--continue). None: every run starts afresh.
+    session_dir: ClassVar[str | None] = None
 
     def __init__(self, settings: AgentSettings) -> None:
         self.config = settings
@@ -159,6 +163,11 @@ class BaseAgent(ABC):
     @abstractmethod
     def command(self) -> list[str]:
         """The argv run as the agent user in /workspace; the task arrives on its stdin."""
+
+    def resume_args(self, session_id: str) -> list[str]:
+        """Arguments added to command() to resume the session session_id (its files are back
+        in session_dir)."""
+        return []
 
     def container_env(self) -> dict[str, str]:
         """Plain variables for the agent (visible in docker inspect: never secrets)."""

@@ -215,6 +215,13 @@ class ClaudeAgent(BaseAgent):
         ),
     )
 
+    # ~/.claude/projects/<the working directory with each / as ->/<session id>.jsonl: the whole
+    # transcript, which is all `--resume <id>` needs
+    session_dir: ClassVar[str | None] = "/home/agent/.claude/projects/-workspace"
+
+    def resume_args(self, session_id: str) -> list[str]:
+        return ["--resume", session_id]
+
     def image_layer(self) -> ImageLayer:
         return ImageLayer(
             stages=_STAGES,

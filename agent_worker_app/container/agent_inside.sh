@@ -11,13 +11,16 @@
 #           bundle base..HEAD into /agent-worker/out.
 #
 # Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS,
-# AW_DEADLINE (epoch seconds); on stdin, a tar of agent-worker/task.md, agent-worker/nonce,
+# AW_DEADLINE (epoch seconds), AW_SESSION_DIR (where the agent keeps its sessions, if it can
+# resume one); on stdin, a tar of agent-worker/task.md, agent-worker/nonce,
 # agent-worker/secrets/<VAR>, agent-worker/maintenance/<N> (the Nth maintenance command),
-# agent-worker/check (the check command), agent-worker/shallow and
+# agent-worker/check (the check command), agent-worker/session/* (an earlier session, for
+# --continue), agent-worker/shallow and
 # agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
 # (otherwise the repository's object directories are mounted read-only at /source/objects-N).
-# Outputs: the result line on stderr (see emit_result) and /agent-worker/out/result.bundle (when
-# HEAD moved on from the base); other lines on stderr are progress, for people only.
+# Outputs: the result line on stderr (see emit_result), /agent-worker/out/result.bundle (when
+# HEAD moved on from the base) and /agent-worker/out/session/ (the agent's session files); other
+# lines on stderr are progress, for people only.
 # Exit status: the agent's.
 set -euo pipefail
 
@@ -443,10 +446,27 @@ $(tail -n 5 "$log" | cut -c 1-300 | tr '\n' '|' | sed 's/|$//; s/|/ | /g')"
   done
 }
 
+# The agent's earlier session (--continue), back where the agent keeps its sessions.
+restore_session() {
+  [[ -n "${AW_SESSION_DIR:-}" && -d "$IN/session" ]] || return 0
+  mkdir -p "$AW_SESSION_DIR" && cp -R "$IN/session/." "$AW_SESSION_DIR/" \
+    || warn "the agent's earlier session could not be restored"
+}
+
+# The agent's session files (regular files at the top of its session directory, no links), for
+# a later run that continues the branch.
+save_session() {
+  [[ -n "${AW_SESSION_DIR:-}" && -d "$AW_SESSION_DIR" ]] || return 0
+  mkdir -p "$OUT/session" \
+    && find "$AW_SESSION_DIR" -maxdepth 1 -type f -name '*.jsonl' -exec cp -t "$OUT/session" {} + \
+    || warn "the agent's session could not be saved"
+}
+
 agent_stage() {
   trap on_signal TERM INT HUP
-  rm -f "$OUT/result.json" "$OUT/result.bundle" "$OUT/agent-tail.jsonl"
+  rm -rf "$OUT/result.json" "$OUT/result.bundle" "$OUT/agent-tail.jsonl" "$OUT/session"
   checkout_workspace
+  restore_session
   ((stopping == 0)) || fail_setup "stopped before the agent started"
   run_maintenance
   ((stopping == 0)) || fail_setup "stopped before the agent started"
@@ -477,7 +497,8 @@ agent_stage() {
   settle "$tee_pid" "$tail_pid"
   kill_leftovers
   # From here on no process of the agent's is left: what follows is this script's own word.
-  rm -f "$OUT/result.json" "$OUT/result.json.tmp" "$OUT/result.bundle"
+  rm -rf "$OUT/result.json" "$OUT/result.json.tmp" "$OUT/result.bundle" "$OUT/session"
+  save_session
   cd /workspace && { warn_submodule_changes || true; }
   local failure=/tmp/agent-worker-finalize.err result
   if result=$(commit_and_bundle 2>"$failure"); then

@@ -465,9 +465,29 @@ def test_an_import_refusal_names_the_git_command(repo: Path, tmp_path: Path) -> 
     commit_all(clone, "unrelated")
     bundle = tmp_path / "b.bundle"
     git(clone, "bundle", "create", "-q", str(bundle), "HEAD")
-    with pytest.raises(GitError) as caught:
+    with pytest.raises(GitError, match="does not descend from the base"):
         git_manager.import_bundle(ws, bundle)
-    assert str(caught.value).startswith("git fetch failed")
+    assert head(repo, "refs/heads/task") == ws.base_commit
+
+
+def test_an_import_never_overwrites_a_branch_moved_meanwhile(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo)
+    clone = agent_clone(repo, tmp_path / "clone")
+    (clone / "agent.txt").write_text("agent\n")
+    commit_all(clone, "the agent's")
+    bundle = tmp_path / "b.bundle"
+    git(clone, "bundle", "create", "-q", str(bundle), f"{ws.base_commit}..HEAD")
+    (repo / "user.txt").write_text("user\n")
+    git(repo, "add", "user.txt")
+    moved = git(
+        repo, "commit-tree", "-p", ws.base_commit, "-m", "user's", git(repo, "write-tree").strip()
+    ).strip()
+    git(repo, "reset", "-q")
+    (repo / "user.txt").unlink()
+    git(repo, "update-ref", "refs/heads/task", moved)
+    with pytest.raises(GitError, match="moved while the agent worked"):
+        git_manager.import_bundle(ws, bundle)
+    assert head(repo, "refs/heads/task") == moved
 
 
 def test_a_damaged_bundle_is_refused(repo: Path, tmp_path: Path) -> None:

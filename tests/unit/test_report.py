@@ -88,6 +88,8 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "changes",
         "run_dir",
         "pushed_to",
+        "continued_from",
+        "branch_totals",
         "error",
         "firewall",
         "check",
