@@ -252,20 +252,14 @@ kill_user_processes() {
   done
 }
 
-# The firewall's record of what it blocked: [{address, protocol, port, count}] (JSON), from the
-# ipset only root can read or change; [] without the firewall.
+# The firewall's record of what it blocked: [{address, protocol, port, count, names}] (JSON),
+# from state only root can read or change (init-firewall.sh); [] without the firewall.
 blocked_json() {
   if [[ "${AW_FIREWALL:-1}" != 1 ]]; then
     echo '[]'
     return 0
   fi
-  ipset save aw-blocked 2>/dev/null | awk '$1 == "add" && $2 == "aw-blocked" {
-      split($3, a, ","); split(a[2], p, ":"); n = 0
-      for (i = 4; i < NF; i++) if ($i == "packets") n = $(i + 1)
-      printf "%s %s %s %s\n", a[1], p[1], p[2], n
-    }' | jq -Rsc 'split("\n") | map(select(. != "") | split(" ")
-      | {address: .[0], protocol: .[1], port: (.[2] | tonumber), count: (.[3] | tonumber)})
-      | sort_by(-.count, .address, .port)' 2>/dev/null || echo '[]'
+  /usr/local/bin/init-firewall.sh --report 2>/dev/null || echo '[]'
 }
 
 # The agent's own repository of the task branch, built from what the host sent and nothing

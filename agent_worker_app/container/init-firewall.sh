@@ -8,7 +8,37 @@
 # agent_inside.sh reads it after the agent for the report. A name that does not resolve, or
 # that adds nothing new, is a warning, never an abort. The sets and rules are each loaded in
 # one call (ipset restore, iptables-restore): one command per rule costs a tenth of a second.
+#
+# Names: a small DNS forwarder of root's (record_names, below) answers the container's lookups on
+# 127.0.0.1 and notes which address each name looked up resolved to, so that the report can name
+# a blocked address. `init-firewall.sh --report` prints the record of blocked destinations, with
+# those names, as JSON (root only: agent_inside.sh runs it after the agent and the check).
 set -euo pipefail
+
+BLOCKED_SET=aw-blocked
+NAMES=/run/agent-worker-names # "address name" lines, root's only
+
+# [{address, protocol, port, count, names}] from the counting ipset and the names record, most
+# refused first.
+report() {
+  [[ -f "$NAMES" ]] || : >"$NAMES"
+  ipset save "$BLOCKED_SET" 2>/dev/null | awk '$1 == "add" {
+      split($3, a, ","); split(a[2], p, ":"); n = 0
+      for (i = 4; i < NF; i++) if ($i == "packets") n = $(i + 1)
+      printf "%s %s %s %s\n", a[1], p[1], p[2], n
+    }' | jq -Rsc --rawfile names "$NAMES" '
+      ($names | split("\n") | map(select(. != "") | split(" ") | select(length == 2))
+        | reduce .[] as $pair ({}; .[$pair[0]] += [$pair[1]])) as $known
+      | split("\n") | map(select(. != "") | split(" ")
+        | {address: .[0], protocol: .[1], port: (.[2] | tonumber), count: (.[3] | tonumber),
+           names: (($known[.[0]] // []) | unique | .[:5])})
+      | sort_by(-.count, .address, .port)'
+}
+
+if [[ "${1:-}" == "--report" ]]; then
+  report
+  exit 0
+fi
 
 warn() { printf 'agent-worker: warning: firewall: %s\n' "$*" >&2; }
 say() { printf 'agent-worker: firewall: %s\n' "$*" >&2; }
@@ -44,14 +74,15 @@ allow() { # host[:port]
   if ((added)); then say "allowed $spec (${ips//$'\n'/ })"; else warn "$spec adds nothing new (already allowed)"; fi
 }
 
-for spec in ${AW_ALLOW_HOSTS//,/ }; do
+allow_list=${AW_ALLOW_HOSTS:-}
+for spec in ${allow_list//,/ }; do
   allow "$spec"
 done
 
 {
   echo "create aw-hosts hash:ip family inet -exist"
   echo "create aw-ports hash:ip,port family inet -exist"
-  echo "create aw-blocked hash:ip,port family inet counters maxelem 4096 -exist"
+  echo "create $BLOCKED_SET hash:ip,port family inet counters maxelem 4096 -exist"
   for entry in "${!hosts[@]}"; do echo "add aw-hosts $entry -exist"; done
   for entry in "${!ports[@]}"; do echo "add aw-ports $entry -exist"; done
 } | ipset restore
@@ -73,9 +104,9 @@ done
   echo "-A OUTPUT -p tcp -m set --match-set aw-ports dst,dst -j ACCEPT"
   # Counted when already recorded, then recorded (an entry starts at its first packet): in this
   # order each blocked packet counts once.
-  echo "-A OUTPUT -m set --match-set aw-blocked dst,dst"
-  echo "-A OUTPUT -p tcp -j SET --add-set aw-blocked dst,dst"
-  echo "-A OUTPUT -p udp -j SET --add-set aw-blocked dst,dst"
+  echo "-A OUTPUT -m set --match-set $BLOCKED_SET dst,dst"
+  echo "-A OUTPUT -p tcp -j SET --add-set $BLOCKED_SET dst,dst"
+  echo "-A OUTPUT -p udp -j SET --add-set $BLOCKED_SET dst,dst"
   echo "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset"
   echo "-A OUTPUT -j REJECT --reject-with icmp-admin-prohibited"
   echo "COMMIT"
@@ -86,3 +117,72 @@ if ! printf '%s\n' "*filter" ":INPUT DROP [0:0]" ":FORWARD DROP [0:0]" ":OUTPUT 
   warn "could not block IPv6 egress (no ip6tables in this kernel?)"
 fi
 say "egress limited to ${#hosts[@]} host(s) and ${#ports[@]} host:port pair(s)"
+
+# The names record: a DNS forwarder on 127.0.0.1:53 (root's; the agent can neither stop it nor
+# write its record) passes each UDP query to the first configured resolver and notes the A
+# records of the answer under the name asked for. resolv.conf then lists it first, the original
+# resolvers after it (where glibc goes when it is not there, and for TCP). Without perl, or if
+# it cannot listen, lookups go straight to the resolvers and names stay unknown.
+DNS_FORWARDER='
+use strict; use warnings; use IO::Socket::INET; use IO::Select; use Socket;
+my ($record, $ready, $upstream) = @ARGV;
+my $listen = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 53, Proto => "udp")
+  or die "cannot listen: $!";
+my $up = IO::Socket::INET->new(Proto => "udp") or die "no socket: $!";
+my $to = pack_sockaddr_in(53, inet_aton($upstream));
+open(my $out, ">>", $record) or die "$record: $!"; $out->autoflush(1);
+open(my $mark, ">", $ready) or die "$ready: $!"; close($mark);
+my $select = IO::Select->new($listen, $up);
+my (%pending, %seen); my $next = int(rand(65536));
+sub skip { my ($m, $o) = @_;
+  while ($o < length $m) { my $l = ord substr($m, $o, 1);
+    return $o + 1 if $l == 0; return $o + 2 if ($l & 0xC0) == 0xC0; $o += $l + 1 }
+  return -1 }
+sub note { my ($m) = @_; return if length $m < 12;
+  my ($qd, $an) = unpack "x4 n n", $m; return unless $qd == 1;
+  my ($o, @labels) = (12);
+  while ($o < length $m) { my $l = ord substr($m, $o, 1); last if $l == 0;
+    return if $l >= 64; push @labels, substr($m, $o + 1, $l); $o += $l + 1 }
+  my $name = lc join(".", @labels); $name =~ s/[^\x21-\x7e]/?/g; return if $name eq "";
+  $o = skip($m, 12); return if $o < 0; $o += 4;
+  for (1 .. $an) { $o = skip($m, $o); return if $o < 0 || $o + 10 > length $m;
+    my ($type, undef, undef, $len) = unpack "n n N n", substr($m, $o, 10); $o += 10;
+    return if $o + $len > length $m;
+    if ($type == 1 && $len == 4) { my $line = join(".", unpack "C4", substr($m, $o, 4)) . " $name";
+      if (!$seen{$line} && keys %seen < 10000) { $seen{$line} = 1; print $out "$line\n" } }
+    $o += $len } }
+while (1) {
+  for my $s ($select->can_read(5)) {
+    if ($s == $listen) { my $peer = $listen->recv(my $q, 4096); next unless $peer && length $q >= 12;
+      my $id = $next++ & 0xFFFF; $pending{$id} = [$peer, substr($q, 0, 2), time];
+      substr($q, 0, 2) = pack "n", $id; $up->send($q, 0, $to) }
+    else { my $from = $up->recv(my $r, 65535); next unless $from && length $r >= 12;
+      my ($port, $addr) = unpack_sockaddr_in($from); next unless $port == 53 && $addr eq inet_aton($upstream);
+      my $p = delete $pending{unpack "n", $r} or next;
+      substr($r, 0, 2) = $p->[1]; $listen->send($r, 0, $p->[0]); note($r) } }
+  my $now = time; for (keys %pending) { delete $pending{$_} if $now - $pending{$_}[2] > 10 } }
+'
+
+record_names() {
+  local upstream ready=/run/agent-worker-names.ready tick
+  upstream=$(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2; exit}' /etc/resolv.conf)
+  if [[ -z "$upstream" ]] || ! command -v perl >/dev/null; then
+    return 0
+  fi
+  : >"$NAMES"
+  chmod 0600 "$NAMES"
+  rm -f "$ready"
+  setsid perl -e "$DNS_FORWARDER" "$NAMES" "$ready" "$upstream" </dev/null >/dev/null 2>&1 &
+  for ((tick = 0; tick < 200; tick++)); do
+    [[ -e "$ready" ]] && break
+    sleep 0.005
+  done
+  if [[ ! -e "$ready" ]]; then
+    warn "the names of blocked destinations will be unknown (no DNS recorder)"
+    return 0
+  fi
+  { echo "nameserver 127.0.0.1"; cat /etc/resolv.conf; } >/run/agent-worker-resolv.conf
+  cat /run/agent-worker-resolv.conf >/etc/resolv.conf # the bind-mounted file, written in place
+}
+
+record_names
