@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from conftest import containers_of, git, run_cli, snapshot
+from conftest import TEST_KEY, containers_of, git, run_cli, snapshot, tool_outputs
+from fake_anthropic import Turn, bash
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -282,3 +283,33 @@ def test_a_blocked_pip_install_shows_up_in_the_report(
     assert entry["count"] == 3  # the first try and --retries 2, each one refused SYN
     assert entry["allow"] == f"--allow-host {target}:8080"
     assert report["check"] is None
+
+
+def test_with_claude_code_maintenance_and_the_check_run_without_the_key(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
+) -> None:
+    """The real Claude Code between the two: the key reaches the agent, never the project's
+    own commands, and the check sees what the agent wrote."""
+    fake_api.add_turns(
+        Turn.tool_use(bash("cat .maintenance; echo fixed > fixed.txt")), Turn.text("done")
+    )
+    result = run_cli(
+        [
+            "--task",
+            "fix it",
+            "--maintenance",
+            'echo "maintenance key=${#ANTHROPIC_API_KEY} user=$(id -un)" > .maintenance',
+            "--check",
+            'echo "check key=${#ANTHROPIC_API_KEY}"; test -f fixed.txt',
+        ],
+        cwd=repo,
+        env=run_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert fake_api.main_requests[-1].credential == TEST_KEY  # the agent had it
+    assert "maintenance key=0 user=agent" in tool_outputs(fake_api)[0]
+    report = result.report
+    assert report is not None
+    assert report["check"]["passed"] is True
+    assert report["check"]["output_tail"] == ["check key=0"]
+    assert TEST_KEY not in (Path(report["run_dir"]) / "container.log").read_text()

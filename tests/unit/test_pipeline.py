@@ -8,7 +8,7 @@ import io
 import json
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +417,71 @@ def test_a_task_in_a_worker_thread_stops_when_the_main_thread_is_signalled(
     assert (reports[0].status, reports[0].exit_code) == ("interrupted", 130)
     assert backend.signals == ["SIGTERM"]
     assert git(project, "rev-parse", "task").strip() == head
+
+
+def test_maintenance_check_and_env_reach_the_task(project: Path, tmp_path: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    result = {
+        "phase": "agent",
+        "head": base,
+        "bundle": False,
+        "check": {"command": "make test", "ran": True, "exit_code": 0, "duration_s": 0.5},
+        "blocked": [{"address": "10.0.0.7", "protocol": "tcp", "port": 443, "count": 2}],
+    }
+    backend = FakeBackend(result=result)
+    ctx = context(
+        project, tmp_path, maintenance=("npm ci", "make gen\nmake more"), check="make test"
+    )
+    ctx = replace(
+        ctx,
+        config=config.apply_environment(ctx.config, source="env.toml", env={"NODE_ENV": "test"}),
+    )
+    ws = git_manager.preflight(project, "task", branch_given=True)
+    report = pipeline.run_task(ctx, backend, ws, "fake:1")
+    files = {e.path: e for e in backend.inputs}
+    assert files["/agent-worker/maintenance"].data is None  # a directory
+    assert files["/agent-worker/maintenance/1"].data == b"npm ci"
+    assert files["/agent-worker/maintenance/2"].data == b"make gen\nmake more"
+    assert files["/agent-worker/check"].data == b"make test"
+    assert backend.spec is not None
+    assert backend.spec.env["NODE_ENV"] == "test"
+    assert (report.status, report.exit_code) == ("success", 0)
+    assert report.check is not None
+    assert report.check.passed
+    assert [(b.address, b.port, b.count) for b in report.blocked] == [("10.0.0.7", 443, 2)]
+
+
+def test_a_failing_check_fails_the_run_and_keeps_the_branch(project: Path, tmp_path: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    check = {"command": "make test", "ran": True, "exit_code": 2, "output_tail": ["boom"]}
+    backend = FakeBackend(result={"phase": "agent", "head": base, "bundle": False, "check": check})
+    report, _ = run(project, tmp_path, backend, check="make test")
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert "the check 'make test' failed (exit status 2); its last output: boom" in report.error
+    assert report.branch == "task"
+    assert "task" in branches(project)
+
+
+def test_a_check_the_task_never_recorded_did_not_run(project: Path, tmp_path: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    backend = FakeBackend(result={"phase": "agent", "head": base, "bundle": False})
+    report, _ = run(project, tmp_path, backend, check="make test")
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert report.check is not None
+    assert not report.check.ran
+    assert "did not run" in report.error
+    assert report.to_json()["check"]["ran"] is False
+
+
+def test_a_failed_maintenance_command_deletes_the_branch(project: Path, tmp_path: Path) -> None:
+    error = 'maintenance command 1 of 1 failed (exit status 7): "npm ci" (the agent did not start)'
+    backend = FakeBackend(
+        exit=ExitInfo(3, False, None), result={"phase": "setup", "error": error, "bundle": False}
+    )
+    report, _ = run(project, tmp_path, backend, maintenance=("npm ci",), check="npm test")
+    assert (report.status, report.exit_code) == ("error", 3)
+    assert report.error == error
+    assert report.branch is None
+    assert "task" not in branches(project)
+    assert report.check is not None
+    assert not report.check.ran  # configured, never run
