@@ -51,6 +51,9 @@ def test_every_option_is_in_the_help() -> None:
         "--branch",
         "--task",
         "--task-file",
+        "--tasks-file",
+        "--jobs",
+        "--max-cost",
         "--agent-type",
         "--api-key",
         "--base-url",
@@ -108,6 +111,12 @@ KEY = {"ANTHROPIC_API_KEY": "sk-ant-test-0000000000"}
         (["--branch", "with space"], 2, "--branch: 'with space' is not a valid git branch name"),
         (["--task", ""], 2, "the task is empty"),
         (["--ca-cert", "/etc/hostname"], 2, "is not a PEM certificate"),
+        (["--jobs", "0"], 2, "--jobs must be a positive whole number, got '0'"),
+        (["--max-cost", "free"], 2, "--max-cost must be a positive amount of US dollars"),
+        (["--task", "a", "--task", "b", "--jobs", "x"], 2, "--jobs must be a positive whole"),
+        (["--task", "a", "--task", "b", "--branch", "a..b"], 2, "--branch: 'a..b-1' is not a"),
+        (["--tasks-file", "/nonexistent/tasks"], 2, "--tasks-file: cannot read /nonexistent/tasks"),
+        (["--task", "a", "--project", ".", "--project", "./"], 2, "--project ./ is given twice"),
     ],
 )
 def test_bad_options(repo: Path, args: list[str], code: int, message: str) -> None:
