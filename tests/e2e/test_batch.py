@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -431,8 +432,61 @@ def waiting(lock: Path) -> int:
 
 
 def _built_tag(build_log: Path) -> str:
-    import re
-
     found = re.findall(r"Successfully tagged (agent-worker:[0-9a-f]+)", build_log.read_text())
     assert found, "the build log names the image it tagged"
     return str(found[-1])
+
+
+def on_a_terminal(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
+    """./agent_worker.py with stdout and stderr on a pty (util-linux `script`): all it showed."""
+    import shlex
+    import shutil
+
+    from conftest import require
+
+    if shutil.which("script") is None:
+        require("util-linux `script` is missing: it gives the run a terminal")
+    empty = cwd.parent / "empty.env"
+    empty.touch()
+    argv = [sys.executable, str(ROOT / "agent_worker.py"), "--env-file", str(empty), *args]
+    done = subprocess.run(
+        ["script", "-qec", shlex.join(argv), "/dev/null"],
+        cwd=cwd,
+        env=env | {"COLUMNS": "160", "TERM": "xterm-256color"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+    return done.stdout.decode("utf-8", "replace")
+
+
+def test_a_batch_on_a_terminal_shows_live_lines_and_a_table(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    # what the agent prints is data: markup and terminal control reach the screen escaped
+    task = "printf '[bold]loud[/bold] \\033]2;pwned\\007\\n'; sleep 1; echo x > x.txt"
+    args = ["--agent-type", "command", "--jobs", "2", "--branch", "tty"]
+    args += ["--task", task, "--task", task]
+    shown = on_a_terminal(args, cwd=repo, env=command_env())
+    assert "\x1b]2;pwned" not in shown
+    assert "[bold]loud[/bold] \\033]2;pwned\\a" in shown  # the live line, escaped
+    assert "\x1b[" in shown  # colour: a terminal gets rich output
+    for n in (1, 2):
+        assert f"[{n}/2 tty-{n}] success (exit 0)" in shown
+    assert "AGENT BATCH REPORT (exit 0)" in shown
+    assert "\u2503" in shown  # the summary is a table with box drawing
+    cells = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", shown)  # the table without its colours
+    assert re.search(r"\u2502\s+1\s+\u2502\s+tty-1\s+\u2502\s+project\s+\u2502\s+success", cells)
+
+    plain = on_a_terminal(
+        [*args[:-4], "--branch", "plain", "--task", task, "--task", task],
+        cwd=repo,
+        env=command_env(NO_COLOR="1"),
+    )
+    assert "\x1b" not in plain  # NO_COLOR: no colour, live display or box drawing
+    assert "\u2503" not in plain
+    assert "[1/2 plain-1] Agent at work on branch plain-1" in plain
+    assert "[2/2 plain-2]   [bold]loud[/bold] \\033]2;pwned\\a" in plain
+    assert re.search(r"^1\s+plain-1\s+project\s+success", plain, re.M)
