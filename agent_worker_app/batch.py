@@ -81,6 +81,11 @@ def load(
     """Every run's configuration, checked before anything starts (UsageError)."""
     from agent_worker_app import agents
 
+    if options.get("continue_from"):
+        raise UsageError(
+            "--continue runs one task on one branch: give it a single --task, without "
+            "--tasks-file or several --project"
+        )
     runs: list[Run] = []
     made: dict[tuple[Path, str], str] = {}
     for planned in batch_plan.plan(options, read_stdin=read_stdin):

@@ -117,6 +117,7 @@ KEY = {"ANTHROPIC_API_KEY": "sk-ant-test-0000000000"}
         (["--task", "a", "--task", "b", "--branch", "a..b"], 2, "--branch: 'a..b-1' is not a"),
         (["--tasks-file", "/nonexistent/tasks"], 2, "--tasks-file: cannot read /nonexistent/tasks"),
         (["--task", "a", "--project", ".", "--project", "./"], 2, "--project ./ is given twice"),
+        (["--task", "a", "--task", "b", "--continue", "x"], 2, "--continue runs one task on one"),
     ],
 )
 def test_bad_options(repo: Path, args: list[str], code: int, message: str) -> None:
