@@ -255,12 +255,13 @@ def summary(reports: Sequence[RunReport], totals: Totals) -> str:
     lines = [
         f"### agent-worker: {totals.succeeded} of {totals.tasks} tasks succeeded",
         "",
-        "| branch | status | duration | tokens | cost | changes |",
-        "|---|---|---|---|---|---|",
+        "| branch | project | status | duration | tokens | cost | changes |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         lines.append(
-            f"| {markdown_text(r.branch or '-')} | {_status(r.status, r.exit_code)} "
+            f"| {markdown_text(r.branch or '-')} | {markdown_text(project_name(r))} "
+            f"| {_status(r.status, r.exit_code)} "
             f"| {format_duration(r.duration_s)} | {_tokens(r)} | {_cost(r)} "
             f"| {_changes(r.lines_added, r.lines_removed, len(r.files))} |"
         )
@@ -268,10 +269,19 @@ def summary(reports: Sequence[RunReport], totals: Totals) -> str:
     cost = "n/a" if totals.cost_usd is None else f"${totals.cost_usd:.4f}"
     changes = _changes(totals.lines_added, totals.lines_removed, totals.files_changed)
     lines.append(
-        f"| **total** | exit {totals.exit_code} | {format_duration(totals.duration_s)} "
+        f"| **total** | | exit {totals.exit_code} | {format_duration(totals.duration_s)} "
         f"| {tokens} | {cost} | {changes} |"
     )
     return "\n".join(lines) + "\n\n"
+
+
+def project_name(report: RunReport) -> str:
+    """The repository a run worked on, by its folder's name, from the run directory
+    (<repository>/.git/agent-worker/runs/<run-id>; a git directory elsewhere is named itself)."""
+    if not report.run_dir:
+        return "-"
+    git_dir = Path(report.run_dir).parents[2]
+    return git_dir.parent.name if git_dir.name == ".git" else git_dir.name
 
 
 def _one_summary(r: RunReport) -> str:

@@ -51,7 +51,7 @@ def prepare(project: Path, target: str, agent_type: str) -> tuple[Workspace, Con
         )
     ws = git_manager.preflight_continue(project, branch)
     last = mine[0]
-    if named is not None and named is not last:
+    if named is not None and named.run_id != last.run_id:
         raise UsageError(
             f"--continue: run {named.run_id} is not the last run on {branch!r} "
             f"({last.run_id} is): continue the branch, or the last run"

@@ -155,7 +155,8 @@ def test_the_summary_of_several_runs_is_a_table_with_totals() -> None:
     rendered = html(markdown)
     body = rendered.split("<tbody>")[1]
     cells = [row.count("<td>") for row in body.split("<tr>")[1:]]
-    assert cells == [6, 6, 6]  # a pipe in a name does not add a cell
+    assert cells == [7, 7, 7]  # a pipe in a name does not add a cell
+    assert "<td>repo</td>" in body  # the project, from the run directory
     assert "task|1" in body
     assert "1 of 2 tasks succeeded" in rendered
     assert "$0.3000" in body.split("<tr>")[-1]
