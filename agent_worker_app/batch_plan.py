@@ -78,8 +78,6 @@ def plan(
 ) -> list[Planned]:
     """Every run the options ask for, numbered, each with its branch; UsageError when they
     ask for none or for one run twice."""
-    if options.get("continue_from") is not None:
-        raise UsageError("--continue works on one branch: give it one task on one project")
     entries = [Entry(text, f"--task {i}") for i, text in enumerate(_tuple(options.get("task")), 1)]
     if options.get("task_file") is not None:
         if entries:
