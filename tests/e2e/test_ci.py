@@ -201,3 +201,31 @@ def test_a_push_remote_that_does_not_exist_is_refused_up_front(
     assert "--push: no remote named 'nosuch'" in result.stderr
     assert git(repo, "for-each-ref") == before
     assert not (repo / ".git" / "agent-worker").exists()
+
+
+def test_a_batch_tells_the_step_its_totals_and_each_run(
+    repo: Path, command_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    ci = github_env(tmp_path)
+    result = run_cli(
+        [
+            *("--agent-type", "command", "--branch", "batch"),
+            *("--task", "echo a > a.txt", "--task", "printf 'b\\nc\\n' > b.txt; exit 3"),
+        ],
+        cwd=repo,
+        env=command_env(**ci),
+    )
+    assert result.code == 1, result.stderr
+    outputs = read_github_output(Path(ci["GITHUB_OUTPUT"]).read_text())
+    assert outputs["branch"].splitlines() == ["batch-1", "batch-2"]
+    assert (outputs["status"], outputs["exit_code"]) == ("failed", "1")
+    assert (outputs["lines_added"], outputs["files_changed"]) == ("3", "2")
+    each = json.loads(outputs["reports"])
+    assert [(r["branch"], r["status"]) for r in each] == [
+        ("batch-1", "success"),
+        ("batch-2", "failed"),
+    ]
+    summary = Path(ci["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "1 of 2 tasks succeeded" in summary
+    assert summary.count("| batch\\-") == 2  # a row each (names escaped)
+    assert len([x for x in result.stderr.splitlines() if x.startswith("::error")]) == 1
