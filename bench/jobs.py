@@ -1,7 +1,8 @@
 """Several tasks at once: eight trivial `command` tasks in one invocation with --jobs 4 against
 the same eight one after another (--jobs 1), interleaved; then the orchestrator's peak RSS
-while eight tasks run at once (--jobs 8, the process's own ru_maxrss from wait4).
-Target: a ratio of at most 0.5x on 2 cores.
+while eight tasks run at once (--jobs 8, the process's own ru_maxrss from wait4). For
+reference, the engine's own ratio in the same rounds: eight `docker run --rm IMAGE true`, four
+at a time against one after another. Target: a ratio of at most 0.5x on 2 cores.
 
     .venv/bin/python bench/jobs.py [--rounds N]
 """
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from _common import (
+    BENCH_LABEL,
     ROOT,
     agent_image,
     base_image,
@@ -61,6 +63,17 @@ def batch(repo: Path, jobs: int, name: str, env: dict[str, str]) -> tuple[float,
     return wall, usage.ru_maxrss / 1024, data
 
 
+def docker_runs(image: str, at_once: int) -> float:
+    """Wall time of TASKS `docker run --rm IMAGE true`, at_once at a time."""
+    argv = ["docker", "run", "--rm", "--label", BENCH_LABEL, image, "true"]
+    start = time.perf_counter()
+    for _ in range(TASKS // at_once):
+        procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL) for _ in range(at_once)]
+        if any(p.wait() != 0 for p in procs):
+            raise SystemExit("docker run failed")
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -69,7 +82,7 @@ def main() -> int:
     from conftest import clean_env
 
     client = docker_client()
-    agent_image(client, "command")
+    image = agent_image(client, "command")
     env = clean_env(
         AGENT_WORKER_BASE_IMAGE=base_image(),
         AGENT_WORKER_CA_CERT=os.pathsep.join(map(str, ca_certs())),
@@ -80,14 +93,19 @@ def main() -> int:
             batch(repo, 4, "bench/warm-up", env)  # not counted
             parallel: list[float] = []
             serial: list[float] = []
+            engine: list[tuple[float, float]] = []
             for i in range(rounds):
                 serial.append(batch(repo, 1, f"bench/serial-{i}", env)[0])
                 parallel.append(batch(repo, 4, f"bench/parallel-{i}", env)[0])
+                engine.append((docker_runs(image, 1), docker_runs(image, 4)))
             wall8, rss8, data8 = batch(repo, TASKS, "bench/all-at-once", env)
         finally:
             remove_containers(client, f"agent-worker.project={repo}")
+            remove_containers(client, BENCH_LABEL)
 
     ratio = median(parallel) / median(serial)
+    engine_serial = median([e[0] for e in engine])
+    engine_parallel = median([e[1] for e in engine])
     print(
         f"{TASKS} `command` tasks ({TASK!r}) in one invocation, {rounds} interleaved rounds, "
         f"{os.cpu_count()} cores\n"
@@ -108,6 +126,18 @@ def main() -> int:
                 " ".join(f"{w:.2f}" for w in parallel),
             ],
             [f"--jobs {TASKS}", wall8, wall8 / TASKS, f"{wall8:.2f}"],
+            [
+                "docker run --rm IMAGE true, one after another",
+                engine_serial,
+                engine_serial / TASKS,
+                " ".join(f"{e[0]:.2f}" for e in engine),
+            ],
+            [
+                "docker run --rm IMAGE true, 4 at a time",
+                engine_parallel,
+                engine_parallel / TASKS,
+                " ".join(f"{e[1]:.2f}" for e in engine),
+            ],
         ],
     )
     durations = sorted(r["duration_s"] for r in data8["runs"])
@@ -116,6 +146,10 @@ def main() -> int:
         f"{durations[0]:.2f}-{durations[-1]:.2f} s"
     )
     print(f"ratio --jobs 4 / --jobs 1: {ratio:.2f}x")
+    print(
+        f"the engine's own ratio, docker run 4 at a time / one after another: "
+        f"{engine_parallel / engine_serial:.2f}x (load average {os.getloadavg()[0]:.1f})"
+    )
     return verdict(
         ratio <= TARGET_RATIO,
         f"--jobs 4 at {ratio:.2f}x of one after another (target <= {TARGET_RATIO}x)",
