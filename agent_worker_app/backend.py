@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ImageLayer
+    from agent_worker_app.image_layers import ProjectImage
 
 GRACE_S = 30.0  # after a timeout or a signal: time for the task to commit and bundle
 OWN_DEADLINE_S = 10.0  # the task stops its agent itself this long after the run's timeout
@@ -46,6 +47,9 @@ class TaskSpec:
     # the repository's object directories (its own, then those it borrows), shared read-only
     # at /source/objects-N where the engine shares this machine's files; nothing else is
     object_dirs: tuple[Path, ...] = ()
+    # /workspace as a tmpfs (fast, empty); False when the image's environment prepared it
+    # (a .venv, node_modules made by setup), which a tmpfs would hide
+    workspace_tmpfs: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,21 @@ class ExitInfo:
 
 
 @dataclass(frozen=True)
-class ImageResult:
+class LayerResult:
+    """One layer of the image (image_layers.py): its tag, and whether this run built it."""
+
+    name: str  # base, system, environment, agent
     tag: str
     built: bool
     log_path: Path | None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    tag: str
+    built: bool
+    log_path: Path | None  # the log of the last layer built
+    layers: tuple[LayerResult, ...] = ()
 
 
 @dataclass
@@ -102,8 +117,10 @@ class Backend(Protocol):
         force: bool,
         log_dir: Path,
         on_line: Callable[[str], None],
+        project: ProjectImage | None = None,
     ) -> ImageResult:
-        """The agent's image, built (and pushed where nodes pull) or reused by content tag."""
+        """The agent's image on the project's environment (image_layers.py), its layers built
+        (and pushed where nodes pull) or reused by content tag."""
 
     def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
         """Create, not start, the task."""

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
     from agent_worker_app.git_manager import Workspace
+    from agent_worker_app.image_layers import ProjectImage
 
 log = logging.getLogger("agent_worker")
 WAIT_S = 0.25  # how often the batch loop looks at signals while tasks run
@@ -60,6 +61,7 @@ class Run:
     push_remote: str | None = None  # --push: where its branch goes after it succeeds
     image: ImageResult | None = None
     report: RunReport | None = None
+    project: ProjectImage | None = None  # its environment, read from its base commit
 
     @property
     def number(self) -> int:
@@ -116,7 +118,7 @@ def execute(
     started = time.monotonic()
     connecting = pipeline.Background(connect)
     for run in runs:
-        _preflight(run, redactor)
+        _preflight(run, redactor, cache_dir)
     backend: Backend = connecting.outcome()
     orphans = pipeline.Background(backend.remove_orphans)
     checked = {run.ws.root: run.ws for run in runs if run.ws is not None}
@@ -144,16 +146,18 @@ def _report(run: Run) -> RunReport:
     return run.report
 
 
-def _preflight(run: Run, redactor: Redactor) -> None:
+def _preflight(run: Run, redactor: Redactor, cache_dir: Path) -> None:
     """The repository's checks, as a single run makes them; a run that fails them gets its
     report now (a usage error stops the whole batch)."""
-    from agent_worker_app import git_manager
+    from agent_worker_app import git_manager, project_image
 
     try:
         run.ws = git_manager.preflight(
             run.cfg.project, run.cfg.branch, branch_given=run.cfg.branch_given
         )
         run.push_remote = pipeline.check_push(run.cfg, run.ws)
+        cfg, run.project = project_image.load(run.cfg, run.ws, cache_dir / "contexts")
+        run.cfg = replace(cfg, warnings=(*cfg.warnings, *cfg.environment.warnings))
     except UsageError:
         raise
     except PreconditionError as exc:
@@ -174,10 +178,13 @@ def _prepare_images(runs: list[Run], backend: Backend, view: BatchView, cache_di
             run.cfg.base_image,
             run.cfg.ca_certs,
             run.cfg.force_rebuild,
+            run.project.identity() if run.project is not None else "",
         )
         if key not in images:
             view.phase(f"Preparing the image of the {run.cfg.agent_type} agent")
-            images[key] = pipeline.prepare_image(backend, run.agent, run.cfg, cache_dir, view)
+            images[key] = pipeline.prepare_image(
+                backend, run.agent, run.cfg, cache_dir, view, project=run.project
+            )
         run.image = images[key]
 
 

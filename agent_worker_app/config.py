@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from agent_worker_app.agents.base_agent import AgentSettings, BaseAgent, Credential
+from agent_worker_app.environment import NONE, Environment
 from agent_worker_app.errors import UsageError
 
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
@@ -67,6 +68,11 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)  # plain variables for the agent
     push: str | None = None  # --push: None no push, "" the default remote, else that remote
     continue_from: str | None = None  # --continue: the agent branch (or run id) to continue
+    # the project's environment (environment.py): --environment PATH, --no-environment, and
+    # what the run read (project_image.load fills it in, and the values above)
+    environment_file: Path | None = None
+    no_environment: bool = False
+    environment: Environment = NONE
 
 
 @dataclass
@@ -479,6 +485,8 @@ def load(
         check=_parsed(layers, "check", _command, None),
         push=_push(cli.get("push")),
         continue_from=_continue_from(cli),
+        environment_file=_environment_file(cli),
+        no_environment=bool(cli.get("no_environment")),
     )
 
 
@@ -502,6 +510,18 @@ def _continue_from(cli: Mapping[str, Any]) -> str | None:
     if not str(value).strip():
         raise UsageError("--continue needs an agent branch or a run id")
     return str(value).strip()
+
+
+def _environment_file(cli: Mapping[str, Any]) -> Path | None:
+    given = cli.get("environment")
+    if given is None:
+        return None
+    if cli.get("no_environment"):
+        raise UsageError("give --environment PATH or --no-environment, not both")
+    path = Path(given).expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"--environment: {path} is not a readable file")
+    return path
 
 
 def load_location(

@@ -567,3 +567,53 @@ def push(ws: Workspace, remote: str) -> str | None:
 
 # the lines of git push's stderr that say why it failed (the rest is advice and progress)
 _PUSH_TROUBLE = ("fatal:", "error:", "! ", "remote: error")
+
+
+def file_at(root: Path, commit: str, path: str) -> bytes | None:
+    """A file's bytes at a commit; None when the commit has no file there (a directory, a
+    submodule or nothing)."""
+    try:
+        kind = subprocess.run(
+            ["git", "cat-file", "-t", f"{commit}:{path}"],
+            cwd=root,
+            capture_output=True,
+            check=False,
+        )
+        if kind.returncode != 0 or kind.stdout.strip() != b"blob":
+            return None
+        done = subprocess.run(
+            ["git", "cat-file", "blob", f"{commit}:{path}"],
+            cwd=root,
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise PreconditionError("git is not installed (or not on PATH): install git") from None
+    if done.returncode != 0:
+        raise GitError(f"git cat-file failed: {_last_line(done.stderr.decode(errors='replace'))}")
+    return done.stdout
+
+
+def tree_id(root: Path, commit: str, path: str) -> str | None:
+    """The id of a directory's tree at a commit (it names its whole content), or None."""
+    spec = commit if path in ("", ".") else f"{commit}:{path}"
+    done = _run(root, "rev-parse", "--verify", "--quiet", f"{spec}^{{tree}}")
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def archive(root: Path, commit: str, path: str, dest: Path) -> None:
+    """A tar of a directory of the tree at a commit (a Docker build context)."""
+    spec = f"{commit}^{{tree}}" if path in ("", ".") else f"{commit}:{path}"
+    with dest.open("wb") as out:
+        try:
+            done = subprocess.run(
+                ["git", "archive", "--format=tar", spec],
+                cwd=root,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise PreconditionError("git is not installed (or not on PATH): install git") from None
+    if done.returncode != 0:
+        raise GitError(f"git archive failed: {_last_line(done.stderr.decode(errors='replace'))}")

@@ -113,7 +113,20 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
     ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
     ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
-    ("--base-image", "IMAGE", "Base of the agent image.", "debian:bookworm-slim"),
+    (
+        "--base-image",
+        "IMAGE",
+        "Base of the agent image, when the project's environment names none.",
+        "debian:bookworm-slim",
+    ),
+    (
+        "--environment",
+        "PATH",
+        "The project's environment file (TOML, or devcontainer JSON for .json) instead of "
+        ".agent-worker/environment.toml or .devcontainer/devcontainer.json of the base commit.",
+        None,
+    ),
+    ("--no-environment", None, "Ignore the project's environment file.", None),
     (
         "--ca-cert",
         "PATH",

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from agent_worker_app.console import ProgressSink, Redactor, RunLog
     from agent_worker_app.follow_up import Continuation
     from agent_worker_app.git_manager import Workspace
+    from agent_worker_app.image_layers import ProjectImage
     from agent_worker_app.task_spec import Session
 
 log = logging.getLogger("agent_worker")
@@ -235,7 +236,7 @@ def run(
     cache_dir: Path,
 ) -> RunReport:
     """Preflight, image and the run directory; then the task, always ending in a report."""
-    from agent_worker_app import agents, git_manager
+    from agent_worker_app import agents, git_manager, project_image
 
     agent = agents.get(cfg.agent_type, cfg.agent)
     journal = Journal(warnings=list(cfg.warnings))
@@ -256,9 +257,13 @@ def run(
     # lost runs' work is recovered at its end.
     orphans = Background(backend.remove_orphans)
     lost = Background(backend.lost_tasks, str(ws.root))
+    cfg, project = project_image.load(cfg, ws, cache_dir / "contexts")
+    for warning in cfg.environment.warnings:
+        progress.warn(warning)
+        journal.warnings.append(warning)
     journal.mark("preflight")
     progress.phase("Preparing the agent image")
-    image = prepare_image(backend, agent, cfg, cache_dir, progress)
+    image = prepare_image(backend, agent, cfg, cache_dir, progress, project=project)
     journal.mark("image")
     ctx = open_run(
         cfg,
@@ -292,8 +297,15 @@ def check_push(cfg: Config, ws: Workspace) -> str | None:
 
 
 def prepare_image(
-    backend: Backend, agent: BaseAgent, cfg: Config, cache_dir: Path, progress: ProgressSink
+    backend: Backend,
+    agent: BaseAgent,
+    cfg: Config,
+    cache_dir: Path,
+    progress: ProgressSink,
+    *,
+    project: ProjectImage | None = None,
 ) -> ImageResult:
+    """The run's image: the agent's layer on the project's environment (project_image.load)."""
     image = backend.prepare_image(
         agent.image_layer(),
         base_image=cfg.base_image,
@@ -301,7 +313,12 @@ def prepare_image(
         force=cfg.force_rebuild,
         log_dir=cache_dir / "builds",
         on_line=progress.build_line,
+        project=project,
     )
+    for layer in image.layers:
+        log.info(
+            "image layer %s: %s (%s)", layer.name, layer.tag, "built" if layer.built else "reused"
+        )
     log.info("image %s (%s)", image.tag, "built" if image.built else "reused")
     return image
 
@@ -326,8 +343,7 @@ def open_run(
     run_dir.mkdir(parents=True)
     runlog.to_file(run_dir / "agent-worker.log")
     (run_dir / "task.md").write_text(cfg.task, encoding="utf-8")
-    if image.log_path is not None:
-        (run_dir / "build.log").write_bytes(image.log_path.read_bytes())
+    keep_build_logs(image, run_dir)
     parser = agent.parser()
     return Context(
         cfg,
@@ -342,6 +358,22 @@ def open_run(
         push_remote,
         continuation,
     )
+
+
+def keep_build_logs(image: ImageResult, run_dir: Path) -> None:
+    """The log of each layer this run built, in the run directory: build-<layer>.log (and
+    build.log, all of them in order)."""
+    built = [(layer.name, layer.log_path) for layer in image.layers if layer.built]
+    if not image.layers and image.log_path is not None:  # a backend that reports no layers
+        built = [("image", image.log_path)]
+    whole = b""
+    for name, path in built:
+        if path is not None:
+            data = path.read_bytes()
+            (run_dir / f"build-{name}.log").write_bytes(data)
+            whole += data
+    if built:
+        (run_dir / "build.log").write_bytes(whole)
 
 
 def recover_lost(backend: Backend, ws: Workspace, lost: Background, progress: ProgressSink) -> None:

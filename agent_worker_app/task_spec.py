@@ -133,6 +133,7 @@ def prepare(
         pids_limit=cfg.pids_limit,
         firewall=cfg.firewall,
         object_dirs=source.object_dirs if mount else (),
+        workspace_tmpfs=not cfg.environment.prepares_workspace,
     )
     return Prepared(spec, inputs, tuple(secret_env.values()), tuple(warnings), nonce)
 

@@ -89,11 +89,13 @@ class Setting:
 
 @dataclass(frozen=True)
 class ImageLayer:
-    """The agent's part of the image, spliced into container/Dockerfile and hashed with it.
+    """The agent's part of the image: the agent layer (image_layers.agent_layer), hashed
+    into its tag.
 
-    ``stages`` are build stages placed after the "system" stage (each starts with
-    ``FROM system AS <name>``); ``final`` are instructions run as root in the final stage,
-    before the agent user exists; ``build_args`` are their ARG values.
+    ``stages`` are build stages on the system layer (each starts with ``FROM system AS
+    <name>``; Docker's cache keeps them when only the project's environment changes);
+    ``final`` are instructions run as root on the environment layer, where the agent user
+    exists; ``build_args`` are their ARG values (the pin).
     """
 
     stages: str = ""

@@ -268,6 +268,8 @@ blocked_json() {
 # user's ignore rules that live outside the tree.
 build_repository() {
   cd /workspace || return 1
+  local prepared=0
+  [[ -n "$(ls -A . 2>/dev/null)" ]] && prepared=1 # the environment's setup left files here
   git init --quiet --object-format="${AW_OBJECT_FORMAT:-sha1}" --initial-branch="$AW_BRANCH" . \
     || return 1
   if [[ -f "$IN/source.pack" ]]; then
@@ -287,6 +289,18 @@ build_repository() {
   if [[ -s "$IN/exclude" ]]; then cat "$IN/exclude" >>.git/info/exclude || return 1; fi
   git update-ref "refs/heads/$AW_BRANCH" "$AW_BASE" || return 1
   git reset --quiet --hard || return 1
+  if ((prepared)); then exclude_prepared || return 1; fi
+}
+
+# What setup made in /workspace (a .venv, node_modules, build output) stays where the tools look
+# for it, and out of the agent's commits: each path the checkout did not bring is excluded
+# (escaped, so that a name is never read as a pattern). Tracked files are the branch's.
+exclude_prepared() {
+  local path
+  git ls-files -z --others --directory | while IFS= read -r -d '' path; do
+    [[ "$path" == *$'\n'* ]] && continue
+    printf '/%s\n' "$(printf '%s' "$path" | sed 's/[][*?\\!# ]/\\&/g')"
+  done >>.git/info/exclude
 }
 
 checkout_workspace() {

@@ -55,7 +55,8 @@ from agent_worker_app.task_spec import LABEL, process_start
 if TYPE_CHECKING:
     from requests.sessions import _Settings
 
-CONTAINER_DIR = Path(__file__).resolve().parent.parent / "container"
+    from agent_worker_app.image_layers import ProjectImage
+
 IMAGE_REPO = "agent-worker"
 AGENT_UID = 1000
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -403,69 +404,24 @@ def bridge_gateway(client: docker.DockerClient) -> str:
 # ---------------------------------------------------------------- image
 
 
-def _context_files(
-    context_dir: Path, ca_certs: tuple[Path, ...], layer: ImageLayer | None = None
-) -> list[tuple[str, bytes, int]]:
-    files = []
-    for path in sorted(p for p in context_dir.rglob("*") if p.is_file()):
-        mode = 0o755 if os.access(path, os.X_OK) else 0o644
-        data = path.read_bytes()
-        if path.name == "Dockerfile" and layer is not None:
-            data = splice_layer(data.decode("utf-8"), layer).encode("utf-8")
-        files.append((path.relative_to(context_dir).as_posix(), data, mode))
-    for i, cert in enumerate(ca_certs):
-        files.append((f"ca-certs/{i:02d}-{cert.stem}.crt", cert.read_bytes(), 0o644))
-    return files
-
-
-LAYER_MARK = "# AGENT-LAYER: "
-
-
-def splice_layer(dockerfile: str, layer: ImageLayer) -> str:
-    """The Dockerfile with the agent's stages and final instructions at their marks."""
-    parts = {"stages": layer.stages.strip(), "final": layer.final.strip()}
-    lines = []
-    for line in dockerfile.splitlines():
-        if line.startswith(LAYER_MARK):
-            lines.append(parts.get(line.removeprefix(LAYER_MARK).strip(), line))
-        else:
-            lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def image_tag(files: list[tuple[str, bytes, int]], build_args: Mapping[str, str]) -> str:
-    """agent-worker:<hash of the context files, modes and build arguments>."""
-    digest = hashlib.sha256()
-    for name, data, mode in files:
-        digest.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
-        digest.update(data)
-    for key in sorted(build_args):
-        digest.update(f"arg\0{key}\0{build_args[key]}\0".encode())
-    return f"{IMAGE_REPO}:{digest.hexdigest()[:16]}"
-
-
-def _context_tar(files: list[tuple[str, bytes, int]]) -> IO[bytes]:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        dir_info = tarfile.TarInfo("ca-certs")
-        dir_info.type, dir_info.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(dir_info)
-        for name, data, mode in files:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
-
-
 def agent_image_tag(
     client: docker.DockerClient, layer: ImageLayer, *, base_image: str, ca_certs: tuple[Path, ...]
 ) -> str:
-    """The tag ensure_image gives this agent's image on this base (which must be present)."""
-    files = _context_files(CONTAINER_DIR, ca_certs, layer)
-    base_id = str(client.images.get(base_image).id)
-    build_args = dict(layer.build_args) | {"BASE_IMAGE": base_image, "base image id": base_id}
-    return image_tag(files, build_args)
+    """The tag prepare_image gives this agent's image on this base with no project environment
+    (the base must be present)."""
+    from agent_worker_app.docker_manager import layers
+    from agent_worker_app.image_layers import ProjectImage
+
+    return layers.plan(
+        client,
+        layer,
+        base_image=base_image,
+        ca_certs=ca_certs,
+        force=False,
+        log_dir=Path(tempfile.gettempdir()),
+        on_line=lambda line: None,
+        project=ProjectImage(),
+    )[1].tag
 
 
 def image_exists(client: docker.DockerClient, tag: str) -> bool:
@@ -476,47 +432,6 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
         return False
     except _DOCKER_ERRORS as exc:
         raise DockerError(f"cannot list images: {_reason(exc)}") from None
-
-
-def ensure_image(
-    client: docker.DockerClient,
-    *,
-    build_args: Mapping[str, str],
-    ca_certs: tuple[Path, ...],
-    force: bool,
-    log_dir: Path,
-    on_line: Callable[[str], None],
-    context_dir: Path = CONTAINER_DIR,
-    tag_latest: bool = True,
-    agent_layer: ImageLayer | None = None,
-) -> ImageResult:
-    """The agent image for these inputs: reused when its content tag exists, else built.
-
-    The tag hashes the context, the build arguments and the base image's id, so a base image
-    pulled or imported anew under the same name builds a new agent image too.
-    """
-    files = _context_files(context_dir, ca_certs, agent_layer)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    base = build_args.get("BASE_IMAGE", "")
-    base_id = _base_image_id(client, base, log_dir, on_line) if base else ""
-    tag = image_tag(files, {**build_args, "base image id": base_id})
-    if not force and image_exists(client, tag):
-        return ImageResult(tag=tag, built=False, log_path=None)
-    # Another agent-worker on this machine may be building the same image: one builds, the
-    # others wait for it here and then reuse what it built.
-    with build_lock(log_dir, tag):
-        if not force and image_exists(client, tag):
-            return ImageResult(tag=tag, built=False, log_path=None)
-        return _build(
-            client,
-            tag,
-            files,
-            build_args=build_args,
-            force=force,
-            log_dir=log_dir,
-            on_line=on_line,
-            tag_latest=tag_latest,
-        )
 
 
 def build_lock_path(log_dir: Path, tag: str) -> Path:
@@ -534,56 +449,6 @@ def build_lock(log_dir: Path, tag: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _build(
-    client: docker.DockerClient,
-    tag: str,
-    files: list[tuple[str, bytes, int]],
-    *,
-    build_args: Mapping[str, str],
-    force: bool,
-    log_dir: Path,
-    on_line: Callable[[str], None],
-    tag_latest: bool,
-) -> ImageResult:
-    log_path = log_dir / f"build-{tag.split(':')[1]}.log"
-    tail: list[str] = []
-    error = None
-    with log_path.open("w", encoding="utf-8") as log:
-        try:
-            stream = client.api.build(
-                fileobj=_context_tar(files),
-                custom_context=True,
-                tag=tag,
-                buildargs=dict(build_args),
-                rm=True,
-                forcerm=True,
-                nocache=force,
-                pull=False,
-                decode=True,
-            )
-            for chunk in stream:
-                text = _build_text(chunk)
-                if "error" in chunk:
-                    error = str(chunk["error"]).strip()
-                for line in text.splitlines():
-                    log.write(line + "\n")
-                    if line.strip():
-                        tail = [*tail[-4:], line]
-                        on_line(line)
-        except _DOCKER_ERRORS as exc:
-            error = _reason(exc)
-            log.write(f"error: {error}\n")
-    if error is not None:
-        error = error.splitlines()[-1] if error else "unknown error"
-        raise ImageBuildError(
-            f"the agent image build failed: {error} (full log: {log_path})", details=tail
-        )
-    if tag_latest:
-        with suppress(*_DOCKER_ERRORS):
-            client.api.tag(tag, IMAGE_REPO, "latest", force=True)
-    return ImageResult(tag=tag, built=True, log_path=log_path)
 
 
 def _base_image_id(
@@ -711,7 +576,9 @@ def create_container(client: docker.DockerClient, spec: TaskSpec) -> Container:
             tmpfs={
                 "/workspace": f"size={spec.memory_bytes},uid={AGENT_UID},gid={AGENT_UID},"
                 "mode=0755,exec"
-            },
+            }
+            if spec.workspace_tmpfs
+            else {},
             mounts=mounts,
             network_mode="bridge",
             # agent-worker keeps the output itself (agent.jsonl, container.log); the engine's
@@ -920,15 +787,19 @@ class DockerBackend:
         force: bool,
         log_dir: Path,
         on_line: Callable[[str], None],
+        project: ProjectImage | None = None,
     ) -> ImageResult:
-        return ensure_image(
+        from agent_worker_app.docker_manager import layers
+
+        return layers.prepare(
             self.client,
-            agent_layer=layer,
-            build_args=dict(layer.build_args) | {"BASE_IMAGE": base_image},
+            layer,
+            base_image=base_image,
             ca_certs=ca_certs,
             force=force,
             log_dir=log_dir,
             on_line=on_line,
+            project=project,
         )
 
     def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:

@@ -1,45 +1,47 @@
-"""ensure_image() against the real engine: content-addressed reuse, rebuilds, failures."""
+"""The image's layers against the real engine: content-addressed reuse, what a change rebuilds,
+setup at build time, failures."""
 
 from __future__ import annotations
 
-import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from projects import python_project
 
-from agent_worker_app import docker_manager
+from agent_worker_app import project_image
 from agent_worker_app.agents.base_agent import AgentSettings, ImageLayer
 from agent_worker_app.agents.claude_agent import ClaudeAgent
 from agent_worker_app.backend import ImageResult
-from agent_worker_app.errors import ImageBuildError
-from conftest import ROOT, clean_env, git, run_cli, snapshot
+from agent_worker_app.config import load
+from agent_worker_app.docker_manager import layers
+from agent_worker_app.image_layers import Layer, ProjectImage
+from conftest import clean_env, git, make_repo, run_cli, snapshot
 
-CONTAINER = ROOT / "agent_worker_app" / "container"
 CLAUDE_LAYER = ClaudeAgent(AgentSettings()).image_layer()
 
 
-def args(base_image: str) -> dict[str, str]:
-    return dict(CLAUDE_LAYER.build_args) | {"BASE_IMAGE": base_image}
-
-
-def small_image(
-    client: Any, tmp_path: Path, dockerfile: str, base_image: str, *, force: bool = False
-) -> ImageResult:
-    """ensure_image() for a one-file context in tmp_path/ctx, leaving agent-worker:latest be."""
-    context = tmp_path / "ctx"
-    context.mkdir(exist_ok=True)
-    (context / "Dockerfile").write_text(dockerfile)
-    return docker_manager.ensure_image(
-        client,
-        build_args={"BASE_IMAGE": base_image},
-        ca_certs=(),
-        force=force,
-        log_dir=tmp_path / "logs",
-        on_line=lambda line: None,
-        context_dir=context,
-        tag_latest=False,
+def pinned(pin: str) -> ImageLayer:
+    """An agent layer with a pin, as an agent's own: a build argument its instructions use."""
+    return ImageLayer(
+        final='ARG TEST_PIN\nRUN echo "$TEST_PIN" > /etc/test-agent-pin',
+        build_args={"TEST_PIN": pin},
     )
+
+
+def project_of(repo: Path, tmp_path: Path) -> ProjectImage:
+    """What a run reads of the repository's environment, from its HEAD commit."""
+    from agent_worker_app import git_manager
+
+    cfg = load({"task": "x", "agent_type": "command"}, environ={}, cwd=repo)
+    ws = git_manager.preflight(repo, "unused-branch", branch_given=True)
+    return project_image.load(cfg, ws, tmp_path / "contexts")[1]
+
+
+def built(result: ImageResult) -> set[str]:
+    return {layer.name for layer in result.layers if layer.built}
 
 
 def test_unchanged_inputs_build_nothing(
@@ -51,10 +53,10 @@ def test_unchanged_inputs_build_nothing(
 ) -> None:
     lines: list[str] = []
     before = docker_client.images.get(agent_image).id
-    again = docker_manager.ensure_image(
+    again = layers.prepare(
         docker_client,
-        agent_layer=CLAUDE_LAYER,
-        build_args=args(base_image),
+        CLAUDE_LAYER,
+        base_image=base_image,
         ca_certs=ca_certs,
         force=False,
         log_dir=tmp_path,
@@ -63,96 +65,148 @@ def test_unchanged_inputs_build_nothing(
     assert again.tag == agent_image
     assert not again.built
     assert again.log_path is None
-    assert lines == []
+    assert [(r.name, r.built) for r in again.layers] == [("system", False), ("agent", False)]
+    assert all("reused" in line for line in lines)
     assert docker_client.images.get(agent_image).id == before
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_changed_dockerfile_byte_rebuilds(
-    docker_client: Any,
-    agent_image: str,
-    base_image: str,
-    ca_certs: tuple[Path, ...],
-    tmp_path: Path,
+def test_a_python_project_rebuilds_only_the_layers_whose_inputs_changed(
+    docker_client: Any, base_image: str, ca_certs: tuple[Path, ...], tmp_path: Path
 ) -> None:
-    context = tmp_path / "container"
-    shutil.copytree(CONTAINER, context)
-    dockerfile = context / "Dockerfile"
-    dockerfile.write_bytes(dockerfile.read_bytes() + b" ")
-    lines: list[str] = []
+    repo = python_project(tmp_path / "py")
+    requirements = repo / "requirements.txt"
+    # a lockfile no run has seen yet: its environment layer is new on any machine
+    requirements.write_text(requirements.read_text() + f"# {uuid.uuid4()}\n")
+    git(repo, "commit", "-qam", "a new lockfile")
+    made: set[str] = set()
 
-    def ensure() -> ImageResult:
-        return docker_manager.ensure_image(
+    def prepare(pin: str, lines: list[str] | None = None) -> ImageResult:
+        result = layers.prepare(
             docker_client,
-            agent_layer=CLAUDE_LAYER,
-            build_args=args(base_image),
+            pinned(pin),
+            base_image=base_image,
             ca_certs=ca_certs,
             force=False,
             log_dir=tmp_path / "logs",
-            on_line=lines.append,
-            context_dir=context,
+            on_line=(lines if lines is not None else []).append,
+            project=project_of(repo, tmp_path),
             tag_latest=False,
         )
+        made.update(r.tag for r in result.layers if r.built and r.name != "system")
+        return result
 
-    changed = ensure()
     try:
-        assert changed.built
-        assert changed.tag != agent_image
-        assert changed.log_path is not None
-        assert "Successfully tagged " + changed.tag in changed.log_path.read_text()
-        assert any("Step" in line for line in lines)
-        again = ensure()
-        assert not again.built
-        assert again.tag == changed.tag
+        lines: list[str] = []
+        first = prepare("1", lines)
+        assert [r.name for r in first.layers] == ["system", "environment", "agent"]
+        assert built(first) >= {"environment", "agent"}
+        assert "image: environment: 1/2 setup commands: python3 -m venv .venv" in lines
+        assert any(line.startswith("image: environment: 2/2 setup commands: ") for line in lines)
+        env_log = next(r.log_path for r in first.layers if r.name == "environment")
+        assert env_log is not None
+        assert "Successfully tagged agent-worker-env:" in env_log.read_text()
+        # setup ran as the agent user, in /workspace, with the network and the proxy's CA
+        out = docker_client.containers.run(
+            first.tag,
+            ["sh", "-c", "stat -c %U .venv && pytest --version && cat /etc/test-agent-pin"],
+            remove=True,
+        ).decode()
+        assert out.splitlines()[0] == "agent"
+        assert "pytest 8.3.4" in out
+        assert out.splitlines()[-1] == "1"
+
+        assert built(prepare("1")) == set()  # nothing changed: nothing built
+
+        requirements.write_text(requirements.read_text() + "# touched\n")
+        git(repo, "commit", "-qam", "the lockfile changes")
+        touched = prepare("1")
+        assert built(touched) == {"environment", "agent"}  # not the system layer
+        assert touched.layers[0].tag == first.layers[0].tag
+
+        new_pin = prepare("2")
+        assert built(new_pin) == {"agent"}  # no setup re-run
+        assert new_pin.layers[1].tag == touched.layers[1].tag
     finally:
-        docker_client.images.remove(changed.tag)
+        for tag in made:
+            docker_client.images.remove(tag, force=True)
 
 
-def test_version_and_ca_files_are_part_of_the_tag(
-    tmp_path: Path, ca_certs: tuple[Path, ...]
+def test_a_failed_setup_command_exits_3_naming_it_and_leaves_nothing(
+    docker_client: Any, base_image: str, ca_certs: tuple[Path, ...], tmp_path: Path
 ) -> None:
-    files = docker_manager._context_files(CONTAINER, ())
-    base = docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"})
-    assert base == docker_manager.image_tag(files, {"BASE_IMAGE": "b", "CLAUDE_CODE_VERSION": "1"})
-    assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "2", "BASE_IMAGE": "b"})
-    assert base != docker_manager.image_tag(files, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "c"})
-    cert = tmp_path / "ca.crt"
-    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    with_ca = docker_manager._context_files(CONTAINER, (cert,))
-    assert (
-        docker_manager.image_tag(with_ca, {"CLAUDE_CODE_VERSION": "1", "BASE_IMAGE": "b"}) != base
+    repo = make_repo(
+        tmp_path / "p",
+        {
+            ".agent-worker/environment.toml": (
+                f'setup = ["true", "echo failing-now-{uuid.uuid4().hex[:8]}; exit 7"]\n'
+            )
+        },
     )
+    before = snapshot(repo)
+    tags_before = {t for i in docker_client.images.list() for t in i.tags}
+    env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    result = run_cli(["--agent-type", "command", "--task", "true"], cwd=repo, env=env)
+    assert result.code == 3, result.stderr
+    assert "setup command 2/2 of the environment failed (exit code 7): echo failing-now" in (
+        result.stderr
+    )
+    log = next((tmp_path / "cache" / "agent-worker" / "builds").glob("build-environment-*.log"))
+    assert f"(full log: {log})" in result.stderr
+    assert "failing-now" in log.read_text()
+    assert snapshot(repo) == before
+    assert git(repo, "branch", "--list") == "* main\n"
+    assert not (repo / ".git" / "agent-worker").exists()
+    assert not any(
+        t.startswith("agent-worker-env:") and t not in tags_before
+        for i in docker_client.images.list()
+        for t in i.tags
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        ('stup = ["pip install x"]\n', "unknown key 'stup'"),
+        ("setup = 3\n", "setup must be a list of non-empty strings, got int"),
+        ('setup_inputs = ["missing.lock"]\n', "setup_inputs: missing.lock is not a file"),
+    ],
+)
+def test_a_bad_environment_file_exits_2_naming_the_key_and_leaves_nothing(
+    docker_client: Any, tmp_path: Path, toml: str, names: str
+) -> None:
+    repo = make_repo(tmp_path / "p", {".agent-worker/environment.toml": toml})
+    before = snapshot(repo)
+    env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    result = run_cli(["--agent-type", "command", "--task", "true"], cwd=repo, env=env)
+    assert result.code == 2, result.stderr
+    assert ".agent-worker/environment.toml" in result.stderr
+    assert names in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(repo) == before
+    assert git(repo, "branch", "--list") == "* main\n"
+    assert not (repo / ".git" / "agent-worker").exists()
 
 
 def test_force_rebuild_builds_even_when_present(
     docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
-    dockerfile = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo built > /marker\n"
-    first = small_image(docker_client, tmp_path, dockerfile, base_image)
+    layer = Layer(
+        name="agent",
+        tag=f"agent-worker:test-force-{uuid.uuid4().hex[:8]}",
+        dockerfile=f"FROM {base_image}\nRUN echo built > /marker\n",
+    )
+    lines: list[str] = []
     try:
-        assert not small_image(docker_client, tmp_path, dockerfile, base_image).built
-        forced = small_image(docker_client, tmp_path, dockerfile, base_image, force=True)
+        first = layers._ensure(docker_client, layer, False, tmp_path, lines.append)
+        assert first.built
+        assert not layers._ensure(docker_client, layer, False, tmp_path, lines.append).built
+        forced = layers._ensure(docker_client, layer, True, tmp_path, lines.append)
         assert forced.built
-        assert forced.tag == first.tag
+        assert forced.log_path is not None
+        assert "Using cache" not in forced.log_path.read_text()
     finally:
-        docker_client.images.remove(first.tag, force=True)
-
-
-def test_a_failed_build_names_its_log_and_leaves_no_image(
-    docker_client: Any, base_image: str, tmp_path: Path
-) -> None:
-    tags_before = {t for i in docker_client.images.list() for t in i.tags}
-    dockerfile = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo about to fail && exit 7\n"
-    with pytest.raises(ImageBuildError) as caught:
-        small_image(docker_client, tmp_path, dockerfile, base_image)
-    message = str(caught.value)
-    assert caught.value.exit_code == 3
-    assert "returned a non-zero code: 7" in message
-    log = next((tmp_path / "logs").iterdir())
-    assert str(log) in message
-    assert "about to fail" in log.read_text()
-    assert any("about to fail" in line for line in caught.value.details)
-    assert {t for i in docker_client.images.list() for t in i.tags} == tags_before
+        docker_client.images.remove(layer.tag, force=True)
 
 
 def test_a_missing_base_image_exits_3_and_leaves_nothing(
@@ -176,40 +230,35 @@ def test_a_missing_base_image_exits_3_and_leaves_nothing(
     assert {i.id for i in docker_client.images.list(all=True)} == images_before
 
 
-def test_a_base_image_replaced_under_the_same_name_builds_anew(
+def test_a_base_image_replaced_under_the_same_name_changes_every_tag(
     docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
-    name = "agent-worker-test/replaced-base:1"
+    name = f"agent-worker-test/replaced-base:{uuid.uuid4().hex[:8]}"
     docker_client.images.get(base_image).tag(name)
-    dockerfile = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN true\n"
-    made: set[str] = {name}
+    newer = None
+    plan: Callable[[], list[str]] = lambda: [  # noqa: E731 (the same call, twice)
+        layer.tag
+        for layer in layers.plan(
+            docker_client,
+            CLAUDE_LAYER,
+            base_image=name,
+            ca_certs=(),
+            force=False,
+            log_dir=tmp_path,
+            on_line=lambda line: None,
+            project=ProjectImage(),
+        )[0]
+    ]
     try:
-        first = small_image(docker_client, tmp_path, dockerfile, name)
-        made.add(first.tag)
-        assert not small_image(docker_client, tmp_path, dockerfile, name).built
+        first = plan()
+        assert plan() == first
         newer = docker_client.containers.run(base_image, ["touch", "/newer"], detach=True)
         newer.wait()
-        newer.commit(repository="agent-worker-test/replaced-base", tag="1")
-        newer.remove()
-        second = small_image(docker_client, tmp_path, dockerfile, name)
-        made.add(second.tag)
-        assert second.built
-        assert second.tag != first.tag
+        repository, tag = name.split(":")
+        newer.commit(repository=repository, tag=tag)
+        second = plan()
+        assert all(a != b for a, b in zip(first, second, strict=True))
     finally:
-        for tag in made:
-            docker_client.images.remove(tag, force=True)
-
-
-def test_the_agents_layer_is_spliced_in_and_hashed() -> None:
-    plain = docker_manager._context_files(CONTAINER, ())
-    layered = docker_manager._context_files(CONTAINER, (), CLAUDE_LAYER)
-    dockerfile = {name: data for name, data, _ in layered}["Dockerfile"].decode()
-    assert "FROM system AS claude" in dockerfile
-    assert "# AGENT-LAYER" not in dockerfile
-    final = dockerfile.index("COPY --from=claude")
-    assert dockerfile.rindex("FROM system") < final < dockerfile.index("useradd")
-    other = docker_manager._context_files(CONTAINER, (), ImageLayer(final="RUN echo other"))
-    tags = {
-        docker_manager.image_tag(files, {"BASE_IMAGE": "b"}) for files in (plain, layered, other)
-    }
-    assert len(tags) == 3
+        if newer is not None:
+            newer.remove()
+        docker_client.images.remove(name, force=True)

@@ -307,7 +307,6 @@ def test_the_wheel_carries_the_container_files_under_one_directory(tmp_path: Pat
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"agent_worker_app"}
     for name in (
-        "container/Dockerfile",
         "container/agent_inside.sh",
         "container/init-firewall.sh",
         "agent_worker.py",

@@ -1,0 +1,283 @@
+"""Building the agent image's layers (image_layers.py says what they are) on a Docker engine:
+each reused when its tag exists, the ones above the nearest existing layer built, each with its
+own log and progress lines ("image: environment: 2/3 setup commands: ...")."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import tarfile
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+
+from agent_worker_app import image_layers
+from agent_worker_app.agents.base_agent import ImageLayer
+from agent_worker_app.backend import ImageResult, LayerResult
+from agent_worker_app.docker_manager import (
+    _DOCKER_ERRORS,
+    IMAGE_REPO,
+    _base_image_id,
+    _build_text,
+    _reason,
+    build_lock,
+    image_exists,
+)
+from agent_worker_app.errors import ImageBuildError
+from agent_worker_app.image_layers import Layer, ProjectImage
+
+_STEP = re.compile(r"Step (\d+)/(\d+) :")
+_CODE = re.compile(r"returned a non-zero code: (\d+)")
+
+
+def prepare(
+    client: docker.DockerClient,
+    agent: ImageLayer,
+    *,
+    base_image: str,
+    ca_certs: tuple[Path, ...],
+    force: bool,
+    log_dir: Path,
+    on_line: Callable[[str], None],
+    project: ProjectImage | None = None,
+    scripts_dir: Path = image_layers.CONTAINER_DIR,
+    tag_latest: bool = True,
+) -> ImageResult:
+    """The agent image for these inputs: the layers above the nearest existing one built."""
+    project = project or ProjectImage()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results: list[LayerResult] = []
+    chain, top = plan(
+        client,
+        agent,
+        base_image=base_image,
+        ca_certs=ca_certs,
+        force=force,
+        log_dir=log_dir,
+        on_line=on_line,
+        project=project,
+        scripts_dir=scripts_dir,
+        results=results,
+    )
+    present = len(chain) if not force and image_exists(client, top.tag) else -1
+    made: list[LayerResult] = []
+    if present < 0:
+        # Another agent-worker on this machine may be building the same image: one builds,
+        # the others wait for it here and then reuse what it built.
+        with build_lock(log_dir, top.tag):
+            present = 0 if force else _nearest(client, chain)
+            made = [
+                _locked_build(client, layer, force, log_dir, on_line) for layer in chain[present:]
+            ]
+    for layer in chain[:present]:
+        on_line(f"image: {layer.name} layer reused ({layer.tag})")
+        results.append(LayerResult(layer.name, layer.tag, built=False, log_path=None))
+    results.extend(made)
+    if tag_latest and results[-1].built:
+        with suppress(*_DOCKER_ERRORS):
+            client.api.tag(top.tag, IMAGE_REPO, "latest", force=True)
+    built = [r for r in results if r.built]
+    return ImageResult(
+        tag=top.tag,
+        built=bool(built),
+        log_path=built[-1].log_path if built else None,
+        layers=tuple(results),
+    )
+
+
+def plan(
+    client: docker.DockerClient,
+    agent: ImageLayer,
+    *,
+    base_image: str,
+    ca_certs: tuple[Path, ...],
+    force: bool,
+    log_dir: Path,
+    on_line: Callable[[str], None],
+    project: ProjectImage,
+    scripts_dir: Path = image_layers.CONTAINER_DIR,
+    results: list[LayerResult] | None = None,
+) -> tuple[list[Layer], Layer]:
+    """The layers of the image, bottom up, and the top one. What they stand on is made ready
+    first: the base image (pulled if missing), a project Dockerfile's layer, the system layer
+    the agent's stages build on."""
+    results = [] if results is None else results
+    base_ref = project.environment.base_image or base_image
+    if project.base is not None:
+        results.append(_ensure(client, project.base, force, log_dir, on_line))
+        base_ref = project.base.tag
+    base_id = _base_image_id(client, base_ref, log_dir, on_line)
+    system = image_layers.system_layer(
+        base_ref,
+        base_id,
+        apt=project.environment.apt,
+        ca_certs=image_layers.ca_files(ca_certs),
+    )
+    environment = image_layers.environment_layer(system, project.environment, project.inputs)
+    stages_on = system
+    if agent.stages.strip() and (base_ref != base_image or project.environment.apt):
+        # the agent's stages build on the default system layer, shared by every project
+        stages_on = image_layers.system_layer(
+            base_image,
+            _base_image_id(client, base_image, log_dir, on_line),
+            apt=(),
+            ca_certs=image_layers.ca_files(ca_certs),
+        )
+        stage = _ensure(client, stages_on, force, log_dir, on_line)
+        if stage.built:
+            results.append(dataclasses.replace(stage, name="system (for the agent's stages)"))
+    top = image_layers.agent_layer(
+        stages_on, environment or system, agent, image_layers.container_files(scripts_dir)
+    )
+    return [layer for layer in (system, environment, top) if layer is not None], top
+
+
+def _nearest(client: docker.DockerClient, chain: list[Layer]) -> int:
+    """How many layers from the bottom need no build: up to the highest one that exists."""
+    for index in range(len(chain), 0, -1):
+        if image_exists(client, chain[index - 1].tag):
+            return index
+    return 0
+
+
+def _locked_build(
+    client: docker.DockerClient,
+    layer: Layer,
+    force: bool,
+    log_dir: Path,
+    on_line: Callable[[str], None],
+) -> LayerResult:
+    """A layer another image may share (the agent's is locked by its caller already)."""
+    if layer.name == "agent":
+        return _build(client, layer, force, log_dir, on_line)
+    with build_lock(log_dir, layer.tag):
+        if not force and image_exists(client, layer.tag):
+            on_line(f"image: {layer.name} layer reused ({layer.tag})")
+            return LayerResult(layer.name, layer.tag, built=False, log_path=None)
+        return _build(client, layer, force, log_dir, on_line)
+
+
+def _ensure(
+    client: docker.DockerClient,
+    layer: Layer,
+    force: bool,
+    log_dir: Path,
+    on_line: Callable[[str], None],
+) -> LayerResult:
+    if not force and image_exists(client, layer.tag):
+        on_line(f"image: {layer.name} layer reused ({layer.tag})")
+        return LayerResult(layer.name, layer.tag, built=False, log_path=None)
+    return _locked_build(client, layer, force, log_dir, on_line)
+
+
+def context_tar(layer: Layer) -> IO[bytes]:
+    """The layer's build context: its Dockerfile and files (ca-certs/ always there, maybe
+    empty, for the COPY that names it)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo("ca-certs")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        files = [("Dockerfile", layer.dockerfile.encode("utf-8"), 0o644), *layer.files]
+        for name, data, mode in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def _build(
+    client: docker.DockerClient,
+    layer: Layer,
+    force: bool,
+    log_dir: Path,
+    on_line: Callable[[str], None],
+) -> LayerResult:
+    """Build one layer, its output logged to build-<layer>-<hash>.log; ImageBuildError (exit 3)
+    naming the failed setup command, its exit code and the log when setup fails."""
+    log_path = log_dir / f"build-{layer.name}-{layer.tag.split(':')[1]}.log"
+    on_line(f"image: {layer.name} layer: building ({layer.tag})")
+    tail: list[str] = []
+    error: str | None = None
+    step = 0
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            fileobj: IO[bytes]
+            if layer.context_tar is not None:
+                fileobj = layer.context_tar.open("rb")
+            else:
+                fileobj = context_tar(layer)
+            with fileobj:
+                stream = client.api.build(
+                    fileobj=fileobj,
+                    custom_context=True,
+                    dockerfile=layer.dockerfile_path,
+                    tag=layer.tag,
+                    buildargs=dict(layer.build_args),
+                    rm=True,
+                    forcerm=True,
+                    nocache=force,
+                    pull=False,
+                    decode=True,
+                )
+                for chunk in stream:
+                    error = _chunk_error(chunk) or error
+                    for line in _build_text(chunk).splitlines():
+                        log.write(line + "\n")
+                        if not line.strip():
+                            continue
+                        tail = [*tail[-4:], line]
+                        if match := _STEP.match(line):
+                            step = int(match.group(1))
+                            _setup_progress(layer, step, on_line)
+                        on_line(line)
+        except _DOCKER_ERRORS as exc:
+            error = _reason(exc)
+            log.write(f"error: {error}\n")
+    if error is not None:
+        raise _failure(layer, step, error, log_path, tail)
+    return LayerResult(layer.name, layer.tag, built=True, log_path=log_path)
+
+
+def _chunk_error(chunk: Any) -> str | None:
+    if isinstance(chunk, dict) and "error" in chunk:
+        return str(chunk["error"]).strip() or "unknown error"
+    return None
+
+
+def _setup_progress(layer: Layer, step: int, on_line: Callable[[str], None]) -> None:
+    if step in layer.setup_steps:
+        index = layer.setup_steps.index(step)
+        on_line(
+            f"image: {layer.name}: {index + 1}/{len(layer.setup)} setup commands: "
+            f"{layer.setup[index]}"
+        )
+
+
+def _failure(
+    layer: Layer, step: int, error: str, log_path: Path, tail: list[str]
+) -> ImageBuildError:
+    last = error.splitlines()[-1] if error else "unknown error"
+    if step in layer.setup_steps:
+        index = layer.setup_steps.index(step)
+        code = _CODE.search(error)
+        exit_text = f"exit code {code.group(1)}" if code else last
+        return ImageBuildError(
+            f"setup command {index + 1}/{len(layer.setup)} of the environment failed "
+            f"({exit_text}): {layer.setup[index]} (full log: {log_path})",
+            details=tail,
+        )
+    what = {
+        "base": "the project's Dockerfile",
+        "system": "the system layer of the agent image",
+        "environment": "the environment layer of the agent image",
+        "agent": "the agent layer of the agent image",
+    }[layer.name]
+    return ImageBuildError(
+        f"the build of {what} failed: {last} (full log: {log_path})", details=tail
+    )

@@ -1,0 +1,94 @@
+"""The project's part of a run's image, read from the branch's base commit: its environment
+(environment.py), the bytes of its setup_inputs, its own Dockerfile's layer; and the run's
+configuration with the environment's values filled in. Changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from agent_worker_app import environment, git_manager, image_layers
+from agent_worker_app.errors import UsageError
+from agent_worker_app.image_layers import ProjectImage
+
+if TYPE_CHECKING:
+    from agent_worker_app.config import Config
+    from agent_worker_app.environment import Environment
+    from agent_worker_app.git_manager import Workspace
+
+
+def read_environment(cfg: Config, ws: Workspace) -> Environment:
+    """--no-environment: none; --environment PATH: that file (TOML, or devcontainer JSON when
+    it ends in .json); else the repository's own, as the base commit has it."""
+    if cfg.no_environment:
+        return environment.NONE
+    if cfg.environment_file is not None:
+        path = cfg.environment_file
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--environment: cannot read {path}: {exc.strerror}") from None
+        text = environment.decode(data, str(path))
+        if path.suffix == ".json":
+            return environment.parse_devcontainer(text, str(path), folder=".")
+        return environment.parse_toml(text, str(path))
+    return environment.find(lambda p: git_manager.file_at(ws.root, ws.base_commit, p))
+
+
+def load(cfg: Config, ws: Workspace, work_dir: Path) -> tuple[Config, ProjectImage]:
+    """The configuration with the environment's values (the command line's own first) and the
+    project's image inputs. A project Dockerfile's context goes to work_dir as a tar."""
+    env = read_environment(cfg, ws)
+    inputs = {}
+    for path in env.setup_inputs:
+        data = git_manager.file_at(ws.root, ws.base_commit, path)
+        if data is None:
+            raise UsageError(
+                f"{env.source}: setup_inputs: {path} is not a file of the base commit "
+                f"{ws.base_commit[:12]} (commit it, or correct the path)"
+            )
+        inputs[path] = data
+    base = _base_layer(env, ws, work_dir) if env.dockerfile else None
+    return with_environment(cfg, env), ProjectImage(env, inputs, base)
+
+
+def _base_layer(env: Environment, ws: Workspace, work_dir: Path) -> image_layers.Layer:
+    assert env.dockerfile is not None
+    dockerfile = git_manager.file_at(ws.root, ws.base_commit, env.dockerfile)
+    tree = git_manager.tree_id(ws.root, ws.base_commit, env.context)
+    if dockerfile is None or tree is None:
+        missing = env.dockerfile if dockerfile is None else f"build context {env.context}"
+        raise UsageError(f"{env.source}: {missing} is not in the base commit {ws.base_commit[:12]}")
+    context = PurePosixPath(env.context)
+    inside = PurePosixPath(env.dockerfile)
+    if env.context != ".":
+        if context not in inside.parents:
+            raise UsageError(
+                f"{env.source}: the Dockerfile {env.dockerfile} must be inside its build "
+                f"context {env.context}"
+            )
+        inside = inside.relative_to(context)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tar = work_dir / f"context-{tree}.tar"
+    if not tar.is_file():
+        partial = tar.with_suffix(".part")
+        git_manager.archive(ws.root, ws.base_commit, env.context, partial)
+        partial.replace(tar)
+    return image_layers.base_layer(tree, str(inside), dockerfile, tar)
+
+
+def with_environment(cfg: Config, env: Environment) -> Config:
+    """The environment's values where the command line gave none (config.apply_environment:
+    maintenance, check, allowed hosts added, plain variables)."""
+    from agent_worker_app.config import apply_environment
+
+    applied = apply_environment(
+        cfg,
+        source=env.source,
+        maintenance=env.maintenance,
+        check=env.check,
+        allow_hosts=env.allow_hosts,
+        env=dict(env.env),
+    )
+    return dataclasses.replace(applied, environment=env)
