@@ -66,12 +66,11 @@ def prepare(project: Path, target: str, agent_type: str) -> tuple[Workspace, Con
 
 
 def _session(mine: list[PastRun], agent_type: str) -> Session | None:
-    """The newest session this agent type kept on the branch, with its files."""
-    for run in mine:
-        if run.agent != agent_type or not run.session_id:
-            continue
-        kept = Path(run.run_dir) / "session"
-        files = tuple(sorted(p for p in kept.glob("*.jsonl") if p.is_file()))
-        if any(p.stem == run.session_id for p in files):
-            return Session(run.session_id, files)
-    return None
+    """The session of this agent type's last run on the branch, with its files; None when that
+    run kept none (a recovered run): an older session would not know that run's work."""
+    run = next((r for r in mine if r.agent == agent_type), None)
+    if run is None or not run.session_id:
+        return None
+    kept = Path(run.run_dir) / "session"
+    files = tuple(sorted(p for p in kept.glob("*.jsonl") if p.is_file()))
+    return Session(run.session_id, files) if any(p.stem == run.session_id for p in files) else None

@@ -48,6 +48,9 @@ def test_the_session_kept_by_the_same_agent(repo: Path) -> None:
     assert [p.name for p in continuation.session.files] == ["other.jsonl", "sess-1.jsonl"]
     _, other_agent = follow_up.prepare(repo, "talk", "codex")
     assert other_agent.session is None
+    agent_branch(repo, "talk", "20261125-100000-bb")  # a later run that kept no session file
+    _, later = follow_up.prepare(repo, "talk", "claude")
+    assert later.session is None  # not the older one: it would not know the later work
 
 
 def test_what_it_refuses(repo: Path, tmp_path: Path) -> None:
