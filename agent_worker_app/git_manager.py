@@ -596,9 +596,20 @@ def file_at(root: Path, commit: str, path: str) -> bytes | None:
 
 def tree_id(root: Path, commit: str, path: str) -> str | None:
     """The id of a directory's tree at a commit (it names its whole content), or None."""
-    spec = commit if path in ("", ".") else f"{commit}:{path}"
-    done = _run(root, "rev-parse", "--verify", "--quiet", f"{spec}^{{tree}}")
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    spec = f"{commit}^{{tree}}" if path in ("", ".") else f"{commit}:{path}"
+    found = _run_input(root, spec, "cat-file", "--batch-check=%(objectname) %(objecttype)")
+    name, _, kind = found.strip().partition(" ")
+    return name if kind == "tree" else None
+
+
+def _run_input(root: Path, text: str, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=root, input=text + "\n", capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise PreconditionError("git is not installed (or not on PATH): install git") from None
+    return done.stdout if done.returncode == 0 else ""
 
 
 def archive(root: Path, commit: str, path: str, dest: Path) -> None:

@@ -370,7 +370,7 @@ def keep_build_logs(image: ImageResult, run_dir: Path) -> None:
     for name, path in built:
         if path is not None:
             data = path.read_bytes()
-            (run_dir / f"build-{name}.log").write_bytes(data)
+            (run_dir / f"build-{name.split()[0]}.log").write_bytes(data)
             whole += data
     if built:
         (run_dir / "build.log").write_bytes(whole)

@@ -127,9 +127,10 @@ def plan(
             apt=(),
             ca_certs=image_layers.ca_files(ca_certs),
         )
-        stage = _ensure(client, stages_on, force, log_dir, on_line)
+        name = "system (for the agent's stages)"
+        stage = _ensure(client, dataclasses.replace(stages_on, name=name), force, log_dir, on_line)
         if stage.built:
-            results.append(dataclasses.replace(stage, name="system (for the agent's stages)"))
+            results.append(stage)
     top = image_layers.agent_layer(
         stages_on, environment or system, agent, image_layers.container_files(scripts_dir)
     )
@@ -200,7 +201,7 @@ def _build(
 ) -> LayerResult:
     """Build one layer, its output logged to build-<layer>-<hash>.log; ImageBuildError (exit 3)
     naming the failed setup command, its exit code and the log when setup fails."""
-    log_path = log_dir / f"build-{layer.name}-{layer.tag.split(':')[1]}.log"
+    log_path = log_dir / f"build-{layer.name.split()[0]}-{layer.tag.split(':')[1]}.log"
     on_line(f"image: {layer.name} layer: building ({layer.tag})")
     tail: list[str] = []
     error: str | None = None
@@ -277,7 +278,7 @@ def _failure(
         "system": "the system layer of the agent image",
         "environment": "the environment layer of the agent image",
         "agent": "the agent layer of the agent image",
-    }[layer.name]
+    }.get(layer.name, f"the {layer.name} layer of the agent image")
     return ImageBuildError(
         f"the build of {what} failed: {last} (full log: {log_path})", details=tail
     )

@@ -262,3 +262,30 @@ def test_a_base_image_replaced_under_the_same_name_changes_every_tag(
         if newer is not None:
             newer.remove()
         docker_client.images.remove(name, force=True)
+
+
+def test_a_project_dockerfile_builds_the_base_from_the_base_commit(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    dockerfile = f"FROM {base_image}\nCOPY marker.txt /etc/project-base\n"
+    repo = make_repo(
+        tmp_path / "p",
+        {
+            ".agent-worker/environment.toml": 'dockerfile = "docker/Dockerfile"\n',
+            "docker/Dockerfile": dockerfile,
+            "docker/marker.txt": "from the project's Dockerfile\n",
+        },
+    )
+    # an uncommitted edit is not what the agent gets: the base commit's Dockerfile is built
+    (repo / "docker" / "marker.txt").write_text("uncommitted\n")
+    git(repo, "update-index", "--assume-unchanged", "docker/marker.txt")
+    env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    task = "cat /etc/project-base && id -un"
+    result = run_cli(["--agent-type", "command", "--task", task], cwd=repo, env=env, timeout=900)
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    out = (Path(result.report["run_dir"]) / "agent.jsonl").read_text()
+    assert "from the project's Dockerfile" in out
+    assert "uncommitted" not in out
+    assert "agent" in out.split("from the project's Dockerfile", 1)[1]
+    assert "image: base layer" in result.stderr

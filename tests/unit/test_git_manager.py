@@ -768,3 +768,24 @@ def test_a_push_remote_that_is_not_one_is_refused(repo: Path, remote: str) -> No
 def test_a_push_remote_may_be_a_name_a_path_or_a_url(repo: Path, remote: str) -> None:
     git(repo, "remote", "add", "origin", "/nowhere.git")
     git_manager.check_remote(repo, remote)
+
+
+def test_files_trees_and_archives_at_a_commit(tmp_path: Path) -> None:
+    import tarfile
+
+    repo = make_repo(tmp_path / "r", {"d/f.txt": "one\n", "top.txt": "top\n"})
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "d" / "f.txt").write_text("changed in the working tree\n")
+    assert git_manager.file_at(repo, commit, "d/f.txt") == b"one\n"
+    assert git_manager.file_at(repo, commit, "d") is None
+    assert git_manager.file_at(repo, commit, "missing") is None
+    tree = git_manager.tree_id(repo, commit, "d")
+    assert tree == git(repo, "rev-parse", f"{commit}:d").strip()
+    assert git_manager.tree_id(repo, commit, ".") == git(repo, "rev-parse", "HEAD^{tree}").strip()
+    assert git_manager.tree_id(repo, commit, "top.txt") is None
+    assert git_manager.tree_id(repo, commit, "nowhere") is None
+    git_manager.archive(repo, commit, "d", tmp_path / "d.tar")
+    with tarfile.open(tmp_path / "d.tar") as tar:
+        member = tar.extractfile("f.txt")
+        assert member is not None
+        assert member.read() == b"one\n"
