@@ -435,15 +435,18 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 
 def build_lock_path(log_dir: Path, tag: str) -> Path:
-    return log_dir / f"build-{tag.split(':')[1]}.lock"
+    """The lock file of an image's build: beside the build logs' directory (the user's cache
+    directory, for a run), in locks/, named after the image's content tag."""
+    return log_dir.parent / "locks" / f"image-{tag.split(':')[1]}.lock"
 
 
 @contextmanager
 def build_lock(log_dir: Path, tag: str) -> Iterator[None]:
     """An exclusive lock on a file named after the image tag (flock: released by the kernel
     when its holder dies, so a killed build never blocks the next one)."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with build_lock_path(log_dir, tag).open("a") as handle:
+    path = build_lock_path(log_dir, tag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -534,11 +537,22 @@ def remove_orphans(client: docker.DockerClient, now: float | None = None) -> lis
     removed = []
     now = time.time() if now is None else now
     try:
-        found = client.containers.list(all=True, filters={"label": [f"{LABEL}.run-id"]})
+        # Another agent-worker may remove the same containers meanwhile: one gone between the
+        # listing and its removal is no error, and not ours to report.
+        found = client.containers.list(
+            all=True, filters={"label": [f"{LABEL}.run-id"]}, ignore_removed=True
+        )
         for container in found:
             note = _orphan_note(container.labels, container.status == "running", now)
             if note is not None:
-                container.remove(force=True, v=True)
+                try:
+                    container.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    if exc.status_code == 409:  # its removal is under way already
+                        continue
+                    raise
                 removed.append(f"removed container {container.name} ({note})")
     except _DOCKER_ERRORS as exc:
         raise DockerError(f"cannot list or remove old agent containers: {_reason(exc)}") from None
@@ -832,8 +846,8 @@ class DockerBackend:
     def lost_tasks(self, project: str) -> list[LostTask]:
         lost = []
         try:
-            found = self.client.containers.list(
-                all=True, filters={"label": [f"{LABEL}.project={project}"]}
+            found = self.client.containers.list(  # one removed meanwhile is no error
+                all=True, filters={"label": [f"{LABEL}.project={project}"]}, ignore_removed=True
             )
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"cannot list old agent containers: {_reason(exc)}") from None

@@ -248,3 +248,22 @@ def test_the_summary_and_json_hold_each_run_and_the_totals() -> None:
         "files_changed": 1,
     }
     assert "\x1b" not in render_batch_json(entries, totals)  # escaped, as in a single report
+
+
+def test_jobs_and_max_cost_come_from_their_options_or_variables(tmp_path: Path) -> None:
+    from agent_worker_app import config
+
+    def load(cli: dict[str, Any], environ: dict[str, str]) -> Any:
+        return config.load(
+            {"task": "t", "agent_type": "command", **cli},
+            environ={"XDG_CONFIG_HOME": str(tmp_path / "xdg"), **environ},
+            cwd=tmp_path,
+        )
+
+    assert load({}, {}).jobs == 1
+    assert load({}, {}).max_cost_usd is None
+    assert load({}, {"AGENT_WORKER_JOBS": "3"}).jobs == 3
+    assert load({"jobs": "5"}, {"AGENT_WORKER_JOBS": "3"}).jobs == 5  # the command line wins
+    assert load({}, {"AGENT_WORKER_MAX_COST": "$2.50"}).max_cost_usd == 2.5
+    with pytest.raises(UsageError, match="AGENT_WORKER_JOBS must be a positive whole number"):
+        load({}, {"AGENT_WORKER_JOBS": "many"})
