@@ -120,9 +120,9 @@ say "egress limited to ${#hosts[@]} host(s) and ${#ports[@]} host:port pair(s)"
 
 # The names record: a DNS forwarder on 127.0.0.1:53 (root's; the agent can neither stop it nor
 # write its record) passes each UDP query to the first configured resolver and notes the A
-# records of the answer under the name asked for. resolv.conf then lists it first, the original
+# records of the answer under the name asked for. resolv.conf lists it first, the original
 # resolvers after it (where glibc goes when it is not there, and for TCP). Without perl, or if
-# it cannot listen, lookups go straight to the resolvers and names stay unknown.
+# it cannot listen, lookups go on to the resolvers and names stay unknown.
 DNS_FORWARDER='
 # Builtins only, no pragmas: loading Socket costs 45 ms on a slow machine, strict and warnings 18.
 my ($record, $upstream) = @ARGV;
@@ -131,7 +131,6 @@ socket(my $listen, 2, 2, 17) or die "socket: $!";            # PF_INET, SOCK_DGR
 bind($listen, pack("S n C4 x8", 2, 53, 127, 0, 0, 1)) or die "cannot listen: $!";
 socket(my $up, 2, 2, 17) or die "socket: $!";
 open(my $out, ">>", $record) or die "$record: $!"; select((select($out), $| = 1)[0]);
-print "ready\n"; close(STDOUT); # listening: resolv.conf can name it
 my (%pending, %seen); my $next = int(rand(65536));
 my $watch = ""; vec($watch, fileno($listen), 1) = 1; vec($watch, fileno($up), 1) = 1;
 sub skip { my ($m, $o) = @_;
@@ -167,22 +166,16 @@ while (1) {
 '
 
 record_names() {
-  local upstream ready=/run/agent-worker-names.ready line=
+  local upstream
   upstream=$(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2; exit}' /etc/resolv.conf)
   if [[ -z "$upstream" ]] || ! command -v perl >/dev/null; then
     return 0
   fi
   : >"$NAMES"
   chmod 0600 "$NAMES"
-  rm -f "$ready"
-  mkfifo -m 0600 "$ready"
-  setsid perl -e "$DNS_FORWARDER" "$NAMES" "$upstream" </dev/null >"$ready" 2>/dev/null &
-  read -r -t 5 line <"$ready" || true # its "ready", or the end of its output if it failed
-  rm -f "$ready"
-  if [[ "$line" != ready ]]; then
-    warn "the names of blocked destinations will be unknown (no DNS recorder)"
-    return 0
-  fi
+  # Not waited for (it is listening well before the agent starts): until it is, and if it
+  # cannot, a lookup is refused at once on 127.0.0.1 and glibc asks the next resolver.
+  setsid perl -e "$DNS_FORWARDER" "$NAMES" "$upstream" </dev/null >/dev/null 2>&1 &
   { echo "nameserver 127.0.0.1"; cat /etc/resolv.conf; } >/run/agent-worker-resolv.conf
   cat /run/agent-worker-resolv.conf >/etc/resolv.conf # the bind-mounted file, written in place
 }

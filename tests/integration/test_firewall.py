@@ -61,6 +61,9 @@ def test_blocked_destinations_are_recorded_with_the_names_looked_up(
 ) -> None:
     script = f"""
         /usr/local/bin/init-firewall.sh 2>/dev/null
+        # the recorder is not waited for (a run's agent starts well after it listens): here,
+        # wait until it listens
+        for i in $(seq 200); do ss -Hlun | grep -q '127.0.0.1:53 ' && break; sleep 0.05; done
         {AS_AGENT} bash -c '
           for i in 1 2; do curl -s --max-time 5 http://registry.aw.test:8080/; echo "curl=$?"; done
           getent hosts nowhere.aw.test; echo "unknown=$?"
