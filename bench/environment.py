@@ -89,7 +89,8 @@ def image_sizes(client: Any, tag: str) -> list[list[Any]]:
     rows = []
     for entry in client.api.history(tag):
         if entry["Size"] >= 1_000_000:
-            rows.append([f"{entry['Size'] / 1e6:.0f} MB", entry["CreatedBy"][-70:]])
+            step = entry["CreatedBy"].removeprefix("/bin/sh -c ").removeprefix("#(nop) ").strip()
+            rows.append([f"{entry['Size'] / 1e6:.0f} MB", " ".join(step.split())[:70] or "(base)"])
     return rows
 
 

@@ -173,3 +173,20 @@ def test_the_command_line_wins_over_the_file(tmp_path: Path) -> None:
     assert merged.env["PYTHONDONTWRITEBYTECODE"] == "1"
     with pytest.raises(UsageError, match=r"e\.toml: allow_hosts"):
         project_image.with_environment(cfg, parse_toml('allow_hosts = ["a b"]', "e.toml"))
+
+
+def test_environment_options(tmp_path: Path) -> None:
+    from agent_worker_app.config import Config, load
+
+    def cfg(**cli: object) -> Config:
+        return load({"task": "x", **cli}, environ={"ANTHROPIC_API_KEY": "k"}, cwd=tmp_path)
+
+    with pytest.raises(UsageError, match=r"--environment: .* is not a readable file"):
+        cfg(environment=str(tmp_path / "missing.toml"))
+    given = tmp_path / "env.toml"
+    given.write_text('setup = ["true"]\n')
+    with pytest.raises(UsageError, match="--environment PATH or --no-environment, not both"):
+        cfg(environment=str(given), no_environment=True)
+    loaded = cfg(environment=str(given))
+    assert loaded.environment_file == given.resolve()
+    assert cfg(no_environment=True).no_environment
