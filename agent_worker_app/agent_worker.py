@@ -39,8 +39,15 @@ def cache_dir() -> Path:
     return Path(base) / "agent-worker"
 
 
-def connect_docker(docker_host: str | None) -> Backend:
-    """The Docker engine as a Backend (docker-py is imported here, on the side)."""
+def connect_docker(
+    docker_host: str | None, backend: str = "docker", registry: str | None = None
+) -> Backend:
+    """The Docker engine, or the swarm it manages, as a Backend (docker-py is imported here, on
+    the side)."""
+    if backend == "swarm":
+        from agent_worker_app.docker_manager import swarm
+
+        return swarm.connect_swarm(docker_host, registry or "")
     from agent_worker_app import docker_manager
 
     client = docker_manager.connect(docker_host)
@@ -108,7 +115,7 @@ def main(options: Mapping[str, Any], env: Env) -> int:
         try:
             report = pipeline.run(
                 cfg,
-                lambda: connect_docker(cfg.docker_host),
+                lambda: connect_docker(cfg.docker_host, cfg.backend, cfg.registry),
                 redactor=redactor,
                 runlog=runlog,
                 progress=progress,
@@ -245,11 +252,11 @@ def recover_command(options: Mapping[str, Any], env: Env) -> int:
     from agent_worker_app.console import escape_text
 
     try:
-        project, docker_host = config_module.load_location(
+        project, docker_host, backend, registry = config_module.load_location(
             options, environ=os.environ, cwd=Path.cwd(), tool_dir=_tool_dir()
         )
         ws = git_manager.repository(project)
-        lines = recovery.recover(connect_docker(docker_host), ws)
+        lines = recovery.recover(connect_docker(docker_host, backend, registry), ws)
     except AgentWorkerError as exc:
         _fail(env, options, str(exc), exc.exit_code, list(exc.details))
         return exc.exit_code

@@ -42,6 +42,8 @@ class Config:
     timezone: str
     timeout_s: float
     docker_host: str | None
+    backend: str
+    registry: str | None
     base_image: str
     ca_certs: tuple[Path, ...]
     force_rebuild: bool
@@ -452,6 +454,13 @@ def load(
     branch = cli.get("branch") or (now or datetime.now()).strftime("agent-task-%Y%m%d-%H%M%S")
     memory = _parsed(layers, "memory", lambda t, s: t.strip().lower(), DEFAULT_MEMORY)
     docker_host = _docker_host(layers)
+    backend, registry = _backend(layers)
+    workspace = _parsed(layers, "workspace", _choice("auto", "mount", "copy"), "auto")
+    if backend == "swarm" and workspace == "mount":
+        raise UsageError(
+            f"{layers.get('workspace')[1]} mount: a swarm's nodes cannot mount this machine's "
+            "files (use auto or copy)"
+        )
     report_file = cli.get("report_file")
     return Config(
         project=project,
@@ -463,6 +472,8 @@ def load(
         timezone=_parsed(layers, "timezone", _timezone, None) or host_timezone(),
         timeout_s=_parsed(layers, "timeout", parse_duration, DEFAULT_TIMEOUT_S),
         docker_host=docker_host,
+        backend=backend,
+        registry=registry,
         base_image=_parsed(layers, "base_image", lambda t, s: t.strip(), DEFAULT_BASE_IMAGE),
         ca_certs=_parsed(layers, "ca_cert", _pem_certificates, ()),
         force_rebuild=bool(cli.get("force_rebuild")),
@@ -470,7 +481,7 @@ def load(
         report_file=Path(report_file).expanduser().resolve() if report_file else None,
         debug=_parsed(layers, "debug", _bool, False),
         git_identity=_parsed(layers, "git_identity", _choice("agent", "user"), "agent"),
-        workspace=_parsed(layers, "workspace", _choice("auto", "mount", "copy"), "auto"),
+        workspace=workspace,
         allow_hosts=_parsed(layers, "allow_host", parse_allow_hosts, ()),
         firewall=not cli.get("no_firewall"),
         memory=memory,
@@ -526,11 +537,33 @@ def _environment_file(cli: Mapping[str, Any]) -> Path | None:
 
 def load_location(
     cli: Mapping[str, Any], *, environ: Mapping[str, str], cwd: Path, tool_dir: Path | None
-) -> tuple[Path, str | None]:
-    """Only the project and the Docker engine (for --recover, which runs no task)."""
+) -> tuple[Path, str | None, str, str | None]:
+    """Only the project, the Docker engine and the backend with its registry (for --recover,
+    which runs no task)."""
     env_files = _env_files(cli.get("env_file"), cwd, tool_dir, environ)
     layers = _Layers(cli, environ, _dotenv_layer(env_files))
-    return _project(layers, cwd), _docker_host(layers)
+    return _project(layers, cwd), _docker_host(layers), *_backend(layers)
+
+
+def _backend(layers: _Layers) -> tuple[str, str | None]:
+    """The backend and, for a swarm, the registry its nodes pull from (which it needs)."""
+    backend = _parsed(
+        layers, "backend", lambda t, s: _choice("docker", "swarm")(t.strip(), s), "docker"
+    )
+    registry = _parsed(layers, "registry", _registry, None)
+    if backend == "swarm" and registry is None:
+        raise UsageError(
+            "--backend swarm needs --registry HOST[:PORT] (or AGENT_WORKER_REGISTRY): a registry "
+            "every node of the swarm can pull from"
+        )
+    return backend, registry
+
+
+def _registry(text: str, source: str) -> str:
+    match = _HOST_RE.fullmatch(text.strip())
+    if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
+        raise _bad(source, text, "a registry's HOST or HOST:PORT")
+    return text.strip()
 
 
 def _project(layers: _Layers, cwd: Path) -> Path:

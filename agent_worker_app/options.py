@@ -17,6 +17,8 @@ ENV_KEYS: Mapping[str, str] = {
     "timezone": "TZ",
     "timeout": "AGENT_TIMEOUT",
     "remote_docker": "DOCKER_HOST",
+    "backend": "AGENT_WORKER_BACKEND",
+    "registry": "AGENT_WORKER_REGISTRY",
     "base_image": "AGENT_WORKER_BASE_IMAGE",
     "ca_cert": "AGENT_WORKER_CA_CERT",
     "debug": "AGENT_WORKER_DEBUG",
@@ -113,6 +115,18 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
     ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
     ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
+    (
+        "--backend",
+        "docker|swarm",
+        "Where tasks run: the Docker engine, or a Docker Swarm whose manager is the engine.",
+        "docker",
+    ),
+    (
+        "--registry",
+        "HOST[:PORT]",
+        "With --backend swarm: the registry every node pulls the agent image from.",
+        None,
+    ),
     (
         "--base-image",
         "IMAGE",

@@ -18,6 +18,10 @@
 # --continue), agent-worker/shallow and
 # agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
 # (otherwise the repository's object directories are mounted read-only at /source/objects-N).
+# With AW_INPUTS=files (a Swarm service: no stdin, no copy-out) the same tar arrives in pieces,
+# as configs in /run/agent-worker-input/ (task, source) and secrets /run/secrets/agent-worker-input-*
+# (nonce, credentials), all root's alone; what /agent-worker/out holds is printed on stderr, framed
+# with the nonce, before the result line.
 # Outputs: the result line on stderr (see emit_result), /agent-worker/out/result.bundle (when
 # HEAD moved on from the base) and /agent-worker/out/session/ (the agent's session files); other
 # lines on stderr are progress, for people only.
@@ -59,9 +63,37 @@ fail_setup() { # message
 # never left root's memory: nothing the agent prints can pass for it.
 emit_result() { # json (one line)
   printf '%s\n' "$1" >"$ACCOUNT" # root's copy, for a run that recovers a lost task
+  [[ "${AW_INPUTS:-stdin}" == files ]] && emit_files
   printf '\nagent-worker-result %s %s\n' "$NONCE" "$(printf '%s' "$1" | base64 -w0)" >&2
 }
 ACCOUNT=/run/agent-worker-result.json
+
+# What the task leaves, for a host that cannot copy it out: a tar of the result files as base64
+# lines "agent-worker-out <nonce> <data>" on stderr. Only regular files, read by root once the
+# agent's processes are gone.
+emit_files() {
+  local names=() name
+  for name in result.bundle agent-tail.jsonl session; do
+    [[ -e "$OUT/$name" && ! -L "$OUT/$name" ]] && names+=("$name")
+  done
+  tar -c -C "$OUT" -T /dev/null "${names[@]}" | base64 -w 3000 \
+    | sed "s/^/agent-worker-out $NONCE /" >&2 || true
+}
+
+# The run's inputs: a tar on stdin, whose rest stays open as agent-worker's attach (fd 3 then),
+# or, with AW_INPUTS=files, the same tar in pieces as configs and secrets; fd 3 then never ends
+# (nobody is attached: the task's deadline stops it).
+read_inputs() {
+  if [[ "${AW_INPUTS:-stdin}" != files ]]; then
+    tar -x -f - -C / --no-same-owner agent-worker
+    exec 3<&0 </dev/null
+    return
+  fi
+  cat /run/agent-worker-input/* | tar -x -f - -C / --no-same-owner agent-worker
+  cat /run/secrets/agent-worker-input-* | tar -x -f - -C / --no-same-owner agent-worker
+  mkfifo -m 600 /run/agent-worker-hold
+  exec 3<>/run/agent-worker-hold </dev/null
+}
 
 NONCE=
 STOP_REASON=/run/agent-worker-stop-reason # root's, readable by the agent stage
@@ -70,13 +102,11 @@ CHECK=                                     # the check command, in root's memory
 stopped=0                                  # root was told to stop (a signal)
 
 root_stage() {
-  # The run's inputs (task.md, nonce, secrets/, source.pack, ...) arrive on stdin as one tar
-  # archive. The rest of stdin is agent-worker's attach: it ends when agent-worker is gone.
-  tar -x -f - -C / --no-same-owner agent-worker
+  # The run's inputs (task.md, nonce, secrets/, source.pack, ...): see read_inputs.
+  read_inputs
   NONCE=$(cat "$IN/nonce" 2>/dev/null || true)
   rm -f "$IN/nonce"
   if [[ -f "$IN/check" ]]; then CHECK=$(<"$IN/check"); fi
-  exec 3<&0 </dev/null
   local log=/run/agent-worker-firewall.log
   : >"$SETUP_WARNINGS"
   if [[ "${AW_FIREWALL:-1}" == 1 ]]; then

@@ -1,0 +1,612 @@
+"""backend.Backend on a Docker Swarm: each task a replicated-job service of one replica that is
+never restarted, on whichever node has room. DOCKER_HOST is a manager; the agent image is built
+there and pushed to a registry every node pulls from.
+
+A service has no stdin and no file copy: the inputs arrive as configs and secrets (swarm_io), the
+output and the result files come back through the service's log. The engine cannot signal a
+service's container, and leaves a job's containers on their node after the service is removed
+(moby 42789, 44312): both are done by a short helper job on that node, which talks to the node's
+own engine through its socket and removes its own container last (node_job).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import (
+    ConfigReference,
+    ContainerSpec,
+    DriverConfig,
+    Mount,
+    Placement,
+    Resources,
+    RestartPolicy,
+    SecretReference,
+    ServiceMode,
+    TaskTemplate,
+)
+
+from agent_worker_app.agents.base_agent import ImageLayer
+from agent_worker_app.backend import ExitInfo, FileEntry, ImageResult, LostTask, Task, TaskSpec
+from agent_worker_app.docker_manager import (
+    _DOCKER_ERRORS,
+    IMAGE_REPO,
+    _files_tar,
+    _orchestrator_alive,
+    _reason,
+    ensure_image,
+)
+from agent_worker_app.docker_manager.swarm_io import (
+    CONFIG_DIR,
+    CONFIG_PIECE,
+    SECRET_PIECE,
+    SECRET_PREFIX,
+    LogStream,
+    ResultFrames,
+    log_messages,
+    nonce_of,
+    pieces,
+    split_inputs,
+)
+from agent_worker_app.errors import DockerError, ImageBuildError
+from agent_worker_app.task_spec import LABEL
+
+POLL_S = 0.5
+START_LIMIT_S = 900.0  # pulling the image on a node that has none may take a while
+HELPER_LIMIT_S = 90.0  # a helper job that has not run by then is given up (its node is down?)
+LOG_GRACE_S = 10.0  # after the task ended: time for the rest of its log to arrive
+ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+
+
+@dataclass
+class Service:
+    """A task on the swarm: the service and everything made for it."""
+
+    run_id: str
+    image: str
+    nonce: str
+    spec: TaskSpec | None = None
+    service_id: str | None = None
+    configs: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    nodes: set[str] = field(default_factory=set)  # where its task ran
+    frames: ResultFrames | None = None
+    lost: str | None = None  # why it can no longer be followed (its node went down)
+
+
+def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
+    """The manager at docker_host, checked to be one, and the registry, checked to answer it."""
+    from agent_worker_app.docker_manager import connect
+
+    client = connect(docker_host)
+    try:
+        swarm = client.info().get("Swarm") or {}
+    except _DOCKER_ERRORS as exc:
+        raise DockerError(f"cannot ask the Docker engine about its swarm: {_reason(exc)}") from None
+    if not swarm.get("ControlAvailable"):
+        raise DockerError(
+            "--backend swarm needs a swarm manager: point --remote-docker / DOCKER_HOST at one "
+            f"(this engine's swarm state: {swarm.get('LocalNodeState') or 'unknown'})"
+        )
+    backend = SwarmBackend(client, registry)
+    backend.image_in_registry(f"{registry}/{IMAGE_REPO}:reachable")  # raises when unreachable
+    return backend
+
+
+class SwarmBackend:
+    """backend.Backend on a swarm, through its manager."""
+
+    local = False  # the nodes do not share this machine's files
+
+    def __init__(self, client: docker.DockerClient, registry: str) -> None:
+        self.client = client
+        # Any: docker-py's stubs leave the swarm calls untyped, and the log stream needs the
+        # raw response, which only its private helpers give
+        self.api: Any = client.api
+        self.registry = registry
+
+    # ------------------------------------------------------------ image
+
+    def image_in_registry(self, name: str) -> bool:
+        """Whether the registry has name, as the manager sees it; DockerError when it cannot
+        be reached from there."""
+        try:
+            self.api.inspect_distribution(name)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return False
+            raise DockerError(
+                f"the swarm manager cannot reach the registry {self.registry} ({_reason(exc)}): "
+                "check --registry, that the registry runs, and that every node's engine "
+                "trusts it (insecure-registries in daemon.json for plain HTTP)"
+            ) from None
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(
+                f"cannot ask the manager about the registry: {_reason(exc)}"
+            ) from None
+        return True
+
+    def prepare_image(
+        self,
+        layer: ImageLayer,
+        *,
+        base_image: str,
+        ca_certs: tuple[Path, ...],
+        force: bool,
+        log_dir: Path,
+        on_line: Callable[[str], None],
+    ) -> ImageResult:
+        """Built on the manager (or reused there by its content tag), and pushed under the same
+        tag unless the registry has it already."""
+        built = ensure_image(
+            self.client,
+            agent_layer=layer,
+            build_args=dict(layer.build_args) | {"BASE_IMAGE": base_image},
+            ca_certs=ca_certs,
+            force=force,
+            log_dir=log_dir,
+            on_line=on_line,
+        )
+        repository = f"{self.registry}/{IMAGE_REPO}"
+        tag = built.tag.split(":", 1)[1]
+        name = f"{repository}:{tag}"
+        if force or built.built or not self.image_in_registry(name):
+            self._push(built.tag, repository, tag, on_line)
+        return ImageResult(tag=name, built=built.built, log_path=built.log_path)
+
+    def _push(self, local: str, repository: str, tag: str, on_line: Callable[[str], None]) -> None:
+        error = None
+        try:
+            self.api.tag(local, repository, tag, force=True)
+            for chunk in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    error = str(chunk["error"]).strip()
+                elif chunk.get("status") and not chunk.get("progressDetail"):
+                    on_line(" ".join(str(chunk[k]) for k in ("id", "status") if chunk.get(k)))
+        except _DOCKER_ERRORS as exc:
+            error = _reason(exc)
+        if error is not None:
+            raise ImageBuildError(f"cannot push the agent image to {self.registry}: {error}")
+
+    # ------------------------------------------------------------ the task
+
+    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+        """The task's configs and secrets; the service itself is made by start()."""
+        if spec.object_dirs:
+            raise DockerError("a swarm's nodes cannot mount this machine's files: --workspace copy")
+        run_id = spec.labels[f"{LABEL}.run-id"]
+        service = Service(run_id, spec.image, nonce_of(inputs), spec)
+        task = Task(service, list(inputs))
+        public, private = split_inputs(inputs)
+        try:
+            with _files_tar(public) as archive:
+                for i, piece in enumerate(pieces(archive, CONFIG_PIECE)):
+                    made = self.api.create_config(
+                        f"{spec.name}-input-{i:03d}", piece, labels=spec.labels
+                    )
+                    service.configs.append(str(made["ID"]))
+            with _files_tar(private) as archive:
+                for i, piece in enumerate(pieces(archive, SECRET_PIECE)):
+                    made = self.api.create_secret(
+                        f"{spec.name}-secret-{i:03d}", piece, labels=spec.labels
+                    )
+                    service.secrets.append(str(made["ID"]))
+        except _DOCKER_ERRORS as exc:
+            self.remove(task)
+            raise DockerError(f"the swarm refused the task's inputs: {_reason(exc)}") from None
+        return task
+
+    def _task_template(self, spec: TaskSpec, service: Service) -> TaskTemplate:
+        caps = ["SETUID", "SETGID", "SETPCAP", "KILL"]
+        caps += ["NET_ADMIN", "NET_RAW"] if spec.firewall else []
+        configs = [
+            ConfigReference(
+                cid, f"{spec.name}-input-{i:03d}", f"{CONFIG_DIR}/{i:03d}", "0", "0", 0o400
+            )
+            for i, cid in enumerate(service.configs)
+        ]
+        secret_refs = [
+            SecretReference(
+                sid, f"{spec.name}-secret-{i:03d}", f"{SECRET_PREFIX}{i:03d}", "0", "0", 0o400
+            )
+            for i, sid in enumerate(service.secrets)
+        ]
+        container = ContainerSpec(
+            spec.image,
+            command=spec.command,
+            env=dict[str, str | bytes | None](spec.env | {"AW_INPUTS": "files"}),
+            labels=spec.labels,
+            user="root",
+            workdir="/workspace",
+            init=True,
+            configs=configs,
+            secrets=secret_refs,
+            cap_add=caps,
+            cap_drop=["ALL"],
+            stop_grace_period=int(30e9),
+        )
+        resources = Resources(
+            cpu_limit=int(spec.cpus * 1e9) if spec.cpus else None,
+            mem_limit=spec.memory_bytes,
+            mem_reservation=spec.memory_bytes,  # no node without room for it
+        )
+        resources.setdefault("Limits", {})["Pids"] = spec.pids_limit
+        return TaskTemplate(
+            container,
+            resources=resources,
+            restart_policy=RestartPolicy(condition="none", max_attempts=0),
+            log_driver=DriverConfig("json-file"),  # what `service logs` reads
+        )
+
+    def start(
+        self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+    ) -> LogStream:
+        """Create the service, see its task start (a clear error if it cannot), then follow its
+        log."""
+        service: Service = task.handle
+        assert service.spec is not None, "create() keeps the spec"
+        spec = service.spec
+        try:
+            made = self.api.create_service(
+                self._task_template(spec, service),
+                name=spec.name,
+                labels=spec.labels,
+                mode=ServiceMode("replicated-job", replicas=1, concurrency=1),
+            )
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(f"the swarm refused the agent's service: {_reason(exc)}") from None
+        service.service_id = str(made["ID"])
+        self._await_start(service)
+        service.frames = ResultFrames(service.nonce)
+        stream = LogStream(lambda: self._open_log(service), service.frames, on_stdout, on_stderr)
+        stream.start()
+        _Watch(self, service, stream).start()
+        return stream
+
+    def _await_start(self, service: Service) -> None:
+        end = time.monotonic() + START_LIMIT_S
+        while time.monotonic() < end:
+            state, error, node, container = self._state(service)
+            if container or state in ("running", "complete") or (state == "failed" and node):
+                return
+            if state in ENDED or (state == "pending" and error and "no suitable node" in error):
+                where = f" on node {self._node_name(node)}" if node else ""
+                raise DockerError(
+                    f"the swarm could not start the agent's task{where}: {error or state}"
+                )
+            time.sleep(POLL_S)
+        raise DockerError(f"the agent's task did not start within {START_LIMIT_S:g}s")
+
+    def _tasks(self, service: Service) -> list[dict[str, Any]]:
+        if service.service_id is None:
+            return []
+        try:
+            return list(self.api.tasks(filters={"service": service.service_id}))
+        except docker.errors.NotFound:
+            return []
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(f"lost track of the agent's service: {_reason(exc)}") from None
+
+    def _state(self, service: Service) -> tuple[str, str | None, str | None, str | None]:
+        """(state, error, node id, container id) of the service's newest task."""
+        tasks = sorted(self._tasks(service), key=lambda t: str(t.get("CreatedAt", "")))
+        if not tasks:
+            return "new", None, None, None
+        status = tasks[-1].get("Status") or {}
+        node = tasks[-1].get("NodeID") or None
+        if node:
+            service.nodes.add(node)
+        container = (status.get("ContainerStatus") or {}).get("ContainerID") or None
+        return str(status.get("State", "new")), status.get("Err") or None, node, container
+
+    def _node_name(self, node_id: str | None) -> str:
+        if not node_id:
+            return "?"
+        with suppress(*_DOCKER_ERRORS):
+            node = self.api.inspect_node(node_id)
+            return str((node.get("Description") or {}).get("Hostname") or node_id[:12])
+        return node_id[:12]
+
+    def _node_down(self, node_id: str | None) -> bool:
+        if not node_id:
+            return False
+        try:
+            return str(self.api.inspect_node(node_id)["Status"]["State"]) != "ready"
+        except docker.errors.NotFound:
+            return True
+        except _DOCKER_ERRORS:
+            return False
+
+    def _open_log(self, service: Service) -> tuple[Iterator[tuple[int, bytes]], Callable[[], None]]:
+        """The service's log, followed: its messages, and what cuts the follow."""
+        params = {"follow": 1, "stdout": 1, "stderr": 1, "details": 0, "timestamps": 0}
+        url = self.api._url("/services/{0}/logs", service.service_id)
+        response = self.api._get(url, params=params, stream=True, timeout=None)
+        self.api._raise_for_status(response)
+        raw = self.api._get_raw_response_socket(response)
+        sock = getattr(raw, "_sock", raw)  # a SocketIO wraps it
+
+        def close() -> None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with suppress(OSError):
+                response.close()
+
+        # read from urllib3's response, which takes the HTTP chunks apart
+        return log_messages(response.raw.read), close
+
+    def exit_info(self, service: Service) -> ExitInfo | None:
+        """The task's exit, if it ended (or its node went down)."""
+        if service.lost is not None:
+            return ExitInfo(status_code=-1, oom_killed=False, error=service.lost)
+        tasks = sorted(self._tasks(service), key=lambda t: str(t.get("CreatedAt", "")))
+        if not tasks:
+            return None if service.service_id else ExitInfo(-1, False, "the task is gone")
+        status = tasks[-1].get("Status") or {}
+        state = str(status.get("State", ""))
+        node = tasks[-1].get("NodeID") or None
+        if state not in ENDED:
+            if self._node_down(node):
+                service.lost = f"its node {self._node_name(node)} went down"
+                return ExitInfo(status_code=-1, oom_killed=False, error=service.lost)
+            return None
+        code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        error = status.get("Err") or None
+        if error and str(error).startswith("task: non-zero exit"):
+            error = None  # the exit status says it
+        return ExitInfo(
+            status_code=-1 if code is None else int(code), oom_killed=False, error=error
+        )
+
+    def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
+        end = time.monotonic() + timeout_s
+        while True:
+            exit_info = self.exit_info(task.handle)
+            if exit_info is not None or time.monotonic() >= end:
+                return exit_info
+            time.sleep(min(POLL_S, max(end - time.monotonic(), 0.0)))
+
+    def signal(self, task: Task, name: str) -> None:
+        service: Service = task.handle
+        if self.exit_info(service) is not None:
+            return
+        for node in sorted(service.nodes):
+            self.node_job(node, service.image, "signal", service.run_id, name)
+
+    def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+        frames: ResultFrames | None = task.handle.frames
+        return frames is not None and frames.extract(dest / "out")
+
+    def lost_tasks(self, project: str) -> list[LostTask]:
+        return []  # a lost run's service stops its agent at its deadline and is swept then
+
+    def remove(self, task: Task) -> None:
+        service: Service = task.handle
+        problems = self._remove(service)
+        if service.frames is not None:
+            service.frames.close()
+        if problems:
+            raise DockerError("; ".join(problems))
+
+    def _remove(self, service: Service) -> list[str]:
+        """Remove the service, its containers on the nodes, its configs and secrets; what could
+        not be removed."""
+        problems = []
+        if service.service_id is not None:
+            self._state(service)  # the node it ran on, if not known yet
+            try:
+                self.api.remove_service(service.service_id)
+            except docker.errors.NotFound:
+                pass
+            except _DOCKER_ERRORS as exc:
+                problems.append(f"cannot remove service {service.run_id}: {_reason(exc)}")
+        for node in sorted(service.nodes):
+            if self._node_down(node):
+                problems.append(
+                    f"the container of run {service.run_id} stays on node "
+                    f"{self._node_name(node)}, which is down: remove it there"
+                )
+                continue
+            problem = self.node_job(node, service.image, "remove", service.run_id)
+            if problem:
+                problems.append(problem)
+        problems += self._remove_inputs(service.secrets, self.api.remove_secret)
+        problems += self._remove_inputs(service.configs, self.api.remove_config)
+        return problems
+
+    def _remove_inputs(self, ids: list[str], remove: Callable[[str], Any]) -> list[str]:
+        """Configs or secrets; the service that used them may take a moment to let go."""
+        left = list(ids)
+        end = time.monotonic() + 20.0
+        while left:
+            try:
+                remove(left[0])
+                left.pop(0)
+            except docker.errors.NotFound:
+                left.pop(0)
+            except _DOCKER_ERRORS as exc:
+                if time.monotonic() > end:
+                    return [f"cannot remove the task's inputs: {_reason(exc)}"]
+                time.sleep(POLL_S)
+        ids.clear()
+        return []
+
+    # ------------------------------------------------------------ helper jobs on a node
+
+    def node_job(self, node: str, image: str, action: str, run_id: str, sig: str = "") -> str:
+        """Run a helper job on node that signals or removes the run's containers there, then
+        removes its own; a problem, or "" when it ran."""
+        helper = secrets.token_hex(6)
+        labels = {f"{LABEL}.helper": helper, f"{LABEL}.deadline": str(int(time.time() + 600))}
+        container = ContainerSpec(
+            image,
+            command=["bash", "-c", NODE_SCRIPT],
+            env={
+                "AW_ACTION": action,
+                "AW_SIGNAL": sig,
+                "AW_TARGET": f"{LABEL}.run-id={run_id}",
+                "AW_SELF": f"{LABEL}.helper={helper}",
+            },
+            labels=labels,
+            user="root",
+            mounts=[Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")],
+        )
+        template = TaskTemplate(
+            container,
+            restart_policy=RestartPolicy(condition="none", max_attempts=0),
+            placement=Placement(constraints=[f"node.id=={node}"]),
+        )
+        try:
+            made = self.api.create_service(
+                template,
+                name=f"agent-worker-{action}-{helper}",
+                labels=labels,
+                mode=ServiceMode("replicated-job", replicas=1, concurrency=1),
+            )
+        except _DOCKER_ERRORS as exc:
+            return f"cannot {action} the containers of run {run_id}: {_reason(exc)}"
+        job = Service(run_id, image, "", service_id=str(made["ID"]))
+        problem = ""
+        end = time.monotonic() + HELPER_LIMIT_S
+        while (state := self._state(job))[0] not in ENDED:
+            if time.monotonic() > end:
+                problem = (
+                    f"cannot {action} the containers of run {run_id} on node "
+                    f"{self._node_name(node)}: its helper job did not run ({state[1] or state[0]})"
+                )
+                break
+            time.sleep(POLL_S)
+        with suppress(*_DOCKER_ERRORS):
+            self.api.remove_service(job.service_id)
+        return problem
+
+    # ------------------------------------------------------------ orphans
+
+    def remove_orphans(self) -> list[str]:
+        """Services (and their containers, configs, secrets) of runs that are gone: past their
+        deadline, or made on this host by a process that is gone; helper jobs left over."""
+        now = time.time()
+        removed = []
+        try:
+            services = self.api.services(filters={"label": f"{LABEL}.run-id"})
+            helpers = self.api.services(filters={"label": f"{LABEL}.helper"})
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(f"cannot list old agent services: {_reason(exc)}") from None
+        live = set()
+        for found in services:
+            labels = dict((found.get("Spec") or {}).get("Labels") or {})
+            run_id = labels.get(f"{LABEL}.run-id", "")
+            if not _gone(labels, now):
+                live.add(run_id)
+                continue
+            image = str(found["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+            service = Service(run_id, image, "", service_id=str(found["ID"]))
+            self._own_inputs(service)
+            self._remove(service)
+            removed.append(f"removed service {found['Spec'].get('Name')} (its run is gone)")
+        for found in helpers:
+            labels = dict((found.get("Spec") or {}).get("Labels") or {})
+            if _deadline(labels) < now:
+                with suppress(*_DOCKER_ERRORS):
+                    self.api.remove_service(found["ID"])
+        removed += self._remove_stray_inputs(live, now)
+        return removed
+
+    def _own_inputs(self, service: Service) -> None:
+        label = {"label": f"{LABEL}.run-id={service.run_id}"}
+        with suppress(*_DOCKER_ERRORS):
+            service.configs = [str(c["ID"]) for c in self.api.configs(filters=label)]
+            service.secrets = [str(s["ID"]) for s in self.api.secrets(filters=label)]
+
+    def _remove_stray_inputs(self, live: set[str], now: float) -> list[str]:
+        """Configs and secrets of runs that died before their service was made."""
+        removed = []
+        label = {"label": f"{LABEL}.run-id"}
+        try:
+            found = [(c, self.api.remove_config) for c in self.api.configs(filters=label)]
+            found += [(s, self.api.remove_secret) for s in self.api.secrets(filters=label)]
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(f"cannot list old agent inputs: {_reason(exc)}") from None
+        for item, remove in found:
+            labels = dict((item.get("Spec") or {}).get("Labels") or {})
+            if labels.get(f"{LABEL}.run-id") in live or not _gone(labels, now):
+                continue
+            with suppress(*_DOCKER_ERRORS):
+                remove(item["ID"])
+                removed.append(f"removed {item['Spec'].get('Name')} (its run is gone)")
+        return removed
+
+
+def _deadline(labels: Mapping[str, str]) -> float:
+    try:
+        return float(labels.get(f"{LABEL}.deadline", "0"))
+    except ValueError:
+        return 0.0
+
+
+def _gone(labels: Mapping[str, str], now: float) -> bool:
+    """A run is gone when its deadline passed, or when it was made on this host by a process
+    that is no longer there."""
+    if _deadline(labels) < now:
+        return True
+    return labels.get(f"{LABEL}.host") == socket.gethostname() and not _orchestrator_alive(labels)
+
+
+class _Watch:
+    """Polls the task's state beside its log stream, and ends the stream once the task ended
+    (after a grace for the rest of its log), or its node went down."""
+
+    def __init__(self, backend: SwarmBackend, service: Service, stream: LogStream) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="service-watch", daemon=True)
+        self._backend = backend
+        self._service = service
+        self._stream = stream
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while self._stream.is_alive():
+                if self._backend.exit_info(self._service) is not None:
+                    self._stream.ended.wait(LOG_GRACE_S)
+                    break
+                time.sleep(POLL_S)
+        except Exception:  # noqa: BLE001, S110 (the stream is stopped all the same)
+            pass
+        self._stream.stop()
+
+
+# Run by a helper job as root on one node, with that node's engine socket: signal or remove the
+# containers labelled with the run's id, then remove its own container (a job's container is
+# never removed by the swarm).
+NODE_SCRIPT = r"""
+set -euo pipefail
+api() { curl -fsS --max-time 60 --unix-socket /var/run/docker.sock "$@"; }
+ids() { # the containers with this label (never all of them: a failed filter ends the script)
+  local filters
+  filters=$(jq -cn --arg wanted "$1" '{"label": [$wanted]}')
+  [[ "$filters" == '{"label":["'* ]] || exit 1
+  api -G http://localhost/containers/json --data-urlencode all=1 \
+    --data-urlencode "filters=$filters" | jq -r '.[].Id'
+}
+for id in $(ids "$AW_TARGET"); do
+  if [[ "$AW_ACTION" == signal ]]; then
+    api -X POST "http://localhost/containers/$id/kill?signal=$AW_SIGNAL" >/dev/null || true
+  else
+    api -X DELETE "http://localhost/containers/$id?force=1&v=1" >/dev/null || true
+  fi
+done
+for id in $(ids "$AW_SELF"); do api -X DELETE "http://localhost/containers/$id?force=1&v=1"; done
+"""
