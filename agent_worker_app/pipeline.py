@@ -624,6 +624,11 @@ def collect(
             "the container did not hand back the agent's work (see container.log in the run "
             "directory): the branch stays at the base"
         )
+        if supervised.exit is not None and supervised.exit.error:
+            import_error = (
+                f"the task ended without handing back the agent's work "
+                f"({supervised.exit.error}): the branch stays at the base"
+            )
     elif inside.phase == "agent" and inside.error:
         import_error = f"the container {inside.error}: the branch stays at the base"
     elif inside.bundle:

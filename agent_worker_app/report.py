@@ -270,6 +270,10 @@ def _ending(
         message = f"the agent ran out of memory (--memory {memory}) and was killed"
     elif outcome.container_error is not None:  # the container could not even run the agent
         status, code, message = "error", EXIT_PRECONDITION, outcome.container_error
+    elif exit_info is not None and exit_info.status_code < 0 and exit_info.error:
+        # the engine lost the task (a swarm node went down): no verdict of the agent's came back
+        status, code = "failed", EXIT_AGENT_FAILED
+        message = f"the agent's task was lost: {exit_info.error}"
     elif result is not None and (result.is_error or not result.found):
         status, code = "failed", EXIT_AGENT_FAILED
         message = result.error or "the agent reported an error"

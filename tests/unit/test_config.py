@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,32 @@ def test_bad_environment_values_name_the_file_and_key(
     with pytest.raises(UsageError, match=_escape(message)) as caught:
         config.apply_environment(load(tmp_path), source="env.toml", **values)
     assert caught.value.exit_code == 2
+
+
+def test_the_backend_is_docker_unless_swarm_is_chosen_with_a_registry(tmp_path: Path) -> None:
+    assert (load(tmp_path).backend, load(tmp_path).registry) == ("docker", None)
+    cfg = load(tmp_path, {"backend": "swarm", "registry": "registry.local:5000"})
+    assert (cfg.backend, cfg.registry) == ("swarm", "registry.local:5000")
+    environ = {"AGENT_WORKER_BACKEND": "swarm", "AGENT_WORKER_REGISTRY": "10.0.0.5"}
+    cfg = load(tmp_path, environ=environ)
+    assert (cfg.backend, cfg.registry) == ("swarm", "10.0.0.5")
+
+
+@pytest.mark.parametrize(
+    ("cli", "message"),
+    [
+        ({"backend": "kubernetes"}, "--backend must be docker or swarm, got 'kubernetes'"),
+        ({"backend": "swarm"}, "--backend swarm needs --registry HOST[:PORT]"),
+        ({"backend": "swarm", "registry": "http://r:5000"}, "--registry must be a registry's"),
+        ({"backend": "swarm", "registry": "r:99999"}, "--registry must be a registry's"),
+        (
+            {"backend": "swarm", "registry": "r:5000", "workspace": "mount"},
+            "--workspace mount: a swarm's nodes cannot mount this machine's files",
+        ),
+    ],
+)
+def test_a_bad_backend_setting_is_a_usage_error(
+    tmp_path: Path, cli: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load(tmp_path, cli)

@@ -215,6 +215,17 @@ CASES = {
         "--timeout",
         warnings=[IMPORT],
     ),
+    "the engine lost the task (its node went down)": Case(
+        started(
+            exit=ExitInfo(-1, False, "its node worker2 went down"),
+            import_error="the task ended without handing back the agent's work",
+        ),
+        OK,
+        "failed",
+        1,
+        "the agent's task was lost: its node worker2 went down",
+        warnings=["without handing back"],
+    ),
     "import error after an interruption": Case(
         started(interrupted=True, import_error=IMPORT),
         OK,

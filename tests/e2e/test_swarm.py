@@ -1,0 +1,354 @@
+"""The swarm backend on a real swarm (tests/swarm_cluster.py: a manager and two workers, each a
+Docker engine in a container, and a registry from Debian's package), shared by every test here.
+Each test leaves nothing on any node: no service, config, secret or container."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_faults import start_cli
+
+from conftest import TEST_KEY, clean_env, git, run_cli, snapshot
+from fake_anthropic import Turn, bash, edit, write
+from swarm_cluster import Swarm, swarm
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    docker_client: Any, base_image: str, agent_image: str, command_image: str
+) -> Iterator[Swarm]:
+    with swarm(docker_client, base_image, [base_image, agent_image, command_image]) as made:
+        yield made
+
+
+@pytest.fixture
+def swarm_args(cluster: Swarm) -> list[str]:
+    return ["--backend", "swarm", "--registry", cluster.registry]
+
+
+@pytest.fixture
+def command_env(
+    cluster: Swarm, base_image: str, ca_certs: tuple[Path, ...]
+) -> Callable[..., dict[str, str]]:
+    def make(**extra: str) -> dict[str, str]:
+        settings = {
+            "DOCKER_HOST": cluster.manager.url,
+            "AGENT_WORKER_BASE_IMAGE": base_image,
+            "AGENT_WORKER_CA_CERT": ":".join(str(p) for p in ca_certs),
+        }
+        return clean_env(**(settings | extra))
+
+    return make
+
+
+class Spy(threading.Thread):
+    """Everything the swarm shows of a run while it goes: service specs and logs, configs (their
+    data too), secrets, and the inspect of every container on every node."""
+
+    def __init__(self, cluster: Swarm) -> None:
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.seen: list[str] = []
+        self.services = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        manager = self.cluster.manager.client()
+        nodes = [node.client() for node in self.cluster.nodes]
+        while not self._done.is_set():
+            with contextlib.suppress(Exception):  # a thing removed while looked at
+                self._look(manager, nodes)
+            time.sleep(0.3)
+
+    def _look(self, manager: Any, nodes: list[Any]) -> None:
+        for service in manager.api.services():
+            self.services += 1
+            self.seen.append(json.dumps(service))
+            logs = manager.api.service_logs(service["ID"], stdout=True, stderr=True)
+            self.seen.append(b"".join(logs).decode(errors="replace"))
+        for config in manager.api.configs():
+            data = manager.api.inspect_config(config["ID"])
+            self.seen.append(json.dumps(data))
+            self.seen.append(base64.b64decode(data["Spec"]["Data"]).decode(errors="replace"))
+        self.seen += [
+            json.dumps(manager.api.inspect_secret(s["ID"])) for s in manager.api.secrets()
+        ]
+        for node in nodes:
+            for container in node.api.containers(all=True):
+                self.seen.append(json.dumps(node.api.inspect_container(container["Id"])))
+
+    def __enter__(self) -> Spy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self.join()
+
+
+def test_claude_on_the_swarm_gives_the_branch_and_report_of_docker(
+    repo: Path,
+    fake_api: Any,
+    run_env: Callable[..., dict[str, str]],
+    cluster: Swarm,
+    swarm_args: list[str],
+    agent_image: str,
+) -> None:
+    fake_api.add_turns(
+        Turn.tool_use(write("/workspace/src/util.py", "def add(a, b):\n    return a + b\n")),
+        Turn.tool_use(bash("git add src/util.py && git commit -q -m 'Add util'")),
+        Turn.tool_use(edit("/workspace/src/app.py", "return 'hello'", "return 'hello, world'")),
+        Turn.text("Added util and changed the greeting.", delay=2),
+    )
+    before = snapshot(repo)
+    base = git(repo, "rev-parse", "HEAD").strip()
+    with Spy(cluster) as spy:
+        result = run_cli(
+            [*swarm_args, "--task", "Improve the app", "--branch", "swarmed", "--debug"],
+            cwd=repo,
+            env=run_env(DOCKER_HOST=cluster.manager.url),
+            timeout=900,
+        )
+    assert result.code == 0, result.stderr
+    report = result.report
+    assert report is not None
+    assert report["status"] == "success"
+    head = git(repo, "rev-parse", "swarmed").strip()
+    assert report["head_commit"] == head
+    assert git(repo, "log", "--format=%s", f"{base}..swarmed").splitlines() == [
+        "agent-worker: work the agent left uncommitted",
+        "Add util",
+    ]
+    assert git(repo, "show", "swarmed:src/app.py") == "def greet():\n    return 'hello, world'\n"
+    assert snapshot(repo) == before
+    assert report["changes"]["files_changed"] == 2
+    assert report["changes"]["lines_added"] == 2 + 1
+    assert report["changes"]["lines_removed"] == 1
+    served = fake_api.main_usage_total
+    assert report["tokens"]["input"] == served.input_tokens
+    assert report["tokens"]["output"] == served.output_tokens
+    assert report["turns"] == 4
+    assert fake_api.saw_api_key(TEST_KEY)  # it reached the agent, on a worker
+    assert cluster.leftovers() == []
+    # the image went to the registry (pushed by this run, or an earlier one) and ran on a worker
+    assert f"{cluster.registry}/agent-worker:" in "".join(spy.seen)
+    assert spy.services > 0
+    images = ""
+    for node in cluster.nodes:
+        client = node.client()
+        for image in client.api.images():
+            images += json.dumps(client.api.inspect_image(image["Id"]))
+            images += json.dumps(client.api.history(image["Id"]))
+    run_files = b"".join(p.read_bytes() for p in Path(report["run_dir"]).rglob("*") if p.is_file())
+    for where, text in [
+        ("swarm", "\n".join(spy.seen)),
+        ("images", images),
+        ("stdout", result.stdout),
+        ("stderr", result.stderr),
+        ("run files", run_files.decode(errors="replace")),
+    ]:
+        assert TEST_KEY not in text, where
+        assert TEST_KEY[-12:] not in text, where
+
+
+def test_the_image_is_pushed_once_and_commands_run_on_the_workers(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    def run(branch: str) -> Any:
+        return run_cli(
+            [
+                *swarm_args,
+                "--agent-type",
+                "command",
+                "--task",
+                f"echo {branch} > {branch}.txt && git add . && git commit -qm {branch}",
+                "--branch",
+                branch,
+            ],
+            cwd=repo,
+            env=command_env(),
+            timeout=900,
+        )
+
+    first, second = run("first"), run("second")
+    for result, branch in ((first, "first"), (second, "second")):
+        assert result.code == 0, result.stderr
+        assert git(repo, "show", f"{branch}:{branch}.txt") == f"{branch}\n"
+    assert "The push refers to repository" not in second.stdout + second.stderr
+    assert cluster.leftovers() == []
+
+
+def test_an_unreachable_registry_exits_3_before_anything_is_made(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm
+) -> None:
+    before = snapshot(repo)
+    host = cluster.registry.split(":")[0]
+    result = run_cli(
+        [
+            "--backend",
+            "swarm",
+            "--registry",
+            f"{host}:5999",
+            "--agent-type",
+            "command",
+            "--task",
+            "true",
+            "--branch",
+            "never",
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 3, result.stderr
+    assert "cannot reach the registry" in result.stderr
+    assert f"{host}:5999" in result.stderr
+    assert git(repo, "branch", "--list", "never") == ""
+    assert not (repo / ".git" / "agent-worker").exists()
+    assert snapshot(repo) == before
+    assert cluster.leftovers() == []
+
+
+def test_a_task_no_node_has_room_for_is_a_clear_error(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    result = run_cli(
+        [*swarm_args, "--agent-type", "command", "--task", "true", "--memory", "4000g"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 3, result.stderr
+    assert "could not start the agent's task" in result.stderr
+    assert "no suitable node" in result.stderr
+    assert git(repo, "branch", "--list", "agent-task-*") == ""  # the agent never started
+    assert cluster.leftovers() == []
+
+
+COMMIT_THEN_WAIT = (
+    "echo one > one.txt && git add one.txt && git commit -qm One && echo half > two.txt "
+    "&& echo READY && sleep 600"
+)
+
+
+def test_a_timeout_stops_the_task_and_keeps_its_commits(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    result = run_cli(
+        [
+            *swarm_args,
+            "--agent-type",
+            "command",
+            "--task",
+            COMMIT_THEN_WAIT,
+            "--branch",
+            "late",
+            "--timeout",
+            "15",
+        ],
+        cwd=repo,
+        env=command_env(),
+        timeout=600,
+    )
+    assert result.code == 124, result.stderr
+    assert result.report is not None
+    assert result.report["status"] == "timeout"
+    assert git(repo, "log", "--format=%s", "main..late").splitlines() == [
+        "agent-worker: work the agent left uncommitted",
+        "One",
+    ]
+    assert git(repo, "show", "late:two.txt") == "half\n"
+    assert cluster.leftovers() == []
+
+
+def _wait_for_ready(cluster: Swarm) -> str:
+    """The id of the node whose task printed READY."""
+    manager = cluster.manager.client()
+    end = time.monotonic() + 600
+    while time.monotonic() < end:
+        for service in manager.api.services(filters={"label": "agent-worker.run-id"}):
+            logs = b"".join(manager.api.service_logs(service["ID"], stdout=True, stderr=True))
+            if b"READY" in logs:
+                return str(manager.api.tasks(filters={"service": service["ID"]})[0]["NodeID"])
+        time.sleep(0.5)
+    raise AssertionError("the task never got going")
+
+
+def test_sigint_stops_the_task_keeps_its_commits_and_leaves_nothing(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    report_file = repo.parent / "report.json"
+    proc = start_cli(
+        [
+            *swarm_args,
+            "--agent-type",
+            "command",
+            "--task",
+            COMMIT_THEN_WAIT,
+            "--branch",
+            "stop",
+            "--report-file",
+            str(report_file),
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    _wait_for_ready(cluster)
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    report = json.loads(report_file.read_text())
+    assert report["status"] == "interrupted"
+    assert git(repo, "log", "--format=%s", "main..stop").splitlines() == [
+        "agent-worker: work the agent left uncommitted",
+        "One",
+    ]
+    assert cluster.leftovers() == []
+
+
+def test_a_worker_killed_mid_task_is_a_clear_failure(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    """Last in this module: it takes a worker away (the fixture removes it all after)."""
+    report_file = repo.parent / "report.json"
+    proc = start_cli(
+        [
+            *swarm_args,
+            "--agent-type",
+            "command",
+            "--task",
+            COMMIT_THEN_WAIT,
+            "--branch",
+            "lost",
+            "--report-file",
+            str(report_file),
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    node_id = _wait_for_ready(cluster)
+    names = cluster.node_names()
+    victim = next(w for w in cluster.workers if w.container.id.startswith(names[node_id]))
+    victim.container.kill()
+    _stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr
+    report = json.loads(report_file.read_text())
+    assert report["status"] == "failed"
+    assert f"node {names[node_id]} went down" in report["error"]
+    assert any(names[node_id] in w and "down" in w for w in report["warnings"])
+    survivors = [n for n in cluster.nodes if n is not victim]
+    for node in survivors:
+        assert node.client().containers.list(all=True) == [], node.name
+    manager = cluster.manager.client()
+    assert manager.services.list() == []
+    assert manager.configs.list() == []
+    assert manager.secrets.list() == []

@@ -1,0 +1,164 @@
+"""What crosses a Swarm service's boundary: the inputs split between configs and secrets and cut
+under the engine's limits, and the output read back from its log, with the result files framed
+by the nonce (agent_inside.sh's emit_files) and nothing else taken for them."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from agent_worker_app.backend import FileEntry
+from agent_worker_app.docker_manager.swarm_io import (
+    CONFIG_PIECE,
+    SECRET_PIECE,
+    LogStream,
+    ResultFrames,
+    log_messages,
+    nonce_of,
+    pieces,
+    split_inputs,
+)
+
+NONCE = "0123456789abcdef0123456789abcdef"
+
+
+def test_the_nonce_and_credentials_go_only_to_secrets() -> None:
+    inputs = [
+        FileEntry("/agent-worker/task.md", b"do it"),
+        FileEntry("/agent-worker/nonce", NONCE.encode(), 0o600),
+        FileEntry("/agent-worker/secrets", None, 0o700),
+        FileEntry("/agent-worker/secrets/ANTHROPIC_API_KEY", b"sk-ant-x", 0o600),
+        FileEntry("/agent-worker/source.pack", b"PACK"),
+        FileEntry("/agent-worker/secrets-not", b"public"),
+    ]
+    public, private = split_inputs(inputs)
+    assert [e.path for e in private] == [
+        "/agent-worker/nonce",
+        "/agent-worker/secrets",
+        "/agent-worker/secrets/ANTHROPIC_API_KEY",
+    ]
+    assert [e.path for e in public] == [
+        "/agent-worker/task.md",
+        "/agent-worker/source.pack",
+        "/agent-worker/secrets-not",
+    ]
+    assert nonce_of(inputs) == NONCE
+
+
+def test_pieces_stay_under_the_engine_limits_and_join_up_again() -> None:
+    assert CONFIG_PIECE < 1_000_000
+    assert SECRET_PIECE < 500 * 1024
+    data = bytes(range(256)) * 4000  # 1,024,000 bytes
+    cut = list(pieces(io.BytesIO(data), SECRET_PIECE))
+    assert [len(p) for p in cut] == [SECRET_PIECE, SECRET_PIECE, len(data) - 2 * SECRET_PIECE]
+    assert b"".join(cut) == data
+    assert list(pieces(io.BytesIO(b""), SECRET_PIECE)) == [b""]  # one piece, even of nothing
+
+
+def _frames_of(files: dict[str, bytes], nonce: str = NONCE) -> list[bytes]:
+    """What agent_inside.sh prints for these result files: the same tar | base64 | sed."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    done = subprocess.run(
+        ["bash", "-c", f'base64 -w 3000 | sed "s/^/agent-worker-out {nonce} /"'],
+        input=buffer.getvalue(),
+        capture_output=True,
+        check=True,
+    )
+    return [line + b"\n" for line in done.stdout.splitlines()]
+
+
+def test_result_frames_come_back_as_files(tmp_path: Path) -> None:
+    bundle = bytes(range(256)) * 100
+    frames = ResultFrames(NONCE)
+    lines = _frames_of({"result.bundle": bundle, "agent-tail.jsonl": b'{"type":"result"}\n'})
+    assert len(lines) > 1
+    assert all(frames.take(line) for line in lines)
+    assert frames.extract(tmp_path / "out")
+    assert (tmp_path / "out" / "result.bundle").read_bytes() == bundle
+    assert (tmp_path / "out" / "agent-tail.jsonl").read_text() == '{"type":"result"}\n'
+    frames.close()
+
+
+def test_frames_with_another_nonce_are_output_not_results(tmp_path: Path) -> None:
+    frames = ResultFrames(NONCE)
+    forged = _frames_of({"result.bundle": b"forged"}, nonce="f" * 32)
+    assert not any(frames.take(line) for line in forged)
+    assert not frames.take(b"agent-worker-out  \n")
+    assert not frames.extract(tmp_path / "out")
+    assert not ResultFrames("").take(b"agent-worker-out  eA==\n")  # no nonce: nothing is a frame
+
+
+def test_broken_frames_are_no_result(tmp_path: Path) -> None:
+    frames = ResultFrames(NONCE)
+    assert frames.take(f"agent-worker-out {NONCE} !!!not base64\n".encode())
+    assert not frames.extract(tmp_path / "out")
+
+
+def _multiplexed(messages: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(
+        bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data for stream, data in messages
+    )
+
+
+def test_log_messages_are_read_whole_and_a_cut_one_ends_the_stream() -> None:
+    raw = _multiplexed([(1, b"out\n"), (2, b"err\n"), (1, b"")])
+    assert list(log_messages(io.BytesIO(raw).read)) == [(1, b"out\n"), (2, b"err\n"), (1, b"")]
+    assert list(log_messages(io.BytesIO(raw[:-2] + raw[:6]).read)) == [(1, b"out\n"), (2, b"err\n")]
+
+
+def _stream(
+    messages: list[tuple[int, bytes]], frames: ResultFrames
+) -> tuple[LogStream, list[bytes], list[bytes], list[bool]]:
+    out: list[bytes] = []
+    err: list[bytes] = []
+    closed: list[bool] = []
+
+    def open_log() -> tuple[Iterator[tuple[int, bytes]], Callable[[], None]]:
+        return iter(messages), lambda: closed.append(True)
+
+    return LogStream(open_log, frames, out.append, err.append), out, err, closed
+
+
+def test_the_stream_passes_output_on_keeps_frames_and_ends_at_the_result_line(
+    tmp_path: Path,
+) -> None:
+    frames = ResultFrames(NONCE)
+    lines = _frames_of({"result.bundle": b"BUNDLE"})
+    result = f"agent-worker-result {NONCE} e30=\n".encode()
+    messages = [
+        (1, b'{"type":"system"}\n'),
+        (2, b"agent-worker: firewall"),  # a line in two messages
+        (2, b" ready\n"),
+        *((2, line) for line in lines),
+        (2, f"agent-worker-out {'f' * 32} Zm9yZ2Vk\n".encode()),  # not this task's
+        (2, result),
+        (1, b"never read\n"),
+    ]
+    stream, out, err, closed = _stream(messages, frames)
+    stream.run()
+    assert out == [b'{"type":"system"}\n']
+    assert err == [
+        b"agent-worker: firewall ready\n",
+        f"agent-worker-out {'f' * 32} Zm9yZ2Vk\n".encode(),
+        result,
+    ]
+    assert stream.ended.is_set()
+    assert closed
+    assert stream.error is None
+    assert frames.extract(tmp_path / "out")
+    assert (tmp_path / "out" / "result.bundle").read_bytes() == b"BUNDLE"
+
+
+def test_a_stream_cut_short_keeps_its_last_partial_line() -> None:
+    stream, _, err, _ = _stream([(2, b"last words")], ResultFrames(NONCE))
+    stream.run()
+    assert err == [b"last words"]
+    assert not stream.ended.is_set()
