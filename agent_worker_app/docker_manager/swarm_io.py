@@ -93,10 +93,15 @@ class ResultFrames:
             self._spool = None
 
 
-class LogStream(threading.Thread):
-    """A service's output, followed from its log: stdout to one callback, stderr line by line to
-    the other but for the result frames, which are kept. The follow never ends by itself: it is
-    cut when the task's own last line (its result) arrived, or by stop() once the task ended."""
+class LogStream:
+    """A service's output, followed from its log on a thread of its own: stdout to one callback,
+    stderr line by line to the other but for the result frames, which are kept. The follow never
+    ends by itself: it is cut when the task's own last line (its result) arrived, or by stop()
+    once the task ended.
+
+    Whether it still runs is its own event, not Thread.is_alive(): a Thread.join() cut short by
+    Ctrl-C marks a running thread as finished (CPython 3.11), and a swarm's log arrives after the
+    task's end is known, so the result would be missed."""
 
     def __init__(
         self,
@@ -105,7 +110,8 @@ class LogStream(threading.Thread):
         on_stdout: Callable[[bytes], None],
         on_stderr: Callable[[bytes], None],
     ) -> None:
-        super().__init__(name="service-logs", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="service-logs", daemon=True)
+        self._finished = threading.Event()
         self._open_log = open_log
         self._frames = frames
         self._on_stdout = on_stdout
@@ -115,6 +121,15 @@ class LogStream(threading.Thread):
         self._stopped = False
         self.error: BaseException | None = None
         self.ended = threading.Event()  # the task's result line arrived: all of its output did
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return not self._finished.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._finished.wait(timeout)
 
     def stop(self) -> None:
         """Stop following (the task ended, or is gone)."""
@@ -153,6 +168,7 @@ class LogStream(threading.Thread):
             if pending and not self._frames.take(pending):
                 self._on_stderr(pending)
             self.stop()
+            self._finished.set()
 
 
 def log_messages(read: Callable[[int], bytes]) -> Iterator[tuple[int, bytes]]:
