@@ -181,7 +181,7 @@ def batch_command(options: Mapping[str, Any], env: Env) -> int:
         try:
             outcome = batch.execute(
                 runs,
-                lambda: connect_docker(first.docker_host),
+                lambda: connect_docker(first.docker_host, first.backend, first.registry),
                 view=view,
                 signals=signals,
                 redactor=redactor,
@@ -271,7 +271,7 @@ def list_runs(options: Mapping[str, Any], env: Env) -> int:
     from agent_worker_app import git_manager, runs
 
     try:
-        project, _ = config_module.load_location(
+        project, *_ = config_module.load_location(
             options, environ=os.environ, cwd=Path.cwd(), tool_dir=_tool_dir()
         )
         found = runs.past_runs(git_manager.repository(project).git_dir)
