@@ -143,6 +143,10 @@ class Backend(Protocol):
     def lost_tasks(self, project: str) -> list[LostTask]:
         """This project's tasks whose agent-worker is gone (from this host), running or not."""
 
+    def node(self, task: Task) -> str | None:
+        """The machine the task ran on where the engine has several (a swarm node's name);
+        None on one engine. Never raises."""
+
     def remove(self, task: Task) -> None:
         """Remove it, running or not, with everything the engine keeps for it."""
 

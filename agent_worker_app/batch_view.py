@@ -260,6 +260,11 @@ class TaskProgress:
 
 
 HEADERS = ("#", "branch", "project", "status", "duration", "tokens", "cost", "+/-", "files")
+NODE = "node"  # a column of its own when tasks ran on several machines (a swarm)
+
+
+def headers(entries: Sequence[Entry]) -> tuple[str, ...]:
+    return (*HEADERS, NODE) if any(e.report.node for e in entries) else HEADERS
 
 
 def _tokens(report: RunReport) -> str:
@@ -277,6 +282,7 @@ def _cost(report: RunReport) -> str:
 def summary_rows(entries: Sequence[Entry], totals: Totals) -> list[tuple[str, ...]]:
     """The summary's cells, every one safe to print; the last row holds the totals."""
     rows: list[tuple[str, ...]] = []
+    nodes = NODE in headers(entries)
     for entry in entries:
         r = entry.report
         skipped = not r.run_id  # never started: no figures
@@ -291,6 +297,7 @@ def summary_rows(entries: Sequence[Entry], totals: Totals) -> list[tuple[str, ..
                 "-" if skipped else _cost(r),
                 f"+{r.lines_added} -{r.lines_removed}",
                 str(len(r.files)),
+                *((quote_name(r.node) if r.node else "-",) if nodes else ()),
             )
         )
     tokens = "-" if totals.tokens_total is None else f"{totals.tokens_total:,}"
@@ -306,6 +313,7 @@ def summary_rows(entries: Sequence[Entry], totals: Totals) -> list[tuple[str, ..
             cost,
             f"+{totals.lines_added} -{totals.lines_removed}",
             str(totals.files_changed),
+            *(("",) if nodes else ()),
         )
     )
     return rows
@@ -313,8 +321,8 @@ def summary_rows(entries: Sequence[Entry], totals: Totals) -> list[tuple[str, ..
 
 def render_summary_text(entries: Sequence[Entry], totals: Totals) -> str:
     """The summary as plain aligned columns (a pipe, a CI log, a file)."""
-    rows = [HEADERS, *summary_rows(entries, totals)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+    rows = [headers(entries), *summary_rows(entries, totals)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"AGENT BATCH REPORT (exit {totals.exit_code})"]
     for n, row in enumerate(rows):
         if n == len(rows) - 1:
@@ -332,7 +340,7 @@ def render_summary_rich(
     from rich.text import Text
 
     table = Table(title=Text(f"AGENT BATCH REPORT (exit {totals.exit_code})"), title_justify="left")
-    for header in HEADERS:
+    for header in headers(entries):
         names = header in ("branch", "project")  # folded, never cut: they are what to look up
         table.add_column(
             header,

@@ -208,6 +208,7 @@ class Supervised:
     agent_tail: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     result: str | None = None  # the task's result line (JSON), when it came
+    node: str | None = None  # the machine it ran on, where the engine has several
 
 
 @dataclass(frozen=True)
@@ -464,6 +465,7 @@ def combine(
         interrupted=supervised.interrupted,
         over_cost=supervised.over_cost,
         started=supervised.started,
+        node=supervised.node,
         head=collected.head,
         import_error=collected.import_error,
         error=error,
@@ -520,10 +522,10 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
 
     output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor, nonce)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
-    over_cost = None
+    over_cost, node = None, None
     try:
         stream = backend.start(task, output.stdout.feed, output.stderr.feed)
-        started = True
+        started, node = True, backend.node(task)
         ctx.journal.mark("container")
         ctx.progress.phase(f"Agent at work on branch {ws.branch}")
         deadline = time.monotonic() + ctx.config.timeout_s
@@ -556,6 +558,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
         agent_tail=tuple(output.tail),
         warnings=tuple(warnings),
         result=output.result,
+        node=node,
     )
 
 
@@ -735,6 +738,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         timings=ctx.journal.timings,
         metered=ctx.agent.metered,
         pushed_to=pushed_to,
+        node=outcome.node,
         check=outcome.check,
         blocked=outcome.blocked,
     )

@@ -136,6 +136,7 @@ class RunReport:
     blocked: list[Blocked] = field(default_factory=list)
     continued_from: str | None = None  # --continue: the run before this one on the branch
     branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
+    node: str | None = None  # the swarm node the task ran on (None: one Docker engine)
 
     @property
     def lines_added(self) -> int:
@@ -171,6 +172,7 @@ class RunReport:
             "pushed_to": self.pushed_to,
             "continued_from": self.continued_from,
             "branch_totals": asdict(self.branch_totals) if self.branch_totals else None,
+            "node": self.node,
             "error": self.error,
             "firewall": self.firewall,
             "check": self.check.to_json() if self.check is not None else None,
@@ -190,6 +192,7 @@ class Outcome:
     interrupted: bool = False
     over_cost: float | None = None  # stopped by --max-cost, having reported this cost
     started: bool = False  # the task started: the agent may have done work
+    node: str | None = None  # the machine it ran on, where the engine has several
     head: str | None = None
     import_error: str | None = None
     error: AgentWorkerError | None = None
@@ -337,6 +340,18 @@ def _file_line(change: FileChange, name: str, width: int) -> str:
     return f"  {_CODE.get(change.status, '?')} {name:<{width}}  {counts}".rstrip()
 
 
+def place_rows(report: RunReport) -> list[tuple[str, str]]:
+    """Where the work went (the remote it was pushed to) and where it ran (a swarm's node)."""
+    from agent_worker_app.console import quote_name
+
+    rows = []
+    if report.pushed_to is not None:
+        rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
+    if report.node is not None:
+        rows.append(("Node", f"ran on swarm node {quote_name(report.node)}"))
+    return rows
+
+
 def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tuple[str, str]]:
     """(label, text) rows shared by the plain and the rich renderer; '' labels continue a row.
 
@@ -394,8 +409,7 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
             figures.append("?" if b.cost_usd is None else f"${b.cost_usd:.4f}")
         joined = " \u00b7 ".join(figures)
         rows.append(("All runs", f"{joined} on this branch (after run {report.continued_from})"))
-    if report.pushed_to is not None:
-        rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
+    rows.extend(place_rows(report))
     rows.extend(check_rows(report.check))
     if not report.firewall:
         rows.append(("Firewall", "off (--no-firewall): the agent could reach any address"))

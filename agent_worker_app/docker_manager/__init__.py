@@ -861,6 +861,9 @@ class DockerBackend:
             lost.append(LostTask(Task(container), labels, exit_info))
         return lost
 
+    def node(self, task: Task) -> str | None:
+        return None  # one engine: the report names no machine
+
     def remove(self, task: Task) -> None:
         remove(task.handle)
 

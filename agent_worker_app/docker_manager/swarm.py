@@ -389,6 +389,13 @@ class SwarmBackend:
     def lost_tasks(self, project: str) -> list[LostTask]:
         return []  # a lost run's service stops its agent at its deadline and is swept then
 
+    def node(self, task: Task) -> str | None:
+        service: Service = task.handle
+        if not service.nodes:
+            with suppress(DockerError):
+                self._state(service)
+        return self._node_name(min(service.nodes)) if service.nodes else None
+
     def remove(self, task: Task) -> None:
         service: Service = task.handle
         problems = self._remove(service)

@@ -267,3 +267,22 @@ def test_jobs_and_max_cost_come_from_their_options_or_variables(tmp_path: Path) 
     assert load({}, {"AGENT_WORKER_MAX_COST": "$2.50"}).max_cost_usd == 2.5
     with pytest.raises(UsageError, match="AGENT_WORKER_JOBS must be a positive whole number"):
         load({}, {"AGENT_WORKER_JOBS": "many"})
+
+
+def test_the_summary_names_the_node_of_each_task_when_they_ran_on_a_swarm() -> None:
+    entries = [
+        Entry(1, Path("/r/one"), "t1", "x-1", report("success", 0, branch="x-1", node="w-1")),
+        Entry(2, Path("/r/one"), "t2", "x-2", report("success", 0, branch="x-2", node="w\x1b2")),
+    ]
+    totals = Totals.of(entries, exit_code=0, duration_s=4.0)
+    lines = render_summary_text(entries, totals).splitlines()
+    assert tuple(lines[1].split()) == (*HEADERS, "node")
+    assert lines[2].split()[-1] == "w-1"
+    assert lines[3].split()[-1] == '"w\\0332"'  # a name is data: quoted, never a control
+    assert [r["node"] for r in json.loads(render_batch_json(entries, totals))["runs"]] == [
+        "w-1",
+        "w\x1b2",
+    ]
+    one_engine = [Entry(1, Path("/r/one"), "t1", "x-1", report("success", 0, branch="x-1"))]
+    text = render_summary_text(one_engine, Totals.of(one_engine, exit_code=0, duration_s=1.0))
+    assert tuple(text.splitlines()[1].split()) == HEADERS

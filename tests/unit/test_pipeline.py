@@ -93,6 +93,9 @@ class FakeBackend:
         (out / "result.bundle").write_bytes(self.bundle.read_bytes())
         return True
 
+    def node(self, task: Task) -> str | None:
+        return None
+
     def remove(self, task: Task) -> None:
         self.removed.append(task)
 

@@ -90,6 +90,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "pushed_to",
         "continued_from",
         "branch_totals",
+        "node",
         "error",
         "firewall",
         "check",
@@ -565,3 +566,11 @@ def test_json_keeps_every_name_exactly_and_is_safe_to_print() -> None:
     assert data == json.loads(json.dumps(report.to_json()))
     assert "dossier \u00e9/\u00fc.txt" in text  # readable, not \u-escaped
     assert "app/[slug]/page.tsx" in text
+
+
+def test_the_swarm_node_a_task_ran_on_is_reported() -> None:
+    report = make_report(node="worker-2")
+    assert report.to_json()["node"] == "worker-2"
+    assert rows(render_text(report))["Node"] == ["ran on swarm node worker-2"]
+    assert make_report().to_json()["node"] is None
+    assert "Node" not in rows(render_text(make_report()))
