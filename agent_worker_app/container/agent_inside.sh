@@ -11,7 +11,8 @@
 #           bundle base..HEAD into /agent-worker/out.
 #
 # Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS,
-# AW_DEADLINE (epoch seconds), AW_SESSION_DIR (where the agent keeps its sessions, if it can
+# AW_DEADLINE (epoch seconds; or AW_DEADLINE_AFTER, seconds from the container's start, where
+# the start can be long after the run made its spec: a swarm node pulling the image), AW_SESSION_DIR (where the agent keeps its sessions, if it can
 # resume one); on stdin, a tar of agent-worker/task.md, agent-worker/nonce,
 # agent-worker/secrets/<VAR>, agent-worker/maintenance/<N> (the Nth maintenance command),
 # agent-worker/check (the check command), agent-worker/session/* (an earlier session, for
@@ -102,6 +103,11 @@ CHECK=                                     # the check command, in root's memory
 stopped=0                                  # root was told to stop (a signal)
 
 root_stage() {
+  if [[ -n "${AW_DEADLINE_AFTER:-}" ]]; then
+    local started
+    printf -v started '%(%s)T' -1
+    export AW_DEADLINE=$((started + AW_DEADLINE_AFTER))
+  fi
   # The run's inputs (task.md, nonce, secrets/, source.pack, ...): see read_inputs.
   read_inputs
   NONCE=$(cat "$IN/nonce" 2>/dev/null || true)

@@ -11,6 +11,7 @@ own engine through its socket and removes its own container last (node_job).
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import socket
 import time
@@ -43,7 +44,6 @@ from agent_worker_app.docker_manager import (
     _files_tar,
     _orchestrator_alive,
     _reason,
-    ensure_image,
 )
 from agent_worker_app.docker_manager.swarm_io import (
     CONFIG_DIR,
@@ -58,6 +58,7 @@ from agent_worker_app.docker_manager.swarm_io import (
     split_inputs,
 )
 from agent_worker_app.errors import DockerError, ImageBuildError
+from agent_worker_app.image_layers import ProjectImage
 from agent_worker_app.task_spec import LABEL
 
 POLL_S = 0.5
@@ -144,24 +145,28 @@ class SwarmBackend:
         force: bool,
         log_dir: Path,
         on_line: Callable[[str], None],
+        project: ProjectImage | None = None,
     ) -> ImageResult:
         """Built on the manager (or reused there by its content tag), and pushed under the same
         tag unless the registry has it already."""
-        built = ensure_image(
+        from agent_worker_app.docker_manager import layers
+
+        built = layers.prepare(
             self.client,
-            agent_layer=layer,
-            build_args=dict(layer.build_args) | {"BASE_IMAGE": base_image},
+            layer,
+            base_image=base_image,
             ca_certs=ca_certs,
             force=force,
             log_dir=log_dir,
             on_line=on_line,
+            project=project,
         )
         repository = f"{self.registry}/{IMAGE_REPO}"
         tag = built.tag.split(":", 1)[1]
         name = f"{repository}:{tag}"
         if force or built.built or not self.image_in_registry(name):
             self._push(built.tag, repository, tag, on_line)
-        return ImageResult(tag=name, built=built.built, log_path=built.log_path)
+        return dataclasses.replace(built, tag=name)
 
     def _push(self, local: str, repository: str, tag: str, on_line: Callable[[str], None]) -> None:
         error = None
@@ -184,6 +189,9 @@ class SwarmBackend:
         if spec.object_dirs:
             raise DockerError("a swarm's nodes cannot mount this machine's files: --workspace copy")
         run_id = spec.labels[f"{LABEL}.run-id"]
+        # the task may start up to START_LIMIT_S late (an image pull): no sweep before then
+        later = str(int(_deadline(spec.labels) + START_LIMIT_S))
+        spec = dataclasses.replace(spec, labels=spec.labels | {f"{LABEL}.deadline": later})
         service = Service(run_id, spec.image, nonce_of(inputs), spec)
         task = Task(service, list(inputs))
         public, private = split_inputs(inputs)
@@ -220,10 +228,14 @@ class SwarmBackend:
             )
             for i, sid in enumerate(service.secrets)
         ]
+        env = dict[str, str | bytes | None](spec.env | {"AW_INPUTS": "files"})
+        if deadline := str(env.pop("AW_DEADLINE", "") or ""):
+            # counted from the container's start: a node may first pull the image for minutes
+            env["AW_DEADLINE_AFTER"] = str(max(int(deadline) - int(time.time()), 1))
         container = ContainerSpec(
             spec.image,
             command=spec.command,
-            env=dict[str, str | bytes | None](spec.env | {"AW_INPUTS": "files"}),
+            env=env,
             labels=spec.labels,
             user="root",
             workdir="/workspace",
@@ -561,11 +573,11 @@ def _deadline(labels: Mapping[str, str]) -> float:
 
 
 def _gone(labels: Mapping[str, str], now: float) -> bool:
-    """A run is gone when its deadline passed, or when it was made on this host by a process
-    that is no longer there."""
-    if _deadline(labels) < now:
-        return True
-    return labels.get(f"{LABEL}.host") == socket.gethostname() and not _orchestrator_alive(labels)
+    """A run is gone when it was made on this host by a process that is no longer there, or,
+    made elsewhere, when its deadline passed."""
+    if labels.get(f"{LABEL}.host") == socket.gethostname():
+        return not _orchestrator_alive(labels)
+    return _deadline(labels) < now
 
 
 class _Watch:

@@ -175,6 +175,7 @@ def test_the_image_is_pushed_once_and_commands_run_on_the_workers(
                 f"echo {branch} > {branch}.txt && git add . && git commit -qm {branch}",
                 "--branch",
                 branch,
+                "--debug",
             ],
             cwd=repo,
             env=command_env(),
@@ -182,6 +183,7 @@ def test_the_image_is_pushed_once_and_commands_run_on_the_workers(
         )
 
     first, second = run("first"), run("second")
+    assert "The push refers to repository" in first.stderr  # the manager pushed it once
     for result, branch in ((first, "first"), (second, "second")):
         assert result.code == 0, result.stderr
         assert git(repo, "show", f"{branch}:{branch}.txt") == f"{branch}\n"
@@ -312,6 +314,48 @@ def test_sigint_stops_the_task_keeps_its_commits_and_leaves_nothing(
         "agent-worker: work the agent left uncommitted",
         "One",
     ]
+    assert cluster.leftovers() == []
+
+
+def test_six_commands_with_jobs_3_spread_over_both_workers(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    tasks = [
+        f"echo {i} > f{i}.txt && git add f{i}.txt && git commit -qm 'Task {i}' && sleep 5"
+        for i in range(1, 7)
+    ]
+    result = run_cli(
+        [
+            *swarm_args,
+            "--agent-type",
+            "command",
+            "--jobs",
+            "3",
+            "--branch",
+            "spread",
+            *(arg for task in tasks for arg in ("--task", task)),
+        ],
+        cwd=repo,
+        env=command_env(),
+        timeout=900,
+    )
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    runs = result.report["runs"]
+    assert [r["status"] for r in runs] == ["success"] * 6
+    for i, run in enumerate(runs, start=1):
+        assert run["branch"] == f"spread-{i}"
+        assert git(repo, "log", "--format=%s", f"main..spread-{i}").splitlines() == [f"Task {i}"]
+        assert git(repo, "show", f"spread-{i}:f{i}.txt") == f"{i}\n"
+    names = cluster.node_names()
+    workers = {
+        names[n.attrs["ID"]]
+        for n in cluster.manager.client().nodes.list(filters={"role": "worker"})
+    }
+    assert {r["node"] for r in runs} == workers  # both workers, and nothing on the manager
+    header, *rows = [line for line in result.stdout.splitlines() if line.strip()][1:8]
+    assert header.split()[-1] == "node"
+    assert [row.split()[-1] for row in rows] == [r["node"] for r in runs]
     assert cluster.leftovers() == []
 
 

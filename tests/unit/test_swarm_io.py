@@ -162,3 +162,23 @@ def test_a_stream_cut_short_keeps_its_last_partial_line() -> None:
     stream.run()
     assert err == [b"last words"]
     assert not stream.ended.is_set()
+
+
+def test_a_swarm_run_is_swept_when_its_process_here_is_gone_or_elsewhere_past_its_deadline() -> (
+    None
+):
+    import os
+    import socket
+
+    from agent_worker_app.docker_manager.swarm import _gone
+    from agent_worker_app.task_spec import labels
+
+    now = 1_000_000.0
+    mine = labels("r1", Path("/p"), deadline=now - 10)  # this process: alive
+    assert not _gone(mine, now)  # past its deadline, but its agent-worker still waits for it
+    dead = mine | {"agent-worker.pid": str(2**22 + 7)}
+    assert _gone(dead, now - 100)
+    elsewhere = mine | {"agent-worker.host": socket.gethostname() + "-other"}
+    assert _gone(elsewhere, now)
+    assert not _gone(elsewhere, now - 100)
+    assert os.getpid() == int(mine["agent-worker.pid"])
