@@ -239,7 +239,7 @@ could say how the agent ended" --argjson blocked "$(blocked_json)" \
 
 # The check command, run by root after the agent stage ended by itself: as the agent user, in
 # /workspace, under the same limits and firewall, its output in a file only root can read. Its
-# outcome is root's own record (JSON on stdout): the agent's processes are all gone by then.
+# outcome is root's own record: the agent's processes are all gone by then.
 # A stop (timeout, signal, agent-worker gone) stops it like the agent. Its JSON: CHECK_RESULT.
 CHECK_RESULT=/run/agent-worker-check.json
 run_check() {
@@ -248,7 +248,7 @@ run_check() {
   : >"$log"
   chmod 0600 "$log"
   say "check: ${CHECK%%$'\n'*}"
-  start=$EPOCHREALTIME
+  start=${EPOCHREALTIME/[.,]/} # microseconds, whatever the locale's decimal mark
   (cd /workspace && exec setsid env "${secrets[@]}" setpriv --reuid=agent --regid=agent \
     --init-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
     env HOME=/home/agent USER=agent LOGNAME=agent bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- &
@@ -259,7 +259,7 @@ run_check() {
     status=0
     wait "$pid" || status=$?
   done
-  end=$EPOCHREALTIME
+  end=${EPOCHREALTIME/[.,]/}
   child=
   : >"$STAGE"
   kill_user_processes
@@ -272,9 +272,9 @@ run_check() {
   tail -n 20 "$log" | cut -c 1-500 | sed 's/^/agent-worker: check: /' >&2
   say "check: $([[ "$status" == 0 ]] && echo passed || echo failed) (exit status $status)"
   tail -n 20 "$log" | cut -c 1-500 | jq -Rsc --arg command "$CHECK" --argjson exit "$status" \
-    --argjson duration "$(jq -n "($end - $start) * 1000 | round / 1000")" --argjson stopped "$why" \
+    --argjson ms "$(((end - start) / 1000))" --argjson stopped "$why" \
     '{command: $command, ran: true, exit_code: (if $stopped == null then $exit else null end),
-      duration_s: $duration, stopped: $stopped,
+      duration_s: ($ms / 1000), stopped: $stopped,
       output_tail: (split("\n") | if .[-1] == "" then .[:-1] else . end)}' >"$CHECK_RESULT"
 }
 
