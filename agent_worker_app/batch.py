@@ -131,14 +131,10 @@ def execute(
             pipeline.report_orphans(orphans, view)
             for root, ws in checked.items():
                 pipeline.recover_lost(backend, ws, lost[root], view)
-    entries = [
-        Entry(run.number, run.cfg.project, run.cfg.task, run.cfg.branch, _report(run))
-        for run in runs
-    ]
+    entries = [_entry(run) for run in runs]
     code = worst_exit([entry.report.exit_code for entry in entries])
-    return Outcome(
-        entries, Totals.of(entries, exit_code=code, duration_s=time.monotonic() - started)
-    )
+    duration = time.monotonic() - started
+    return Outcome(entries, Totals.of(entries, exit_code=code, duration_s=duration))
 
 
 def _report(run: Run) -> RunReport:
