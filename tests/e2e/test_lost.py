@@ -113,8 +113,10 @@ def test_a_stopped_agent_worker_cannot_keep_its_agent_past_the_deadline(
         Turn.tool_use(write("/workspace/early.txt", "early\n")),
         Turn.text("too late", delay=300),
     )
+    # 15 s: Claude Code's start on a loaded machine must not use up the timeout before its
+    # second request, the signal to stop agent-worker
     proc = start_cli(
-        ["--task", "slow", "--branch", "stopped", "--timeout", "4"], cwd=repo, env=run_env()
+        ["--task", "slow", "--branch", "stopped", "--timeout", "15"], cwd=repo, env=run_env()
     )
     try:
         wait_for_requests(fake_api, 2)
