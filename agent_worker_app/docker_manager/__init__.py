@@ -635,7 +635,11 @@ class ContainerIO(threading.Thread):
     """The container's standard streams, attached before it starts (a late attach misses what
     it prints first). The run's input files go in on stdin as one tar archive, which also keeps
     secrets out of the container's configuration and spares an archive upload (about 50 ms);
-    stdout and stderr go to the callbacks until the container ends."""
+    stdout and stderr go to the callbacks until the container ends.
+
+    Whether it still runs is its own event, not Thread.is_alive(): a Thread.join() cut short by
+    Ctrl-C marks a running thread as finished (CPython 3.11), and the result line that follows
+    the stop would be missed."""
 
     def __init__(
         self,
@@ -645,6 +649,7 @@ class ContainerIO(threading.Thread):
         on_stderr: Callable[[bytes], None],
     ) -> None:
         super().__init__(name="container-io", daemon=True)
+        self._finished = threading.Event()
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
         self.error: BaseException | None = None
@@ -656,6 +661,12 @@ class ContainerIO(threading.Thread):
         except _DOCKER_ERRORS as exc:
             self._input.close()
             raise DockerError(f"cannot attach to the agent container: {_reason(exc)}") from None
+
+    def is_alive(self) -> bool:
+        return self.ident is not None and not self._finished.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._finished.wait(timeout)
 
     def close(self) -> None:
         """Let go of the input and the attach of a container that never started."""
@@ -697,6 +708,7 @@ class ContainerIO(threading.Thread):
             self._input.close()
             with suppress(OSError):
                 self._socket.close()
+            self._finished.set()
 
 
 def _frames(raw: socket.socket) -> Iterator[tuple[int, bytes]]:

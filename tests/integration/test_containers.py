@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -283,3 +284,38 @@ def test_output_after_a_long_silence_still_arrives(base_image: str) -> None:
         assert out == b"before\nafter\n"
     finally:
         docker_manager.remove(container)
+
+
+class _StopError(Exception):
+    pass
+
+
+def test_a_join_cut_short_by_a_signal_leaves_the_output_streaming(
+    docker_client: Any, base_image: str, made: list[Any]
+) -> None:
+    """Ctrl-C in the middle of a join (an exception from a signal handler) must not make the
+    stream look finished: the container's last words, the result line, come after the stop."""
+    container = docker_manager.create_container(
+        docker_client, spec(base_image, ["sh", "-c", "sleep 2; echo last words"])
+    )
+    made.append(container)
+    out: list[bytes] = []
+    io = docker_manager.ContainerIO(container, [], out.append, out.append)
+    docker_manager.start(container)
+    io.start()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise _StopError
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(_StopError):
+            io.join(30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert io.is_alive()  # Thread.is_alive() says False here on CPython 3.11
+    io.join(60)
+    assert not io.is_alive()
+    assert b"".join(out) == b"last words\n"
