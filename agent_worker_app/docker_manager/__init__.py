@@ -532,16 +532,18 @@ def _orphan_note(labels: Mapping[str, str], running: bool, now: float) -> str | 
     )
 
 
-def remove_orphans(client: docker.DockerClient, now: float | None = None) -> list[str]:
-    """Remove the containers of runs that are gone (see _orphan_note); a line for each."""
+def remove_orphans(
+    client: docker.DockerClient, now: float | None = None, *, project: str | None = None
+) -> list[str]:
+    """Remove the containers of runs that are gone (see _orphan_note), of one project's runs
+    when given; a line for each."""
     removed = []
     now = time.time() if now is None else now
+    scope = [f"{LABEL}.run-id"] + ([f"{LABEL}.project={project}"] if project else [])
     try:
         # Another agent-worker may remove the same containers meanwhile: one gone between the
         # listing and its removal is no error, and not ours to report.
-        found = client.containers.list(
-            all=True, filters={"label": [f"{LABEL}.run-id"]}, ignore_removed=True
-        )
+        found = client.containers.list(all=True, filters={"label": scope}, ignore_removed=True)
         for container in found:
             note = _orphan_note(container.labels, container.status == "running", now)
             if note is not None:

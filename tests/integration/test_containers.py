@@ -186,8 +186,15 @@ def removed_names(lines: list[str]) -> str:
     return " ".join(lines)
 
 
+@pytest.fixture
+def project() -> Path:
+    """A project of the test's own: what its remove_orphans() calls may touch. A later `now`
+    makes every run on the engine look gone, the runs of others (tests or users) included."""
+    return Path(f"/orphan-test/{os.getpid()}-{time.monotonic_ns()}")
+
+
 def test_containers_of_dead_runs_wait_for_recovery_then_go(
-    docker_client: Any, base_image: str, made: list[Any]
+    docker_client: Any, base_image: str, made: list[Any], project: Path
 ) -> None:
     """A lost run's container stops by itself and then waits for its repository's next run to
     recover its work; after KEEP_LOST_S nobody did, and it goes with a warning naming the loss."""
@@ -199,7 +206,7 @@ def test_containers_of_dead_runs_wait_for_recovery_then_go(
     )
     now = time.time()
     dead = {"agent-worker.pid": gone.stdout.strip(), "agent-worker.branch": "agent/x"}
-    lost_labels = labels("lost", Path("/p"), deadline=now + 60) | dead
+    lost_labels = labels("lost", project, deadline=now + 60) | dead
     lost = docker_manager.create_container(
         docker_client, spec(base_image, ["true"], labels=lost_labels)
     )
@@ -208,19 +215,24 @@ def test_containers_of_dead_runs_wait_for_recovery_then_go(
         spec(
             base_image,
             ["sleep", "60"],
-            labels=labels("stopping", Path("/p"), deadline=now + 60) | dead,
+            labels=labels("stopping", project, deadline=now + 60) | dead,
         ),
     )
-    alive = docker_manager.create_container(docker_client, spec(base_image, ["sleep", "60"]))
+    alive = docker_manager.create_container(
+        docker_client,
+        spec(base_image, ["sleep", "60"], labels=labels("alive", project, deadline=now + 3600)),
+    )
     made.extend([lost, stopping, alive])
     docker_manager.start(lost)
     docker_manager.start(stopping)
     assert docker_manager.wait(lost, 30) is not None
-    assert docker_manager.remove_orphans(docker_client, now=now) == []
+    assert docker_manager.remove_orphans(docker_client, now=now, project=str(project)) == []
     later = now + 60 + docker_manager.KEEP_LOST_S + 1
-    removed = removed_names(docker_manager.remove_orphans(docker_client, now=later))
+    removed = removed_names(
+        docker_manager.remove_orphans(docker_client, now=later, project=str(project))
+    )
     assert f"removed container {lost.name} (nobody recovered it within 7 days" in removed
-    assert "branch agent/x of /p is lost" in removed
+    assert f"branch agent/x of {project} is lost" in removed
     assert f"container {stopping.name} (still running past its deadline)" in removed
     assert alive.name not in removed  # this process's own: never an orphan
     names = [c.name for c in docker_client.containers.list(all=True)]
@@ -232,9 +244,9 @@ def test_containers_of_dead_runs_wait_for_recovery_then_go(
 
 
 def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(
-    docker_client: Any, base_image: str, made: list[Any]
+    docker_client: Any, base_image: str, made: list[Any], project: Path
 ) -> None:
-    reused = labels("reused", Path("/p"), deadline=time.time()) | {
+    reused = labels("reused", project, deadline=time.time()) | {
         "agent-worker.pid-start": "1"
     }  # this pid, but a process that started long ago
     container = docker_manager.create_container(
@@ -242,18 +254,20 @@ def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(
     )
     made.append(container)
     later = time.time() + docker_manager.KEEP_LOST_S + 1
-    assert container.name in removed_names(docker_manager.remove_orphans(docker_client, now=later))
+    assert container.name in removed_names(
+        docker_manager.remove_orphans(docker_client, now=later, project=str(project))
+    )
 
 
 def test_any_host_removes_containers_past_their_deadline(
-    docker_client: Any, base_image: str, made: list[Any]
+    docker_client: Any, base_image: str, made: list[Any], project: Path
 ) -> None:
     """A remote engine shared by machines that died keeps nothing forever: a container of
     another host is removed once its run's deadline has passed, and not before."""
     elsewhere = {"agent-worker.host": "a-machine-that-died", "agent-worker.pid": "1"}
     now = time.time()
-    past = labels("past", Path("/p"), deadline=now - 1) | elsewhere
-    future = labels("future", Path("/p"), deadline=now + 3600) | elsewhere
+    past = labels("past", project, deadline=now - 1) | elsewhere
+    future = labels("future", project, deadline=now + 3600) | elsewhere
     expired = docker_manager.create_container(
         docker_client, spec(base_image, ["sleep", "60"], labels=past)
     )
@@ -262,12 +276,14 @@ def test_any_host_removes_containers_past_their_deadline(
     )
     made.extend([expired, waiting])
     docker_manager.start(expired)
-    removed = removed_names(docker_manager.remove_orphans(docker_client))
+    removed = removed_names(docker_manager.remove_orphans(docker_client, project=str(project)))
     assert expired.name in removed
     assert waiting.name not in removed  # another host's run may still be going
     assert waiting.name in [c.name for c in docker_client.containers.list(all=True)]
     later = now + 3600 + docker_manager.KEEP_LOST_S + 1
-    assert waiting.name in removed_names(docker_manager.remove_orphans(docker_client, now=later))
+    assert waiting.name in removed_names(
+        docker_manager.remove_orphans(docker_client, now=later, project=str(project))
+    )
 
 
 def test_output_after_a_long_silence_still_arrives(base_image: str) -> None:
