@@ -39,8 +39,11 @@ TASKS = 8
 TASK = "echo done > done.txt"
 
 
-def batch(repo: Path, jobs: int, name: str, env: dict[str, str]) -> tuple[float, float, dict]:
-    """One invocation of TASKS tasks: (wall s, the process's peak RSS in MiB, its JSON)."""
+def batch(
+    repo: Path, jobs: int, name: str, env: dict[str, str]
+) -> tuple[float, float, dict, float]:
+    """One invocation of TASKS tasks: (wall s, the process's peak RSS in MiB, its JSON, the CPU
+    seconds it and its children (git) used)."""
     argv = [sys.executable, str(ROOT / "agent_worker.py"), "--agent-type", "command"]
     argv += ["--env-file", str(empty_env_file(repo.parent)), "--json"]
     argv += ["--jobs", str(jobs), "--branch", name, *(["--task", TASK] * TASKS)]
@@ -60,7 +63,7 @@ def batch(repo: Path, jobs: int, name: str, env: dict[str, str]) -> tuple[float,
         raise SystemExit(f"not every task succeeded: {data['totals']}")
     for run in data["runs"]:
         git(repo, "branch", "-q", "-D", run["branch"])
-    return wall, usage.ru_maxrss / 1024, data
+    return wall, usage.ru_maxrss / 1024, data, usage.ru_utime + usage.ru_stime
 
 
 def docker_runs(image: str, at_once: int) -> float:
@@ -93,12 +96,15 @@ def main() -> int:
             batch(repo, 4, "bench/warm-up", env)  # not counted
             parallel: list[float] = []
             serial: list[float] = []
+            cpu: list[float] = []
             engine: list[tuple[float, float]] = []
             for i in range(rounds):
                 serial.append(batch(repo, 1, f"bench/serial-{i}", env)[0])
-                parallel.append(batch(repo, 4, f"bench/parallel-{i}", env)[0])
+                wall, _, _, used = batch(repo, 4, f"bench/parallel-{i}", env)
+                parallel.append(wall)
+                cpu.append(used)
                 engine.append((docker_runs(image, 1), docker_runs(image, 4)))
-            wall8, rss8, data8 = batch(repo, TASKS, "bench/all-at-once", env)
+            wall8, rss8, data8, _ = batch(repo, TASKS, "bench/all-at-once", env)
         finally:
             remove_containers(client, f"agent-worker.project={repo}")
             remove_containers(client, BENCH_LABEL)
@@ -145,6 +151,7 @@ def main() -> int:
         f"\n--jobs {TASKS}: orchestrator peak RSS {rss8:.1f} MiB; task durations "
         f"{durations[0]:.2f}-{durations[-1]:.2f} s"
     )
+    print(f"agent-worker's own CPU (with its git calls) for a --jobs 4 batch: {median(cpu):.2f} s")
     print(f"ratio --jobs 4 / --jobs 1: {ratio:.2f}x")
     print(
         f"the engine's own ratio, docker run 4 at a time / one after another: "
