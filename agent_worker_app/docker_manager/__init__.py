@@ -21,6 +21,7 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -49,6 +50,7 @@ from agent_worker_app.backend import (
     Task,
     TaskSpec,
 )
+from agent_worker_app.docker_manager.swarm_io import FramedStderr, ResultFrames, nonce_of
 from agent_worker_app.errors import DockerError, ImageBuildError
 from agent_worker_app.task_spec import LABEL, process_start
 
@@ -506,6 +508,7 @@ def _orchestrator_alive(labels: Mapping[str, str]) -> bool:
     return process_start(pid) == labels.get(f"{LABEL}.pid-start", process_start(pid))
 
 
+FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not copied out
 KEEP_LOST_S = 7 * 86400  # a lost run's container waits this long for its repository's next run
 
 
@@ -649,9 +652,11 @@ class ContainerIO(threading.Thread):
         files: list[FileEntry],
         on_stdout: Callable[[bytes], None],
         on_stderr: Callable[[bytes], None],
+        on_end: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="container-io", daemon=True)
         self._finished = threading.Event()
+        self._on_end = on_end
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
         self.error: BaseException | None = None
@@ -710,6 +715,7 @@ class ContainerIO(threading.Thread):
             self._input.close()
             with suppress(OSError):
                 self._socket.close()
+            self._on_end()
             self._finished.set()
 
 
@@ -805,6 +811,7 @@ class DockerBackend:
     def __init__(self, client: docker.DockerClient, *, local: bool) -> None:
         self.client = client
         self.local = local  # bind mounts of this machine's paths work
+        self._framed: dict[int, tuple[ResultFrames, FramedStderr]] = {}  # by id() of the Task
 
     def prepare_image(
         self,
@@ -831,12 +838,18 @@ class DockerBackend:
         )
 
     def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+        # Small result files come back framed in the output (see FramedStderr), larger ones are
+        # copied out of the stopped container.
+        spec = replace(spec, env=spec.env | {"AW_FRAME_MAX": str(FRAME_MAX)})
         return Task(create_container(self.client, spec), list(inputs))
 
     def start(
         self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
     ) -> ContainerIO:
-        io_thread = ContainerIO(task.handle, task.inputs, on_stdout, on_stderr)
+        frames = ResultFrames(nonce_of(task.inputs))
+        stderr = FramedStderr(frames, on_stderr)
+        self._framed[id(task)] = (frames, stderr)
+        io_thread = ContainerIO(task.handle, task.inputs, on_stdout, stderr.feed, stderr.end)
         try:
             start(task.handle)
         except DockerError:
@@ -852,7 +865,11 @@ class DockerBackend:
         signal(task.handle, name)
 
     def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
-        found = copy_out(task.handle, RESULT_DIR, dest)
+        frames, stderr = self._framed.get(id(task), (None, None))
+        if frames is not None and stderr is not None and stderr.complete:
+            found = frames.extract(dest / "out") or copy_out(task.handle, RESULT_DIR, dest)
+        else:
+            found = copy_out(task.handle, RESULT_DIR, dest)
         if account:
             found = copy_out(task.handle, ACCOUNT_FILE, dest) or found
         return found
@@ -879,6 +896,9 @@ class DockerBackend:
         return None  # one engine: the report names no machine
 
     def remove(self, task: Task) -> None:
+        frames, _ = self._framed.pop(id(task), (None, None))
+        if frames is not None:
+            frames.close()
         remove(task.handle)
 
     def remove_orphans(self) -> list[str]:

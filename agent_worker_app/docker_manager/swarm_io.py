@@ -93,6 +93,40 @@ class ResultFrames:
             self._spool = None
 
 
+class FramedStderr:
+    """A task's stderr on its way to on_stderr, its frames taken out into frames. Whole lines
+    pass at once, and so does the start of a line that cannot become a frame; the rest waits
+    for its line's end. complete: the result line came, and with it every frame before it."""
+
+    def __init__(self, frames: ResultFrames, on_stderr: Callable[[bytes], None]) -> None:
+        self._frames = frames
+        self._on_stderr = on_stderr
+        self._pending = b""
+        self.complete = False
+
+    def feed(self, data: bytes) -> None:
+        pending = self._pending + data
+        while (cut := pending.find(b"\n")) >= 0:
+            line, pending = pending[: cut + 1], pending[cut + 1 :]
+            if self._frames.take(line):
+                continue
+            result_mark = self._frames.result_mark
+            if result_mark is not None and line.startswith(result_mark):
+                self.complete = True
+            self._on_stderr(line)
+        mark = self._frames.mark
+        if pending and (mark is None or not mark.startswith(pending[: len(mark)])):
+            self._on_stderr(pending)  # not a frame: no reason to hold it back
+            pending = b""
+        self._pending = pending
+
+    def end(self) -> None:
+        """The stream ended: what is left of a line was never a whole frame."""
+        if self._pending:
+            self._on_stderr(self._pending)
+            self._pending = b""
+
+
 class LogStream:
     """A service's output, followed from its log on a thread of its own: stdout to one callback,
     stderr line by line to the other but for the result frames, which are kept. The follow never

@@ -147,3 +147,18 @@ def test_a_command_that_leaves_processes_behind_still_ends_cleanly(
     assert result.report is not None
     assert result.report["status"] == "success"
     assert git(repo, "show", "daemons:kept.txt") == "kept\n"
+
+
+def test_a_result_too_big_for_the_output_still_lands(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    """Result files over the frame limit (4 MiB) are not printed by the task (agent_inside.sh's
+    fits_a_frame): the host copies them out of the container instead."""
+    task = "head -c 6000000 /dev/urandom > blob.bin"
+    result = run_cli(
+        ["--agent-type", "command", "--task", task, "--branch", "big"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert int(git(repo, "cat-file", "-s", "big:blob.bin")) == 6_000_000

@@ -335,3 +335,43 @@ def test_a_join_cut_short_by_a_signal_leaves_the_output_streaming(
     io.join(60)
     assert not io.is_alive()
     assert b"".join(out) == b"last words\n"
+
+
+def _framed_script(nonce: str, *, result_line: bool) -> str:
+    """A task that prints its result files as frames (and its result line, or not) and keeps
+    no /agent-worker/out of its own to copy."""
+    frames = (
+        "mkdir -p /tmp/out && printf framed > /tmp/out/result.bundle && "
+        "tar -c -C /tmp/out result.bundle | base64 -w 100 | "
+        f"sed 's/^/agent-worker-out {nonce} /' >&2"
+    )
+    end = f" && printf '\\nagent-worker-result {nonce} e30=\\n' >&2" if result_line else ""
+    return frames + end
+
+
+@pytest.mark.parametrize("result_line", [True, False])
+def test_small_results_come_back_in_the_output_and_are_copied_out_otherwise(
+    docker_client: Any, base_image: str, tmp_path: Path, result_line: bool
+) -> None:
+    """With its result line (which the task prints after every frame) the frames are the
+    result; without it they may be cut short, and the container's own files are copied out."""
+    nonce = "0123456789abcdef0123456789abcdef"
+    backend = docker_manager.DockerBackend(docker_client, local=True)
+    script = _framed_script(nonce, result_line=result_line)
+    script += " && mkdir -p /agent-worker/out && printf copied > /agent-worker/out/result.bundle"
+    task = backend.create(
+        spec(base_image, ["sh", "-c", script]),
+        [FileEntry("/agent-worker/nonce", nonce.encode(), 0o600)],
+    )
+    try:
+        err: list[bytes] = []
+        stream = backend.start(task, lambda data: None, err.append)
+        stream.join(60)
+        assert backend.wait(task, 60) is not None
+        assert backend.fetch_result(task, tmp_path)
+        expected = b"framed" if result_line else b"copied"
+        assert (tmp_path / "out" / "result.bundle").read_bytes() == expected
+        assert b"agent-worker-out" not in b"".join(err)  # the frames are not output
+        assert task.handle.attrs["Config"]["Env"].count("AW_FRAME_MAX=4194304") == 1
+    finally:
+        backend.remove(task)

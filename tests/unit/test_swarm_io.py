@@ -14,6 +14,7 @@ from agent_worker_app.backend import FileEntry
 from agent_worker_app.docker_manager.swarm_io import (
     CONFIG_PIECE,
     SECRET_PIECE,
+    FramedStderr,
     LogStream,
     ResultFrames,
     log_messages,
@@ -182,3 +183,36 @@ def test_a_swarm_run_is_swept_when_its_process_here_is_gone_or_elsewhere_past_it
     assert _gone(elsewhere, now)
     assert not _gone(elsewhere, now - 100)
     assert os.getpid() == int(mine["agent-worker.pid"])
+
+
+def test_framed_stderr_passes_output_on_at_once_and_keeps_the_frames(tmp_path: Path) -> None:
+    frames = ResultFrames(NONCE)
+    seen: list[bytes] = []
+    stderr = FramedStderr(frames, seen.append)
+    stderr.feed(b"progress: 1")  # cannot become a frame: passed on before its line ends
+    assert seen == [b"progress: 1"]
+    stderr.feed(b"0%\nagent-wor")  # may become one: held back
+    assert seen == [b"progress: 1", b"0%\n"]
+    lines = _frames_of({"result.bundle": b"the agent's commits"})
+    stderr.feed(b"ker-out " + NONCE.encode() + b" " + lines[0].split(b" ", 2)[2])
+    for line in lines[1:]:
+        stderr.feed(line)
+    assert not stderr.complete
+    forged = f"agent-worker-result {'f' * 32} e30=\n".encode()  # another nonce: output
+    stderr.feed(forged)
+    assert not stderr.complete
+    result = f"agent-worker-result {NONCE} e30=\n".encode()
+    stderr.feed(result)
+    assert stderr.complete
+    assert b"".join(seen) == b"progress: 10%\n" + forged + result
+    assert frames.extract(tmp_path / "out")
+    assert (tmp_path / "out" / "result.bundle").read_bytes() == b"the agent's commits"
+    frames.close()
+
+
+def test_framed_stderr_gives_back_a_held_line_when_the_stream_ends() -> None:
+    seen: list[bytes] = []
+    stderr = FramedStderr(ResultFrames(NONCE), seen.append)
+    stderr.feed(b"done\nagent-worker-o")
+    stderr.end()
+    assert seen == [b"done\n", b"agent-worker-o"]
