@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -94,6 +93,8 @@ _TOML_KEYS = (
 def parse_toml(text: str, source: str) -> Environment:
     """environment.toml: every key optional; an unknown key or a wrong type is a UsageError
     (exit 2) naming the key."""
+    import tomllib  # here: most runs have no environment file
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -569,6 +569,23 @@ def push(ws: Workspace, remote: str) -> str | None:
 _PUSH_TROUBLE = ("fatal:", "error:", "! ", "remote: error")
 
 
+def blobs_at(root: Path, commit: str, paths: tuple[str, ...]) -> set[str]:
+    """Which of the paths are files at the commit, in one call of git."""
+    try:
+        done = subprocess.run(
+            ["git", "cat-file", "--batch-check"],
+            cwd=root,
+            input="".join(f"{commit}:{path}\n" for path in paths).encode(),
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise PreconditionError("git is not installed (or not on PATH): install git") from None
+    answers = done.stdout.decode(errors="replace").splitlines()
+    found = zip(paths, answers, strict=False)  # no answers at all when git failed: none found
+    return {path for path, answer in found if answer.split(" ")[1:2] == ["blob"]}
+
+
 def file_at(root: Path, commit: str, path: str) -> bytes | None:
     """A file's bytes at a commit; None when the commit has no file there (a directory, a
     submodule or nothing)."""

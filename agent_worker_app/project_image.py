@@ -33,7 +33,12 @@ def read_environment(cfg: Config, ws: Workspace) -> Environment:
         if path.suffix == ".json":
             return environment.parse_devcontainer(text, str(path), folder=".")
         return environment.parse_toml(text, str(path))
-    return environment.find(lambda p: git_manager.file_at(ws.root, ws.base_commit, p))
+    # one look for the files it may have (most repositories have none), then the one found
+    candidates = (environment.TOML_PATH, *environment.DEVCONTAINER_PATHS)
+    present = git_manager.blobs_at(ws.root, ws.base_commit, candidates)
+    return environment.find(
+        lambda p: git_manager.file_at(ws.root, ws.base_commit, p) if p in present else None
+    )
 
 
 def load(cfg: Config, ws: Workspace, work_dir: Path) -> tuple[Config, ProjectImage]:

@@ -789,3 +789,14 @@ def test_files_trees_and_archives_at_a_commit(tmp_path: Path) -> None:
         member = tar.extractfile("f.txt")
         assert member is not None
         assert member.read() == b"one\n"
+
+
+def test_blobs_at_names_the_files_a_commit_has(repo: Path) -> None:
+    (repo / ".devcontainer").mkdir()
+    (repo / ".devcontainer" / "devcontainer.json").write_text("{}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "devcontainer")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    asked = (".agent-worker/environment.toml", ".devcontainer/devcontainer.json", ".devcontainer")
+    assert git_manager.blobs_at(repo, head, asked) == {".devcontainer/devcontainer.json"}
+    assert git_manager.blobs_at(repo, f"{head}~1", asked) == set()
