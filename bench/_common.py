@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every bench times agent-worker as an installed tool runs, its bytecode cached (pip compiles
+# what it installs): with PYTHONDONTWRITEBYTECODE, which some machines set, each run would also
+# time the compiling of every module of the checkout.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 OUT = ROOT / "bench" / "out"  # gitignored: cached repositories, build logs
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the product's modules and the fake API
 
