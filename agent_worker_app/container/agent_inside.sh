@@ -511,6 +511,7 @@ save_session() {
   [[ -n "${AW_SESSION_DIR:-}" && -d "$AW_SESSION_DIR" ]] || return 0
   mkdir -p "$OUT/session" \
     && find "$AW_SESSION_DIR" -maxdepth 1 -type f -name '*.jsonl' -exec cp -t "$OUT/session" {} + \
+    && chmod -R a+rX "$OUT/session" \
     || warn "the agent's session could not be saved"
 }
 

@@ -366,10 +366,13 @@ class SwarmBackend:
         status = tasks[-1].get("Status") or {}
         state = str(status.get("State", ""))
         node = tasks[-1].get("NodeID") or None
+        # A node that goes down ends its task one of two ways, depending on who looks first:
+        # still "running" on a node that is down, or ended by the manager ("assigned node no
+        # longer meets constraints"). Either way the run says which node went down.
+        if state != "complete" and self._node_down(node):
+            service.lost = f"its node {self._node_name(node)} went down"
+            return ExitInfo(status_code=-1, oom_killed=False, error=service.lost)
         if state not in ENDED:
-            if self._node_down(node):
-                service.lost = f"its node {self._node_name(node)} went down"
-                return ExitInfo(status_code=-1, oom_killed=False, error=service.lost)
             return None
         code = (status.get("ContainerStatus") or {}).get("ExitCode")
         error = status.get("Err") or None

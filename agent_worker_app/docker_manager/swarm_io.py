@@ -114,11 +114,14 @@ class FramedStderr:
             if result_mark is not None and line.startswith(result_mark):
                 self.complete = True
             self._on_stderr(line)
-        mark = self._frames.mark
-        if pending and (mark is None or not mark.startswith(pending[: len(mark)])):
-            self._on_stderr(pending)  # not a frame: no reason to hold it back
+        if pending and not self._may_become_a_mark(pending):
+            self._on_stderr(pending)  # neither a frame nor the result line: not held back
             pending = b""
         self._pending = pending
+
+    def _may_become_a_mark(self, start: bytes) -> bool:
+        marks = (self._frames.mark, self._frames.result_mark)
+        return any(m is not None and m.startswith(start[: len(m)]) for m in marks)
 
     def end(self) -> None:
         """The stream ended: what is left of a line was never a whole frame."""

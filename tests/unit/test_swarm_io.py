@@ -216,3 +216,12 @@ def test_framed_stderr_gives_back_a_held_line_when_the_stream_ends() -> None:
     stderr.feed(b"done\nagent-worker-o")
     stderr.end()
     assert seen == [b"done\n", b"agent-worker-o"]
+
+
+def test_framed_stderr_knows_the_result_line_whatever_pieces_it_comes_in() -> None:
+    for size in (1, 3, 7, 20):
+        stderr = FramedStderr(ResultFrames(NONCE), lambda data: None)
+        data = f"done\n\nagent-worker-result {NONCE} e30=\n".encode()
+        for at in range(0, len(data), size):
+            stderr.feed(data[at : at + size])
+        assert stderr.complete, size
