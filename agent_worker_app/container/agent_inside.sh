@@ -84,6 +84,9 @@ fits_a_frame() {
 emit_files() {
   local names=() name
   for name in result.bundle agent-tail.jsonl session; do
+    # On a swarm the session stays behind for now: with it, the bundle's frames came through
+    # the service log broken now and then (to be understood; --continue there starts afresh).
+    [[ "$name" == session && "${AW_INPUTS:-stdin}" == files ]] && continue
     [[ -e "$OUT/$name" && ! -L "$OUT/$name" ]] && names+=("$name")
   done
   tar -c -C "$OUT" -T /dev/null "${names[@]}" | base64 -w 3000 \
