@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agent_worker_app.console import Env, Redactor, escape_text, quote_name
-from agent_worker_app.report import SCHEMA_VERSION, STATUS_STYLE, format_duration, json_text
+from agent_worker_app.report import (
+    SCHEMA_VERSION,
+    STATUS_STYLE,
+    cost_cell,
+    format_duration,
+    json_text,
+    tokens_cell,
+)
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ProgressEvent
@@ -267,18 +274,6 @@ def headers(entries: Sequence[Entry]) -> tuple[str, ...]:
     return (*HEADERS, NODE) if any(e.report.node for e in entries) else HEADERS
 
 
-def _tokens(report: RunReport) -> str:
-    if not report.metered:
-        return "n/a"
-    return "?" if report.tokens.total is None else f"{report.tokens.total:,}"
-
-
-def _cost(report: RunReport) -> str:
-    if not report.metered:
-        return "n/a"
-    return "?" if report.cost_usd is None else f"${report.cost_usd:.4f}"
-
-
 def summary_rows(entries: Sequence[Entry], totals: Totals) -> list[tuple[str, ...]]:
     """The summary's cells, every one safe to print; the last row holds the totals."""
     rows: list[tuple[str, ...]] = []
@@ -293,8 +288,8 @@ def summary_rows(entries: Sequence[Entry], totals: Totals) -> list[tuple[str, ..
                 quote_name(entry.project.name or str(entry.project)),
                 r.status,
                 "-" if skipped else format_duration(r.duration_s),
-                "-" if skipped else _tokens(r),
-                "-" if skipped else _cost(r),
+                "-" if skipped else tokens_cell(r),
+                "-" if skipped else cost_cell(r),
                 f"+{r.lines_added} -{r.lines_removed}",
                 str(len(r.files)),
                 *((quote_name(r.node) if r.node else "-",) if nodes else ()),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from agent_worker_app.report import RunReport, format_duration
+from agent_worker_app.report import RunReport, cost_cell, format_duration, tokens_cell
 
 SUMMARY_FILE_LIMIT = 50  # file rows in a one-run summary; GitHub caps a step's summary at 1 MiB
 OUTPUT_KEYS = (
@@ -227,18 +227,6 @@ def markdown_text(text: str) -> str:
     return "".join(out)
 
 
-def _tokens(report: RunReport) -> str:
-    if not report.metered:
-        return "n/a"
-    return "?" if report.tokens.total is None else f"{report.tokens.total:,}"
-
-
-def _cost(report: RunReport) -> str:
-    if not report.metered:
-        return "n/a"
-    return "?" if report.cost_usd is None else f"${report.cost_usd:.4f}"
-
-
 def _changes(added: int, removed: int, files: int) -> str:
     return f"+{added} \u2212{removed} in {files} file{'s' if files != 1 else ''}"
 
@@ -262,7 +250,7 @@ def summary(reports: Sequence[RunReport], totals: Totals) -> str:
         lines.append(
             f"| {markdown_text(r.branch or '-')} | {markdown_text(project_name(r))} "
             f"| {_status(r.status, r.exit_code)} "
-            f"| {format_duration(r.duration_s)} | {_tokens(r)} | {_cost(r)} "
+            f"| {format_duration(r.duration_s)} | {tokens_cell(r)} | {cost_cell(r)} "
             f"| {_changes(r.lines_added, r.lines_removed, len(r.files))} |"
         )
     tokens = "n/a" if totals.tokens_total is None else f"{totals.tokens_total:,}"
@@ -289,8 +277,8 @@ def _one_summary(r: RunReport) -> str:
         ("Branch", markdown_text(r.branch or "-")),
         ("Status", _status(r.status, r.exit_code)),
         ("Duration", format_duration(r.duration_s)),
-        ("Tokens", _tokens(r)),
-        ("Cost", _cost(r)),
+        ("Tokens", tokens_cell(r)),
+        ("Cost", cost_cell(r)),
         ("Turns", "n/a" if not r.metered else ("?" if r.turns is None else str(r.turns))),
         ("Changes", _changes(r.lines_added, r.lines_removed, len(r.files))),
     ]

@@ -474,3 +474,17 @@ def json_text(payload: dict[str, Any]) -> str:
     """payload as readable, indented JSON with render_json's escapes."""
     text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def tokens_cell(report: RunReport) -> str:
+    """A run's token total for a table: n/a for an agent with no model, ? when not reported."""
+    if not report.metered:
+        return "n/a"
+    return "?" if report.tokens.total is None else f"{report.tokens.total:,}"
+
+
+def cost_cell(report: RunReport) -> str:
+    """A run's cost for a table: n/a for an agent with no model, ? when not reported."""
+    if not report.metered:
+        return "n/a"
+    return "?" if report.cost_usd is None else f"${report.cost_usd:.4f}"
