@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.backend import Backend, ImageResult
     from agent_worker_app.config import Config
-    from agent_worker_app.console import Env
+    from agent_worker_app.console import Env, Redactor
     from agent_worker_app.report import RunReport
 
 __version__ = "0.1.0"
@@ -128,23 +128,26 @@ def main(options: Mapping[str, Any], env: Env) -> int:
         if report.error:
             env.stderr.write(f"agent-worker: {report.status}: {escape_text(report.error)}\n")
         return report.exit_code
-    except AgentWorkerError as exc:
-        _fail(
-            env,
-            options,
-            redactor.text(str(exc)),
-            exc.exit_code,
-            [redactor.text(d) for d in exc.details],
-        )
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 (the single top-level handler for bugs)
-        error = pipeline.internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
-        _fail(env, options, redactor.text(str(error)), error.exit_code, [])
-        return error.exit_code
+    except Exception as exc:  # noqa: BLE001 (the single top-level handler: _failed)
+        return _failed(exc, options, env, redactor)
     finally:
         signals.restore()
         if runlog is not None:
             runlog.close()
+
+
+def _failed(exc: Exception, options: Mapping[str, Any], env: Env, redactor: Redactor) -> int:
+    """A run's (or a batch's) end by an exception: the user's error with its exit code, or a bug
+    pointing to its crash log; the exit code."""
+    from agent_worker_app import pipeline
+
+    if isinstance(exc, AgentWorkerError):
+        details = [redactor.text(d) for d in exc.details]
+        _fail(env, options, redactor.text(str(exc)), exc.exit_code, details)
+        return exc.exit_code
+    error = pipeline.internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
+    _fail(env, options, redactor.text(str(error)), error.exit_code, [])
+    return error.exit_code
 
 
 def batch_command(options: Mapping[str, Any], env: Env) -> int:
@@ -192,19 +195,8 @@ def batch_command(options: Mapping[str, Any], env: Env) -> int:
             view.close()
         _emit_batch(outcome, first, env)
         return outcome.totals.exit_code
-    except AgentWorkerError as exc:
-        _fail(
-            env,
-            options,
-            redactor.text(str(exc)),
-            exc.exit_code,
-            [redactor.text(d) for d in exc.details],
-        )
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 (the single top-level handler for bugs)
-        error = pipeline.internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
-        _fail(env, options, redactor.text(str(error)), error.exit_code, [])
-        return error.exit_code
+    except Exception as exc:  # noqa: BLE001 (the single top-level handler: _failed)
+        return _failed(exc, options, env, redactor)
     finally:
         signals.restore()
         if runlog is not None:
