@@ -42,10 +42,20 @@ warn() { say "warning: $*"; warnings+=("$*"); }
 # itself (status 0, or 3 for a setup failure): an agent can kill the stage, not make it succeed.
 # phase: "setup" (the agent never started) or "agent"; agent_exit: the agent's exit status.
 write_result() { # phase error head bundle(true/false) [agent_exit]
-  local setup=()
+  local setup=() stopped=""
   [[ -r "$SETUP_WARNINGS" ]] && mapfile -t setup <"$SETUP_WARNINGS"
+  [[ -r "$STOP_REASON" ]] && stopped=$(<"$STOP_REASON")
+  # The usual ending, with no text to escape, without jq (each jq costs 40 ms and more)
+  if [[ -z "$2$stopped" && ${#setup[@]} == 0 && ${#warnings[@]} == 0 && "$3" =~ ^[0-9a-f]*$ ]]; then
+    local head=null
+    [[ -n "$3" ]] && head="\"$3\""
+    printf '{"phase": "%s", "error": null, "head": %s, "bundle": %s, "agent_exit": %s, %s}\n' \
+      "$1" "$head" "$4" "${5:-null}" '"stopped": null, "warnings": []' >"$OUT/result.json.tmp" \
+      && mv -f "$OUT/result.json.tmp" "$OUT/result.json"
+    return
+  fi
   jq -n --arg phase "$1" --arg error "$2" --arg head "$3" --argjson bundle "$4" \
-    --argjson exit "${5:-null}" --arg stopped "$([[ -r "$STOP_REASON" ]] && echo "$(<"$STOP_REASON")")" \
+    --argjson exit "${5:-null}" --arg stopped "$stopped" \
     '{phase: $phase, error: (if $error == "" then null else $error end),
       head: (if $head == "" then null else $head end), bundle: $bundle, agent_exit: $exit,
       stopped: (if $stopped == "" then null else $stopped end), warnings: $ARGS.positional}' \
@@ -84,9 +94,6 @@ fits_a_frame() {
 emit_files() {
   local names=() name
   for name in result.bundle agent-tail.jsonl session; do
-    # On a swarm the session stays behind for now: with it, the bundle's frames came through
-    # the service log broken now and then (to be understood; --continue there starts afresh).
-    [[ "$name" == session && "${AW_INPUTS:-stdin}" == files ]] && continue
     [[ -e "$OUT/$name" && ! -L "$OUT/$name" ]] && names+=("$name")
   done
   tar -c -C "$OUT" -T /dev/null "${names[@]}" | base64 -w 3000 \
@@ -114,7 +121,20 @@ STAGE=/run/agent-worker-stage              # root's: what a stop stops (a pid, o
 CHECK=                                     # the check command, in root's memory
 stopped=0                                  # root was told to stop (a signal)
 
+# Three descriptions of the container's stderr, each with its own flags: a reopening through
+# /proc is a new one. Fd 2 becomes root's own, fd 4 keeps the original for the agent stage, and
+# fd 5 is the agent's. An agent can make its stderr non-blocking (Claude Code does), and root's
+# frames on a shared one were cut short once the pipe held 64 KiB. Only a pipe (or a terminal)
+# can be reopened; anything else is shared as before.
+separate_stderr() {
+  exec 4>&2 5>&2
+  if [[ -p /proc/self/fd/2 || -c /proc/self/fd/2 ]]; then
+    exec 5>/proc/self/fd/2 2>/proc/self/fd/2
+  fi
+}
+
 root_stage() {
+  separate_stderr
   if [[ -n "${AW_DEADLINE_AFTER:-}" ]]; then
     local started
     printf -v started '%(%s)T' -1
@@ -122,13 +142,13 @@ root_stage() {
   fi
   # The run's inputs (task.md, nonce, secrets/, source.pack, ...): see read_inputs.
   read_inputs
-  NONCE=$(cat "$IN/nonce" 2>/dev/null || true)
+  [[ -r "$IN/nonce" ]] && NONCE=$(<"$IN/nonce")
   rm -f "$IN/nonce"
   if [[ -f "$IN/check" ]]; then CHECK=$(<"$IN/check"); fi
   local log=/run/agent-worker-firewall.log
   : >"$SETUP_WARNINGS"
   if [[ "${AW_FIREWALL:-1}" == 1 ]]; then
-    if ! /usr/local/bin/init-firewall.sh 2>"$log"; then
+    if ! /usr/local/bin/init-firewall.sh 2>"$log" 4>&- 5>&-; then
       cat "$log" >&2
       root_fails "the firewall could not be set up: $(tail -n 1 "$log")"
     fi
@@ -202,7 +222,7 @@ supervise() {
   trap forward TERM INT HUP
   setpriv --reuid=agent --regid=agent --init-groups \
     --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@" 3<&- &
+    env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@" 3<&- 2>&4 4>&- &
   child=$!
   echo "$child" >"$STAGE"
   watchdog &
@@ -262,7 +282,7 @@ run_check() {
   start=${EPOCHREALTIME/[.,]/} # microseconds, whatever the locale's decimal mark
   (cd /workspace && exec setsid env "${secrets[@]}" setpriv --reuid=agent --regid=agent \
     --init-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    env HOME=/home/agent USER=agent LOGNAME=agent bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- &
+    env HOME=/home/agent USER=agent LOGNAME=agent bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- 4>&- 5>&- &
   local pid=$!
   child=-$pid
   echo "-$pid" >"$STAGE"
@@ -412,7 +432,7 @@ kill_leftovers() {
 
 others_left() {
   local pid
-  for pid in $(pgrep -u "$(id -u)"); do
+  for pid in $(pgrep -u "$EUID"); do
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
     [[ "$(state_of "$pid")" == [Z-] ]] && continue # dead, or gone (pgrep's own subshell)
     return 0
@@ -484,7 +504,7 @@ run_maintenance() {
     n=$((n + 1))
     cmd=$(<"$dir/$name")
     say "maintenance ${n}/${#names[@]}: ${cmd%%$'\n'*}"
-    (cd /workspace && exec setsid env "${secrets[@]}" bash -c "$cmd") </dev/null >"$log" 2>&1 &
+    (cd /workspace && exec setsid env "${secrets[@]}" bash -c "$cmd") </dev/null >"$log" 2>&1 5>&- &
     pid=$!
     status=0
     wait "$pid" || status=$?
@@ -520,6 +540,7 @@ save_session() {
 
 agent_stage() {
   trap on_signal TERM INT HUP
+  { : >&5; } 2>/dev/null || exec 5>&2 # no stderr of the agent's own (not started by root_stage)
   rm -rf "$OUT/result.json" "$OUT/result.bundle" "$OUT/agent-tail.jsonl" "$OUT/session"
   checkout_workspace
   restore_session
@@ -531,12 +552,12 @@ agent_stage() {
   # its work. (tee -p: a failed copy never breaks the agent's own output.)
   local out=/tmp/agent-worker-stdout tail_in=/tmp/agent-worker-tail
   mkfifo "$out" "$tail_in"
-  tail -n 500 <"$tail_in" >"$OUT/agent-tail.jsonl" &
+  tail -n 500 <"$tail_in" >"$OUT/agent-tail.jsonl" 5>&- &
   local tail_pid=$!
-  tee -p "$tail_in" <"$out" &
+  tee -p "$tail_in" <"$out" 5>&- &
   local tee_pid=$!
   # setsid: the agent leads its own process group, so a stop reaches its children too.
-  setsid "$@" <"$IN/task.md" >"$out" &
+  setsid "$@" <"$IN/task.md" >"$out" 2>&5 5>&- &
   agent_pid=$!
   local status=0
   wait "$agent_pid" || status=$?
@@ -572,5 +593,5 @@ if [[ "${1:-}" == "--as-agent" ]]; then
   [[ "${1:-}" == "--" ]] && shift
   agent_stage "$@"
 fi
-[[ "$(id -u)" == 0 ]] || { say "error: must start as root (the firewall needs it)"; exit 3; }
+((EUID == 0)) || { say "error: must start as root (the firewall needs it)"; exit 3; }
 root_stage "$@"

@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 IMAGE_REPO = "agent-worker"
 AGENT_UID = 1000
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+log = logging.getLogger("agent_worker")
 
 
 # ---------------------------------------------------------------- the engine
@@ -865,10 +867,16 @@ class DockerBackend:
         signal(task.handle, name)
 
     def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+        found = False
         frames, stderr = self._framed.get(id(task), (None, None))
         if frames is not None and stderr is not None and stderr.complete:
-            found = frames.extract(dest / "out") or copy_out(task.handle, RESULT_DIR, dest)
-        else:
+            found = frames.extract(dest / "out")
+            if found:
+                log.info("result files: taken from the task's output")
+            elif frames.broken:
+                log.warning("result files: their frames in the output were broken")
+        if not found:
+            log.info("result files: copied out of the stopped container")
             found = copy_out(task.handle, RESULT_DIR, dest)
         if account:
             found = copy_out(task.handle, ACCOUNT_FILE, dest) or found
