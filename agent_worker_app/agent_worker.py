@@ -42,16 +42,15 @@ def cache_dir() -> Path:
 def connect_docker(
     docker_host: str | None, backend: str = "docker", registry: str | None = None
 ) -> Backend:
-    """The Docker engine, or the swarm it manages, as a Backend (docker-py is imported here, on
-    the side)."""
+    """The Docker engine, or the swarm it manages, as a Backend (on the local socket, docker-py
+    is imported later, on the side: docker_backend.py)."""
     if backend == "swarm":
         from agent_worker_app.docker_manager import swarm
 
         return swarm.connect_swarm(docker_host, registry or "")
-    from agent_worker_app import docker_manager
+    from agent_worker_app.docker_manager import docker_backend
 
-    client = docker_manager.connect(docker_host)
-    return docker_manager.DockerBackend(client, local=docker_manager.is_local(docker_host))
+    return docker_backend.connect(docker_host)
 
 
 def prepare_image(

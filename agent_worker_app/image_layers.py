@@ -14,9 +14,10 @@ Pure: Dockerfile text and hashes; docker_manager/layers.py builds them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from agent_worker_app.environment import NONE, Environment
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ImageLayer
+    from agent_worker_app.backend import LayerResult
 
 # (name in the build context, bytes, mode)
 ContextFile = tuple[str, bytes, int]
@@ -274,3 +276,46 @@ class ProjectImage:
             digest.update(f"{path}\0{len(self.inputs[path])}\0".encode())
             digest.update(self.inputs[path])
         return digest.hexdigest()
+
+
+class MissingImageError(Exception):
+    """An image the plan stands on is not on the engine (raised by a caller's image_id or
+    ensure that only looks)."""
+
+
+def plan(
+    agent: ImageLayer,
+    *,
+    base_image: str,
+    ca_certs: tuple[Path, ...],
+    project: ProjectImage,
+    image_id: Callable[[str], str],
+    ensure: Callable[[Layer], LayerResult],
+    scripts_dir: Path = CONTAINER_DIR,
+    results: list[LayerResult] | None = None,
+) -> tuple[list[Layer], Layer]:
+    """The layers of the image, bottom up, and the top one. What they stand on is made ready
+    first, by the caller's image_id (a base image's id; pulled if missing) and ensure (a project
+    Dockerfile's layer, the system layer the agent's stages build on; built if missing), whose
+    results go to results."""
+    results = [] if results is None else results
+    base_ref = project.environment.base_image or base_image
+    if project.base is not None:
+        results.append(ensure(project.base))
+        base_ref = project.base.tag
+    system = system_layer(
+        base_ref, image_id(base_ref), apt=project.environment.apt, ca_certs=ca_files(ca_certs)
+    )
+    environment = environment_layer(system, project.environment, project.inputs)
+    stages_on = system
+    if agent.stages.strip() and (base_ref != base_image or project.environment.apt):
+        # the agent's stages build on the default system layer, shared by every project
+        stages_on = system_layer(
+            base_image, image_id(base_image), apt=(), ca_certs=ca_files(ca_certs)
+        )
+        name = "system (for the agent's stages)"
+        stage = ensure(dataclasses.replace(stages_on, name=name))
+        if stage.built:
+            results.append(stage)
+    top = agent_layer(stages_on, environment or system, agent, container_files(scripts_dir))
+    return [layer for layer in (system, environment, top) if layer is not None], top

@@ -125,15 +125,21 @@ class TaskSignals(Signals):
 
 
 class Background(threading.Thread):
-    """A call run on the side; outcome() waits for it and returns (or raises) what it did."""
+    """A call run on the side; outcome() waits for it and returns (or raises) what it did.
+    later: it starts when begin() (or outcome()) is called, not now."""
 
-    def __init__(self, call: Callable[..., Any], *args: Any) -> None:
+    def __init__(self, call: Callable[..., Any], *args: Any, later: bool = False) -> None:
         super().__init__(daemon=True)
         self._call = call
         self._args = args
         self._value: Any = None
         self._error: BaseException | None = None
-        self.start()
+        if not later:
+            self.start()
+
+    def begin(self) -> None:
+        if self.ident is None:
+            self.start()
 
     def run(self) -> None:
         try:
@@ -142,6 +148,7 @@ class Background(threading.Thread):
             self._error = exc
 
     def outcome(self) -> Any:
+        self.begin()
         self.join()
         if self._error is not None:
             raise self._error
@@ -178,6 +185,7 @@ class Context:
     journal: Journal
     push_remote: str | None = None  # --push: where the branch goes after a successful run
     continuation: Continuation | None = None  # --continue: the branch's last run, its session
+    on_start: tuple[Callable[[], None], ...] = ()  # called once the task has started
 
 
 @dataclass(frozen=True)
@@ -254,10 +262,11 @@ def run(
     push_remote = check_push(cfg, ws)
     backend: Backend = connecting.outcome()
     # Cleaning up after runs that are gone, and finding this repository's runs whose
-    # agent-worker died, are nobody's critical path: they happen while this run goes on; the
-    # lost runs' work is recovered at its end.
-    orphans = Background(backend.remove_orphans)
-    lost = Background(backend.lost_tasks, str(ws.root))
+    # agent-worker died, are nobody's critical path: they start once this run's container has
+    # started (and what they need of the engine's client is loaded meanwhile); the lost runs'
+    # work is recovered at the end.
+    orphans = Background(backend.remove_orphans, later=True)
+    lost = Background(backend.lost_tasks, str(ws.root), later=True)
     cfg, project = project_image.load(cfg, ws, cache_dir / "contexts")
     for warning in cfg.environment.warnings:
         progress.warn(warning)
@@ -278,6 +287,7 @@ def run(
         journal=journal,
         push_remote=push_remote,
         continuation=continuation,
+        on_start=(orphans.begin, lost.begin),
     )
     try:
         return run_task(ctx, backend, ws, image.tag)
@@ -337,6 +347,7 @@ def open_run(
     journal: Journal,
     push_remote: str | None = None,
     continuation: Continuation | None = None,
+    on_start: tuple[Callable[[], None], ...] = (),
 ) -> Context:
     """A new run id and its run directory (its log, task and build log): what run_task needs."""
     run_id = new_run_id()
@@ -358,6 +369,7 @@ def open_run(
         journal,
         push_remote,
         continuation,
+        on_start,
     )
 
 
@@ -527,6 +539,8 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
         stream = backend.start(task, output.stdout.feed, output.stderr.feed)
         started, node = True, backend.node(task)
         ctx.journal.mark("container")
+        for hook in ctx.on_start:
+            hook()
         ctx.progress.phase(f"Agent at work on branch {ws.branch}")
         deadline = time.monotonic() + ctx.config.timeout_s
         try:

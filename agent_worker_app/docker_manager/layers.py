@@ -4,7 +4,6 @@ own log and progress lines ("image: environment: 2/3 setup commands: ...")."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import tarfile
@@ -18,7 +17,7 @@ import docker
 from agent_worker_app import image_layers
 from agent_worker_app.agents.base_agent import ImageLayer
 from agent_worker_app.backend import ImageResult, LayerResult
-from agent_worker_app.docker_manager import (
+from agent_worker_app.docker_manager.engine import (
     _DOCKER_ERRORS,
     IMAGE_REPO,
     _base_image_id,
@@ -102,39 +101,17 @@ def plan(
     scripts_dir: Path = image_layers.CONTAINER_DIR,
     results: list[LayerResult] | None = None,
 ) -> tuple[list[Layer], Layer]:
-    """The layers of the image, bottom up, and the top one. What they stand on is made ready
-    first: the base image (pulled if missing), a project Dockerfile's layer, the system layer
-    the agent's stages build on."""
-    results = [] if results is None else results
-    base_ref = project.environment.base_image or base_image
-    if project.base is not None:
-        results.append(_ensure(client, project.base, force, log_dir, on_line))
-        base_ref = project.base.tag
-    base_id = _base_image_id(client, base_ref, log_dir, on_line)
-    system = image_layers.system_layer(
-        base_ref,
-        base_id,
-        apt=project.environment.apt,
-        ca_certs=image_layers.ca_files(ca_certs),
+    """image_layers.plan on this engine: base images pulled, the layers below built, if missing."""
+    return image_layers.plan(
+        agent,
+        base_image=base_image,
+        ca_certs=ca_certs,
+        project=project,
+        image_id=lambda ref: _base_image_id(client, ref, log_dir, on_line),
+        ensure=lambda layer: _ensure(client, layer, force, log_dir, on_line),
+        scripts_dir=scripts_dir,
+        results=results,
     )
-    environment = image_layers.environment_layer(system, project.environment, project.inputs)
-    stages_on = system
-    if agent.stages.strip() and (base_ref != base_image or project.environment.apt):
-        # the agent's stages build on the default system layer, shared by every project
-        stages_on = image_layers.system_layer(
-            base_image,
-            _base_image_id(client, base_image, log_dir, on_line),
-            apt=(),
-            ca_certs=image_layers.ca_files(ca_certs),
-        )
-        name = "system (for the agent's stages)"
-        stage = _ensure(client, dataclasses.replace(stages_on, name=name), force, log_dir, on_line)
-        if stage.built:
-            results.append(stage)
-    top = image_layers.agent_layer(
-        stages_on, environment or system, agent, image_layers.container_files(scripts_dir)
-    )
-    return [layer for layer in (system, environment, top) if layer is not None], top
 
 
 def _nearest(client: docker.DockerClient, chain: list[Layer]) -> int:

@@ -38,13 +38,9 @@ from docker.types import (
 
 from agent_worker_app.agents.base_agent import ImageLayer
 from agent_worker_app.backend import ExitInfo, FileEntry, ImageResult, LostTask, Task, TaskSpec
-from agent_worker_app.docker_manager import (
-    _DOCKER_ERRORS,
-    IMAGE_REPO,
-    _files_tar,
-    _orchestrator_alive,
-    _reason,
-)
+from agent_worker_app.docker_manager.container_io import files_tar
+from agent_worker_app.docker_manager.engine import _DOCKER_ERRORS, IMAGE_REPO, _reason
+from agent_worker_app.docker_manager.orphans import orchestrator_alive
 from agent_worker_app.docker_manager.swarm_io import (
     CONFIG_DIR,
     CONFIG_PIECE,
@@ -86,7 +82,7 @@ class Service:
 
 def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
     """The manager at docker_host, checked to be one, and the registry, checked to answer it."""
-    from agent_worker_app.docker_manager import connect
+    from agent_worker_app.docker_manager.engine import connect
 
     client = connect(docker_host)
     try:
@@ -196,13 +192,13 @@ class SwarmBackend:
         task = Task(service, list(inputs))
         public, private = split_inputs(inputs)
         try:
-            with _files_tar(public) as archive:
+            with files_tar(public) as archive:
                 for i, piece in enumerate(pieces(archive, CONFIG_PIECE)):
                     made = self.api.create_config(
                         f"{spec.name}-input-{i:03d}", piece, labels=spec.labels
                     )
                     service.configs.append(str(made["ID"]))
-            with _files_tar(private) as archive:
+            with files_tar(private) as archive:
                 for i, piece in enumerate(pieces(archive, SECRET_PIECE)):
                     made = self.api.create_secret(
                         f"{spec.name}-secret-{i:03d}", piece, labels=spec.labels
@@ -579,7 +575,7 @@ def _gone(labels: Mapping[str, str], now: float) -> bool:
     """A run is gone when it was made on this host by a process that is no longer there, or,
     made elsewhere, when its deadline passed."""
     if labels.get(f"{LABEL}.host") == socket.gethostname():
-        return not _orchestrator_alive(labels)
+        return not orchestrator_alive(labels)
     return _deadline(labels) < now
 
 

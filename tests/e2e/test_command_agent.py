@@ -162,3 +162,50 @@ def test_a_result_too_big_for_the_output_still_lands(
     )
     assert result.code == 0, result.stderr
     assert int(git(repo, "cat-file", "-s", "big:blob.bin")) == 6_000_000
+
+
+def test_result_frames_come_whole_when_the_agent_leaves_its_stderr_non_blocking(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    """Claude Code leaves its stderr non-blocking. Had it been the description root prints on,
+    root's frames would stop at the first full pipe (64 KiB) and the host would fall back to the
+    copy out (on a swarm: lose them). The agent gets a description of its own (agent_inside.sh),
+    so a result of some 300 KB still comes whole through the output."""
+    task = (
+        "perl -MFcntl -e 'fcntl(STDERR, F_SETFL, fcntl(STDERR, F_GETFL, 0) | O_NONBLOCK) or die'"
+        " && head -c 300000 /dev/urandom > blob.bin"
+    )
+    result = run_cli(
+        ["--agent-type", "command", "--task", task, "--branch", "nonblocking"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    assert int(git(repo, "cat-file", "-s", "nonblocking:blob.bin")) == 300_000
+    run_log = (Path(result.report["run_dir"]) / "agent-worker.log").read_text()
+    assert "result files: taken from the task's output" in run_log
+    assert "copied out" not in run_log
+    assert "broken" not in run_log
+
+
+def test_a_run_on_the_local_engine_never_imports_docker_py(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    """With its image there, a whole run (engine, image, container, output, result, removal,
+    orphans) talks to the local socket with the standard library: docker-py, with requests and
+    urllib3, would cost 0.2 s of CPU a run (docker_backend.py). Python lists each import."""
+    result = run_cli(
+        ["--agent-type", "command", "--task", "echo done > done.txt", "--branch", "no-docker-py"],
+        cwd=repo,
+        env=command_env(PYTHONPROFILEIMPORTTIME="1"),
+    )
+    assert result.code == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "agent_worker_app.docker_manager.docker_backend" in imported  # the listing works
+    assert not {"docker", "requests", "urllib3"} & imported
+    assert git(repo, "show", "no-docker-py:done.txt") == "done\n"

@@ -14,6 +14,7 @@ import pytest
 
 from agent_worker_app import docker_manager
 from agent_worker_app.backend import FileEntry, TaskSpec
+from agent_worker_app.docker_manager import engine
 from agent_worker_app.task_spec import labels
 
 SECRET = "sk-ant-test-never-in-inspect-77"
@@ -93,7 +94,7 @@ def run_with_io(container: Any, files: list[FileEntry]) -> tuple[bytes, bytes]:
     """Start the container with the files on its stdin; its whole stdout and stderr."""
     out: list[bytes] = []
     err: list[bytes] = []
-    io = docker_manager.ContainerIO(container, files, out.append, err.append)
+    io = docker_manager.ContainerIO(engine.attach(container), files, out.append, err.append)
     docker_manager.start(container)
     io.start()
     io.join(60)
@@ -144,7 +145,7 @@ def test_output_arrives_whole_when_a_character_is_split_across_writes(
     made.append(container)
     chunks: list[bytes] = []
     errors: list[bytes] = []
-    io = docker_manager.ContainerIO(container, [], chunks.append, errors.append)
+    io = docker_manager.ContainerIO(engine.attach(container), [], chunks.append, errors.append)
     docker_manager.start(container)
     io.start()
     io.join(60)
@@ -316,7 +317,7 @@ def test_a_join_cut_short_by_a_signal_leaves_the_output_streaming(
     )
     made.append(container)
     out: list[bytes] = []
-    io = docker_manager.ContainerIO(container, [], out.append, out.append)
+    io = docker_manager.ContainerIO(engine.attach(container), [], out.append, out.append)
     docker_manager.start(container)
     io.start()
 

@@ -236,6 +236,20 @@ def test_unreachable_docker_url(repo: Path) -> None:
     nothing_left(repo, before, "* main\n")
 
 
+def test_no_engine_on_a_local_socket(repo: Path, tmp_path: Path) -> None:
+    """The local socket is reached without docker-py (local_api): the same one-line error."""
+    before = snapshot(repo)
+    socket_url = f"unix://{tmp_path}/no-engine.sock"
+    result = run_cli(["--task", "x", "--remote-docker", socket_url], cwd=repo, env=clean_env(**KEY))
+    assert result.code == 3
+    assert (
+        f"cannot reach the Docker engine at {socket_url} (No such file or directory): start "
+        "Docker, or point --remote-docker / DOCKER_HOST at a running engine"
+    ) in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    nothing_left(repo, before, "* main\n")
+
+
 def test_json_mode_reports_errors_as_json(repo: Path) -> None:
     import json
 

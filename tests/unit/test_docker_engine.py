@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent_worker_app import docker_manager
-from agent_worker_app.docker_manager import Engine, EngineTLS, resolve_engine
+from agent_worker_app.docker_manager import Engine, EngineTLS, container_io, engine, resolve_engine
 from agent_worker_app.errors import DockerError
 
 
@@ -318,7 +318,7 @@ def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ],
 )
 def test_the_ssh_command_is_the_docker_clis(fake_ssh: Path, url: str, command: list[str]) -> None:
-    assert docker_manager._ssh_command(url) == [
+    assert engine._ssh_command(url) == [
         "ssh",
         "-T",
         "-o",
@@ -341,7 +341,7 @@ def test_the_ssh_command_is_the_docker_clis(fake_ssh: Path, url: str, command: l
 )
 def test_bad_ssh_addresses(fake_ssh: Path, url: str, says: str) -> None:
     with pytest.raises(DockerError, match=says):
-        docker_manager._ssh_command(url)
+        engine._ssh_command(url)
 
 
 def test_ssh_must_be_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -446,7 +446,7 @@ def test_frames_arrive_whole_in_order_however_the_bytes_are_cut(step: int) -> No
     sender = threading.Thread(target=send)
     sender.start()
     with ours:
-        received = list(docker_manager._frames(ours))
+        received = list(container_io.frames(ours))
     sender.join()
     assert all(data for _, data in received)  # no empty pieces
     assert b"".join(d for s, d in received if s == 1) == b"caf\xc3\xa9 ok\n" + b"x" * 70000
@@ -483,7 +483,7 @@ def test_frames_held_by_the_tls_layer_arrive_without_waiting_for_more(tmp_path: 
     context = ssl.create_default_context(cafile=tmp_path / "cert.pem")
     raw = socket.create_connection(server.getsockname())
     with context.wrap_socket(raw, server_hostname="127.0.0.1") as client:
-        frames = docker_manager._frames(client)
+        frames = container_io.frames(client)
         started = time.monotonic()
         try:
             assert [next(frames), next(frames)] == [(1, b"first\n"), (2, b"second\n")]

@@ -1,0 +1,147 @@
+"""A container's standard streams over an attach socket (Docker's multiplexed stream), and the
+tar of the run's inputs that goes in on its stdin: the standard library only, for both ways of
+attaching (docker-py, and local_api's straight request to the local socket)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, Any
+
+from agent_worker_app.backend import FileEntry
+
+STDOUT = 1
+
+
+def files_tar(files: list[FileEntry]) -> IO[bytes]:
+    """A tar of the run's input files, spooled to disk (a repository bundle can be large)."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
+    with tarfile.open(fileobj=spool, mode="w") as tar:
+        for entry in files:
+            info = tarfile.TarInfo(entry.path.lstrip("/"))
+            info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.uid
+            if entry.data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif isinstance(entry.data, Path):
+                info.size = entry.data.stat().st_size
+                with entry.data.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                info.size = len(entry.data)
+                tar.addfile(info, io.BytesIO(entry.data))
+    spool.seek(0)
+    return spool
+
+
+class ContainerIO(threading.Thread):
+    """The container's standard streams, attached before it starts (a late attach misses what
+    it prints first). The run's input files go in on stdin as one tar archive, which also keeps
+    secrets out of the container's configuration and spares an archive upload (about 50 ms);
+    stdout and stderr go to the callbacks until the container ends.
+
+    Whether it still runs is its own event, not Thread.is_alive(): a Thread.join() cut short by
+    Ctrl-C marks a running thread as finished (CPython 3.11), and the result line that follows
+    the stop would be missed."""
+
+    def __init__(
+        self,
+        attach: Any,
+        files: list[FileEntry],
+        on_stdout: Callable[[bytes], None],
+        on_stderr: Callable[[bytes], None],
+        on_end: Callable[[], None] = lambda: None,
+    ) -> None:
+        """attach: the container's attach socket (a socket, an SSL socket, or the SocketIO
+        docker-py wraps one in), made before the container starts; it is this object's now."""
+        super().__init__(name="container-io", daemon=True)
+        self._finished = threading.Event()
+        self._on_end = on_end
+        self._on_stdout = on_stdout
+        self._on_stderr = on_stderr
+        self.error: BaseException | None = None
+        self._socket = attach
+        try:
+            self._input = files_tar(files)
+        except BaseException:
+            with suppress(OSError):
+                attach.close()
+            raise
+
+    def is_alive(self) -> bool:
+        return self.ident is not None and not self._finished.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._finished.wait(timeout)
+
+    def close(self) -> None:
+        """Let go of the input and the attach of a container that never started."""
+        self._input.close()
+        with suppress(OSError):
+            self._socket.close()
+
+    def _send(self, raw: socket.socket) -> None:
+        try:
+            while chunk := self._input.read(1 << 16):
+                raw.sendall(chunk)
+            # No end of input: the container's tar stops at the archive's end marker, and the
+            # rest of its stdin stays open for as long as this process holds the attach. Its
+            # end tells the container that agent-worker is gone (killed, its host asleep), and
+            # the container then stops the agent by itself. (On TLS a half-close would also
+            # drop TLS itself, and the output would arrive as ciphertext.)
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def run(self) -> None:
+        raw: socket.socket = getattr(self._socket, "_sock", self._socket)  # a SocketIO wraps it
+        sender = None
+        try:
+            raw.settimeout(None)  # an agent may well be silent for longer than the API timeout
+            if type(raw) is socket.socket:
+                sender = threading.Thread(
+                    target=self._send, args=(raw,), name="container-stdin", daemon=True
+                )
+                sender.start()
+            else:  # TLS: one connection is never read and written by two threads at once; the
+                self._send(raw)  # container prints nothing before it has read its input
+            for stream, data in frames(raw):
+                (self._on_stdout if stream == STDOUT else self._on_stderr)(data)
+        except Exception as exc:  # noqa: BLE001 (handed to the main thread, which reports it)
+            self.error = self.error or exc
+        finally:
+            if sender is not None:
+                sender.join(5.0)
+            self._input.close()
+            with suppress(OSError):
+                self._socket.close()
+            self._on_end()
+            self._finished.set()
+
+
+def frames(raw: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """The (stream, data) frames of a non-TTY attach stream, as they arrive (a large frame in
+    pieces). Read straight from the socket: a poll() before each read, as docker-py does, waits
+    for the network while the TLS layer may already hold the rest of a record."""
+    header = b""  # the start of a header cut between two reads
+    stream, left = STDOUT, 0
+    while chunk := raw.recv(1 << 16):
+        if header:
+            chunk, header = header + chunk, b""
+        at, end = 0, len(chunk)
+        while at < end:
+            if left == 0:
+                if end - at < 8:
+                    header = chunk[at:]
+                    break
+                stream, left = chunk[at], int.from_bytes(chunk[at + 4 : at + 8], "big")
+                at += 8
+                continue
+            take = min(left, end - at)
+            yield stream, chunk[at : at + take]
+            at, left = at + take, left - take

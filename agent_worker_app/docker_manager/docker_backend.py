@@ -1,0 +1,261 @@
+"""DockerBackend: backend.Backend on one Docker engine, local or remote. The run's inputs go in
+on the container's stdin, its output comes through an attach made before it starts, its result
+files framed in that output (or copied out of the stopped container when large).
+
+On the local socket every call goes straight to it (local_api), and docker-py is imported only
+to build or pull an image: a run whose image is there spends no 0.2 s of CPU importing it.
+Other engines (tcp, TLS, ssh) use docker-py (engine.py)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent_worker_app.backend import (
+    ACCOUNT_FILE,
+    RESULT_DIR,
+    ExitInfo,
+    FileEntry,
+    ImageResult,
+    LayerResult,
+    LostTask,
+    Task,
+    TaskSpec,
+)
+from agent_worker_app.docker_manager import endpoint
+from agent_worker_app.docker_manager.container_io import ContainerIO
+from agent_worker_app.docker_manager.local_api import EngineError, LocalAPI
+from agent_worker_app.docker_manager.local_containers import LocalContainers
+from agent_worker_app.docker_manager.swarm_io import FramedStderr, ResultFrames, nonce_of
+from agent_worker_app.errors import DockerError
+
+if TYPE_CHECKING:
+    import docker
+
+    from agent_worker_app.agents.base_agent import ImageLayer
+    from agent_worker_app.image_layers import Layer, ProjectImage
+
+log = logging.getLogger("agent_worker")
+
+FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not copied out
+
+
+def connect(docker_host: str | None) -> DockerBackend:
+    """The engine resolve_engine() chooses, checked with a ping."""
+    where = endpoint.resolve_engine(docker_host)
+    if where.socket_path is None:
+        from agent_worker_app.docker_manager import engine
+
+        return DockerBackend(engine.connect(docker_host), local=where.local)
+    api = LocalAPI(where.socket_path)
+    try:
+        api.ping()
+    except (OSError, EngineError) as exc:
+        reason = exc.message if isinstance(exc, EngineError) else exc.strerror or str(exc)
+        raise DockerError(
+            f"cannot reach the Docker engine at {where.describe()} ({reason}): "
+            f"{endpoint.advice(where)}"
+        ) from None
+
+    def make_client() -> docker.DockerClient:
+        from agent_worker_app.docker_manager import engine
+
+        return engine.client_for(where)
+
+    return DockerBackend(local=True, api=api, make_client=make_client)
+
+
+def _present(image_id: str | None) -> str:
+    if image_id is None:
+        from agent_worker_app.image_layers import MissingImageError
+
+        raise MissingImageError
+    return image_id
+
+
+def _reused(layer: Layer, api: LocalAPI, on_line: Callable[[str], None]) -> LayerResult:
+    """A layer below the image's own that is there (MissingImageError when not)."""
+    _present(api.image_id(layer.tag))
+    on_line(f"image: {layer.name} layer reused ({layer.tag})")
+    return LayerResult(layer.name, layer.tag, built=False, log_path=None)
+
+
+class Containers(Protocol):
+    """A task's container on one engine: local_containers.LocalContainers (the local socket)
+    or engine.EngineContainers (docker-py); each raises DockerError with a sentence."""
+
+    def create(self, spec: TaskSpec) -> Any: ...
+    def attach(self, container: Any) -> Any: ...
+    def start(self, container: Any) -> None: ...
+    def wait(self, container: Any, timeout_s: float) -> ExitInfo | None: ...
+    def signal(self, container: Any, name: str) -> None: ...
+    def copy_out(self, container: Any, path: str, dest: Path) -> bool: ...
+    def remove(self, container: Any) -> None: ...
+    def lost_tasks(self, project: str) -> list[LostTask]: ...
+    def remove_orphans(self) -> list[str]: ...
+
+
+class DockerBackend:
+    """See the module's docstring. client: docker-py's; or api, the local socket, with
+    make_client, which makes docker-py's client when an image is to be built."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        local: bool,
+        api: LocalAPI | None = None,
+        make_client: Callable[[], docker.DockerClient] | None = None,
+    ) -> None:
+        if client is None and (api is None or make_client is None):
+            raise ValueError("a DockerBackend needs docker-py's client, or the local socket")
+        self.local = local  # bind mounts of this machine's paths work
+        self._api = api
+        self._client = client
+        self._make_client = make_client
+        self._lock = threading.Lock()
+        self._framed: dict[int, tuple[ResultFrames, FramedStderr]] = {}  # by id() of the Task
+        self._containers: Containers
+        if api is not None:
+            self._containers = LocalContainers(api)
+        else:
+            from agent_worker_app.docker_manager.engine import EngineContainers
+
+            self._containers = EngineContainers(self.client)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """docker-py's client, made when first wanted."""
+        with self._lock:
+            if self._client is None:
+                assert self._make_client is not None
+                self._client = self._make_client()
+            return self._client
+
+    # ------------------------------------------------------------ images
+
+    def prepare_image(
+        self,
+        layer: ImageLayer,
+        *,
+        base_image: str,
+        ca_certs: tuple[Path, ...],
+        force: bool,
+        log_dir: Path,
+        on_line: Callable[[str], None],
+        project: ProjectImage | None = None,
+    ) -> ImageResult:
+        if self._api is not None and not force:
+            reused = self._reused_image(layer, base_image, ca_certs, project, on_line)
+            if reused is not None:
+                return reused
+        from agent_worker_app.docker_manager import layers
+
+        return layers.prepare(
+            self.client,
+            layer,
+            base_image=base_image,
+            ca_certs=ca_certs,
+            force=force,
+            log_dir=log_dir,
+            on_line=on_line,
+            project=project,
+        )
+
+    def _reused_image(
+        self,
+        layer: ImageLayer,
+        base_image: str,
+        ca_certs: tuple[Path, ...],
+        project: ProjectImage | None,
+        on_line: Callable[[str], None],
+    ) -> ImageResult | None:
+        """The image when every layer of it is there already (the usual run), asked of the
+        local socket; None when anything is to be built or pulled (docker-py does that)."""
+        from agent_worker_app import image_layers
+
+        api = self._api
+        assert api is not None
+        results: list[LayerResult] = []
+        try:
+            chain, top = image_layers.plan(
+                layer,
+                base_image=base_image,
+                ca_certs=ca_certs,
+                project=project or image_layers.ProjectImage(),
+                image_id=lambda ref: _present(api.image_id(ref)),
+                ensure=lambda below: _reused(below, api, on_line),
+                results=results,
+            )
+            _present(api.image_id(top.tag))
+        except (OSError, EngineError, image_layers.MissingImageError):
+            return None  # docker-py's path builds or pulls it, or says what is wrong
+        for each in chain:
+            on_line(f"image: {each.name} layer reused ({each.tag})")
+            results.append(LayerResult(each.name, each.tag, built=False, log_path=None))
+        return ImageResult(tag=top.tag, built=False, log_path=None, layers=tuple(results))
+
+    # ------------------------------------------------------------ a task's container
+
+    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+        # Small result files come back framed in the output (see FramedStderr), larger ones are
+        # copied out of the stopped container.
+        spec = replace(spec, env=spec.env | {"AW_FRAME_MAX": str(FRAME_MAX)})
+        return Task(self._containers.create(spec), list(inputs))
+
+    def start(
+        self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+    ) -> ContainerIO:
+        frames = ResultFrames(nonce_of(task.inputs))
+        stderr = FramedStderr(frames, on_stderr)
+        self._framed[id(task)] = (frames, stderr)
+        attach = self._containers.attach(task.handle)
+        io_thread = ContainerIO(attach, task.inputs, on_stdout, stderr.feed, stderr.end)
+        try:
+            self._containers.start(task.handle)
+        except DockerError:
+            io_thread.close()
+            raise
+        io_thread.start()
+        return io_thread
+
+    def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
+        return self._containers.wait(task.handle, timeout_s)
+
+    def signal(self, task: Task, name: str) -> None:
+        self._containers.signal(task.handle, name)
+
+    def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+        found = False
+        frames, stderr = self._framed.get(id(task), (None, None))
+        if frames is not None and stderr is not None and stderr.complete:
+            found = frames.extract(dest / "out")
+            if found:
+                log.info("result files: taken from the task's output")
+            elif frames.broken:
+                log.warning("result files: their frames in the output were broken")
+        if not found:
+            log.info("result files: copied out of the stopped container")
+            found = self._containers.copy_out(task.handle, RESULT_DIR, dest)
+        if account:
+            found = self._containers.copy_out(task.handle, ACCOUNT_FILE, dest) or found
+        return found
+
+    def remove(self, task: Task) -> None:
+        framed, _ = self._framed.pop(id(task), (None, None))
+        if framed is not None:
+            framed.close()
+        self._containers.remove(task.handle)
+
+    def node(self, task: Task) -> str | None:
+        return None  # one engine: the report names no machine
+
+    def lost_tasks(self, project: str) -> list[LostTask]:
+        return self._containers.lost_tasks(project)
+
+    def remove_orphans(self) -> list[str]:
+        return self._containers.remove_orphans()

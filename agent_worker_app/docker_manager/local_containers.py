@@ -1,0 +1,132 @@
+"""A task's container on the local engine, through local_api (no docker-py): create, attach,
+start, wait, signal, copy out, remove; and the containers of runs that are gone (orphans.py
+decides which). The same operations as engine.EngineContainers, with the same sentences."""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from agent_worker_app.backend import ExitInfo, LostTask, TaskSpec
+from agent_worker_app.docker_manager import orphans
+from agent_worker_app.docker_manager.container_config import container_config
+from agent_worker_app.docker_manager.local_api import EngineError, LocalAPI
+from agent_worker_app.errors import DockerError
+from agent_worker_app.task_spec import LABEL
+
+
+class LocalContainer(NamedTuple):
+    id: str
+    name: str
+
+
+def _failure(what: str, exc: OSError | EngineError) -> DockerError:
+    return DockerError(f"{what}: {exc.message if isinstance(exc, EngineError) else exc}")
+
+
+class LocalContainers:
+    def __init__(self, api: LocalAPI) -> None:
+        self.api = api
+
+    def create(self, spec: TaskSpec) -> LocalContainer:
+        try:
+            return LocalContainer(self.api.create(spec.name, container_config(spec)), spec.name)
+        except (OSError, EngineError) as exc:
+            raise _failure("Docker refused to create the agent container", exc) from None
+
+    def attach(self, container: LocalContainer) -> Any:
+        try:
+            return self.api.attach(container.id)
+        except (OSError, EngineError) as exc:
+            raise _failure("cannot attach to the agent container", exc) from None
+
+    def start(self, container: LocalContainer) -> None:
+        try:
+            self.api.start(container.id)
+        except (OSError, EngineError) as exc:
+            raise _failure("Docker could not start the agent container", exc) from None
+
+    def wait(self, container: LocalContainer, timeout_s: float) -> ExitInfo | None:
+        try:
+            ended = self.api.wait(container.id, timeout_s)
+        except (OSError, EngineError) as exc:
+            raise _failure("lost track of the agent container", exc) from None
+        if ended is None:
+            return None
+        result, state = ended["result"], ended["state"]
+        return ExitInfo(
+            status_code=int(result.get("StatusCode", -1)),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=(result.get("Error") or {}).get("Message") or state.get("Error") or None,
+        )
+
+    def signal(self, container: LocalContainer, name: str) -> None:
+        """A container that already stopped (or is gone) is no error."""
+        with suppress(OSError, EngineError):
+            self.api.kill(container.id, name)
+
+    def copy_out(self, container: LocalContainer, path: str, dest: Path) -> bool:
+        """Extract path of the (stopped) container into dest; False when it is not there."""
+        with tempfile.TemporaryFile() as buffer:
+            try:
+                self.api.archive(container.id, path, buffer)
+            except EngineError as exc:
+                if exc.status == 404:
+                    return False
+                raise _failure("cannot copy results out of the container", exc) from None
+            except OSError as exc:
+                raise _failure("cannot copy results out of the container", exc) from None
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer) as tar:
+                tar.extractall(dest, filter="data")
+        return True
+
+    def remove(self, container: LocalContainer) -> None:
+        """Remove the container, running or not; one already gone is fine."""
+        try:
+            self._remove_if_there(container.id)
+        except (OSError, EngineError) as exc:
+            raise _failure(f"cannot remove container {container.name}", exc) from None
+
+    def lost_tasks(self, project: str) -> list[LostTask]:
+        try:
+            found = self.api.containers([f"{LABEL}.project={project}"])
+        except (OSError, EngineError) as exc:
+            raise _failure("cannot list old agent containers", exc) from None
+        return orphans.lost(
+            [(LocalContainer(c["Id"], _name(c)), c.get("Labels") or {}, _exited(c)) for c in found],
+            lambda container: self.wait(container, 5.0),
+        )
+
+    def remove_orphans(self) -> list[str]:
+        try:
+            found = self.api.containers(orphans.scope(None))
+            return orphans.sweep(
+                [(_name(c), c.get("Labels") or {}, c.get("State") == "running") for c in found],
+                self._remove_if_there,
+            )
+        except (OSError, EngineError) as exc:
+            raise _failure("cannot list or remove old agent containers", exc) from None
+
+    def _remove_if_there(self, name: str) -> bool:
+        """Another agent-worker may remove the same container meanwhile: gone, or its removal
+        under way, is no error (False: not ours to report)."""
+        try:
+            self.api.remove(name)
+        except EngineError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+
+def _name(container: dict[str, Any]) -> str:
+    names = container.get("Names") or [container.get("Id", "?")]
+    return str(names[0]).lstrip("/")
+
+
+def _exited(container: dict[str, Any]) -> bool:
+    return container.get("State") in ("exited", "dead")

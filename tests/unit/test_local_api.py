@@ -1,0 +1,175 @@
+"""local_api's HTTP over a unix socket, against a scripted server (each behaviour that needs the
+engine itself is in the e2e runs, which all go through it) and container_config against
+docker-py's own conversion of the same container."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_worker_app.backend import TaskSpec
+from agent_worker_app.docker_manager.container_config import container_config
+from agent_worker_app.docker_manager.local_api import EngineError, LocalAPI, _take_head
+
+
+class Server:
+    """Answers each connection with the next canned answer; keeps the requests it got."""
+
+    def __init__(self, path: Path, answers: list[bytes]) -> None:
+        self.requests: list[bytes] = []
+        self._answers = answers
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(str(path))
+        self._sock.listen()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        for answer in self._answers:
+            conn, _ = self._sock.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = [
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
+                while length and len(body) < length[0]:
+                    body += conn.recv(4096)
+                self.requests.append(head + b"\r\n\r\n" + body)
+                conn.sendall(answer)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[tuple[Path, list[Server]]]:
+    servers: list[Server] = []
+    yield tmp_path / "engine.sock", servers
+    for server in servers:
+        server.close()
+
+
+def _api(serve: tuple[Path, list[Server]], *answers: bytes) -> tuple[LocalAPI, Server]:
+    path, servers = serve
+    servers.append(Server(path, list(answers)))
+    return LocalAPI(str(path), timeout=10), servers[-1]
+
+
+def test_a_json_answer_with_a_length(serve: tuple[Path, list[Server]]) -> None:
+    body = json.dumps({"Id": "sha256:abc"}).encode()
+    api, server = _api(
+        serve, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    assert api.image_id("agent-worker:1a2b") == "sha256:abc"
+    assert server.requests[0].startswith(b"GET /images/agent-worker:1a2b/json HTTP/1.1\r\n")
+
+
+def test_a_chunked_answer_and_a_body_sent(serve: tuple[Path, list[Server]]) -> None:
+    chunks = b'7\r\n{"Id": \r\n8\r\n"c0ffee"\r\n1\r\n}\r\n0\r\n\r\n'
+    api, server = _api(
+        serve, b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    )
+    assert api.create("aw-run", {"Image": "x"}) == "c0ffee"
+    request = server.requests[0]
+    assert request.startswith(b"POST /containers/create?name=aw-run HTTP/1.1\r\n")
+    assert request.endswith(b'{"Image": "x"}')
+
+
+def test_an_answer_that_ends_with_the_connection(serve: tuple[Path, list[Server]]) -> None:
+    api, _ = _api(serve, b'HTTP/1.1 200 OK\r\n\r\n[{"Id": "1", "Names": ["/a"]}]')
+    assert api.containers(["agent-worker.run-id"]) == [{"Id": "1", "Names": ["/a"]}]
+
+
+def test_an_error_status_is_the_engines_own_words(serve: tuple[Path, list[Server]]) -> None:
+    body = b'{"message": "No such image: nope:1"}'
+    answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    api, _ = _api(serve, answer, answer)
+    assert api.image_id("nope:1") is None  # a missing image is an answer, not an error
+    with pytest.raises(EngineError) as raised:
+        api.start("nope")
+    assert (raised.value.status, raised.value.message) == (404, "No such image: nope:1")
+
+
+def test_an_archive_goes_to_a_file(serve: tuple[Path, list[Server]], tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    api, server = _api(serve, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    with (tmp_path / "out.tar").open("w+b") as into:
+        api.archive("c1", "/agent-worker/out", into)
+    assert (tmp_path / "out.tar").read_bytes() == data
+    assert b"GET /containers/c1/archive?path=%2Fagent-worker%2Fout " in server.requests[0]
+
+
+def test_no_engine_is_an_os_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        LocalAPI(str(tmp_path / "none.sock")).ping()
+
+
+def test_the_attach_head_is_taken_and_not_a_byte_of_the_stream() -> None:
+    """The engine's answer to an attach and the first output can come in one read."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        head = b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+        theirs.sendall(head[:20])
+        threading.Timer(0.05, lambda: theirs.sendall(head[20:] + b"\x01\x00\x00\x00")).start()
+        assert _take_head(ours) == head
+        assert ours.recv(16) == b"\x01\x00\x00\x00"
+
+
+def test_the_container_is_the_one_docker_py_would_make() -> None:
+    """Both transports send container_config; it says what docker-py's own create says."""
+    import docker
+    from docker.models.containers import _create_container_args
+    from docker.types import LogConfig, Mount
+
+    spec = TaskSpec(
+        image="agent-worker:1",
+        name="aw-1",
+        command=["/usr/local/bin/agent_inside.sh", "--", "claude"],
+        env={"AW_BRANCH": "b", "AW_FIREWALL": "1"},
+        labels={"agent-worker.run-id": "r"},
+        memory_bytes=4 << 30,
+        cpus=1.5,
+        pids_limit=512,
+        firewall=True,
+        object_dirs=(Path("/repo/.git/objects"),),
+    )
+    kwargs = {
+        "image": spec.image,
+        "command": spec.command,
+        "name": spec.name,
+        "user": "root",
+        "init": True,
+        "stdin_open": True,
+        "environment": spec.env,
+        "labels": spec.labels,
+        "working_dir": "/workspace",
+        "cap_drop": ["ALL"],
+        "cap_add": ["SETUID", "SETGID", "SETPCAP", "KILL", "NET_ADMIN", "NET_RAW"],
+        "security_opt": ["no-new-privileges"],
+        "mem_limit": spec.memory_bytes,
+        "memswap_limit": spec.memory_bytes,
+        "nano_cpus": 1_500_000_000,
+        "pids_limit": 512,
+        "tmpfs": {"/workspace": f"size={4 << 30},uid=1000,gid=1000,mode=0755,exec"},
+        "mounts": [Mount("/source/objects-0", "/repo/.git/objects", type="bind", read_only=True)],
+        "network_mode": "bridge",
+        "log_config": LogConfig(type=LogConfig.types.NONE),
+        "version": "1.41",
+    }
+    args = _create_container_args(kwargs)
+    args.pop("name")
+    api = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
+    theirs = api.create_container_config(**args)
+    drop_none = json.loads(json.dumps(theirs, default=dict))
+    drop_none = {k: v for k, v in drop_none.items() if v is not None}
+    assert container_config(spec) == drop_none
