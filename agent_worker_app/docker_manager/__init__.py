@@ -18,27 +18,29 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from agent_worker_app.docker_manager.container_io import ContainerIO
-    from agent_worker_app.docker_manager.docker_backend import FRAME_MAX, DockerBackend
-    from agent_worker_app.docker_manager.endpoint import Engine, EngineTLS, is_local, resolve_engine
-    from agent_worker_app.docker_manager.engine import (
-        IMAGE_REPO,
-        agent_image_tag,
-        bridge_gateway,
-        build_lock,
-        build_lock_path,
-        connect,
-        copy_out,
-        create_container,
-        image_exists,
-        remove,
-        remove_orphans,
-        signal,
-        start,
-        wait,
-    )
-    from agent_worker_app.docker_manager.orphans import KEEP_LOST_S
+if TYPE_CHECKING:  # the names below, as mypy sees them ("X as X": exported)
+    from agent_worker_app.docker_manager.container_io import ContainerIO as ContainerIO
+    from agent_worker_app.docker_manager.docker_backend import FRAME_MAX as FRAME_MAX
+    from agent_worker_app.docker_manager.docker_backend import DockerBackend as DockerBackend
+    from agent_worker_app.docker_manager.endpoint import Engine as Engine
+    from agent_worker_app.docker_manager.endpoint import EngineTLS as EngineTLS
+    from agent_worker_app.docker_manager.endpoint import is_local as is_local
+    from agent_worker_app.docker_manager.endpoint import resolve_engine as resolve_engine
+    from agent_worker_app.docker_manager.engine import IMAGE_REPO as IMAGE_REPO
+    from agent_worker_app.docker_manager.engine import agent_image_tag as agent_image_tag
+    from agent_worker_app.docker_manager.engine import bridge_gateway as bridge_gateway
+    from agent_worker_app.docker_manager.engine import build_lock as build_lock
+    from agent_worker_app.docker_manager.engine import build_lock_path as build_lock_path
+    from agent_worker_app.docker_manager.engine import connect as connect
+    from agent_worker_app.docker_manager.engine import copy_out as copy_out
+    from agent_worker_app.docker_manager.engine import create_container as create_container
+    from agent_worker_app.docker_manager.engine import image_exists as image_exists
+    from agent_worker_app.docker_manager.engine import remove as remove
+    from agent_worker_app.docker_manager.engine import remove_orphans as remove_orphans
+    from agent_worker_app.docker_manager.engine import signal as signal
+    from agent_worker_app.docker_manager.engine import start as start
+    from agent_worker_app.docker_manager.engine import wait as wait
+    from agent_worker_app.docker_manager.orphans import KEEP_LOST_S as KEEP_LOST_S
 
 _ENGINE = (
     "IMAGE_REPO",
@@ -67,30 +69,6 @@ _HOMES = {
     "resolve_engine": "endpoint",
     **dict.fromkeys(_ENGINE, "engine"),
 }
-__all__ = [
-    "FRAME_MAX",
-    "IMAGE_REPO",
-    "KEEP_LOST_S",
-    "ContainerIO",
-    "DockerBackend",
-    "Engine",
-    "EngineTLS",
-    "agent_image_tag",
-    "bridge_gateway",
-    "build_lock",
-    "build_lock_path",
-    "connect",
-    "copy_out",
-    "create_container",
-    "image_exists",
-    "is_local",
-    "remove",
-    "remove_orphans",
-    "resolve_engine",
-    "signal",
-    "start",
-    "wait",
-]
 
 
 def __getattr__(name: str) -> Any:

@@ -173,3 +173,27 @@ def test_the_container_is_the_one_docker_py_would_make() -> None:
     drop_none = json.loads(json.dumps(theirs, default=dict))
     drop_none = {k: v for k, v in drop_none.items() if v is not None}
     assert container_config(spec) == drop_none
+
+
+def test_the_package_names_its_modules_lazily_and_imports_no_docker_py() -> None:
+    """docker_manager.X finds X in its module when first used; the package, the backend and the
+    local socket's modules import nothing of docker-py (a run on the local engine needs none)."""
+    import subprocess
+    import sys
+
+    from agent_worker_app import docker_manager
+
+    for name, home in docker_manager._HOMES.items():
+        assert getattr(docker_manager, name) is getattr(
+            __import__(f"agent_worker_app.docker_manager.{home}", fromlist=[name]), name
+        )
+    with pytest.raises(AttributeError):
+        _ = docker_manager.no_such_name
+    code = (
+        "import sys\n"
+        "from agent_worker_app import docker_manager\n"
+        "from agent_worker_app.docker_manager import docker_backend, local_containers, orphans\n"
+        "print(sorted(m for m in ('docker', 'requests', 'urllib3') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "[]\n", done.stderr
