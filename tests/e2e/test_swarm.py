@@ -161,6 +161,25 @@ def test_claude_on_the_swarm_gives_the_branch_and_report_of_docker(
         assert TEST_KEY not in text, where
         assert TEST_KEY[-12:] not in text, where
 
+    # The session came back in the frames (whole, though larger than a pipe's 64 KiB), and a
+    # follow-up task on the swarm resumes the conversation.
+    session_id = report["agent"]["session_id"]
+    assert (Path(report["run_dir"]) / "session" / f"{session_id}.jsonl").is_file()
+    served = len(fake_api.main_requests)
+    fake_api.add_turns(Turn.text("Said it again."))
+    again = run_cli(
+        [*swarm_args, "--task", "Say it again (second task)", "--continue", "swarmed"],
+        cwd=repo,
+        env=run_env(DOCKER_HOST=cluster.manager.url),
+        timeout=900,
+    )
+    assert again.code == 0, again.stderr
+    assert f"resuming the agent's session {session_id}" in again.stderr
+    conversation = json.dumps(fake_api.main_requests[served].body["messages"])
+    assert "Improve the app" in conversation
+    assert "Added util and changed the greeting." in conversation
+    assert cluster.leftovers() == []
+
 
 def test_the_image_is_pushed_once_and_commands_run_on_the_workers(
     repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
