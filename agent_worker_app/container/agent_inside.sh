@@ -125,11 +125,13 @@ stopped=0                                  # root was told to stop (a signal)
 # /proc is a new one. Fd 2 becomes root's own, fd 4 keeps the original for the agent stage, and
 # fd 5 is the agent's. An agent can make its stderr non-blocking (Claude Code does), and root's
 # frames on a shared one were cut short once the pipe held 64 KiB. Only a pipe (or a terminal)
-# can be reopened; anything else is shared as before.
+# can be reopened; anything else (or a reopening refused) is shared as before.
 separate_stderr() {
   exec 4>&2 5>&2
   if [[ -p /proc/self/fd/2 || -c /proc/self/fd/2 ]]; then
-    exec 5>/proc/self/fd/2 2>/proc/self/fd/2
+    { exec 5>/proc/self/fd/4; } 2>/dev/null || exec 5>&4
+    # (by way of fd 6: the group's own redirection of fd 2 is undone when it ends)
+    if { exec 6>/proc/self/fd/4; } 2>/dev/null; then exec 2>&6 6>&-; fi
   fi
 }
 
