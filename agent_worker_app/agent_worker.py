@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
     from agent_worker_app.report import RunReport
+    from agent_worker_app.totals import Totals
 
 __version__ = "0.1.0"
 CHECKOUT = Path(__file__).resolve().parents[1]  # a checkout's top, when run from one
@@ -227,13 +228,7 @@ def _emit_batch(outcome: batch.Outcome, cfg: Config, env: Env) -> None:
     else:
         env.stdout.write(render_summary_text(outcome.entries, outcome.totals))
     env.stdout.flush()
-    _ci_outputs(
-        [entry.report for entry in outcome.entries],
-        cfg.report_file,
-        env,
-        exit_code=outcome.totals.exit_code,
-        duration_s=outcome.totals.duration_s,
-    )
+    _ci_outputs([entry.report for entry in outcome.entries], cfg.report_file, env, outcome.totals)
 
 
 def recover_command(options: Mapping[str, Any], env: Env) -> int:
@@ -352,18 +347,19 @@ def _ci_outputs(
     reports: list[RunReport],
     report_file: Path | None,
     env: Env,
-    *,
-    exit_code: int | None = None,
-    duration_s: float | None = None,
+    totals: Totals | None = None,
 ) -> None:
     """GitHub Actions' step outputs, job summary and error annotation, where it asks for them
-    (for a batch: its exit code and wall clock)."""
+    (for a batch: with its totals, its exit code and wall clock)."""
     from agent_worker_app import ci_outputs
     from agent_worker_app.console import escape_text
 
     if not ci_outputs.wanted(os.environ):
         return
-    totals = ci_outputs.Totals.of(reports, exit_code=exit_code, duration_s=duration_s)
+    if totals is None:
+        from agent_worker_app.totals import Totals
+
+        totals = Totals.of(reports)
     for warning in ci_outputs.emit(
         reports, totals, environ=os.environ, stderr=env.stderr, report_file=report_file
     ):

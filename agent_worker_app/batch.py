@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent_worker_app import batch_plan, pipeline
-from agent_worker_app.batch_view import BatchView, Entry, Totals
+from agent_worker_app.batch_view import BatchView, Entry
 from agent_worker_app.errors import (
     EXIT_AGENT_FAILED,
     EXIT_INTERRUPTED,
@@ -36,6 +36,7 @@ from agent_worker_app.errors import (
     worst_exit,
 )
 from agent_worker_app.report import AgentInfo, RunReport
+from agent_worker_app.totals import Totals
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
@@ -134,7 +135,8 @@ def execute(
     entries = [_entry(run) for run in runs]
     code = worst_exit([entry.report.exit_code for entry in entries])
     duration = time.monotonic() - started
-    return Outcome(entries, Totals.of(entries, exit_code=code, duration_s=duration))
+    reports = [entry.report for entry in entries]
+    return Outcome(entries, Totals.of(reports, exit_code=code, duration_s=duration))
 
 
 def _report(run: Run) -> RunReport:

@@ -20,6 +20,7 @@ from agent_worker_app.report import (
     json_text,
     tokens_cell,
 )
+from agent_worker_app.totals import Totals
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ProgressEvent
@@ -37,53 +38,6 @@ class Entry:
     task: str
     planned_branch: str  # the branch it was to get (a run not started has none)
     report: RunReport
-
-
-@dataclass(frozen=True)
-class Totals:
-    tasks: int
-    succeeded: int
-    skipped: int
-    exit_code: int
-    duration_s: float  # the batch's wall clock
-    tokens_total: int | None  # None: no run reported any
-    cost_usd: float | None
-    lines_added: int
-    lines_removed: int
-    files_changed: int
-
-    @classmethod
-    def of(cls, entries: Sequence[Entry], *, exit_code: int, duration_s: float) -> Totals:
-        reports = [e.report for e in entries]
-        tokens = [r.tokens.total for r in reports if r.metered and r.tokens.total is not None]
-        costs = [r.cost_usd for r in reports if r.cost_usd is not None]
-        return cls(
-            tasks=len(reports),
-            succeeded=sum(r.status == "success" for r in reports),
-            skipped=sum(r.status == "skipped" for r in reports),
-            exit_code=exit_code,
-            duration_s=duration_s,
-            tokens_total=sum(tokens) if tokens else None,
-            cost_usd=sum(costs) if costs else None,
-            lines_added=sum(r.lines_added for r in reports),
-            lines_removed=sum(r.lines_removed for r in reports),
-            files_changed=sum(len(r.files) for r in reports),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tasks": self.tasks,
-            "succeeded": self.succeeded,
-            "failed": self.tasks - self.succeeded - self.skipped,
-            "skipped": self.skipped,
-            "exit_code": self.exit_code,
-            "duration_s": round(self.duration_s, 3),
-            "tokens_total": self.tokens_total,
-            "cost_usd": self.cost_usd,
-            "lines_added": self.lines_added,
-            "lines_removed": self.lines_removed,
-            "files_changed": self.files_changed,
-        }
 
 
 # ---------------------------------------------------------------- live progress

@@ -18,11 +18,11 @@ import json
 import secrets
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from agent_worker_app.report import RunReport, cost_cell, format_duration, tokens_cell
+from agent_worker_app.totals import Totals
 
 SUMMARY_FILE_LIMIT = 50  # file rows in a one-run summary; GitHub caps a step's summary at 1 MiB
 OUTPUT_KEYS = (
@@ -36,55 +36,6 @@ OUTPUT_KEYS = (
     "files_changed",
     "report_file",
 )
-
-
-@dataclass(frozen=True)
-class Totals:
-    """A batch's figures: sums over its reports, its exit code and its wall-clock duration.
-    tokens_total and cost_usd are None when no run reported any."""
-
-    tasks: int
-    succeeded: int
-    exit_code: int
-    duration_s: float
-    tokens_total: int | None
-    cost_usd: float | None
-    lines_added: int
-    lines_removed: int
-    files_changed: int
-
-    @classmethod
-    def of(
-        cls,
-        reports: Sequence[RunReport],
-        *,
-        exit_code: int | None = None,
-        duration_s: float | None = None,
-    ) -> Totals:
-        """The totals of reports. exit_code: the batch's (default: the first run's that is not
-        0, else 0); duration_s: its wall clock (default: the longest run, as if they ran side
-        by side)."""
-        tokens = [r.tokens.total for r in reports if r.metered and r.tokens.total is not None]
-        costs = [r.cost_usd for r in reports if r.cost_usd is not None]
-        if exit_code is None:
-            exit_code = next((r.exit_code for r in reports if r.exit_code != 0), 0)
-        if duration_s is None:
-            duration_s = max((r.duration_s for r in reports), default=0.0)
-        return cls(
-            tasks=len(reports),
-            succeeded=sum(r.status == "success" for r in reports),
-            exit_code=exit_code,
-            duration_s=duration_s,
-            tokens_total=sum(tokens) if tokens else None,
-            cost_usd=sum(costs) if costs else None,
-            lines_added=sum(r.lines_added for r in reports),
-            lines_removed=sum(r.lines_removed for r in reports),
-            files_changed=sum(len(r.files) for r in reports),
-        )
-
-    @property
-    def status(self) -> str:
-        return "success" if self.succeeded == self.tasks else "failed"
 
 
 # ---------------------------------------------------------------- the job step, as a whole

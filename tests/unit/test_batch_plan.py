@@ -14,12 +14,12 @@ from agent_worker_app import batch_plan
 from agent_worker_app.batch_view import (
     HEADERS,
     Entry,
-    Totals,
     render_batch_json,
     render_summary_text,
 )
 from agent_worker_app.errors import UsageError, worst_exit
 from agent_worker_app.report import AgentInfo, FileChange, RunReport, Tokens
+from agent_worker_app.totals import Totals
 
 NOW = datetime(2026, 11, 25, 9, 30, 0)
 
@@ -196,7 +196,7 @@ def test_the_summary_and_json_hold_each_run_and_the_totals() -> None:
             report("skipped", 130, run_id="", branch=None, head_commit=None, duration_s=0.0),
         ),
     ]
-    totals = Totals.of(entries, exit_code=130, duration_s=4.0)
+    totals = Totals.of([e.report for e in entries], exit_code=130, duration_s=4.0)
     assert (totals.tasks, totals.succeeded, totals.skipped) == (3, 1, 1)
     assert (totals.tokens_total, totals.cost_usd) == (17, 0.75)
     assert (totals.lines_added, totals.lines_removed, totals.files_changed) == (3, 1, 1)
@@ -274,7 +274,7 @@ def test_the_summary_names_the_node_of_each_task_when_they_ran_on_a_swarm() -> N
         Entry(1, Path("/r/one"), "t1", "x-1", report("success", 0, branch="x-1", node="w-1")),
         Entry(2, Path("/r/one"), "t2", "x-2", report("success", 0, branch="x-2", node="w\x1b2")),
     ]
-    totals = Totals.of(entries, exit_code=0, duration_s=4.0)
+    totals = Totals.of([e.report for e in entries], exit_code=0, duration_s=4.0)
     lines = render_summary_text(entries, totals).splitlines()
     assert tuple(lines[1].split()) == (*HEADERS, "node")
     assert lines[2].split()[-1] == "w-1"
@@ -284,5 +284,7 @@ def test_the_summary_names_the_node_of_each_task_when_they_ran_on_a_swarm() -> N
         "w\x1b2",
     ]
     one_engine = [Entry(1, Path("/r/one"), "t1", "x-1", report("success", 0, branch="x-1"))]
-    text = render_summary_text(one_engine, Totals.of(one_engine, exit_code=0, duration_s=1.0))
+    text = render_summary_text(
+        one_engine, Totals.of([e.report for e in one_engine], exit_code=0, duration_s=1.0)
+    )
     assert tuple(text.splitlines()[1].split()) == HEADERS

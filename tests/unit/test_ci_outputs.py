@@ -14,8 +14,8 @@ from markdown_it import MarkdownIt
 from test_report import make_report
 
 from agent_worker_app import ci_outputs
-from agent_worker_app.ci_outputs import Totals
 from agent_worker_app.report import FileChange, Tokens
+from agent_worker_app.totals import Totals
 
 
 def html(markdown: str) -> str:
