@@ -10,7 +10,7 @@ from typing import Any
 
 from projects import devcontainer_project, node_project, python_project
 
-from conftest import git, run_cli, snapshot, tool_outputs
+from conftest import git, make_repo, run_cli, snapshot, tool_outputs
 from fake_anthropic import Turn, bash, edit
 
 COLD_BUILD_S = 1800  # the first run on a machine builds the layers (Debian's npm is large)
@@ -138,3 +138,30 @@ def test_a_devcontainer_project(
         "README.md",
         "made-by-agent.txt",
     ]
+
+
+def test_an_environment_file_given_on_the_command_line(
+    tmp_path: Path, run_env: Callable[..., dict[str, str]], base_image: str
+) -> None:
+    """--environment PATH (a .json file: a dev container's) sets up a repository that has no
+    environment of its own, exactly as its own file would have: here the devcontainer project's,
+    without its features, kept outside the repository."""
+    source = devcontainer_project(tmp_path / "dev", base_image)
+    text = (source / ".devcontainer" / "devcontainer.json").read_text()
+    features = '  "features": {"ghcr.io/devcontainers/features/node:1": {}},\n'
+    assert features in text
+    given = tmp_path / "elsewhere" / "devcontainer.json"
+    given.parent.mkdir()
+    given.write_text(text.replace(features, ""))
+    repo = make_repo(tmp_path / "plain", {"README.md": "# plain\n"})
+    task = 'cat prepared.txt && echo "GREETING=$GREETING"'
+    args = ["--agent-type", "command", "--task", task, "--branch", "agent/given"]
+    result = run_cli([*args, "--environment", str(given)], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    report = result.report
+    assert report is not None
+    assert report["warnings"] == []
+    text = (Path(report["run_dir"]) / "agent.jsonl").read_text()
+    assert "made-by-onCreate\nmade-by-update" in text
+    assert "GREETING=hello from containerEnv" in text
+    assert tree(repo, "agent/given") == ["README.md"]  # setup's files stay out of the commits
