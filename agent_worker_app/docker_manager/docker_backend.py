@@ -77,10 +77,10 @@ def _present(image_id: str | None) -> str:
     return image_id
 
 
-def _reused(layer: Layer, api: LocalAPI, on_line: Callable[[str], None]) -> LayerResult:
+def _reused(layer: Layer, api: LocalAPI, said: list[str]) -> LayerResult:
     """A layer below the image's own that is there (MissingImageError when not)."""
     _present(api.image_id(layer.tag))
-    on_line(f"image: {layer.name} layer reused ({layer.tag})")
+    said.append(f"image: {layer.name} layer reused ({layer.tag})")
     return LayerResult(layer.name, layer.tag, built=False, log_path=None)
 
 
@@ -181,6 +181,7 @@ class DockerBackend:
         api = self._api
         assert api is not None
         results: list[LayerResult] = []
+        said: list[str] = []  # said once it is sure that nothing is to be built
         try:
             chain, top = image_layers.plan(
                 layer,
@@ -188,15 +189,17 @@ class DockerBackend:
                 ca_certs=ca_certs,
                 project=project or image_layers.ProjectImage(),
                 image_id=lambda ref: _present(api.image_id(ref)),
-                ensure=lambda below: _reused(below, api, on_line),
+                ensure=lambda below: _reused(below, api, said),
                 results=results,
             )
             _present(api.image_id(top.tag))
         except (OSError, EngineError, image_layers.MissingImageError):
             return None  # docker-py's path builds or pulls it, or says what is wrong
         for each in chain:
-            on_line(f"image: {each.name} layer reused ({each.tag})")
+            said.append(f"image: {each.name} layer reused ({each.tag})")
             results.append(LayerResult(each.name, each.tag, built=False, log_path=None))
+        for line in said:
+            on_line(line)
         return ImageResult(tag=top.tag, built=False, log_path=None, layers=tuple(results))
 
     # ------------------------------------------------------------ a task's container

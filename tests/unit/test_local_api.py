@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,3 +198,68 @@ def test_the_package_names_its_modules_lazily_and_imports_no_docker_py() -> None
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n", done.stderr
+
+
+def _found(image_id: str) -> bytes:
+    body = json.dumps({"Id": image_id}).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+NOT_FOUND = b'HTTP/1.1 404 Not Found\r\nContent-Length: 24\r\n\r\n{"message": "not found"}'
+
+
+def test_an_image_whose_layers_are_all_there_is_reused_from_the_socket(
+    serve: tuple[Path, list[Server]], tmp_path: Path
+) -> None:
+    """The usual run: the base image's id, then the top layer's tag, asked of the socket; the
+    progress lines say each layer reused, and nothing is built (no docker-py)."""
+    from agent_worker_app.agents.base_agent import ImageLayer
+    from agent_worker_app.docker_manager.docker_backend import DockerBackend
+
+    api, server = _api(serve, _found("sha256:base"), _found("sha256:top"))
+    backend = DockerBackend(local=True, api=api, make_client=lambda: pytest.fail("no docker-py"))
+    lines: list[str] = []
+    image = backend.prepare_image(
+        ImageLayer(final="RUN true"),
+        base_image="debian:bookworm-slim",
+        ca_certs=(),
+        force=False,
+        log_dir=tmp_path / "builds",
+        on_line=lines.append,
+    )
+    assert image.built is False
+    assert [(layer.name, layer.built) for layer in image.layers] == [
+        ("system", False),
+        ("agent", False),
+    ]
+    assert lines == [f"image: {layer.name} layer reused ({layer.tag})" for layer in image.layers]
+    assert image.tag == image.layers[-1].tag
+    assert server.requests[0].startswith(b"GET /images/debian:bookworm-slim/json ")
+    assert server.requests[1].startswith(f"GET /images/{image.tag}/json ".encode())
+
+
+def test_a_missing_layer_goes_to_docker_py_and_the_socket_said_nothing(
+    serve: tuple[Path, list[Server]], tmp_path: Path
+) -> None:
+    from agent_worker_app.agents.base_agent import ImageLayer
+    from agent_worker_app.docker_manager.docker_backend import DockerBackend
+
+    class DockerPyWantedError(Exception):
+        pass
+
+    def docker_py() -> Any:
+        raise DockerPyWantedError
+
+    api, _ = _api(serve, _found("sha256:base"), NOT_FOUND)
+    backend = DockerBackend(local=True, api=api, make_client=docker_py)
+    lines: list[str] = []
+    with pytest.raises(DockerPyWantedError):
+        backend.prepare_image(
+            ImageLayer(final="RUN true"),
+            base_image="debian:bookworm-slim",
+            ca_certs=(),
+            force=False,
+            log_dir=tmp_path / "builds",
+            on_line=lines.append,
+        )
+    assert lines == []
