@@ -243,6 +243,8 @@ def test_a_missing_layer_goes_to_docker_py_and_the_socket_said_nothing(
 ) -> None:
     from agent_worker_app.agents.base_agent import ImageLayer
     from agent_worker_app.docker_manager.docker_backend import DockerBackend
+    from agent_worker_app.environment import Environment
+    from agent_worker_app.image_layers import ProjectImage
 
     class DockerPyWantedError(Exception):
         pass
@@ -250,16 +252,21 @@ def test_a_missing_layer_goes_to_docker_py_and_the_socket_said_nothing(
     def docker_py() -> Any:
         raise DockerPyWantedError
 
-    api, _ = _api(serve, _found("sha256:base"), NOT_FOUND)
+    # the base (twice: the project's system layer, and the default one the agent's stages build
+    # on, found too), then the image's own tag: missing
+    found = _found("sha256:base")
+    api, server = _api(serve, found, found, _found("sha256:stages"), NOT_FOUND)
     backend = DockerBackend(local=True, api=api, make_client=docker_py)
     lines: list[str] = []
     with pytest.raises(DockerPyWantedError):
         backend.prepare_image(
-            ImageLayer(final="RUN true"),
+            ImageLayer(stages="FROM system AS tool\nRUN true\n", final="RUN true"),
             base_image="debian:bookworm-slim",
             ca_certs=(),
             force=False,
             log_dir=tmp_path / "builds",
             on_line=lines.append,
+            project=ProjectImage(environment=Environment(apt=("python3",))),
         )
-    assert lines == []
+    assert len(server.requests) == 4
+    assert lines == []  # docker-py's path says what it reuses and builds
