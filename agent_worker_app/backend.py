@@ -19,6 +19,9 @@ GRACE_S = 30.0  # after a timeout or a signal: time for the task to commit and b
 OWN_DEADLINE_S = 10.0  # the task stops its agent itself this long after the run's timeout
 RESULT_DIR = "/agent-worker/out"  # what the task leaves: result.bundle, agent-tail.jsonl
 ACCOUNT_FILE = "/run/agent-worker-result.json"  # the task's vouched result, kept for recovery
+# The run's nonce in its run directory: what recovers a run whose result is in its output only
+# (a swarm service's log) knows its frames by it. Never in the task's reach.
+NONCE_FILE = "nonce"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agent_worker_app.backend import GRACE_S, Backend, ExitInfo, ImageResult, Task
+from agent_worker_app.backend import GRACE_S, NONCE_FILE, Backend, ExitInfo, ImageResult, Task
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
@@ -425,6 +425,7 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
             local_engine=backend.local,
             session=session,
         )
+        (ctx.run_dir / NONCE_FILE).write_text(prepared.nonce, encoding="utf-8")
         ctx.redactor.add(*prepared.secrets)
         ctx.journal.warnings.extend(prepared.warnings)
         for warning in prepared.warnings:

@@ -11,6 +11,7 @@ own engine through its socket and removes its own container last (node_job).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import secrets
 import socket
@@ -37,15 +38,26 @@ from docker.types import (
 )
 
 from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.backend import ExitInfo, FileEntry, ImageResult, LostTask, Task, TaskSpec
+from agent_worker_app.backend import (
+    ACCOUNT_FILE,
+    NONCE_FILE,
+    ExitInfo,
+    FileEntry,
+    ImageResult,
+    LostTask,
+    Task,
+    TaskSpec,
+)
 from agent_worker_app.docker_manager.container_io import files_tar
 from agent_worker_app.docker_manager.engine import _DOCKER_ERRORS, IMAGE_REPO, _reason
-from agent_worker_app.docker_manager.orphans import orchestrator_alive
+from agent_worker_app.docker_manager.orphans import KEEP_LOST_S, orchestrator_alive
 from agent_worker_app.docker_manager.swarm_io import (
     CONFIG_DIR,
     CONFIG_PIECE,
     SECRET_PIECE,
     SECRET_PREFIX,
+    STDERR,
+    FramedStderr,
     LogStream,
     ResultFrames,
     log_messages,
@@ -334,9 +346,11 @@ class SwarmBackend:
         except _DOCKER_ERRORS:
             return False
 
-    def _open_log(self, service: Service) -> tuple[Iterator[tuple[int, bytes]], Callable[[], None]]:
-        """The service's log, followed: its messages, and what cuts the follow."""
-        params = {"follow": 1, "stdout": 1, "stderr": 1, "details": 0, "timestamps": 0}
+    def _open_log(
+        self, service: Service, *, follow: bool = True
+    ) -> tuple[Iterator[tuple[int, bytes]], Callable[[], None]]:
+        """The service's log, followed (or as it is): its messages, and what cuts the follow."""
+        params = {"follow": int(follow), "stdout": 1, "stderr": 1, "details": 0, "timestamps": 0}
         url = self.api._url("/services/{0}/logs", service.service_id)
         response = self.api._get(url, params=params, stream=True, timeout=None)
         self.api._raise_for_status(response)
@@ -394,11 +408,65 @@ class SwarmBackend:
             self.node_job(node, service.image, "signal", service.run_id, name)
 
     def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
-        frames: ResultFrames | None = task.handle.frames
-        return frames is not None and frames.extract(dest / "out")
+        service: Service = task.handle
+        if service.frames is None and account:  # a lost run's, from the log it left
+            return self._result_from_log(service, dest)
+        return service.frames is not None and service.frames.extract(dest / "out")
+
+    def _result_from_log(self, service: Service, dest: Path) -> bool:
+        """The result files and the vouched result line of an ended service, read back from its
+        log with the run's nonce (kept in its run directory, dest); False when they are not
+        all there."""
+        nonce_file = dest / NONCE_FILE
+        nonce = nonce_file.read_text(encoding="utf-8").strip() if nonce_file.is_file() else ""
+        if not nonce:
+            return False
+        frames = ResultFrames(nonce)
+        lines: list[bytes] = []
+        stderr = FramedStderr(frames, lines.append)
+        try:
+            messages, close = self._open_log(service, follow=False)
+            try:
+                for stream, data in messages:
+                    if stream == STDERR:
+                        stderr.feed(data)
+            finally:
+                close()
+            stderr.end()
+            mark = frames.result_mark or b""
+            results = [line for line in lines if line.startswith(mark)]
+            if not stderr.complete or not results or not frames.extract(dest / "out"):
+                return False
+            text = base64.b64decode(results[-1][len(mark) :].strip()).decode()
+        except (*_DOCKER_ERRORS, OSError, ValueError) as exc:
+            raise DockerError(f"cannot read the log of run {service.run_id}: {exc}") from None
+        finally:
+            frames.close()
+        (dest / Path(ACCOUNT_FILE).name).write_text(text, encoding="utf-8")
+        return True
 
     def lost_tasks(self, project: str) -> list[LostTask]:
-        return []  # a lost run's service stops its agent at its deadline and is swept then
+        """This project's services, made here by an agent-worker that is gone, that ended (one
+        still at work stops its agent at its own deadline; a run after that recovers it)."""
+        try:
+            services = self.api.services(filters={"label": f"{LABEL}.project={project}"})
+        except _DOCKER_ERRORS as exc:
+            raise DockerError(f"cannot list old agent services: {_reason(exc)}") from None
+        lost = []
+        for found in services:
+            labels = dict((found.get("Spec") or {}).get("Labels") or {})
+            if labels.get(f"{LABEL}.host") != socket.gethostname() or orchestrator_alive(labels):
+                continue
+            service = self._found(found, labels)
+            exit_info = self.exit_info(service)
+            if exit_info is not None:
+                self._own_inputs(service)
+                lost.append(LostTask(Task(service), labels, exit_info))
+        return lost
+
+    def _found(self, found: Mapping[str, Any], labels: Mapping[str, str]) -> Service:
+        image = str(found["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+        return Service(labels.get(f"{LABEL}.run-id", ""), image, "", service_id=str(found["ID"]))
 
     def node(self, task: Task) -> str | None:
         service: Service = task.handle
@@ -522,12 +590,10 @@ class SwarmBackend:
         live = set()
         for found in services:
             labels = dict((found.get("Spec") or {}).get("Labels") or {})
-            run_id = labels.get(f"{LABEL}.run-id", "")
-            if not _gone(labels, now):
-                live.add(run_id)
+            service = self._found(found, labels)
+            if not _gone(labels, now) or not self._swept(service, labels, now):
+                live.add(service.run_id)
                 continue
-            image = str(found["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
-            service = Service(run_id, image, "", service_id=str(found["ID"]))
             self._own_inputs(service)
             self._remove(service)
             removed.append(f"removed service {found['Spec'].get('Name')} (its run is gone)")
@@ -538,6 +604,14 @@ class SwarmBackend:
                     self.api.remove_service(found["ID"])
         removed += self._remove_stray_inputs(live, now)
         return removed
+
+    def _swept(self, service: Service, labels: Mapping[str, str], now: float) -> bool:
+        """Whether the service of a run that is gone goes now: one at work stops its agent at
+        its deadline (past it, it is wedged); one that ended waits KEEP_LOST_S for a run on its
+        host to recover its work (lost_tasks), as a lost run's container does."""
+        if self.exit_info(service) is None:
+            return _deadline(labels) < now
+        return _deadline(labels) + KEEP_LOST_S < now
 
     def _own_inputs(self, service: Service) -> None:
         label = {"label": f"{LABEL}.run-id={service.run_id}"}

@@ -336,6 +336,56 @@ def test_sigint_stops_the_task_keeps_its_commits_and_leaves_nothing(
     assert cluster.leftovers() == []
 
 
+def test_a_run_whose_agent_worker_was_killed_is_recovered(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    """kill -9 of agent-worker: its task works on to its own deadline, stops its agent, and
+    leaves its result framed in its log; a run meanwhile does not sweep it; the next run after
+    that reads the log back with the run's nonce (kept in its run directory), puts the commits
+    on the branch, writes the report, and removes everything; --recover then finds nothing."""
+    args = ["--agent-type", "command", "--task", COMMIT_THEN_WAIT, "--branch", "killed"]
+    proc = start_cli([*swarm_args, *args, "--timeout", "20"], cwd=repo, env=command_env())
+    _wait_for_ready(cluster)
+    proc.kill()
+    proc.wait(timeout=30)
+    manager = cluster.manager.client()
+    services = manager.api.services(filters={"label": "agent-worker.run-id"})
+    assert len(services) == 1
+
+    def quick_run(branch: str) -> str:
+        quick = ["--agent-type", "command", "--task", "true", "--branch", branch]
+        done = run_cli([*swarm_args, *quick], cwd=repo, env=command_env(), timeout=600)
+        assert done.code == 0, done.stderr
+        return done.stderr
+
+    # a run meanwhile sweeps nothing of it: it is at work, then it waits to be recovered
+    quick_run("meanwhile")
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        tasks = manager.api.tasks(filters={"service": services[0]["ID"]})
+        if tasks and tasks[0]["Status"]["State"] in ("complete", "failed"):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("the task did not stop at its deadline")
+    # ended, it waits for the next run, whose sweep leaves it and which recovers it at its end
+    after = quick_run("after")
+    run_id = services[0]["Spec"]["Labels"]["agent-worker.run-id"]
+    assert f"recovered 2 commits of run {run_id} onto branch killed" in after
+    assert git(repo, "log", "--format=%s", "main..killed").splitlines() == [
+        "agent-worker: work the agent left uncommitted",
+        "One",
+    ]
+    run_dir = repo / ".git" / "agent-worker" / "runs" / run_id
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "interrupted"
+    assert report["branch"] == "killed"
+    assert cluster.leftovers() == []
+    again = run_cli([*swarm_args, "--recover"], cwd=repo, env=command_env(), timeout=600)
+    assert again.code == 0, again.stderr
+    assert "nothing to recover" in again.stdout
+
+
 def test_six_commands_with_jobs_3_spread_over_both_workers(
     repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
 ) -> None:
