@@ -48,9 +48,10 @@ from agent_worker_app.backend import (
     Task,
     TaskSpec,
 )
+from agent_worker_app.docker_manager import orphans
 from agent_worker_app.docker_manager.container_io import files_tar
 from agent_worker_app.docker_manager.engine import _DOCKER_ERRORS, IMAGE_REPO, _reason
-from agent_worker_app.docker_manager.orphans import KEEP_LOST_S, orchestrator_alive
+from agent_worker_app.docker_manager.orphans import orchestrator_alive
 from agent_worker_app.docker_manager.swarm_io import (
     CONFIG_DIR,
     CONFIG_PIECE,
@@ -422,8 +423,7 @@ class SwarmBackend:
         if not nonce:
             return False
         frames = ResultFrames(nonce)
-        lines: list[bytes] = []
-        stderr = FramedStderr(frames, lines.append)
+        stderr = FramedStderr(frames, lambda line: None)  # only its frames and result matter
         try:
             messages, close = self._open_log(service, follow=False)
             try:
@@ -433,11 +433,9 @@ class SwarmBackend:
             finally:
                 close()
             stderr.end()
-            mark = frames.result_mark or b""
-            results = [line for line in lines if line.startswith(mark)]
-            if not stderr.complete or not results or not frames.extract(dest / "out"):
+            if stderr.result is None or not frames.extract(dest / "out"):
                 return False
-            text = base64.b64decode(results[-1][len(mark) :].strip()).decode()
+            text = base64.b64decode(stderr.result).decode()
         except (*_DOCKER_ERRORS, OSError, ValueError) as exc:
             raise DockerError(f"cannot read the log of run {service.run_id}: {exc}") from None
         finally:
@@ -452,16 +450,13 @@ class SwarmBackend:
             services = self.api.services(filters={"label": f"{LABEL}.project={project}"})
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"cannot list old agent services: {_reason(exc)}") from None
-        lost = []
+        candidates = []
         for found in services:
             labels = dict((found.get("Spec") or {}).get("Labels") or {})
-            if labels.get(f"{LABEL}.host") != socket.gethostname() or orchestrator_alive(labels):
-                continue
-            service = self._found(found, labels)
-            exit_info = self.exit_info(service)
-            if exit_info is not None:
-                self._own_inputs(service)
-                lost.append(LostTask(Task(service), labels, exit_info))
+            candidates.append((self._found(found, labels), labels, True))
+        lost = [task for task in orphans.lost(candidates, self.exit_info) if task.exit is not None]
+        for task in lost:
+            self._own_inputs(task.task.handle)
         return lost
 
     def _found(self, found: Mapping[str, Any], labels: Mapping[str, str]) -> Service:
@@ -606,12 +601,10 @@ class SwarmBackend:
         return removed
 
     def _swept(self, service: Service, labels: Mapping[str, str], now: float) -> bool:
-        """Whether the service of a run that is gone goes now: one at work stops its agent at
-        its deadline (past it, it is wedged); one that ended waits KEEP_LOST_S for a run on its
-        host to recover its work (lost_tasks), as a lost run's container does."""
-        if self.exit_info(service) is None:
-            return _deadline(labels) < now
-        return _deadline(labels) + KEEP_LOST_S < now
+        """Whether the service of a run that is gone goes now, as a lost run's container
+        would (orphans.note): one at work once past its deadline; one that ended after
+        KEEP_LOST_S, the time a run on its host has to recover its work (lost_tasks)."""
+        return orphans.note(labels, self.exit_info(service) is None, now) is not None
 
     def _own_inputs(self, service: Service) -> None:
         label = {"label": f"{LABEL}.run-id={service.run_id}"}

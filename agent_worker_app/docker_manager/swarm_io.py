@@ -96,13 +96,18 @@ class ResultFrames:
 class FramedStderr:
     """A task's stderr on its way to on_stderr, its frames taken out into frames. Whole lines
     pass at once, and so does the start of a line that cannot become a frame; the rest waits
-    for its line's end. complete: the result line came, and with it every frame before it."""
+    for its line's end. result: what the result line carries after its mark, once it came."""
 
     def __init__(self, frames: ResultFrames, on_stderr: Callable[[bytes], None]) -> None:
         self._frames = frames
         self._on_stderr = on_stderr
         self._pending = b""
-        self.complete = False
+        self.result: bytes | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The result line came, and with it every frame before it."""
+        return self.result is not None
 
     def feed(self, data: bytes) -> None:
         pending = self._pending + data
@@ -112,7 +117,7 @@ class FramedStderr:
                 continue
             result_mark = self._frames.result_mark
             if result_mark is not None and line.startswith(result_mark):
-                self.complete = True
+                self.result = line[len(result_mark) :].strip()
             self._on_stderr(line)
         if pending and not self._may_become_a_mark(pending):
             self._on_stderr(pending)  # neither a frame nor the result line: not held back

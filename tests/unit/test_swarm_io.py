@@ -201,9 +201,11 @@ def test_framed_stderr_passes_output_on_at_once_and_keeps_the_frames(tmp_path: P
     forged = f"agent-worker-result {'f' * 32} e30=\n".encode()  # another nonce: output
     stderr.feed(forged)
     assert not stderr.complete
+    assert stderr.result is None
     result = f"agent-worker-result {NONCE} e30=\n".encode()
     stderr.feed(result)
     assert stderr.complete
+    assert stderr.result == b"e30="  # the payload alone, never the forged line's
     assert b"".join(seen) == b"progress: 10%\n" + forged + result
     assert frames.extract(tmp_path / "out")
     assert (tmp_path / "out" / "result.bundle").read_bytes() == b"the agent's commits"
@@ -225,3 +227,4 @@ def test_framed_stderr_knows_the_result_line_whatever_pieces_it_comes_in() -> No
         for at in range(0, len(data), size):
             stderr.feed(data[at : at + size])
         assert stderr.complete, size
+        assert stderr.result == b"e30=", size
