@@ -55,7 +55,6 @@ def connect_docker(
 
 
 def prepare_image(
-    client: Any,
     agent: BaseAgent,
     *,
     base_image: str,
@@ -63,12 +62,11 @@ def prepare_image(
     force: bool = False,
     on_line: Callable[[str], None] = lambda line: None,
     log_dir: Path | None = None,
+    docker_host: str | None = None,
 ) -> ImageResult:
-    """The image a run of this agent uses, built or reused by its content tag (the tests and
-    benchmarks get theirs the same way)."""
-    from agent_worker_app import docker_manager
-
-    return docker_manager.DockerBackend(client, local=True).prepare_image(
+    """The image a run of this agent uses on the engine (as a run chooses it), built or reused
+    by its content tag (the tests and benchmarks get theirs the same way)."""
+    return connect_docker(docker_host).prepare_image(
         agent.image_layer(),
         base_image=base_image,
         ca_certs=ca_certs,

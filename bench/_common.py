@@ -67,9 +67,9 @@ def empty_env_file(directory: Path) -> Path:
 
 
 def docker_client() -> Any:
-    from agent_worker_app import docker_manager
+    from agent_worker_app.docker_manager import engine
 
-    return docker_manager.connect(None)
+    return engine.connect(None)
 
 
 def base_image() -> str:
@@ -89,7 +89,7 @@ def agent_image(client: Any, agent_type: str = "claude") -> str:
     """The image a run of this agent uses: the tests' own helper, built if missing."""
     from conftest import build_agent_image
 
-    return build_agent_image(client, agent_type, base_image(), ca_certs())
+    return build_agent_image(agent_type, base_image(), ca_certs())
 
 
 @contextmanager

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from remote_engine import RemoteEngine, start_remote_engine
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-ant-test-Q7xv93LkPz0aBcD1eF2gH3"
 
@@ -155,11 +157,11 @@ def require(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client() -> Any:
-    from agent_worker_app import docker_manager
+    from agent_worker_app.docker_manager import engine
     from agent_worker_app.errors import DockerError
 
     try:
-        return docker_manager.connect(None)
+        return engine.connect(None)  # docker-py's client: the tests' tool to look and set up
     except DockerError as exc:
         require(f"no Docker engine: {exc}")
 
@@ -175,14 +177,20 @@ def base_image(docker_client: Any) -> str:
 
 
 @pytest.fixture(scope="session")
+def remote_engine(
+    docker_client: Any, base_image: str, agent_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RemoteEngine]:
+    """A second engine in a container, holding the base and agent images (remote_engine.py)."""
+    yield from start_remote_engine(docker_client, (base_image, agent_image), tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def ca_certs() -> tuple[Path, ...]:
     value = os.environ.get("AGENT_WORKER_CA_CERT", "")
     return tuple(Path(p) for p in value.split(os.pathsep) if p)
 
 
-def build_agent_image(
-    client: Any, agent_type: str, base_image: str, ca_certs: tuple[Path, ...]
-) -> str:
+def build_agent_image(agent_type: str, base_image: str, ca_certs: tuple[Path, ...]) -> str:
     """The image a run of this agent type uses, with its default settings, built the way a
     run builds it (agent_worker.prepare_image); reused when present."""
     from agent_worker_app import agents
@@ -190,7 +198,6 @@ def build_agent_image(
     from agent_worker_app.agents.base_agent import AgentSettings
 
     return prepare_image(
-        client,
         agents.get(agent_type, AgentSettings()),
         base_image=base_image,
         ca_certs=ca_certs,
@@ -201,19 +208,19 @@ def build_agent_image(
 @pytest.fixture(scope="session")
 def agent_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
     """The real agent image with the pinned Claude Code, built once per machine."""
-    return build_agent_image(docker_client, "claude", base_image, ca_certs)
+    return build_agent_image("claude", base_image, ca_certs)
 
 
 @pytest.fixture(scope="session")
 def command_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
     """The image of the command agent (no agent layer), built once per machine."""
-    return build_agent_image(docker_client, "command", base_image, ca_certs)
+    return build_agent_image("command", base_image, ca_certs)
 
 
 @pytest.fixture(scope="session")
 def codex_image(docker_client: Any, base_image: str, ca_certs: tuple[Path, ...]) -> str:
     """The codex agent's image with its pinned Codex CLI, built once per machine."""
-    return build_agent_image(docker_client, "codex", base_image, ca_certs)
+    return build_agent_image("codex", base_image, ca_certs)
 
 
 PEER_DOCKERFILE = b"""ARG BASE_IMAGE

@@ -1,11 +1,12 @@
 """Everything agent-worker asks of Docker: the only package that talks to a Docker engine.
 
 - endpoint: which engine a run uses (plain values; imports nothing of docker-py)
-- local_api: the few calls a run makes before its container starts, straight to the local
-  engine's socket (docker-py, with requests and urllib3, takes 0.17 s to import: it is imported
-  on the side, while the engine starts the container)
+- api: the engine's HTTP API with the standard library over every transport (its socket, TCP,
+  TLS, ssh): every call a task's container needs (docker-py, with requests and urllib3, takes
+  0.17 s to import, and is imported only to build or pull an image)
+- containers: a task's container's one lifecycle (create ... remove, orphans, lost runs)
 - container_io: a container's streams over its attach socket, and its input tar
-- engine: docker-py: the connection (local, TLS, ssh), images, containers
+- engine: docker-py: its client (local, TLS, ssh), images
 - docker_backend: DockerBackend, the Backend on one engine
 - layers: building the image's layers; swarm, swarm_io: the Swarm backend
 
@@ -19,9 +20,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below, as mypy sees them ("X as X": exported)
+    from agent_worker_app.docker_manager.api import EngineAPI as EngineAPI
     from agent_worker_app.docker_manager.container_io import ContainerIO as ContainerIO
+    from agent_worker_app.docker_manager.containers import Containers as Containers
     from agent_worker_app.docker_manager.docker_backend import FRAME_MAX as FRAME_MAX
     from agent_worker_app.docker_manager.docker_backend import DockerBackend as DockerBackend
+    from agent_worker_app.docker_manager.docker_backend import connect as connect
     from agent_worker_app.docker_manager.endpoint import Engine as Engine
     from agent_worker_app.docker_manager.endpoint import EngineTLS as EngineTLS
     from agent_worker_app.docker_manager.endpoint import is_local as is_local
@@ -31,15 +35,7 @@ if TYPE_CHECKING:  # the names below, as mypy sees them ("X as X": exported)
     from agent_worker_app.docker_manager.engine import bridge_gateway as bridge_gateway
     from agent_worker_app.docker_manager.engine import build_lock as build_lock
     from agent_worker_app.docker_manager.engine import build_lock_path as build_lock_path
-    from agent_worker_app.docker_manager.engine import connect as connect
-    from agent_worker_app.docker_manager.engine import copy_out as copy_out
-    from agent_worker_app.docker_manager.engine import create_container as create_container
     from agent_worker_app.docker_manager.engine import image_exists as image_exists
-    from agent_worker_app.docker_manager.engine import remove as remove
-    from agent_worker_app.docker_manager.engine import remove_orphans as remove_orphans
-    from agent_worker_app.docker_manager.engine import signal as signal
-    from agent_worker_app.docker_manager.engine import start as start
-    from agent_worker_app.docker_manager.engine import wait as wait
     from agent_worker_app.docker_manager.orphans import KEEP_LOST_S as KEEP_LOST_S
 
 _ENGINE = (
@@ -48,23 +44,18 @@ _ENGINE = (
     "bridge_gateway",
     "build_lock",
     "build_lock_path",
-    "connect",
-    "copy_out",
-    "create_container",
     "image_exists",
-    "remove",
-    "remove_orphans",
-    "signal",
-    "start",
-    "wait",
 )
 _HOMES = {
     "ContainerIO": "container_io",
+    "Containers": "containers",
     "DockerBackend": "docker_backend",
+    "EngineAPI": "api",
     "FRAME_MAX": "docker_backend",
     "Engine": "endpoint",
     "EngineTLS": "endpoint",
     "KEEP_LOST_S": "orphans",
+    "connect": "docker_backend",
     "is_local": "endpoint",
     "resolve_engine": "endpoint",
     **dict.fromkeys(_ENGINE, "engine"),

@@ -1,5 +1,5 @@
 """The agent container as the engine's API describes it: the body of POST /containers/create,
-the same for both ways of sending it (local_api to the local socket, docker-py to any engine)."""
+as api.EngineAPI sends it to any engine."""
 
 from __future__ import annotations
 

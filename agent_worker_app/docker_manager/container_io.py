@@ -1,6 +1,6 @@
 """A container's standard streams over an attach socket (Docker's multiplexed stream), and the
-tar of the run's inputs that goes in on its stdin: the standard library only, for both ways of
-attaching (docker-py, and local_api's straight request to the local socket)."""
+tar of the run's inputs that goes in on its stdin: the standard library only, over whichever
+transport api.EngineAPI attached through (a unix or TCP socket, TLS, ssh's socket pair)."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 on the container's stdin, its output comes through an attach made before it starts, its result
 files framed in that output (or copied out of the stopped container when large).
 
-On the local socket every call goes straight to it (local_api), and docker-py is imported only
-to build or pull an image: a run whose image is there spends no 0.2 s of CPU importing it.
-Other engines (tcp, TLS, ssh) use docker-py (engine.py)."""
+Every call goes to the engine through api.EngineAPI, over the engine's transport (its socket,
+TCP, TLS, ssh), and docker-py is imported only to build or pull an image (engine.py, layers.py):
+a run whose image is there spends no 0.2 s of CPU importing it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from agent_worker_app.backend import (
     ACCOUNT_FILE,
@@ -27,9 +27,9 @@ from agent_worker_app.backend import (
     TaskSpec,
 )
 from agent_worker_app.docker_manager import endpoint
+from agent_worker_app.docker_manager.api import EngineAPI, EngineError, transport
 from agent_worker_app.docker_manager.container_io import ContainerIO
-from agent_worker_app.docker_manager.local_api import EngineError, LocalAPI
-from agent_worker_app.docker_manager.local_containers import LocalContainers
+from agent_worker_app.docker_manager.containers import Containers
 from agent_worker_app.docker_manager.swarm_io import FramedStderr, ResultFrames, nonce_of
 from agent_worker_app.errors import DockerError
 
@@ -45,28 +45,38 @@ FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not
 
 
 def connect(docker_host: str | None) -> DockerBackend:
-    """The engine resolve_engine() chooses, checked with a ping."""
+    """The engine resolve_engine() chooses, over its transport, checked with a ping."""
     where = endpoint.resolve_engine(docker_host)
-    if where.socket_path is None:
-        from agent_worker_app.docker_manager import engine
-
-        return DockerBackend(engine.connect(docker_host), local=where.local)
-    api = LocalAPI(where.socket_path)
+    api = EngineAPI(transport(where))
     try:
         api.ping()
     except (OSError, EngineError) as exc:
-        reason = exc.message if isinstance(exc, EngineError) else exc.strerror or str(exc)
+        api.close()
         raise DockerError(
-            f"cannot reach the Docker engine at {where.describe()} ({reason}): "
+            f"cannot reach the Docker engine at {where.describe()} ({reason(exc, api)}): "
             f"{endpoint.advice(where)}"
         ) from None
 
     def make_client() -> docker.DockerClient:
-        from agent_worker_app.docker_manager import engine
+        from agent_worker_app.docker_manager import engine  # docker-py: only to build or pull
 
         return engine.client_for(where)
 
-    return DockerBackend(local=True, api=api, make_client=make_client)
+    return DockerBackend(api, local=where.local, make_client=make_client)
+
+
+def reason(exc: OSError | EngineError, api: EngineAPI) -> str:
+    """Why the engine cannot be reached, with what to do where it is plain."""
+    if isinstance(exc, EngineError):
+        text = exc.message
+    else:
+        text = api.transport.failure() or exc.strerror or str(exc) or type(exc).__name__
+    if "HTTP request to an HTTPS server" in text:
+        text += (
+            "; the engine speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the "
+            "directory of its ca.pem and your cert.pem and key.pem"
+        )
+    return text
 
 
 def _present(image_id: str | None) -> str:
@@ -77,62 +87,37 @@ def _present(image_id: str | None) -> str:
     return image_id
 
 
-def _reused(layer: Layer, api: LocalAPI, said: list[str]) -> LayerResult:
+def _reused(layer: Layer, api: EngineAPI, said: list[str]) -> LayerResult:
     """A layer below the image's own that is there (MissingImageError when not)."""
     _present(api.image_id(layer.tag))
     said.append(f"image: {layer.name} layer reused ({layer.tag})")
     return LayerResult(layer.name, layer.tag, built=False, log_path=None)
 
 
-class Containers(Protocol):
-    """A task's container on one engine: local_containers.LocalContainers (the local socket)
-    or engine.EngineContainers (docker-py); each raises DockerError with a sentence."""
-
-    def create(self, spec: TaskSpec) -> Any: ...
-    def attach(self, container: Any) -> Any: ...
-    def start(self, container: Any) -> None: ...
-    def wait(self, container: Any, timeout_s: float) -> ExitInfo | None: ...
-    def signal(self, container: Any, name: str) -> None: ...
-    def copy_out(self, container: Any, path: str, dest: Path) -> bool: ...
-    def remove(self, container: Any) -> None: ...
-    def lost_tasks(self, project: str) -> list[LostTask]: ...
-    def remove_orphans(self) -> list[str]: ...
-
-
 class DockerBackend:
-    """See the module's docstring. client: docker-py's; or api, the local socket, with
-    make_client, which makes docker-py's client when an image is to be built."""
+    """See the module's docstring. api: the engine's API over its transport (every call of a
+    task's container); make_client makes docker-py's client when an image is to be built."""
 
     def __init__(
         self,
-        client: docker.DockerClient | None = None,
+        api: EngineAPI,
         *,
         local: bool,
-        api: LocalAPI | None = None,
-        make_client: Callable[[], docker.DockerClient] | None = None,
+        make_client: Callable[[], docker.DockerClient],
     ) -> None:
-        if client is None and (api is None or make_client is None):
-            raise ValueError("a DockerBackend needs docker-py's client, or the local socket")
         self.local = local  # bind mounts of this machine's paths work
         self._api = api
-        self._client = client
+        self._client: docker.DockerClient | None = None
         self._make_client = make_client
         self._lock = threading.Lock()
         self._framed: dict[int, tuple[ResultFrames, FramedStderr]] = {}  # by id() of the Task
-        self._containers: Containers
-        if api is not None:
-            self._containers = LocalContainers(api)
-        else:
-            from agent_worker_app.docker_manager.engine import EngineContainers
-
-            self._containers = EngineContainers(self.client)
+        self._containers = Containers(api)
 
     @property
     def client(self) -> docker.DockerClient:
         """docker-py's client, made when first wanted."""
         with self._lock:
             if self._client is None:
-                assert self._make_client is not None
                 self._client = self._make_client()
             return self._client
 
@@ -149,7 +134,7 @@ class DockerBackend:
         on_line: Callable[[str], None],
         project: ProjectImage | None = None,
     ) -> ImageResult:
-        if self._api is not None and not force:
+        if not force:
             reused = self._reused_image(layer, base_image, ca_certs, project, on_line)
             if reused is not None:
                 return reused
@@ -179,7 +164,6 @@ class DockerBackend:
         from agent_worker_app import image_layers
 
         api = self._api
-        assert api is not None
         results: list[LayerResult] = []
         said: list[str] = []  # said once it is sure that nothing is to be built
         try:

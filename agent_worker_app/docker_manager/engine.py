@@ -1,22 +1,18 @@
-"""docker-py's side of a Docker engine: the connection (the local socket, TLS, ssh), images, and
-containers. DockerBackend (docker_backend.py) uses it; the Swarm backend (swarm.py) too."""
+"""docker-py's side of a Docker engine: the connection (the local socket, TLS, ssh) and images.
+DockerBackend (docker_backend.py) builds and pulls images through it; the Swarm backend
+(swarm.py) uses it for services. A task's container never goes through docker-py: api.py."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import re
-import shutil
-import socket
-import subprocess
-import tarfile
 import tempfile
-import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -26,21 +22,13 @@ import requests.adapters
 import requests.exceptions
 import urllib3.connection
 import urllib3.connectionpool
-from docker.models.containers import Container
 from docker.utils import parse_repository_tag
 from urllib3.exceptions import InsecureRequestWarning
 
 from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.backend import (
-    ExitInfo,
-    LostTask,
-    TaskSpec,
-)
-from agent_worker_app.docker_manager import orphans
-from agent_worker_app.docker_manager.container_config import container_config
+from agent_worker_app.docker_manager.api import SSHTransport, ssh_command
 from agent_worker_app.docker_manager.endpoint import Engine, advice, resolve_engine
 from agent_worker_app.errors import DockerError, ImageBuildError
-from agent_worker_app.task_spec import LABEL
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
@@ -128,94 +116,33 @@ class _EngineAPI(docker.APIClient):
             self._ssh.close()
 
 
-def _ssh_command(url: str) -> list[str]:
-    """The docker CLI's command for an ssh:// engine: `docker system dial-stdio` on the host,
-    the user's own ssh configuration, keys, agent and known hosts deciding the rest."""
-    if shutil.which("ssh") is None:
-        raise DockerError(
-            f"{url} needs the OpenSSH client, ssh, on PATH: install it "
-            "(Debian and Ubuntu: apt-get install openssh-client)"
-        )
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if not parts.hostname or port == -1 or parts.path not in ("", "/") or parts.query:
-        raise DockerError(f"{url} is not an ssh engine address: use ssh://[USER@]HOST[:PORT]")
-    if parts.password is not None:
-        raise DockerError(
-            f"a password in {parts.scheme}:// is not supported: use a key or an agent"
-        )
-    command = ["ssh", "-T", "-o", "ConnectTimeout=30"]
-    command += ["-l", parts.username] if parts.username else []
-    command += ["-p", str(port)] if port else []
-    return [*command, "--", parts.hostname, "docker", "system", "dial-stdio"]
-
-
 class _SSHConnection(urllib3.connection.HTTPConnection):
-    """One HTTP connection to the engine through its own ssh process, whose stdin and stdout are
-    the other end of a socket pair: this end is an ordinary socket (timeouts, half-close, the
-    attach stream), with none of paramiko's import cost."""
+    """One HTTP connection to the engine through its own ssh process (api.SSHTransport)."""
 
-    def __init__(self, command: list[str], timeout: float, failures: list[str]) -> None:
+    def __init__(self, ssh: SSHTransport, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
-        self._command = command
-        self._failures = failures
-        self._process: subprocess.Popen[bytes] | None = None
-        self._errors: IO[bytes] | None = None
+        self._ssh = ssh
 
     def connect(self) -> None:
-        ours, theirs = socket.socketpair()
-        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-        with theirs:
-            # In its own session: a Ctrl-C at the terminal is agent-worker's to handle (it stops
-            # the container through these very connections), not ssh's.
-            self._process = subprocess.Popen(
-                self._command,
-                stdin=theirs.fileno(),
-                stdout=theirs.fileno(),
-                stderr=self._errors,
-                start_new_session=True,
-            )
-        ours.settimeout(self.timeout if isinstance(self.timeout, int | float) else None)
-        self.sock = ours
-
-    def close(self) -> None:
-        super().close()  # the end of ssh's input: it ends, and the engine drops the connection
-        process, self._process = self._process, None
-        if process is not None:
-            try:
-                code = process.wait(1.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
-            if code > 0 and self._errors is not None:
-                self._errors.seek(0)
-                said = self._errors.read().decode(errors="replace").strip().splitlines()
-                self._failures.append(f"ssh: {said[-1].strip()}" if said else f"ssh exit {code}")
-        if self._errors is not None:
-            self._errors.close()
-            self._errors = None
+        self.sock = self._ssh.open(self.timeout if isinstance(self.timeout, int | float) else 120)
 
 
 class _SSHPool(urllib3.connectionpool.HTTPConnectionPool):
-    def __init__(self, command: list[str], timeout: int, failures: list[str]) -> None:
+    def __init__(self, ssh: SSHTransport, timeout: int) -> None:
         super().__init__("localhost", timeout=timeout, maxsize=10)
-        self._command = command
+        self._ssh = ssh
         self._seconds = timeout
-        self._failures = failures
 
     def _new_conn(self) -> _SSHConnection:
-        return _SSHConnection(self._command, self._seconds, self._failures)
+        return _SSHConnection(self._ssh, self._seconds)
 
 
 class _SSHAdapter(requests.adapters.HTTPAdapter):
     """Every request to an ssh:// engine goes through one pool of ssh connections."""
 
     def __init__(self, url: str, *, timeout: int) -> None:
-        self._failures: list[str] = []
-        self._pool = _SSHPool(_ssh_command(url), timeout, self._failures)
+        self._ssh = SSHTransport(ssh_command(url))
+        self._pool = _SSHPool(self._ssh, timeout)
         super().__init__()
 
     def get_connection_with_tls_context(
@@ -235,10 +162,11 @@ class _SSHAdapter(requests.adapters.HTTPAdapter):
     def close(self) -> None:
         super().close()
         self._pool.close()
+        self._ssh.close()
 
     def failure(self) -> str | None:
         """What the last ssh that failed said."""
-        return self._failures[-1] if self._failures else None
+        return self._ssh.failure()
 
 
 def bridge_gateway(client: docker.DockerClient) -> str:
@@ -341,181 +269,8 @@ def _build_text(chunk: Mapping[str, Any]) -> str:
     return ""
 
 
-# ---------------------------------------------------------------- containers
-
-
-def remove_orphans(
-    client: docker.DockerClient, now: float | None = None, *, project: str | None = None
-) -> list[str]:
-    """Remove the containers of runs that are gone (orphans.note), of one project's runs when
-    given; a line for each."""
-    try:
-        found = client.containers.list(
-            all=True, filters={"label": orphans.scope(project)}, ignore_removed=True
-        )
-        return orphans.sweep(
-            [(c.name or str(c.id), c.labels, c.status == "running") for c in found],
-            lambda name: _remove_if_there(client, name),
-            now,
-        )
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"cannot list or remove old agent containers: {_reason(exc)}") from None
-
-
-def _remove_if_there(client: docker.DockerClient, name: str) -> bool:
-    """Another agent-worker may remove the same container meanwhile: gone, or its removal
-    under way, is no error (False: not ours to report)."""
-    try:
-        client.api.remove_container(name, force=True, v=True)
-    except docker.errors.NotFound:
-        return False
-    except docker.errors.APIError as exc:
-        if exc.status_code == 409:
-            return False
-        raise
-    return True
-
-
-def create_container(client: docker.DockerClient, spec: TaskSpec) -> Container:
-    """Create (not start) the agent container (container_config: its limits, its stdin open)."""
-    try:
-        # the same body local_api sends (docker-py's create_container would make its own)
-        made = client.api.create_container_from_config(  # type: ignore[no-untyped-call]
-            container_config(spec), name=spec.name
-        )
-        return client.containers.get(made["Id"])
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"Docker refused to create the agent container: {_reason(exc)}") from None
-
-
-def start(container: Container) -> None:
-    try:
-        container.start()
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"Docker could not start the agent container: {_reason(exc)}") from None
-
-
-def _api(container: Container) -> docker.APIClient:
-    assert container.client is not None, "containers here always come from a client"
-    return container.client.api
-
-
-def _id(container: Container) -> str:
-    assert container.id is not None, "a created container has an id"
-    return container.id
-
-
-def signal(container: Container, name: str) -> None:
-    """Send a signal; a container that already stopped is not an error."""
-    with suppress(*_DOCKER_ERRORS):
-        container.kill(signal=name)
-
-
-def wait(container: Container, timeout_s: float) -> ExitInfo | None:
-    """The container's exit, or None if it is still running after timeout_s."""
-    try:
-        result: Mapping[str, Any] = dict(container.wait(timeout=timeout_s))
-        state = _api(container).inspect_container(_id(container))["State"]
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-        return None  # a read timeout: still running
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"lost track of the agent container: {_reason(exc)}") from None
-    return ExitInfo(
-        status_code=int(result.get("StatusCode", -1)),
-        oom_killed=bool(state.get("OOMKilled")),
-        error=(result.get("Error") or {}).get("Message") or state.get("Error") or None,
-    )
-
-
-def copy_out(container: Container, path: str, dest: Path) -> bool:
-    """Extract a directory of a (stopped) container into dest; False when it is not there."""
-    try:
-        stream, _ = container.get_archive(path)
-        with tempfile.TemporaryFile() as buffer:
-            for chunk in stream:
-                buffer.write(chunk)
-            buffer.seek(0)
-            with tarfile.open(fileobj=buffer) as tar:
-                tar.extractall(dest, filter="data")
-    except docker.errors.NotFound:
-        return False
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"cannot copy results out of the container: {_reason(exc)}") from None
-    return True
-
-
-def remove(container: Container) -> None:
-    """Remove the container, running or not; a container already gone is fine."""
-    try:
-        container.remove(force=True, v=True)
-    except docker.errors.NotFound:
-        pass
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"cannot remove container {container.name}: {_reason(exc)}") from None
-
-
-# ---------------------------------------------------------------- the Backend
-
-
-def lost_tasks(client: docker.DockerClient, project: str) -> list[LostTask]:
-    """This project's containers, from this host, whose agent-worker is gone."""
-    try:
-        found = client.containers.list(  # one removed meanwhile is no error
-            all=True, filters={"label": [f"{LABEL}.project={project}"]}, ignore_removed=True
-        )
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"cannot list old agent containers: {_reason(exc)}") from None
-    return orphans.lost(
-        [(c, dict(c.labels), c.status in ("exited", "dead")) for c in found],
-        lambda container: wait(container, 5.0),
-    )
-
-
-def attach(container: Container) -> Any:
-    """The container's attach socket (stdin, stdout, stderr), made before it starts."""
-    try:
-        return _api(container).attach_socket(
-            _id(container), params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        )
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"cannot attach to the agent container: {_reason(exc)}") from None
-
-
 def client_for(engine: Engine) -> docker.DockerClient:
-    """A client for an engine already reached (local_api's ping): no ping of its own."""
-    return _Client(_EngineAPI(engine, None, timeout=120))
-
-
-class EngineContainers:
-    """A task's container through docker-py, on any engine (local_containers.LocalContainers
-    does the same on the local socket without it)."""
-
-    def __init__(self, client: docker.DockerClient) -> None:
-        self.client = client
-
-    def create(self, spec: TaskSpec) -> Container:
-        return create_container(self.client, spec)
-
-    def attach(self, container: Container) -> Any:
-        return attach(container)
-
-    def start(self, container: Container) -> None:
-        start(container)
-
-    def wait(self, container: Container, timeout_s: float) -> ExitInfo | None:
-        return wait(container, timeout_s)
-
-    def signal(self, container: Container, name: str) -> None:
-        signal(container, name)
-
-    def copy_out(self, container: Container, path: str, dest: Path) -> bool:
-        return copy_out(container, path, dest)
-
-    def remove(self, container: Container) -> None:
-        remove(container)
-
-    def lost_tasks(self, project: str) -> list[LostTask]:
-        return lost_tasks(self.client, project)
-
-    def remove_orphans(self) -> list[str]:
-        return remove_orphans(self.client)
+    """docker-py's client for an engine already reached (api.EngineAPI's ping): no ping of its
+    own. Only images are built, pulled and pushed through it."""
+    ssh = _SSHAdapter(str(engine.url), timeout=120) if engine.ssh else None
+    return _Client(_EngineAPI(engine, ssh, timeout=120))

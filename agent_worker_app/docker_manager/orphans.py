@@ -1,5 +1,5 @@
 """Which agent containers are orphans (their runs are gone) and which are lost runs to recover,
-by their labels: the same decisions for both ways of talking to an engine (local_api, docker-py).
+by their labels: the same decisions for every backend (containers.py, swarm.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""docker_manager's container calls against the real engine."""
+"""A task's container's one lifecycle (docker_manager.containers over api.EngineAPI) against
+the real engine, over every transport that reaches one: its unix socket, and a second engine
+(tests/remote_engine.py) over plain TCP, TLS with client certificates, and ssh."""
 
 from __future__ import annotations
 
@@ -7,17 +9,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent_worker_app import docker_manager
 from agent_worker_app.backend import FileEntry, TaskSpec
-from agent_worker_app.docker_manager import engine
+from agent_worker_app.docker_manager import KEEP_LOST_S, ContainerIO, DockerBackend
+from agent_worker_app.docker_manager.api import EngineAPI, UnixTransport, transport
+from agent_worker_app.docker_manager.containers import Container, Containers
+from agent_worker_app.docker_manager.endpoint import LOCAL_SOCKET, EngineTLS
+from agent_worker_app.docker_manager.endpoint import Engine as DockerEngine
 from agent_worker_app.task_spec import labels
+from remote_engine import RemoteEngine
 
 SECRET = "sk-ant-test-never-in-inspect-77"
+TRANSPORTS = ["unix", "tcp", "tls", "ssh"]
 
 
 def spec(image: str, command: list[str], **kw: Any) -> TaskSpec:
@@ -35,26 +44,80 @@ def spec(image: str, command: list[str], **kw: Any) -> TaskSpec:
     return TaskSpec(**values)
 
 
+def address(name: str, remote: RemoteEngine | None) -> DockerEngine:
+    """The engine as a run names it (DOCKER_HOST and the DOCKER_TLS* variables), for each way
+    of reaching one; api.transport() makes the transport a run uses from it."""
+    if name == "unix":
+        return DockerEngine(None)
+    assert remote is not None
+    if name == "tcp":
+        return DockerEngine(remote.plain)
+    if name == "tls":
+        certs = remote.certs
+        keys = (str(certs / "cert.pem"), str(certs / "key.pem"))
+        return DockerEngine(remote.tls, EngineTLS(True, str(certs / "ca.pem"), keys))
+    return DockerEngine(f"ssh://root@{remote.ip}")
+
+
+@dataclass
+class Engine:
+    """One engine as the lifecycle reaches it: its API, the containers made, and their removal
+    at the end of the test."""
+
+    api: EngineAPI
+    containers: Containers
+    made: list[Container]
+
+    def create(self, task: TaskSpec) -> Container:
+        container = self.containers.create(task)
+        self.made.append(container)
+        return container
+
+    def inspect(self, container: Container) -> dict[str, Any]:
+        return self.api.inspect(container.id)
+
+    def names(self) -> list[str]:
+        return [c["Names"][0].lstrip("/") for c in self.api.containers(["agent-worker.run-id"])]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def engine(
+    request: pytest.FixtureRequest, base_image: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    remote = None if request.param == "unix" else request.getfixturevalue("remote_engine")
+    if remote is not None:  # ssh with the test's key and known hosts
+        monkeypatch.setenv("PATH", remote.ssh_env()["PATH"])
+    api = EngineAPI(transport(address(request.param, remote)), timeout=60)
+    made: list[Container] = []
+    try:
+        yield Engine(api, Containers(api), made)
+    finally:
+        for container in made:
+            Containers(api).remove(container)
+        api.close()
+
+
 @pytest.fixture
-def made(docker_client: Any) -> Any:
-    created: list[Any] = []
-    yield created
-    for container in created:
-        docker_manager.remove(container)
+def local(base_image: str) -> Iterator[Engine]:
+    """The local engine alone, for what does not depend on the transport."""
+    api = EngineAPI(UnixTransport(LOCAL_SOCKET), timeout=60)
+    made: list[Container] = []
+    try:
+        yield Engine(api, Containers(api), made)
+    finally:
+        for container in made:
+            Containers(api).remove(container)
+        api.close()
 
 
-def test_limits_privileges_and_labels(
-    docker_client: Any, base_image: str, made: list[Any], tmp_path: Path
-) -> None:
+def test_limits_privileges_and_labels(local: Engine, base_image: str, tmp_path: Path) -> None:
     objects, borrowed = tmp_path / "objects", tmp_path / "borrowed"
     objects.mkdir()
     borrowed.mkdir()
-    container = docker_manager.create_container(
-        docker_client,
-        spec(base_image, ["true"], object_dirs=(objects, borrowed), firewall=True),
+    container = local.create(
+        spec(base_image, ["true"], object_dirs=(objects, borrowed), firewall=True)
     )
-    made.append(container)
-    info = docker_client.api.inspect_container(container.id)
+    info = local.inspect(container)
     host = info["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
     assert set(host["CapAdd"]) == {"SETUID", "SETGID", "SETPCAP", "KILL", "NET_ADMIN", "NET_RAW"}
@@ -81,21 +144,20 @@ def test_limits_privileges_and_labels(
     assert info["Config"]["StdinOnce"] is True
 
 
-def test_without_firewall_no_network_capabilities(
-    docker_client: Any, base_image: str, made: list[Any]
-) -> None:
-    container = docker_manager.create_container(docker_client, spec(base_image, ["true"]))
-    made.append(container)
-    caps = docker_client.api.inspect_container(container.id)["HostConfig"]["CapAdd"]
+def test_without_firewall_no_network_capabilities(local: Engine, base_image: str) -> None:
+    container = local.create(spec(base_image, ["true"]))
+    caps = local.inspect(container)["HostConfig"]["CapAdd"]
     assert set(caps) == {"SETUID", "SETGID", "SETPCAP", "KILL"}
 
 
-def run_with_io(container: Any, files: list[FileEntry]) -> tuple[bytes, bytes]:
+def run_with_io(
+    engine: Engine, container: Container, files: list[FileEntry]
+) -> tuple[bytes, bytes]:
     """Start the container with the files on its stdin; its whole stdout and stderr."""
     out: list[bytes] = []
     err: list[bytes] = []
-    io = docker_manager.ContainerIO(engine.attach(container), files, out.append, err.append)
-    docker_manager.start(container)
+    io = ContainerIO(engine.containers.attach(container), files, out.append, err.append)
+    engine.containers.start(container)
     io.start()
     io.join(60)
     assert not io.is_alive()
@@ -103,9 +165,7 @@ def run_with_io(container: Any, files: list[FileEntry]) -> tuple[bytes, bytes]:
     return b"".join(out), b"".join(err)
 
 
-def test_files_arrive_on_stdin_with_their_modes(
-    docker_client: Any, base_image: str, made: list[Any]
-) -> None:
+def test_files_arrive_on_stdin_with_their_modes(engine: Engine, base_image: str) -> None:
     files = [
         FileEntry("/agent-worker/task.md", "tâche\n".encode()),
         FileEntry("/agent-worker/secrets", None, 0o700),
@@ -117,11 +177,8 @@ def test_files_arrive_on_stdin_with_their_modes(
         "/agent-worker/task.md && cat /agent-worker/secrets/KEY /agent-worker/task.md && "
         '{ timeout 2 cat > /dev/null; echo "after the input: $?" >&2; }'
     )
-    container = docker_manager.create_container(
-        docker_client, spec(base_image, ["sh", "-c", script])
-    )
-    made.append(container)
-    out, err = run_with_io(container, files)
+    container = engine.create(spec(base_image, ["sh", "-c", script]))
+    out, err = run_with_io(engine, container, files)
     assert out.decode().splitlines() == [
         "/agent-worker/secrets 700 0",
         "/agent-worker/secrets/KEY 600 0",
@@ -131,22 +188,18 @@ def test_files_arrive_on_stdin_with_their_modes(
     # the rest of stdin stays open while agent-worker holds the attach (timeout: 124): its end
     # is how the container learns that agent-worker is gone
     assert err == b"after the input: 124\n"
-    inspected = docker_client.api.inspect_container(container.id)
-    assert SECRET not in str(inspected)
+    assert SECRET not in str(engine.inspect(container))
 
 
 def test_output_arrives_whole_when_a_character_is_split_across_writes(
-    docker_client: Any, base_image: str, made: list[Any]
+    engine: Engine, base_image: str
 ) -> None:
     script = r"printf 'caf\303'; sleep 0.3; printf '\251 ok\n'; printf 'err\n' >&2"
-    container = docker_manager.create_container(
-        docker_client, spec(base_image, ["bash", "-c", script])
-    )
-    made.append(container)
+    container = engine.create(spec(base_image, ["bash", "-c", script]))
     chunks: list[bytes] = []
     errors: list[bytes] = []
-    io = docker_manager.ContainerIO(engine.attach(container), [], chunks.append, errors.append)
-    docker_manager.start(container)
+    io = ContainerIO(engine.containers.attach(container), [], chunks.append, errors.append)
+    engine.containers.start(container)
     io.start()
     io.join(60)
     assert not io.is_alive()
@@ -156,31 +209,36 @@ def test_output_arrives_whole_when_a_character_is_split_across_writes(
     assert b"".join(errors) == b"err\n"
 
 
-def test_wait_returns_none_while_running_then_the_exit(
-    docker_client: Any, base_image: str, made: list[Any]
-) -> None:
-    container = docker_manager.create_container(docker_client, spec(base_image, ["sleep", "30"]))
-    made.append(container)
-    docker_manager.start(container)
-    assert docker_manager.wait(container, 0.5) is None
-    docker_manager.signal(container, "SIGKILL")
-    exit_info = docker_manager.wait(container, 30)
+def test_wait_returns_none_while_running_then_the_exit(engine: Engine, base_image: str) -> None:
+    container = engine.create(spec(base_image, ["sleep", "30"]))
+    engine.containers.start(container)
+    assert engine.containers.wait(container, 0.5) is None
+    engine.containers.signal(container, "SIGKILL")
+    exit_info = engine.containers.wait(container, 30)
     assert exit_info is not None
     assert exit_info.status_code == 137
     assert not exit_info.oom_killed
 
 
-def test_copy_out(docker_client: Any, base_image: str, made: list[Any], tmp_path: Path) -> None:
-    container = docker_manager.create_container(
-        docker_client,
-        spec(base_image, ["sh", "-c", "mkdir /tmp/out && echo result > /tmp/out/file"]),
+def test_copy_out(engine: Engine, base_image: str, tmp_path: Path) -> None:
+    container = engine.create(
+        spec(base_image, ["sh", "-c", "mkdir /tmp/out && echo result > /tmp/out/file"])
     )
-    made.append(container)
-    docker_manager.start(container)
-    docker_manager.wait(container, 60)
-    assert docker_manager.copy_out(container, "/tmp/out", tmp_path)
+    engine.containers.start(container)
+    engine.containers.wait(container, 60)
+    assert engine.containers.copy_out(container, "/tmp/out", tmp_path)
     assert (tmp_path / "out" / "file").read_text() == "result\n"
-    assert not docker_manager.copy_out(container, "/no/such/dir", tmp_path)
+    assert not engine.containers.copy_out(container, "/no/such/dir", tmp_path)
+
+
+def test_remove_takes_a_running_container_and_one_already_gone(
+    engine: Engine, base_image: str
+) -> None:
+    container = engine.create(spec(base_image, ["sleep", "60"]))
+    engine.containers.start(container)
+    engine.containers.remove(container)
+    assert container.name not in engine.names()
+    engine.containers.remove(container)  # gone already: no error
 
 
 def removed_names(lines: list[str]) -> str:
@@ -195,10 +253,11 @@ def project() -> Path:
 
 
 def test_containers_of_dead_runs_wait_for_recovery_then_go(
-    docker_client: Any, base_image: str, made: list[Any], project: Path
+    engine: Engine, base_image: str, project: Path
 ) -> None:
     """A lost run's container stops by itself and then waits for its repository's next run to
-    recover its work; after KEEP_LOST_S nobody did, and it goes with a warning naming the loss."""
+    recover its work (lost_tasks finds it); after KEEP_LOST_S nobody did, and it goes with a
+    warning naming the loss."""
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
@@ -207,36 +266,34 @@ def test_containers_of_dead_runs_wait_for_recovery_then_go(
     )
     now = time.time()
     dead = {"agent-worker.pid": gone.stdout.strip(), "agent-worker.branch": "agent/x"}
-    lost_labels = labels("lost", project, deadline=now + 60) | dead
-    lost = docker_manager.create_container(
-        docker_client, spec(base_image, ["true"], labels=lost_labels)
+    lost = engine.create(
+        spec(base_image, ["true"], labels=labels("lost", project, deadline=now + 60) | dead)
     )
-    stopping = docker_manager.create_container(
-        docker_client,
+    stopping = engine.create(
         spec(
             base_image,
             ["sleep", "60"],
             labels=labels("stopping", project, deadline=now + 60) | dead,
-        ),
+        )
     )
-    alive = docker_manager.create_container(
-        docker_client,
-        spec(base_image, ["sleep", "60"], labels=labels("alive", project, deadline=now + 3600)),
+    alive = engine.create(
+        spec(base_image, ["sleep", "60"], labels=labels("alive", project, deadline=now + 3600))
     )
-    made.extend([lost, stopping, alive])
-    docker_manager.start(lost)
-    docker_manager.start(stopping)
-    assert docker_manager.wait(lost, 30) is not None
-    assert docker_manager.remove_orphans(docker_client, now=now, project=str(project)) == []
-    later = now + 60 + docker_manager.KEEP_LOST_S + 1
-    removed = removed_names(
-        docker_manager.remove_orphans(docker_client, now=later, project=str(project))
-    )
+    engine.containers.start(lost)
+    engine.containers.start(stopping)
+    assert engine.containers.wait(lost, 30) is not None
+    found = {t.labels["agent-worker.run-id"]: t for t in engine.containers.lost_tasks(str(project))}
+    assert sorted(found) == ["lost", "stopping"]  # this process's own run is not lost
+    assert found["lost"].exit is not None
+    assert found["stopping"].exit is None  # still running: it stops by itself
+    assert engine.containers.remove_orphans(now, project=str(project)) == []
+    later = now + 60 + KEEP_LOST_S + 1
+    removed = removed_names(engine.containers.remove_orphans(later, project=str(project)))
     assert f"removed container {lost.name} (nobody recovered it within 7 days" in removed
     assert f"branch agent/x of {project} is lost" in removed
     assert f"container {stopping.name} (still running past its deadline)" in removed
     assert alive.name not in removed  # this process's own: never an orphan
-    names = [c.name for c in docker_client.containers.list(all=True)]
+    names = engine.names()
     assert (lost.name in names, stopping.name in names, alive.name in names) == (
         False,
         False,
@@ -245,23 +302,20 @@ def test_containers_of_dead_runs_wait_for_recovery_then_go(
 
 
 def test_a_reused_pid_is_not_mistaken_for_the_orchestrator(
-    docker_client: Any, base_image: str, made: list[Any], project: Path
+    local: Engine, base_image: str, project: Path
 ) -> None:
     reused = labels("reused", project, deadline=time.time()) | {
         "agent-worker.pid-start": "1"
     }  # this pid, but a process that started long ago
-    container = docker_manager.create_container(
-        docker_client, spec(base_image, ["true"], labels=reused)
-    )
-    made.append(container)
-    later = time.time() + docker_manager.KEEP_LOST_S + 1
+    container = local.create(spec(base_image, ["true"], labels=reused))
+    later = time.time() + KEEP_LOST_S + 1
     assert container.name in removed_names(
-        docker_manager.remove_orphans(docker_client, now=later, project=str(project))
+        local.containers.remove_orphans(later, project=str(project))
     )
 
 
 def test_any_host_removes_containers_past_their_deadline(
-    docker_client: Any, base_image: str, made: list[Any], project: Path
+    local: Engine, base_image: str, project: Path
 ) -> None:
     """A remote engine shared by machines that died keeps nothing forever: a container of
     another host is removed once its run's deadline has passed, and not before."""
@@ -269,38 +323,29 @@ def test_any_host_removes_containers_past_their_deadline(
     now = time.time()
     past = labels("past", project, deadline=now - 1) | elsewhere
     future = labels("future", project, deadline=now + 3600) | elsewhere
-    expired = docker_manager.create_container(
-        docker_client, spec(base_image, ["sleep", "60"], labels=past)
-    )
-    waiting = docker_manager.create_container(
-        docker_client, spec(base_image, ["sleep", "60"], labels=future)
-    )
-    made.extend([expired, waiting])
-    docker_manager.start(expired)
-    removed = removed_names(docker_manager.remove_orphans(docker_client, project=str(project)))
+    expired = local.create(spec(base_image, ["sleep", "60"], labels=past))
+    waiting = local.create(spec(base_image, ["sleep", "60"], labels=future))
+    local.containers.start(expired)
+    removed = removed_names(local.containers.remove_orphans(project=str(project)))
     assert expired.name in removed
     assert waiting.name not in removed  # another host's run may still be going
-    assert waiting.name in [c.name for c in docker_client.containers.list(all=True)]
-    later = now + 3600 + docker_manager.KEEP_LOST_S + 1
+    assert waiting.name in local.names()
+    later = now + 3600 + KEEP_LOST_S + 1
     assert waiting.name in removed_names(
-        docker_manager.remove_orphans(docker_client, now=later, project=str(project))
+        local.containers.remove_orphans(later, project=str(project))
     )
 
 
-def test_output_after_a_long_silence_still_arrives(base_image: str) -> None:
-    # An agent's long test run prints nothing for minutes; the client's request timeout (2 s
-    # here, 120 s in a run) must not end the stream.
-    import docker
-
-    quick = docker.from_env(timeout=2)
-    container = docker_manager.create_container(
-        quick, spec(base_image, ["bash", "-c", "echo before; sleep 4; echo after"])
+def test_output_after_a_long_silence_still_arrives(engine: Engine, base_image: str) -> None:
+    # An agent's long test run prints nothing for minutes; the API's timeout (2 s here, 120 s
+    # in a run) must not end the stream.
+    quick = EngineAPI(engine.api.transport, timeout=2)
+    container = Containers(quick).create(
+        spec(base_image, ["bash", "-c", "echo before; sleep 4; echo after"])
     )
-    try:
-        out, _ = run_with_io(container, [])
-        assert out == b"before\nafter\n"
-    finally:
-        docker_manager.remove(container)
+    engine.made.append(container)
+    out, _ = run_with_io(Engine(quick, Containers(quick), []), container, [])
+    assert out == b"before\nafter\n"
 
 
 class _StopError(Exception):
@@ -308,17 +353,14 @@ class _StopError(Exception):
 
 
 def test_a_join_cut_short_by_a_signal_leaves_the_output_streaming(
-    docker_client: Any, base_image: str, made: list[Any]
+    local: Engine, base_image: str
 ) -> None:
     """Ctrl-C in the middle of a join (an exception from a signal handler) must not make the
     stream look finished: the container's last words, the result line, come after the stop."""
-    container = docker_manager.create_container(
-        docker_client, spec(base_image, ["sh", "-c", "sleep 2; echo last words"])
-    )
-    made.append(container)
+    container = local.create(spec(base_image, ["sh", "-c", "sleep 2; echo last words"]))
     out: list[bytes] = []
-    io = docker_manager.ContainerIO(engine.attach(container), [], out.append, out.append)
-    docker_manager.start(container)
+    io = ContainerIO(local.containers.attach(container), [], out.append, out.append)
+    local.containers.start(container)
     io.start()
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -352,12 +394,12 @@ def _framed_script(nonce: str, *, result_line: bool) -> str:
 
 @pytest.mark.parametrize("result_line", [True, False])
 def test_small_results_come_back_in_the_output_and_are_copied_out_otherwise(
-    docker_client: Any, base_image: str, tmp_path: Path, result_line: bool
+    engine: Engine, base_image: str, tmp_path: Path, result_line: bool
 ) -> None:
     """With its result line (which the task prints after every frame) the frames are the
     result; without it they may be cut short, and the container's own files are copied out."""
     nonce = "0123456789abcdef0123456789abcdef"
-    backend = docker_manager.DockerBackend(docker_client, local=True)
+    backend = DockerBackend(engine.api, local=True, make_client=lambda: pytest.fail("docker-py"))
     script = _framed_script(nonce, result_line=result_line)
     script += " && mkdir -p /agent-worker/out && printf copied > /agent-worker/out/result.bundle"
     task = backend.create(
@@ -373,6 +415,8 @@ def test_small_results_come_back_in_the_output_and_are_copied_out_otherwise(
         expected = b"framed" if result_line else b"copied"
         assert (tmp_path / "out" / "result.bundle").read_bytes() == expected
         assert b"agent-worker-out" not in b"".join(err)  # the frames are not output
-        assert task.handle.attrs["Config"]["Env"].count("AW_FRAME_MAX=4194304") == 1
+        env = engine.api.inspect(task.handle.id)["Config"]["Env"]
+        assert env.count("AW_FRAME_MAX=4194304") == 1
     finally:
         backend.remove(task)
+    assert task.handle.name not in engine.names()

@@ -237,7 +237,7 @@ def test_unreachable_docker_url(repo: Path) -> None:
 
 
 def test_no_engine_on_a_local_socket(repo: Path, tmp_path: Path) -> None:
-    """The local socket is reached without docker-py (local_api): the same one-line error."""
+    """The local socket is reached without docker-py (api.EngineAPI): the same one-line error."""
     before = snapshot(repo)
     socket_url = f"unix://{tmp_path}/no-engine.sock"
     result = run_cli(["--task", "x", "--remote-docker", socket_url], cwd=repo, env=clean_env(**KEY))

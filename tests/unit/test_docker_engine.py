@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from agent_worker_app import docker_manager
-from agent_worker_app.docker_manager import Engine, EngineTLS, container_io, engine, resolve_engine
+from agent_worker_app.docker_manager import (
+    Engine,
+    EngineTLS,
+    api,
+    container_io,
+    resolve_engine,
+)
 from agent_worker_app.errors import DockerError
 
 
@@ -318,7 +324,7 @@ def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ],
 )
 def test_the_ssh_command_is_the_docker_clis(fake_ssh: Path, url: str, command: list[str]) -> None:
-    assert engine._ssh_command(url) == [
+    assert api.ssh_command(url) == [
         "ssh",
         "-T",
         "-o",
@@ -341,7 +347,7 @@ def test_the_ssh_command_is_the_docker_clis(fake_ssh: Path, url: str, command: l
 )
 def test_bad_ssh_addresses(fake_ssh: Path, url: str, says: str) -> None:
     with pytest.raises(DockerError, match=says):
-        engine._ssh_command(url)
+        api.ssh_command(url)
 
 
 def test_ssh_must_be_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

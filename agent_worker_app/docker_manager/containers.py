@@ -1,6 +1,6 @@
-"""A task's container on the local engine, through local_api (no docker-py): create, attach,
+"""A task's container on any engine, through api.EngineAPI (no docker-py): create, attach,
 start, wait, signal, copy out, remove; and the containers of runs that are gone (orphans.py
-decides which). The same operations as engine.EngineContainers, with the same sentences."""
+decides which). The one lifecycle of a container, whatever the transport to its engine."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from typing import Any, NamedTuple
 
 from agent_worker_app.backend import ExitInfo, LostTask, TaskSpec
 from agent_worker_app.docker_manager import orphans
+from agent_worker_app.docker_manager.api import EngineAPI, EngineError
 from agent_worker_app.docker_manager.container_config import container_config
-from agent_worker_app.docker_manager.local_api import EngineError, LocalAPI
 from agent_worker_app.errors import DockerError
 from agent_worker_app.task_spec import LABEL
 
 
-class LocalContainer(NamedTuple):
+class Container(NamedTuple):
     id: str
     name: str
 
@@ -27,29 +27,29 @@ def _failure(what: str, exc: OSError | EngineError) -> DockerError:
     return DockerError(f"{what}: {exc.message if isinstance(exc, EngineError) else exc}")
 
 
-class LocalContainers:
-    def __init__(self, api: LocalAPI) -> None:
+class Containers:
+    def __init__(self, api: EngineAPI) -> None:
         self.api = api
 
-    def create(self, spec: TaskSpec) -> LocalContainer:
+    def create(self, spec: TaskSpec) -> Container:
         try:
-            return LocalContainer(self.api.create(spec.name, container_config(spec)), spec.name)
+            return Container(self.api.create(spec.name, container_config(spec)), spec.name)
         except (OSError, EngineError) as exc:
             raise _failure("Docker refused to create the agent container", exc) from None
 
-    def attach(self, container: LocalContainer) -> Any:
+    def attach(self, container: Container) -> Any:
         try:
             return self.api.attach(container.id)
         except (OSError, EngineError) as exc:
             raise _failure("cannot attach to the agent container", exc) from None
 
-    def start(self, container: LocalContainer) -> None:
+    def start(self, container: Container) -> None:
         try:
             self.api.start(container.id)
         except (OSError, EngineError) as exc:
             raise _failure("Docker could not start the agent container", exc) from None
 
-    def wait(self, container: LocalContainer, timeout_s: float) -> ExitInfo | None:
+    def wait(self, container: Container, timeout_s: float) -> ExitInfo | None:
         try:
             ended = self.api.wait(container.id, timeout_s)
         except (OSError, EngineError) as exc:
@@ -63,12 +63,12 @@ class LocalContainers:
             error=(result.get("Error") or {}).get("Message") or state.get("Error") or None,
         )
 
-    def signal(self, container: LocalContainer, name: str) -> None:
+    def signal(self, container: Container, name: str) -> None:
         """A container that already stopped (or is gone) is no error."""
         with suppress(OSError, EngineError):
             self.api.kill(container.id, name)
 
-    def copy_out(self, container: LocalContainer, path: str, dest: Path) -> bool:
+    def copy_out(self, container: Container, path: str, dest: Path) -> bool:
         """Extract path of the (stopped) container into dest; False when it is not there."""
         with tempfile.TemporaryFile() as buffer:
             try:
@@ -84,7 +84,7 @@ class LocalContainers:
                 tar.extractall(dest, filter="data")
         return True
 
-    def remove(self, container: LocalContainer) -> None:
+    def remove(self, container: Container) -> None:
         """Remove the container, running or not; one already gone is fine."""
         try:
             self._remove_if_there(container.id)
@@ -97,16 +97,19 @@ class LocalContainers:
         except (OSError, EngineError) as exc:
             raise _failure("cannot list old agent containers", exc) from None
         return orphans.lost(
-            [(LocalContainer(c["Id"], _name(c)), c.get("Labels") or {}, _exited(c)) for c in found],
+            [(Container(c["Id"], _name(c)), c.get("Labels") or {}, _exited(c)) for c in found],
             lambda container: self.wait(container, 5.0),
         )
 
-    def remove_orphans(self) -> list[str]:
+    def remove_orphans(self, now: float | None = None, *, project: str | None = None) -> list[str]:
+        """Remove the containers of runs that are gone (orphans.note), of one project's runs
+        when given; a line for each."""
         try:
-            found = self.api.containers(orphans.scope(None))
+            found = self.api.containers(orphans.scope(project))
             return orphans.sweep(
                 [(_name(c), c.get("Labels") or {}, c.get("State") == "running") for c in found],
                 self._remove_if_there,
+                now,
             )
         except (OSError, EngineError) as exc:
             raise _failure("cannot list or remove old agent containers", exc) from None

@@ -1,6 +1,6 @@
-"""local_api's HTTP over a unix socket, against a scripted server (each behaviour that needs the
-engine itself is in the e2e runs, which all go through it) and container_config against
-docker-py's own conversion of the same container."""
+"""api.EngineAPI's HTTP over its transports, against a scripted server (each behaviour that
+needs the engine itself is in tests/integration/test_containers.py and the e2e runs, which all
+go through it) and container_config against docker-py's own conversion of the same container."""
 
 from __future__ import annotations
 
@@ -14,8 +14,14 @@ from typing import Any
 import pytest
 
 from agent_worker_app.backend import TaskSpec
+from agent_worker_app.docker_manager.api import (
+    EngineAPI,
+    EngineError,
+    TCPTransport,
+    UnixTransport,
+    _take_head,
+)
 from agent_worker_app.docker_manager.container_config import container_config
-from agent_worker_app.docker_manager.local_api import EngineError, LocalAPI, _take_head
 
 
 class Server:
@@ -60,10 +66,10 @@ def serve(tmp_path: Path) -> Iterator[tuple[Path, list[Server]]]:
         server.close()
 
 
-def _api(serve: tuple[Path, list[Server]], *answers: bytes) -> tuple[LocalAPI, Server]:
+def _api(serve: tuple[Path, list[Server]], *answers: bytes) -> tuple[EngineAPI, Server]:
     path, servers = serve
     servers.append(Server(path, list(answers)))
-    return LocalAPI(str(path), timeout=10), servers[-1]
+    return EngineAPI(UnixTransport(str(path)), timeout=10), servers[-1]
 
 
 def test_a_json_answer_with_a_length(serve: tuple[Path, list[Server]]) -> None:
@@ -112,7 +118,7 @@ def test_an_archive_goes_to_a_file(serve: tuple[Path, list[Server]], tmp_path: P
 
 def test_no_engine_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        LocalAPI(str(tmp_path / "none.sock")).ping()
+        EngineAPI(UnixTransport(str(tmp_path / "none.sock"))).ping()
 
 
 def test_the_attach_head_is_taken_and_not_a_byte_of_the_stream() -> None:
@@ -193,7 +199,7 @@ def test_the_package_names_its_modules_lazily_and_imports_no_docker_py() -> None
     code = (
         "import sys\n"
         "from agent_worker_app import docker_manager\n"
-        "from agent_worker_app.docker_manager import docker_backend, local_containers, orphans\n"
+        "from agent_worker_app.docker_manager import api, containers, docker_backend, orphans\n"
         "print(sorted(m for m in ('docker', 'requests', 'urllib3') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -217,7 +223,7 @@ def test_an_image_whose_layers_are_all_there_is_reused_from_the_socket(
     from agent_worker_app.docker_manager.docker_backend import DockerBackend
 
     api, server = _api(serve, _found("sha256:base"), _found("sha256:top"))
-    backend = DockerBackend(local=True, api=api, make_client=lambda: pytest.fail("no docker-py"))
+    backend = DockerBackend(api, local=True, make_client=lambda: pytest.fail("no docker-py"))
     lines: list[str] = []
     image = backend.prepare_image(
         ImageLayer(final="RUN true"),
@@ -256,7 +262,7 @@ def test_a_missing_layer_goes_to_docker_py_and_the_socket_said_nothing(
     # on, found too), then the image's own tag: missing
     found = _found("sha256:base")
     api, server = _api(serve, found, found, _found("sha256:stages"), NOT_FOUND)
-    backend = DockerBackend(local=True, api=api, make_client=docker_py)
+    backend = DockerBackend(api, local=True, make_client=docker_py)
     lines: list[str] = []
     with pytest.raises(DockerPyWantedError):
         backend.prepare_image(
@@ -270,3 +276,84 @@ def test_a_missing_layer_goes_to_docker_py_and_the_socket_said_nothing(
         )
     assert len(server.requests) == 4
     assert lines == []  # docker-py's path says what it reuses and builds
+
+
+class KeepingServer:
+    """A TCP server that answers every request of a connection in turn (HTTP keep-alive), the
+    way the engine does; counts the connections it accepted."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._answer = answer
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while line := reader.readline():
+                head = [line]
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    head.append(line)
+                self.requests.append(b"".join(head))
+                conn.sendall(self._answer)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def test_connections_are_kept_for_the_next_call_over_tcp() -> None:
+    """An ssh connection is a process and a TLS one a handshake: a run's many calls (a wait a
+    second) reuse one connection, and a 204 without a length does not wait for its end."""
+    server = KeepingServer(b"HTTP/1.1 204 No Content\r\nServer: Docker\r\n\r\n")
+    try:
+        api = EngineAPI(TCPTransport("127.0.0.1", server.port), timeout=10)
+        for _ in range(5):
+            api.start("c1")
+        api.close()
+    finally:
+        server.close()
+    assert server.connections == 1
+    assert len(server.requests) == 5
+    assert all(r.startswith(b"POST /containers/c1/start HTTP/1.1\r\n") for r in server.requests)
+
+
+def test_a_kept_connection_the_engine_closed_is_replaced_once(
+    serve: tuple[Path, list[Server]],
+) -> None:
+    """The scripted server closes each connection after its answer: every call after the
+    first finds its kept connection closed, and goes again on a new one."""
+    body = b'{"Id": "sha256:abc"}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    api, server = _api(serve, answer, answer, answer)
+    assert [api.image_id("a:1"), api.image_id("a:2"), api.image_id("a:3")] == ["sha256:abc"] * 3
+    assert len(server.requests) == 3
+
+
+def test_tls_cannot_peek_and_takes_the_attach_head_byte_by_byte() -> None:
+    """An attach over TLS (an SSLSocket cannot MSG_PEEK): the head, and not a byte more."""
+    import ssl
+
+    class Fake(ssl.SSLSocket):
+        def __init__(self, data: bytes) -> None:  # no real socket: only recv is used
+            self.data = data
+
+        def recv(self, size: int = 1024, flags: int = 0) -> bytes:
+            assert flags == 0
+            taken, self.data = self.data[:size], self.data[size:]
+            return taken
+
+    head = b"HTTP/1.1 101 UPGRADED\r\nUpgrade: tcp\r\n\r\n"
+    fake = Fake(head + b"\x01\x00\x00\x00")
+    assert _take_head(fake) == head
+    assert fake.data == b"\x01\x00\x00\x00"
