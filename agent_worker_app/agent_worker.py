@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from agent_worker_app import engines
 from agent_worker_app.errors import AgentWorkerError
 from agent_worker_app.options import ENV_KEYS, OPTIONS, REPEATABLE
 
 if TYPE_CHECKING:
     from agent_worker_app import batch
     from agent_worker_app.agents.base_agent import BaseAgent
-    from agent_worker_app.backend import Backend, ImageResult
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
+    from agent_worker_app.engines.base import Backend, ImageResult
     from agent_worker_app.report import RunReport
     from agent_worker_app.totals import Totals
 
@@ -41,17 +42,12 @@ def cache_dir() -> Path:
 
 
 def connect_docker(
-    docker_host: str | None, backend: str = "docker", registry: str | None = None
+    docker_host: str | None,
+    backend: str = engines.DEFAULT,
+    settings: Mapping[str, str] | None = None,
 ) -> Backend:
-    """The Docker engine, or the swarm it manages, as a Backend (on the local socket, docker-py
-    is imported later, on the side: docker_backend.py)."""
-    if backend == "swarm":
-        from agent_worker_app.docker_manager import swarm
-
-        return swarm.connect_swarm(docker_host, registry or "")
-    from agent_worker_app.docker_manager import docker_backend
-
-    return docker_backend.connect(docker_host)
+    """The backend (engines.BACKENDS) on the Docker engine chosen, reached and checked."""
+    return engines.connect(backend, docker_host, settings or {})
 
 
 def prepare_image(
@@ -113,7 +109,7 @@ def main(options: Mapping[str, Any], env: Env) -> int:
         try:
             report = pipeline.run(
                 cfg,
-                lambda: connect_docker(cfg.docker_host, cfg.backend, cfg.registry),
+                lambda: connect_docker(cfg.docker_host, cfg.backend, cfg.backend_settings),
                 redactor=redactor,
                 runlog=runlog,
                 progress=progress,
@@ -182,7 +178,7 @@ def batch_command(options: Mapping[str, Any], env: Env) -> int:
         try:
             outcome = batch.execute(
                 runs,
-                lambda: connect_docker(first.docker_host, first.backend, first.registry),
+                lambda: connect_docker(first.docker_host, first.backend, first.backend_settings),
                 view=view,
                 signals=signals,
                 redactor=redactor,
@@ -236,11 +232,12 @@ def recover_command(options: Mapping[str, Any], env: Env) -> int:
     from agent_worker_app.console import escape_text
 
     try:
-        project, docker_host, backend, registry = config_module.load_location(
+        where = config_module.load_location(
             options, environ=os.environ, cwd=Path.cwd(), tool_dir=_tool_dir()
         )
-        ws = git_manager.repository(project)
-        lines = recovery.recover(connect_docker(docker_host, backend, registry), ws)
+        ws = git_manager.repository(where.project)
+        backend = connect_docker(where.docker_host, where.backend, where.backend_settings)
+        lines = recovery.recover(backend, ws)
     except AgentWorkerError as exc:
         _fail(env, options, str(exc), exc.exit_code, list(exc.details))
         return exc.exit_code
@@ -255,10 +252,10 @@ def list_runs(options: Mapping[str, Any], env: Env) -> int:
     from agent_worker_app import git_manager, runs
 
     try:
-        project, *_ = config_module.load_location(
+        where = config_module.load_location(
             options, environ=os.environ, cwd=Path.cwd(), tool_dir=_tool_dir()
         )
-        found = runs.past_runs(git_manager.repository(project).git_dir)
+        found = runs.past_runs(git_manager.repository(where.project).git_dir)
     except AgentWorkerError as exc:
         _fail(env, options, str(exc), exc.exit_code, list(exc.details))
         return exc.exit_code

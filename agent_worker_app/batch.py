@@ -40,11 +40,11 @@ from agent_worker_app.totals import Totals
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
-    from agent_worker_app.backend import Backend, ImageResult
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
+    from agent_worker_app.engines.base import Backend, ImageResult
     from agent_worker_app.git_manager import Workspace
-    from agent_worker_app.image_layers import ProjectImage
+    from agent_worker_app.images.layers import ProjectImage
 
 log = logging.getLogger("agent_worker")
 WAIT_S = 0.25  # how often the batch loop looks at signals while tasks run
@@ -147,7 +147,8 @@ def _report(run: Run) -> RunReport:
 def _preflight(run: Run, redactor: Redactor, cache_dir: Path) -> None:
     """The repository's checks, as a single run makes them; a run that fails them gets its
     report now (a usage error stops the whole batch)."""
-    from agent_worker_app import git_manager, project_image
+    from agent_worker_app import git_manager
+    from agent_worker_app.images import project as project_image
 
     try:
         run.ws = git_manager.preflight(

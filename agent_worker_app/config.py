@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
+from agent_worker_app import engines, hostport
 from agent_worker_app.agents.base_agent import AgentSettings, BaseAgent, Credential
 from agent_worker_app.environment import NONE, Environment
 from agent_worker_app.errors import UsageError
@@ -42,8 +43,8 @@ class Config:
     timezone: str
     timeout_s: float
     docker_host: str | None
-    backend: str
-    registry: str | None
+    backend: str  # a name in engines.BACKENDS
+    backend_settings: Mapping[str, str]  # its own options, checked (engines/<name>/__init__.py)
     base_image: str
     ca_certs: tuple[Path, ...]
     force_rebuild: bool
@@ -209,11 +210,6 @@ def validate_url(text: str, source: str, schemes: tuple[str, ...]) -> str:
     return text.strip()
 
 
-_HOST_RE = re.compile(
-    r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::(\d{1,5}))?"
-)
-
-
 def parse_allow_hosts(text: str, source: str) -> tuple[str, ...]:
     """HOST[:PORT] entries and @presets, comma-separated; see allow_host_list."""
     return allow_host_list(text.split(","), source)
@@ -231,8 +227,7 @@ def allow_host_list(items: Iterable[str], source: str) -> tuple[str, ...]:
         if item.startswith("@"):
             hosts.extend(presets.expand([item], source))
             continue
-        match = _HOST_RE.fullmatch(item)
-        if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
+        if not hostport.valid(item):
             raise _bad(source, item, "a HOST, HOST:PORT or @preset")
         hosts.append(item)
     return tuple(hosts)
@@ -454,13 +449,8 @@ def load(
     branch = cli.get("branch") or (now or datetime.now()).strftime("agent-task-%Y%m%d-%H%M%S")
     memory = _parsed(layers, "memory", lambda t, s: t.strip().lower(), DEFAULT_MEMORY)
     docker_host = _docker_host(layers)
-    backend, registry = _backend(layers)
     workspace = _parsed(layers, "workspace", _choice("auto", "mount", "copy"), "auto")
-    if backend == "swarm" and workspace == "mount":
-        raise UsageError(
-            f"{layers.get('workspace')[1]} mount: a swarm's nodes cannot mount this machine's "
-            "files (use auto or copy)"
-        )
+    backend, backend_settings = _backend(layers, workspace)
     report_file = cli.get("report_file")
     return Config(
         project=project,
@@ -473,7 +463,7 @@ def load(
         timeout_s=_parsed(layers, "timeout", parse_duration, DEFAULT_TIMEOUT_S),
         docker_host=docker_host,
         backend=backend,
-        registry=registry,
+        backend_settings=backend_settings,
         base_image=_parsed(layers, "base_image", lambda t, s: t.strip(), DEFAULT_BASE_IMAGE),
         ca_certs=_parsed(layers, "ca_cert", _pem_certificates, ()),
         force_rebuild=bool(cli.get("force_rebuild")),
@@ -535,35 +525,30 @@ def _environment_file(cli: Mapping[str, Any]) -> Path | None:
     return path
 
 
+class Location(NamedTuple):
+    """Where a repository's runs ran: what --recover and --list-runs need, without a task."""
+
+    project: Path
+    docker_host: str | None
+    backend: str
+    backend_settings: Mapping[str, str]
+
+
 def load_location(
     cli: Mapping[str, Any], *, environ: Mapping[str, str], cwd: Path, tool_dir: Path | None
-) -> tuple[Path, str | None, str, str | None]:
-    """Only the project, the Docker engine and the backend with its registry (for --recover,
+) -> Location:
+    """Only the project, the Docker engine and the backend with its settings (for --recover,
     which runs no task)."""
     env_files = _env_files(cli.get("env_file"), cwd, tool_dir, environ)
     layers = _Layers(cli, environ, _dotenv_layer(env_files))
-    return _project(layers, cwd), _docker_host(layers), *_backend(layers)
+    workspace = _parsed(layers, "workspace", _choice("auto", "mount", "copy"), "auto")
+    return Location(_project(layers, cwd), _docker_host(layers), *_backend(layers, workspace))
 
 
-def _backend(layers: _Layers) -> tuple[str, str | None]:
-    """The backend and, for a swarm, the registry its nodes pull from (which it needs)."""
-    backend = _parsed(
-        layers, "backend", lambda t, s: _choice("docker", "swarm")(t.strip(), s), "docker"
-    )
-    registry = _parsed(layers, "registry", _registry, None)
-    if backend == "swarm" and registry is None:
-        raise UsageError(
-            "--backend swarm needs --registry HOST[:PORT] (or AGENT_WORKER_REGISTRY): a registry "
-            "every node of the swarm can pull from"
-        )
-    return backend, registry
-
-
-def _registry(text: str, source: str) -> str:
-    match = _HOST_RE.fullmatch(text.strip())
-    if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
-        raise _bad(source, text, "a registry's HOST or HOST:PORT")
-    return text.strip()
+def _backend(layers: _Layers, workspace: str) -> tuple[str, dict[str, str]]:
+    """The backend (engines.BACKENDS) and its own settings, which it checks."""
+    name = _parsed(layers, "backend", engines.choose, engines.DEFAULT)
+    return name, engines.entry(name).settings(layers.get, workspace)
 
 
 def _project(layers: _Layers, cwd: Path) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agent_worker_app import engines
+
 # Option name -> the variable that sets it from the environment or a .env file. Only these keys
 # are ever read from a .env file, and nothing from it is forwarded wholesale to the container.
 # A project's own .env (in the current directory) belongs to the project: only keys with this
@@ -18,7 +20,7 @@ ENV_KEYS: Mapping[str, str] = {
     "timeout": "AGENT_TIMEOUT",
     "remote_docker": "DOCKER_HOST",
     "backend": "AGENT_WORKER_BACKEND",
-    "registry": "AGENT_WORKER_REGISTRY",
+    # and each backend's own options' variables (engines.options()), added below
     "base_image": "AGENT_WORKER_BASE_IMAGE",
     "ca_cert": "AGENT_WORKER_CA_CERT",
     "debug": "AGENT_WORKER_DEBUG",
@@ -31,7 +33,7 @@ ENV_KEYS: Mapping[str, str] = {
     "pids_limit": "AGENT_WORKER_PIDS_LIMIT",
     "jobs": "AGENT_WORKER_JOBS",
     "max_cost": "AGENT_WORKER_MAX_COST",
-}
+} | {option.key: option.variable for option in engines.options()}
 
 # Options that may be given several times (click's multiple=True).
 REPEATABLE = frozenset({"task", "project", "ca_cert", "allow_host", "agent_arg", "maintenance"})
@@ -115,18 +117,8 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--timezone", "TZ", "Time zone inside the container.", "host's zone, else UTC"),
     ("--timeout", "SECONDS", "Stop the agent after this long (also 30m, 2h).", "3600"),
     ("--remote-docker", "URL", "Docker engine: tcp://, ssh:// or unix://.", "local engine"),
-    (
-        "--backend",
-        "docker|swarm",
-        "Where tasks run: the Docker engine, or a Docker Swarm whose manager is the engine.",
-        "docker",
-    ),
-    (
-        "--registry",
-        "HOST[:PORT]",
-        "With --backend swarm: the registry every node pulls the agent image from.",
-        None,
-    ),
+    ("--backend", "|".join(engines.BACKENDS), engines.help_text(), engines.DEFAULT),
+    *((option.flag, option.metavar, option.help, None) for option in engines.options()),
     (
         "--base-image",
         "IMAGE",

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agent_worker_app.backend import GRACE_S, NONCE_FILE, Backend, ExitInfo, ImageResult, Task
+from agent_worker_app.engines.base import GRACE_S, NONCE_FILE, Backend, ExitInfo, ImageResult, Task
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from agent_worker_app.console import ProgressSink, Redactor, RunLog
     from agent_worker_app.follow_up import Continuation
     from agent_worker_app.git_manager import Workspace
-    from agent_worker_app.image_layers import ProjectImage
+    from agent_worker_app.images.layers import ProjectImage
     from agent_worker_app.task_spec import Session
 
 log = logging.getLogger("agent_worker")
@@ -245,7 +245,8 @@ def run(
     cache_dir: Path,
 ) -> RunReport:
     """Preflight, image and the run directory; then the task, always ending in a report."""
-    from agent_worker_app import agents, git_manager, project_image
+    from agent_worker_app import agents, git_manager
+    from agent_worker_app.images import project as project_image
 
     agent = agents.get(cfg.agent_type, cfg.agent)
     journal = Journal(warnings=list(cfg.warnings))

@@ -11,13 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_worker_app.backend import GRACE_S, LostTask
+from agent_worker_app.engines.base import GRACE_S, LostTask
 from agent_worker_app.errors import AgentWorkerError, GitError
 from agent_worker_app.task_spec import LABEL
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult
-    from agent_worker_app.backend import Backend
+    from agent_worker_app.engines.base import Backend
     from agent_worker_app.git_manager import Workspace
     from agent_worker_app.report import RunReport
 

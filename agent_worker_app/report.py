@@ -37,7 +37,7 @@ from agent_worker_app.sandbox_report import (
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult
-    from agent_worker_app.backend import ExitInfo
+    from agent_worker_app.engines.base import ExitInfo
     from agent_worker_app.runs import BranchTotals
 
 SCHEMA_VERSION = 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_worker_app.backend import GRACE_S, OWN_DEADLINE_S, FileEntry, TaskSpec
+from agent_worker_app.engines.base import GRACE_S, OWN_DEADLINE_S, FileEntry, TaskSpec
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent

@@ -67,7 +67,7 @@ def empty_env_file(directory: Path) -> Path:
 
 
 def docker_client() -> Any:
-    from agent_worker_app.docker_manager import engine
+    from agent_worker_app.engines.docker import client as engine
 
     return engine.connect(None)
 
@@ -98,10 +98,10 @@ def fake_api(client: Any) -> Iterator[str]:
 
     With an empty script every request gets its default answer: one final text turn.
     """
-    from agent_worker_app import docker_manager
+    from agent_worker_app.engines.docker import client as docker_client
     from fake_anthropic import FakeAnthropic
 
-    gateway = docker_manager.bridge_gateway(client)
+    gateway = docker_client.bridge_gateway(client)
     with FakeAnthropic(host=gateway) as fake:
         yield fake.url(gateway)
 

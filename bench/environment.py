@@ -59,7 +59,7 @@ def cold_layers(client: Any, repo: Path, work: Path, *, cold_agent: bool) -> lis
     without Docker's cache; the agent layer with or without it."""
     from agent_worker_app import agents
     from agent_worker_app.agents.base_agent import AgentSettings
-    from agent_worker_app.docker_manager import layers
+    from agent_worker_app.images import build as layers
 
     chain, _ = layers.plan(
         client,

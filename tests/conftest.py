@@ -157,7 +157,7 @@ def require(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client() -> Any:
-    from agent_worker_app.docker_manager import engine
+    from agent_worker_app.engines.docker import client as engine
     from agent_worker_app.errors import DockerError
 
     try:
@@ -169,9 +169,9 @@ def docker_client() -> Any:
 @pytest.fixture(scope="session")
 def base_image(docker_client: Any) -> str:
     name = os.environ.get("AGENT_WORKER_BASE_IMAGE", "debian:bookworm-slim")
-    from agent_worker_app import docker_manager
+    from agent_worker_app.images import build
 
-    if not docker_manager.image_exists(docker_client, name):
+    if not build.image_exists(docker_client, name):
         require(f"base image {name} is missing: run scripts/test, which builds one")
     return name
 
@@ -265,9 +265,9 @@ def pip_base_image(docker_client: Any, base_image: str) -> str:
 
 @pytest.fixture(scope="session")
 def gateway(docker_client: Any) -> str:
-    from agent_worker_app import docker_manager
+    from agent_worker_app.engines.docker import client
 
-    return docker_manager.bridge_gateway(docker_client)
+    return client.bridge_gateway(docker_client)
 
 
 @pytest.fixture

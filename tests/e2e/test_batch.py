@@ -19,9 +19,10 @@ from typing import Any
 import docker.errors
 import pytest
 
-from agent_worker_app import agents, docker_manager
+from agent_worker_app import agents
 from agent_worker_app.agent_worker import cache_dir
 from agent_worker_app.agents.base_agent import AgentSettings
+from agent_worker_app.images import build
 from conftest import ROOT, clean_env, git, make_repo, run_cli, snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -393,17 +394,17 @@ def test_four_processes_at_once_on_one_repository(
     procs = []
     reports = [repo.parent / f"proc-{i}.json" for i in range(4)]
     layer = agents.get("command", AgentSettings()).image_layer()
-    tag = docker_manager.agent_image_tag(docker_client, layer, base_image=alias, ca_certs=ca_certs)
+    tag = build.agent_image_tag(docker_client, layer, base_image=alias, ca_certs=ca_certs)
     builds = cache_dir() / "builds"
     try:
         # The test holds the image's build lock until all four wait for it, so that they
         # reach the build together, whatever their start-up times.
-        with docker_manager.build_lock(builds, tag):
+        with build.build_lock(builds, tag):
             for i, report in enumerate(reports):
                 task = f"echo {i} > proc{i}.txt"
                 args = ["--agent-type", "command", "--task", task, "--report-file", str(report)]
                 procs.append(start_cli(args, cwd=repo, env=env))
-            lock = docker_manager.build_lock_path(builds, tag)
+            lock = build.build_lock_path(builds, tag)
             until("four processes waiting for the image's build", lambda: waiting(lock) == 4)
         outputs = [p.communicate(timeout=600) for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs

@@ -206,6 +206,6 @@ def test_a_run_on_the_local_engine_never_imports_docker_py(
         for line in result.stderr.splitlines()
         if line.startswith("import time:")
     }
-    assert "agent_worker_app.docker_manager.docker_backend" in imported  # the listing works
+    assert "agent_worker_app.engines.docker.backend" in imported  # the listing works
     assert not {"docker", "requests", "urllib3"} & imported
     assert git(repo, "show", "no-docker-py:done.txt") == "done\n"

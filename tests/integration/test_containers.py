@@ -1,4 +1,4 @@
-"""A task's container's one lifecycle (docker_manager.containers over api.EngineAPI) against
+"""A task's container's one lifecycle (engines/docker/containers.py over api.EngineAPI) against
 the real engine, over every transport that reaches one: its unix socket, and a second engine
 (tests/remote_engine.py) over plain TCP, TLS with client certificates, and ssh."""
 
@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 
-from agent_worker_app.backend import FileEntry, TaskSpec
-from agent_worker_app.docker_manager import KEEP_LOST_S, ContainerIO, DockerBackend
-from agent_worker_app.docker_manager.api import EngineAPI, UnixTransport, transport
-from agent_worker_app.docker_manager.containers import Container, Containers
-from agent_worker_app.docker_manager.endpoint import LOCAL_SOCKET, EngineTLS
-from agent_worker_app.docker_manager.endpoint import Engine as DockerEngine
+from agent_worker_app.engines.base import FileEntry, TaskSpec
+from agent_worker_app.engines.docker.api import EngineAPI, UnixTransport, transport
+from agent_worker_app.engines.docker.backend import DockerBackend
+from agent_worker_app.engines.docker.container_io import ContainerIO
+from agent_worker_app.engines.docker.containers import Container, Containers
+from agent_worker_app.engines.docker.endpoint import LOCAL_SOCKET, EngineTLS
+from agent_worker_app.engines.docker.endpoint import Engine as DockerEngine
+from agent_worker_app.engines.sweep import KEEP_LOST_S
 from agent_worker_app.task_spec import labels
 from remote_engine import RemoteEngine
 

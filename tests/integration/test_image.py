@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from projects import python_project
 
-from agent_worker_app import project_image
 from agent_worker_app.agents.base_agent import AgentSettings, ImageLayer
 from agent_worker_app.agents.claude_agent import ClaudeAgent
-from agent_worker_app.backend import ImageResult
 from agent_worker_app.config import load
-from agent_worker_app.docker_manager import layers
-from agent_worker_app.image_layers import Layer, ProjectImage
+from agent_worker_app.engines.base import ImageResult
+from agent_worker_app.images import build as layers
+from agent_worker_app.images import project as project_image
+from agent_worker_app.images.layers import Layer, ProjectImage
 from conftest import clean_env, git, make_repo, run_cli, snapshot
 
 CLAUDE_LAYER = ClaudeAgent(AgentSettings()).image_layer()

@@ -386,12 +386,12 @@ def test_bad_environment_values_name_the_file_and_key(
 
 
 def test_the_backend_is_docker_unless_swarm_is_chosen_with_a_registry(tmp_path: Path) -> None:
-    assert (load(tmp_path).backend, load(tmp_path).registry) == ("docker", None)
+    assert (load(tmp_path).backend, load(tmp_path).backend_settings) == ("docker", {})
     cfg = load(tmp_path, {"backend": "swarm", "registry": "registry.local:5000"})
-    assert (cfg.backend, cfg.registry) == ("swarm", "registry.local:5000")
+    assert (cfg.backend, cfg.backend_settings) == ("swarm", {"registry": "registry.local:5000"})
     environ = {"AGENT_WORKER_BACKEND": "swarm", "AGENT_WORKER_REGISTRY": "10.0.0.5"}
     cfg = load(tmp_path, environ=environ)
-    assert (cfg.backend, cfg.registry) == ("swarm", "10.0.0.5")
+    assert (cfg.backend, cfg.backend_settings) == ("swarm", {"registry": "10.0.0.5"})
 
 
 @pytest.mark.parametrize(

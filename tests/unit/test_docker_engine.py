@@ -1,4 +1,4 @@
-"""Which Docker engine a run uses, and how it is reached: docker_manager.resolve_engine(),
+"""Which Docker engine a run uses, and how it is reached: endpoint.resolve_engine(),
 is_local(), the ssh command, connection failures that name the engine, and the attach stream's
 framing. No Docker engine needed (real engines: tests/e2e/test_remote.py)."""
 
@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_worker_app import docker_manager
-from agent_worker_app.docker_manager import (
-    Engine,
-    EngineTLS,
-    api,
-    container_io,
-    resolve_engine,
-)
+from agent_worker_app.engines.docker import api, container_io, endpoint
+from agent_worker_app.engines.docker import backend as docker_backend
+from agent_worker_app.engines.docker.endpoint import Engine, EngineTLS, resolve_engine
 from agent_worker_app.errors import DockerError
 
 
@@ -280,17 +275,17 @@ def test_is_local_follows_the_environment_and_the_context(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    assert docker_manager.is_local(None)
-    assert not docker_manager.is_local("tcp://10.0.0.5:2375")
-    assert not docker_manager.is_local("ssh://me@build-host")
-    assert docker_manager.is_local("unix:///var/run/docker.sock")
+    assert endpoint.is_local(None)
+    assert not endpoint.is_local("tcp://10.0.0.5:2375")
+    assert not endpoint.is_local("ssh://me@build-host")
+    assert endpoint.is_local("unix:///var/run/docker.sock")
     use_context(config, "remote")
-    assert not docker_manager.is_local(None)
-    assert docker_manager.is_local("unix:///var/run/docker.sock")  # an explicit host wins
+    assert not endpoint.is_local(None)
+    assert endpoint.is_local("unix:///var/run/docker.sock")  # an explicit host wins
     monkeypatch.setenv("DOCKER_CONTEXT", "rootless")
-    assert docker_manager.is_local(None)
+    assert endpoint.is_local(None)
     monkeypatch.setenv("DOCKER_CONTEXT", "gone")
-    assert not docker_manager.is_local(None)  # connect() has said why already
+    assert not endpoint.is_local(None)  # connect() has said why already
 
 
 # ---------------------------------------------------------------- ssh
@@ -353,12 +348,12 @@ def test_bad_ssh_addresses(fake_ssh: Path, url: str, says: str) -> None:
 def test_ssh_must_be_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DockerError, match=r"needs the OpenSSH client.*openssh-client"):
-        docker_manager.connect("ssh://me@build-host")
+        docker_backend.connect("ssh://me@build-host")
 
 
 def test_a_failed_ssh_login_is_the_reason_given(fake_ssh: Path) -> None:
     with pytest.raises(DockerError) as caught:
-        docker_manager.connect("ssh://me@build-host:2222")
+        docker_backend.connect("ssh://me@build-host:2222")
     assert str(caught.value) == (
         "cannot reach the Docker engine at ssh://me@build-host:2222 "
         "(ssh: me@build-host: Permission denied (publickey).): check that `ssh HOST docker "
@@ -391,7 +386,7 @@ def test_an_unreachable_context_is_named_with_its_engine(
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     with pytest.raises(DockerError) as caught:
-        docker_manager.connect(None)
+        docker_backend.connect(None)
     message = str(caught.value)
     assert message.startswith(f"cannot reach the Docker engine at {url} of Docker context 'remote'")
     assert "local socket" not in message
@@ -421,7 +416,7 @@ def test_plain_http_to_a_tls_port_says_how_to_turn_tls_on(
     url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     try:
         with pytest.raises(DockerError) as caught:
-            docker_manager.connect(url)
+            docker_backend.connect(url)
     finally:
         thread.join(5)
         server.close()

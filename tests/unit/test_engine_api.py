@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from agent_worker_app.backend import TaskSpec
-from agent_worker_app.docker_manager.api import (
+from agent_worker_app.engines.base import TaskSpec
+from agent_worker_app.engines.docker.api import (
     EngineAPI,
     EngineError,
     TCPTransport,
     UnixTransport,
     _take_head,
 )
-from agent_worker_app.docker_manager.container_config import container_config
+from agent_worker_app.engines.docker.container_config import container_config
 
 
 class Server:
@@ -182,24 +182,17 @@ def test_the_container_is_the_one_docker_py_would_make() -> None:
     assert container_config(spec) == drop_none
 
 
-def test_the_package_names_its_modules_lazily_and_imports_no_docker_py() -> None:
-    """docker_manager.X finds X in its module when first used; the package, the backend and the
-    local socket's modules import nothing of docker-py (a run on the local engine needs none)."""
+def test_the_docker_backend_imports_no_docker_py() -> None:
+    """The registry, the Docker backend's package and every module a run on an engine uses
+    import nothing of docker-py (a run whose image is there needs none)."""
     import subprocess
     import sys
 
-    from agent_worker_app import docker_manager
-
-    for name, home in docker_manager._HOMES.items():
-        assert getattr(docker_manager, name) is getattr(
-            __import__(f"agent_worker_app.docker_manager.{home}", fromlist=[name]), name
-        )
-    with pytest.raises(AttributeError):
-        _ = docker_manager.no_such_name
     code = (
         "import sys\n"
-        "from agent_worker_app import docker_manager\n"
-        "from agent_worker_app.docker_manager import api, containers, docker_backend, orphans\n"
+        "from agent_worker_app import engines\n"
+        "engines.options()\n"
+        "from agent_worker_app.engines.docker import api, backend, containers, container_io\n"
         "print(sorted(m for m in ('docker', 'requests', 'urllib3') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -220,7 +213,7 @@ def test_an_image_whose_layers_are_all_there_is_reused_from_the_socket(
     """The usual run: the base image's id, then the top layer's tag, asked of the socket; the
     progress lines say each layer reused, and nothing is built (no docker-py)."""
     from agent_worker_app.agents.base_agent import ImageLayer
-    from agent_worker_app.docker_manager.docker_backend import DockerBackend
+    from agent_worker_app.engines.docker.backend import DockerBackend
 
     api, server = _api(serve, _found("sha256:base"), _found("sha256:top"))
     backend = DockerBackend(api, local=True, make_client=lambda: pytest.fail("no docker-py"))
@@ -248,9 +241,9 @@ def test_a_missing_layer_goes_to_docker_py_and_the_socket_said_nothing(
     serve: tuple[Path, list[Server]], tmp_path: Path
 ) -> None:
     from agent_worker_app.agents.base_agent import ImageLayer
-    from agent_worker_app.docker_manager.docker_backend import DockerBackend
+    from agent_worker_app.engines.docker.backend import DockerBackend
     from agent_worker_app.environment import Environment
-    from agent_worker_app.image_layers import ProjectImage
+    from agent_worker_app.images.layers import ProjectImage
 
     class DockerPyWantedError(Exception):
         pass

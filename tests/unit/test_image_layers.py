@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agent_worker_app import image_layers
 from agent_worker_app.agents.base_agent import AgentSettings, ImageLayer
 from agent_worker_app.agents.claude_agent import ClaudeAgent
 from agent_worker_app.environment import parse_toml
+from agent_worker_app.images import layers as image_layers
 
 CA = (("ca-certs/00-proxy.crt", b"-----BEGIN CERTIFICATE-----\n", 0o644),)
 ENV = parse_toml(

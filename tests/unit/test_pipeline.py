@@ -16,8 +16,8 @@ import pytest
 
 from agent_worker_app import config, git_manager, pipeline
 from agent_worker_app.agents.command_agent import CommandAgent
-from agent_worker_app.backend import ExitInfo, FileEntry, ImageResult, Task, TaskSpec
 from agent_worker_app.console import Env, Progress, Redactor
+from agent_worker_app.engines.base import ExitInfo, FileEntry, ImageResult, Task, TaskSpec
 from agent_worker_app.errors import DockerError, Interrupted
 from conftest import git, make_repo
 

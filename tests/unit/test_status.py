@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from agent_worker_app.agents.base_agent import AgentResult
-from agent_worker_app.backend import ExitInfo
+from agent_worker_app.engines.base import ExitInfo
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,

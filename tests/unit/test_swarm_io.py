@@ -10,8 +10,8 @@ import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from agent_worker_app.backend import FileEntry
-from agent_worker_app.docker_manager.swarm_io import (
+from agent_worker_app.engines.base import FileEntry
+from agent_worker_app.engines.swarm.io import (
     CONFIG_PIECE,
     SECRET_PIECE,
     FramedStderr,
@@ -171,7 +171,7 @@ def test_a_swarm_run_is_swept_when_its_process_here_is_gone_or_elsewhere_past_it
     import os
     import socket
 
-    from agent_worker_app.docker_manager.swarm import _gone
+    from agent_worker_app.engines.swarm.backend import _gone
     from agent_worker_app.task_spec import labels
 
     now = 1_000_000.0

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent_worker_app.backend import ExitInfo, LostTask, Task
+from agent_worker_app.engines.base import ExitInfo, LostTask, Task
 from agent_worker_app.task_spec import LABEL, process_start
 
 KEEP_LOST_S = 7 * 86400  # a lost run's container waits this long for its repository's next run

@@ -38,7 +38,8 @@ from docker.types import (
 )
 
 from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.backend import (
+from agent_worker_app.engines import sweep as orphans
+from agent_worker_app.engines.base import (
     ACCOUNT_FILE,
     NONCE_FILE,
     ExitInfo,
@@ -48,11 +49,11 @@ from agent_worker_app.backend import (
     Task,
     TaskSpec,
 )
-from agent_worker_app.docker_manager import orphans
-from agent_worker_app.docker_manager.container_io import files_tar
-from agent_worker_app.docker_manager.engine import _DOCKER_ERRORS, IMAGE_REPO, _reason
-from agent_worker_app.docker_manager.orphans import orchestrator_alive
-from agent_worker_app.docker_manager.swarm_io import (
+from agent_worker_app.engines.docker import client as docker_client
+from agent_worker_app.engines.docker.client import DOCKER_ERRORS as _DOCKER_ERRORS
+from agent_worker_app.engines.docker.client import reason as _reason
+from agent_worker_app.engines.docker.container_io import files_tar
+from agent_worker_app.engines.swarm.io import (
     CONFIG_DIR,
     CONFIG_PIECE,
     SECRET_PIECE,
@@ -66,8 +67,10 @@ from agent_worker_app.docker_manager.swarm_io import (
     pieces,
     split_inputs,
 )
+from agent_worker_app.engines.sweep import orchestrator_alive
 from agent_worker_app.errors import DockerError, ImageBuildError
-from agent_worker_app.image_layers import ProjectImage
+from agent_worker_app.images.build import IMAGE_REPO
+from agent_worker_app.images.layers import ProjectImage
 from agent_worker_app.task_spec import LABEL
 
 POLL_S = 0.5
@@ -95,9 +98,7 @@ class Service:
 
 def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
     """The manager at docker_host, checked to be one, and the registry, checked to answer it."""
-    from agent_worker_app.docker_manager.engine import connect
-
-    client = connect(docker_host)
+    client = docker_client.connect(docker_host)
     try:
         swarm = client.info().get("Swarm") or {}
     except _DOCKER_ERRORS as exc:
@@ -158,7 +159,7 @@ class SwarmBackend:
     ) -> ImageResult:
         """Built on the manager (or reused there by its content tag), and pushed under the same
         tag unless the registry has it already."""
-        from agent_worker_app.docker_manager import layers
+        from agent_worker_app.images import build as layers
 
         built = layers.prepare(
             self.client,

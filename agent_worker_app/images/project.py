@@ -8,9 +8,10 @@ import dataclasses
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from agent_worker_app import environment, git_manager, image_layers
+from agent_worker_app import environment, git_manager
 from agent_worker_app.errors import UsageError
-from agent_worker_app.image_layers import ProjectImage
+from agent_worker_app.images import layers as image_layers
+from agent_worker_app.images.layers import ProjectImage
 
 if TYPE_CHECKING:
     from agent_worker_app.config import Config

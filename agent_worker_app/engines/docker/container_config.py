@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_worker_app.backend import TaskSpec
+from agent_worker_app.engines.base import TaskSpec
 
 AGENT_UID = 1000
 

@@ -9,7 +9,7 @@
 
 Each Dockerfile names its parent by tag, and each tag hashes the Dockerfile, so a layer's tag
 changes with anything below it; a run builds only the layers above the nearest one that exists.
-Pure: Dockerfile text and hashes; docker_manager/layers.py builds them.
+Pure: Dockerfile text and hashes; images/build.py builds them.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from agent_worker_app.environment import NONE, Environment
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ImageLayer
-    from agent_worker_app.backend import LayerResult
+    from agent_worker_app.engines.base import LayerResult
 
 # (name in the build context, bytes, mode)
 ContextFile = tuple[str, bytes, int]
 
-CONTAINER_DIR = Path(__file__).resolve().parent / "container"
+CONTAINER_DIR = Path(__file__).resolve().parents[1] / "container"
 AGENT_UID = 1000
 # What the sandbox itself needs (the firewall, the clone, the result) and the tools every agent
 # expects; in the system layer, so that no later layer ever runs apt for them.

@@ -1,18 +1,13 @@
-"""docker-py's side of a Docker engine: the connection (the local socket, TLS, ssh) and images.
-DockerBackend (docker_backend.py) builds and pulls images through it; the Swarm backend
-(swarm.py) uses it for services. A task's container never goes through docker-py: api.py."""
+"""docker-py's client of a Docker engine (the local socket, TLS, ssh): what images are built,
+pulled and pushed with (images/build.py), and what the swarm backend manages services with.
+A task's container never goes through docker-py: api.py."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import re
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
@@ -22,20 +17,16 @@ import requests.adapters
 import requests.exceptions
 import urllib3.connection
 import urllib3.connectionpool
-from docker.utils import parse_repository_tag
 from urllib3.exceptions import InsecureRequestWarning
 
-from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.docker_manager.api import SSHTransport, ssh_command
-from agent_worker_app.docker_manager.endpoint import Engine, advice, resolve_engine
-from agent_worker_app.errors import DockerError, ImageBuildError
+from agent_worker_app.engines.docker.api import SSHTransport, ssh_command
+from agent_worker_app.engines.docker.endpoint import Engine
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
 
 
-IMAGE_REPO = "agent-worker"
-_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 log = logging.getLogger("agent_worker")
 
 
@@ -43,28 +34,16 @@ log = logging.getLogger("agent_worker")
 
 
 def connect(docker_host: str | None) -> docker.DockerClient:
-    """A client for the engine resolve_engine() chooses, checked with a ping."""
-    engine = resolve_engine(docker_host)
-    ssh = None
-    try:
-        if engine.ssh:
-            ssh = _SSHAdapter(str(engine.url), timeout=120)
-        api = _EngineAPI(engine, ssh, timeout=120)
-        api.ping()
-    except _DOCKER_ERRORS as exc:
-        reason = (ssh.failure() if ssh else None) or _reason(exc)
-        if "HTTP request to an HTTPS server" in reason:
-            reason += (
-                "; the engine speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the "
-                "directory of its ca.pem and your cert.pem and key.pem"
-            )
-        raise DockerError(
-            f"cannot reach the Docker engine at {engine.describe()} ({reason}): {advice(engine)}"
-        ) from None
-    return _Client(api)
+    """docker-py's client for the engine resolve_engine() chooses, reached and checked as a run
+    reaches it (backend.reach)."""
+    from agent_worker_app.engines.docker.backend import reach  # backend imports this lazily
+
+    where, api = reach(docker_host)
+    api.close()
+    return client_for(where)
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     text = str(getattr(exc, "explanation", None) or exc).strip()
     return text.splitlines()[-1][:300] if text else type(exc).__name__
 
@@ -177,96 +156,6 @@ def bridge_gateway(client: docker.DockerClient) -> str:
     import ipaddress
 
     return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
-
-
-# ---------------------------------------------------------------- image
-
-
-def agent_image_tag(
-    client: docker.DockerClient, layer: ImageLayer, *, base_image: str, ca_certs: tuple[Path, ...]
-) -> str:
-    """The tag prepare_image gives this agent's image on this base with no project environment
-    (the base must be present)."""
-    from agent_worker_app.docker_manager import layers
-    from agent_worker_app.image_layers import ProjectImage
-
-    return layers.plan(
-        client,
-        layer,
-        base_image=base_image,
-        ca_certs=ca_certs,
-        force=False,
-        log_dir=Path(tempfile.gettempdir()),
-        on_line=lambda line: None,
-        project=ProjectImage(),
-    )[1].tag
-
-
-def image_exists(client: docker.DockerClient, tag: str) -> bool:
-    try:
-        client.images.get(tag)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-    except _DOCKER_ERRORS as exc:
-        raise DockerError(f"cannot list images: {_reason(exc)}") from None
-
-
-def build_lock_path(log_dir: Path, tag: str) -> Path:
-    """The lock file of an image's build: beside the build logs' directory (the user's cache
-    directory, for a run), in locks/, named after the image's content tag."""
-    return log_dir.parent / "locks" / f"image-{tag.split(':')[1]}.lock"
-
-
-@contextmanager
-def build_lock(log_dir: Path, tag: str) -> Iterator[None]:
-    """An exclusive lock on a file named after the image tag (flock: released by the kernel
-    when its holder dies, so a killed build never blocks the next one)."""
-    path = build_lock_path(log_dir, tag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _base_image_id(
-    client: docker.DockerClient, name: str, log_dir: Path, on_line: Callable[[str], None]
-) -> str:
-    """The id of the base image, pulled first when the engine does not have it."""
-    with suppress(docker.errors.ImageNotFound):
-        return str(client.images.get(name).id)
-    log_path = log_dir / f"pull-{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}.log"
-    error = "not found"
-    repository, tag = parse_repository_tag(name)
-    with log_path.open("w", encoding="utf-8") as log:
-        try:
-            for chunk in client.api.pull(repository, tag or "latest", stream=True, decode=True):
-                if "error" in chunk:
-                    error = str(chunk["error"]).strip()
-                if text := _build_text(chunk):
-                    log.write(text + "\n")
-                    on_line(text)
-            return str(client.images.get(name).id)
-        except _DOCKER_ERRORS as exc:
-            error = _reason(exc) if error == "not found" else error
-            log.write(f"error: {error}\n")
-    raise ImageBuildError(
-        f"base image {name} is not on the Docker engine and could not be pulled ({error}): "
-        f"pull or import it, or choose another --base-image (log: {log_path})"
-    )
-
-
-def _build_text(chunk: Mapping[str, Any]) -> str:
-    if "stream" in chunk:
-        return str(chunk["stream"])
-    if "error" in chunk:
-        return f"error: {chunk['error']}"
-    if "status" in chunk:
-        return " ".join(str(chunk[k]) for k in ("id", "status", "progress") if chunk.get(k))
-    return ""
 
 
 def client_for(engine: Engine) -> docker.DockerClient:

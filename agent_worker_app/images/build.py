@@ -4,31 +4,27 @@ own log and progress lines ("image: environment: 2/3 setup commands: ...")."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import re
 import tarfile
-from collections.abc import Callable
-from contextlib import suppress
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
 import docker
+from docker.utils import parse_repository_tag
 
-from agent_worker_app import image_layers
 from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.backend import ImageResult, LayerResult
-from agent_worker_app.docker_manager.engine import (
-    _DOCKER_ERRORS,
-    IMAGE_REPO,
-    _base_image_id,
-    _build_text,
-    _reason,
-    build_lock,
-    image_exists,
-)
-from agent_worker_app.errors import ImageBuildError
-from agent_worker_app.image_layers import Layer, ProjectImage
+from agent_worker_app.engines.base import ImageResult, LayerResult
+from agent_worker_app.engines.docker.client import DOCKER_ERRORS, reason
+from agent_worker_app.errors import DockerError, ImageBuildError
+from agent_worker_app.images import layers as image_layers
+from agent_worker_app.images.layers import Layer, ProjectImage
 
+IMAGE_REPO = "agent-worker"
 _STEP = re.compile(r"Step (\d+)/(\d+) :")
 _CODE = re.compile(r"returned a non-zero code: (\d+)")
 
@@ -77,7 +73,7 @@ def prepare(
         results.append(LayerResult(layer.name, layer.tag, built=False, log_path=None))
     results.extend(made)
     if tag_latest and results[-1].built:
-        with suppress(*_DOCKER_ERRORS):
+        with suppress(*DOCKER_ERRORS):
             client.api.tag(top.tag, IMAGE_REPO, "latest", force=True)
     built = [r for r in results if r.built]
     return ImageResult(
@@ -214,8 +210,8 @@ def _build(
                             step = int(match.group(1))
                             _setup_progress(layer, step, on_line)
                         on_line(line)
-        except _DOCKER_ERRORS as exc:
-            error = _reason(exc)
+        except DOCKER_ERRORS as exc:
+            error = reason(exc)
             log.write(f"error: {error}\n")
     if error is not None:
         raise _failure(layer, step, error, log_path, tail)
@@ -259,3 +255,87 @@ def _failure(
     return ImageBuildError(
         f"the build of {what} failed: {last} (full log: {log_path})", details=tail
     )
+
+
+def agent_image_tag(
+    client: docker.DockerClient, layer: ImageLayer, *, base_image: str, ca_certs: tuple[Path, ...]
+) -> str:
+    """The tag prepare_image gives this agent's image on this base with no project environment
+    (the base must be present)."""
+    return plan(
+        client,
+        layer,
+        base_image=base_image,
+        ca_certs=ca_certs,
+        force=False,
+        log_dir=Path(tempfile.gettempdir()),
+        on_line=lambda line: None,
+        project=ProjectImage(),
+    )[1].tag
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    except DOCKER_ERRORS as exc:
+        raise DockerError(f"cannot list images: {reason(exc)}") from None
+
+
+def build_lock_path(log_dir: Path, tag: str) -> Path:
+    """The lock file of an image's build: beside the build logs' directory (the user's cache
+    directory, for a run), in locks/, named after the image's content tag."""
+    return log_dir.parent / "locks" / f"image-{tag.split(':')[1]}.lock"
+
+
+@contextmanager
+def build_lock(log_dir: Path, tag: str) -> Iterator[None]:
+    """An exclusive lock on a file named after the image tag (flock: released by the kernel
+    when its holder dies, so a killed build never blocks the next one)."""
+    path = build_lock_path(log_dir, tag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _base_image_id(
+    client: docker.DockerClient, name: str, log_dir: Path, on_line: Callable[[str], None]
+) -> str:
+    """The id of the base image, pulled first when the engine does not have it."""
+    with suppress(docker.errors.ImageNotFound):
+        return str(client.images.get(name).id)
+    log_path = log_dir / f"pull-{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}.log"
+    error = "not found"
+    repository, tag = parse_repository_tag(name)
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            for chunk in client.api.pull(repository, tag or "latest", stream=True, decode=True):
+                if "error" in chunk:
+                    error = str(chunk["error"]).strip()
+                if text := _build_text(chunk):
+                    log.write(text + "\n")
+                    on_line(text)
+            return str(client.images.get(name).id)
+        except DOCKER_ERRORS as exc:
+            error = reason(exc) if error == "not found" else error
+            log.write(f"error: {error}\n")
+    raise ImageBuildError(
+        f"base image {name} is not on the Docker engine and could not be pulled ({error}): "
+        f"pull or import it, or choose another --base-image (log: {log_path})"
+    )
+
+
+def _build_text(chunk: Mapping[str, Any]) -> str:
+    if "stream" in chunk:
+        return str(chunk["stream"])
+    if "error" in chunk:
+        return f"error: {chunk['error']}"
+    if "status" in chunk:
+        return " ".join(str(chunk[k]) for k in ("id", "status", "progress") if chunk.get(k))
+    return ""

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_worker_app.backend import (
+from agent_worker_app.engines.base import (
     ACCOUNT_FILE,
     RESULT_DIR,
     ExitInfo,
@@ -26,26 +26,27 @@ from agent_worker_app.backend import (
     Task,
     TaskSpec,
 )
-from agent_worker_app.docker_manager import endpoint
-from agent_worker_app.docker_manager.api import EngineAPI, EngineError, transport
-from agent_worker_app.docker_manager.container_io import ContainerIO
-from agent_worker_app.docker_manager.containers import Containers
-from agent_worker_app.docker_manager.swarm_io import FramedStderr, ResultFrames, nonce_of
+from agent_worker_app.engines.docker import endpoint
+from agent_worker_app.engines.docker.api import EngineAPI, EngineError, transport
+from agent_worker_app.engines.docker.container_io import ContainerIO
+from agent_worker_app.engines.docker.containers import Containers
+from agent_worker_app.engines.swarm.io import FramedStderr, ResultFrames, nonce_of
 from agent_worker_app.errors import DockerError
 
 if TYPE_CHECKING:
     import docker
 
     from agent_worker_app.agents.base_agent import ImageLayer
-    from agent_worker_app.image_layers import Layer, ProjectImage
+    from agent_worker_app.images.layers import Layer, ProjectImage
 
 log = logging.getLogger("agent_worker")
 
 FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not copied out
 
 
-def connect(docker_host: str | None) -> DockerBackend:
-    """The engine resolve_engine() chooses, over its transport, checked with a ping."""
+def reach(docker_host: str | None) -> tuple[endpoint.Engine, EngineAPI]:
+    """The engine resolve_engine() chooses and its API over its transport, checked with a ping
+    (DockerError saying why it cannot be reached, and what to do)."""
     where = endpoint.resolve_engine(docker_host)
     api = EngineAPI(transport(where))
     try:
@@ -56,11 +57,17 @@ def connect(docker_host: str | None) -> DockerBackend:
             f"cannot reach the Docker engine at {where.describe()} ({reason(exc, api)}): "
             f"{endpoint.advice(where)}"
         ) from None
+    return where, api
+
+
+def connect(docker_host: str | None) -> DockerBackend:
+    """The Backend on the engine resolve_engine() chooses."""
+    where, api = reach(docker_host)
 
     def make_client() -> docker.DockerClient:
-        from agent_worker_app.docker_manager import engine  # docker-py: only to build or pull
+        from agent_worker_app.engines.docker import client  # docker-py: only to build or pull
 
-        return engine.client_for(where)
+        return client.client_for(where)
 
     return DockerBackend(api, local=where.local, make_client=make_client)
 
@@ -81,7 +88,7 @@ def reason(exc: OSError | EngineError, api: EngineAPI) -> str:
 
 def _present(image_id: str | None) -> str:
     if image_id is None:
-        from agent_worker_app.image_layers import MissingImageError
+        from agent_worker_app.images.layers import MissingImageError
 
         raise MissingImageError
     return image_id
@@ -138,7 +145,7 @@ class DockerBackend:
             reused = self._reused_image(layer, base_image, ca_certs, project, on_line)
             if reused is not None:
                 return reused
-        from agent_worker_app.docker_manager import layers
+        from agent_worker_app.images import build as layers
 
         return layers.prepare(
             self.client,
@@ -161,7 +168,7 @@ class DockerBackend:
     ) -> ImageResult | None:
         """The image when every layer of it is there already (the usual run), asked of the
         local socket; None when anything is to be built or pulled (docker-py does that)."""
-        from agent_worker_app import image_layers
+        from agent_worker_app.images import layers as image_layers
 
         api = self._api
         results: list[LayerResult] = []

@@ -14,7 +14,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
 
-from agent_worker_app.backend import FileEntry
+from agent_worker_app.engines.base import FileEntry
 
 STDOUT = 1
 

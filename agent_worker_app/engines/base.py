@@ -1,5 +1,5 @@
 """The Backend protocol: the few operations a run needs from an execution engine, and the plain
-values that cross it. docker_manager.DockerBackend (a local or remote Docker engine) is the
+values that cross it. engines.docker.backend.DockerBackend (a local or remote Docker engine) is the
 first implementation; an engine with no stdin and no file copy (a Swarm service, a Kubernetes
 Job) implements the same operations with inputs as files and the result framed in its output.
 """
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ImageLayer
-    from agent_worker_app.image_layers import ProjectImage
+    from agent_worker_app.images.layers import ProjectImage
 
 GRACE_S = 30.0  # after a timeout or a signal: time for the task to commit and bundle
 OWN_DEADLINE_S = 10.0  # the task stops its agent itself this long after the run's timeout

@@ -10,10 +10,10 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent_worker_app.backend import ExitInfo, LostTask, TaskSpec
-from agent_worker_app.docker_manager import orphans
-from agent_worker_app.docker_manager.api import EngineAPI, EngineError
-from agent_worker_app.docker_manager.container_config import container_config
+from agent_worker_app.engines import sweep as orphans
+from agent_worker_app.engines.base import ExitInfo, LostTask, TaskSpec
+from agent_worker_app.engines.docker.api import EngineAPI, EngineError
+from agent_worker_app.engines.docker.container_config import container_config
 from agent_worker_app.errors import DockerError
 from agent_worker_app.task_spec import LABEL
 

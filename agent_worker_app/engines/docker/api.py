@@ -21,7 +21,7 @@ import threading
 import urllib.parse
 from typing import IO, Any, Protocol
 
-from agent_worker_app.docker_manager.endpoint import Engine, EngineTLS
+from agent_worker_app.engines.docker.endpoint import Engine, EngineTLS
 from agent_worker_app.errors import DockerError
 
 _HEAD_MAX = 64 << 10

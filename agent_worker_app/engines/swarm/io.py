@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from agent_worker_app.backend import FileEntry
+from agent_worker_app.engines.base import FileEntry
 
 # The engine refuses a config of 1,000 KiB or more and a secret of 500 KiB or more.
 CONFIG_PIECE = 900_000
