@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
-    from agent_worker_app.engines.base import Backend, ImageResult
+    from agent_worker_app.engines.base import Backend
+    from agent_worker_app.images.layers import ImageResult
     from agent_worker_app.report import RunReport
     from agent_worker_app.totals import Totals
 

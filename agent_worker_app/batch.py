@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
-    from agent_worker_app.engines.base import Backend, ImageResult
+    from agent_worker_app.engines.base import Backend
     from agent_worker_app.git_manager import Workspace
-    from agent_worker_app.images.layers import ProjectImage
+    from agent_worker_app.images.layers import ImageResult, ProjectImage
 
 log = logging.getLogger("agent_worker")
 WAIT_S = 0.25  # how often the batch loop looks at signals while tasks run

@@ -3,7 +3,6 @@ the redaction that keeps secrets out of all of them."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import sys
@@ -11,16 +10,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from agent_worker_app.agents.base_agent import ProgressEvent
+from agent_worker_app.engines.channel import Lines
 
 log = logging.getLogger("agent_worker")
 MIN_SECRET_LEN = 8
-MAX_LINE = 1024 * 1024  # a longer line of output is passed on in pieces
 
 
 def plain_wanted() -> bool:
@@ -373,50 +371,6 @@ class Progress:
             self._live = None
 
 
-class LineSplitter:
-    """Bytes in, whole lines (with their newline) out, each with secrets redacted.
-
-    Splitting happens on bytes, before any decoding, so a character split across chunks is whole
-    again by the time a line is decoded. A line longer than max_line is passed on in pieces;
-    the last bytes of the buffer stay behind so a secret is never cut in two.
-    """
-
-    def __init__(
-        self,
-        on_line: Callable[[bytes], None],
-        *,
-        redact: Callable[[bytes], bytes],
-        keep: int = 0,
-        max_line: int = MAX_LINE,
-    ) -> None:
-        self._buf = bytearray()
-        self._on_line = on_line
-        self._redact = redact
-        self._keep = max(keep - 1, 0)
-        self._max = max_line
-
-    def feed(self, data: bytes) -> None:
-        scan_from = len(self._buf)
-        self._buf += data
-        start = 0
-        while (end := self._buf.find(b"\n", max(start, scan_from))) >= 0:
-            self._on_line(self._redact(bytes(self._buf[start : end + 1])))
-            start = end + 1
-        if start:
-            del self._buf[:start]
-        if len(self._buf) > self._max:
-            self._buf = bytearray(self._redact(bytes(self._buf)))
-            cut = len(self._buf) - self._keep  # the rest may be the start of a secret
-            if cut > 0:
-                self._on_line(bytes(self._buf[:cut]))
-                del self._buf[:cut]
-
-    def close(self) -> None:
-        if self._buf:
-            self._on_line(self._redact(bytes(self._buf)))
-            self._buf.clear()
-
-
 class AgentOutput:
     """The container's output: stdout to agent.jsonl and live progress events; stderr to
     container.log, with the agent's last lines kept. Nothing here decides how the run ends:
@@ -428,16 +382,13 @@ class AgentOutput:
         parse_line: Callable[[str], ProgressEvent | None],
         progress: ProgressSink,
         redactor: Redactor,
-        nonce: str = "",
     ) -> None:
-        self._result_mark = f"{_RESULT} {nonce} " if nonce else None
-        self.result: str | None = None  # the task's result line: JSON, vouched for by the nonce
         self._jsonl = (run_dir / "agent.jsonl").open("wb")
         self._stderr = (run_dir / "container.log").open("wb")
         self._parse_line = parse_line
         self._progress = progress
-        self.stdout = LineSplitter(self._out_line, redact=redactor.data, keep=redactor.longest)
-        self.stderr = LineSplitter(self._err_line, redact=redactor.data, keep=redactor.longest)
+        self.stdout = Lines(self._out_line, redact=redactor.data, keep=redactor.longest)
+        self.stderr = Lines(self._err_line, redact=redactor.data, keep=redactor.longest)
         self.tail: deque[str] = deque(maxlen=12)
 
     def _out_line(self, raw: bytes) -> None:
@@ -449,10 +400,6 @@ class AgentOutput:
     def _err_line(self, raw: bytes) -> None:
         self._stderr.write(raw)
         text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
-        if self._result_mark is not None and text.startswith(self._result_mark):
-            with suppress(ValueError):
-                self.result = base64.b64decode(text.removeprefix(self._result_mark)).decode()
-            return
         if text.startswith(_OWN_WARNING):  # shown as the container says them; reported from
             self._progress.line(text.removeprefix(_OWN), style="yellow")  # result.json
         elif text.startswith(_OWN):
@@ -468,6 +415,5 @@ class AgentOutput:
         self._stderr.close()
 
 
-_RESULT = "agent-worker-result"
 _OWN = "agent-worker: "
 _OWN_WARNING = "agent-worker: warning: "

@@ -25,7 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agent_worker_app.engines.base import GRACE_S, NONCE_FILE, Backend, ExitInfo, ImageResult, Task
+from agent_worker_app.engines.base import GRACE_S, Backend, ExitInfo, Task
+from agent_worker_app.engines.channel import NONCE_FILE
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
@@ -33,6 +34,7 @@ from agent_worker_app.errors import (
     InternalError,
     Interrupted,
 )
+from agent_worker_app.images.layers import ImageResult
 from agent_worker_app.report import (
     AgentInfo,
     Outcome,
@@ -426,13 +428,13 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
             local_engine=backend.local,
             session=session,
         )
-        (ctx.run_dir / NONCE_FILE).write_text(prepared.nonce, encoding="utf-8")
+        (ctx.run_dir / NONCE_FILE).write_text(prepared.inputs.nonce, encoding="utf-8")
         ctx.redactor.add(*prepared.secrets)
         ctx.journal.warnings.extend(prepared.warnings)
         for warning in prepared.warnings:
             ctx.progress.warn(warning)
         task = backend.create(prepared.spec, prepared.inputs)
-        supervised = supervise(ctx, backend, task, ws, prepared.nonce)
+        supervised = supervise(ctx, backend, task, ws)
         ctx.journal.mark("agent")
         with ctx.signals.protected():
             collected = collect(ctx, backend, task, ws, supervised)
@@ -529,14 +531,14 @@ def internal_error(exc: BaseException, log_path: Path) -> InternalError:
 # ---------------------------------------------------------------- supervise
 
 
-def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: str) -> Supervised:
+def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supervised:
     """Start the task and stream the agent's output until it ends, the timeout passes or a
     signal arrives; it has stopped when this returns."""
     from agent_worker_app.console import AgentOutput
 
-    output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor, nonce)
+    output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
-    over_cost, node = None, None
+    over_cost, node, result = None, None, None
     try:
         stream = backend.start(task, output.stdout.feed, output.stderr.feed)
         started, node = True, backend.node(task)
@@ -563,6 +565,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
             stream.join(10.0)
         if stream.error is not None:
             warnings.append(f"reading the agent's output failed: {stream.error}")
+        result = stream.result  # the task's own account (channel.ResultReader), if it came
     finally:
         output.close()
     return Supervised(
@@ -573,7 +576,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: 
         over_cost=over_cost,
         agent_tail=tuple(output.tail),
         warnings=tuple(warnings),
-        result=output.result,
+        result=result,
         node=node,
     )
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent_worker_app.engines.base import GRACE_S, LostTask
+from agent_worker_app.engines.sweep import LABEL
 from agent_worker_app.errors import AgentWorkerError, GitError
-from agent_worker_app.task_spec import LABEL
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult

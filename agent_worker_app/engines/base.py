@@ -1,7 +1,8 @@
 """The Backend protocol: the few operations a run needs from an execution engine, and the plain
-values that cross it. engines.docker.backend.DockerBackend (a local or remote Docker engine) is the
-first implementation; an engine with no stdin and no file copy (a Swarm service, a Kubernetes
-Job) implements the same operations with inputs as files and the result framed in its output.
+values that cross it. engines/docker (a local or remote Docker engine) is the first
+implementation; an engine with no stdin and no file copy (engines/swarm, a Kubernetes Job)
+implements the same operations with inputs as files and the result framed in its output. What
+crosses into the task and back is channel.py's; the sandbox every backend gives it, profile.py.
 """
 
 from __future__ import annotations
@@ -11,27 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent_worker_app.engines.channel import Inputs
+from agent_worker_app.engines.profile import Profile
+from agent_worker_app.images.layers import ImageResult
+
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ImageLayer
     from agent_worker_app.images.layers import ProjectImage
 
 GRACE_S = 30.0  # after a timeout or a signal: time for the task to commit and bundle
-OWN_DEADLINE_S = 10.0  # the task stops its agent itself this long after the run's timeout
-RESULT_DIR = "/agent-worker/out"  # what the task leaves: result.bundle, agent-tail.jsonl
-ACCOUNT_FILE = "/run/agent-worker-result.json"  # the task's vouched result, kept for recovery
-# The run's nonce in its run directory: what recovers a run whose result is in its output only
-# (a swarm service's log) knows its frames by it. Never in the task's reach.
-NONCE_FILE = "nonce"
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """A file (or, with data None, a directory) the task gets as input."""
-
-    path: str
-    data: bytes | Path | None
-    mode: int = 0o644
-    uid: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,17 +31,12 @@ class TaskSpec:
     name: str
     command: list[str]
     env: dict[str, str]
-    labels: dict[str, str]
-    memory_bytes: int
-    cpus: float | None
-    pids_limit: int
-    firewall: bool
+    labels: dict[str, str]  # sweep.labels(): who made it; each backend adds its deadline
+    timeout_s: float  # the run's timeout, counted by each backend from the task's start
+    profile: Profile
     # the repository's object directories (its own, then those it borrows), shared read-only
     # at /source/objects-N where the engine shares this machine's files; nothing else is
     object_dirs: tuple[Path, ...] = ()
-    # /workspace as a tmpfs (fast, empty); False when the image's environment prepared it
-    # (a .venv, node_modules made by setup), which a tmpfs would hide
-    workspace_tmpfs: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,30 +46,12 @@ class ExitInfo:
     error: str | None
 
 
-@dataclass(frozen=True)
-class LayerResult:
-    """One layer of the image (image_layers.py): its tag, and whether this run built it."""
-
-    name: str  # base, system, environment, agent
-    tag: str
-    built: bool
-    log_path: Path | None
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    tag: str
-    built: bool
-    log_path: Path | None  # the log of the last layer built
-    layers: tuple[LayerResult, ...] = ()
-
-
 @dataclass
 class Task:
     """A created task: the engine's own handle and the inputs it still has to receive."""
 
     handle: Any
-    inputs: list[FileEntry] = field(default_factory=list)
+    inputs: Inputs = field(default_factory=lambda: Inputs((), ""))
 
 
 @dataclass(frozen=True)
@@ -99,6 +65,10 @@ class OutputStream(Protocol):
     """A task's output being read on the side; error is set when reading it failed."""
 
     error: BaseException | None
+
+    @property
+    def result(self) -> str | None:
+        """The task's result line (channel.ResultReader), once it came: JSON text."""
 
     def is_alive(self) -> bool: ...
 
@@ -125,7 +95,7 @@ class Backend(Protocol):
         """The agent's image on the project's environment (image_layers.py), its layers built
         (and pushed where nodes pull) or reused by content tag."""
 
-    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+    def create(self, spec: TaskSpec, inputs: Inputs) -> Task:
         """Create, not start, the task."""
 
     def start(

@@ -1,6 +1,6 @@
-"""Which agent containers are orphans (their runs are gone) and which are lost runs to recover,
-by their labels: the same decisions for every backend (containers.py, swarm.py).
-"""
+"""The labels every backend puts on what it makes for a task, and the decisions they allow any
+later run, from this host or another: which tasks are orphans (their runs are gone, or past
+their deadline) and which are lost runs to recover. The same for every backend."""
 
 from __future__ import annotations
 
@@ -8,12 +8,68 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from agent_worker_app.engines.base import ExitInfo, LostTask, Task
-from agent_worker_app.task_spec import LABEL, process_start
+from agent_worker_app.engines.base import GRACE_S, ExitInfo, LostTask, Task
 
+LABEL = "agent-worker"
+RUN_ID = f"{LABEL}.run-id"
+PROJECT = f"{LABEL}.project"
+DEADLINE = f"{LABEL}.deadline"
 KEEP_LOST_S = 7 * 86400  # a lost run's container waits this long for its repository's next run
+
+
+def labels(
+    run_id: str, project: Path, *, branch: str = "", base: str = "", agent: str = ""
+) -> dict[str, str]:
+    """Labels that let a later run, from this host or any other, tell whether the task's
+    orchestrator is still there (its host, process and that process's start time), and what
+    to recover of it (its branch, base and agent); the backend adds its deadline."""
+    made = {
+        RUN_ID: run_id,
+        PROJECT: str(project),
+        f"{LABEL}.host": socket.gethostname(),
+        f"{LABEL}.pid": str(os.getpid()),
+        f"{LABEL}.pid-start": process_start(os.getpid()),
+    }
+    extra = {f"{LABEL}.branch": branch, f"{LABEL}.base": base, f"{LABEL}.agent": agent}
+    return made | {key: value for key, value in extra.items() if value}
+
+
+def deadline_label(timeout_s: float, later_s: float = 0.0) -> dict[str, str]:
+    """The moment after which nobody waits for a task started now any more: its timeout, the
+    grace of its stop and of its commit, and later_s more (a swarm's image pull)."""
+    return {DEADLINE: str(int(time.time() + timeout_s + 2 * GRACE_S + later_s))}
+
+
+def deadline(labels: Mapping[str, str]) -> float:
+    try:
+        return float(labels.get(DEADLINE, "0"))
+    except ValueError:
+        return 0.0
+
+
+def process_start(pid: int) -> str:
+    """A process's start time in clock ticks since boot: with the pid, it names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def mine(labels: Mapping[str, str]) -> bool:
+    """Made on this host."""
+    return labels.get(f"{LABEL}.host") == socket.gethostname()
+
+
+def gone(labels: Mapping[str, str], now: float) -> bool:
+    """A run is gone when it was made on this host by a process that is no longer there, or,
+    made elsewhere, when its deadline passed."""
+    if mine(labels):
+        return not orchestrator_alive(labels)
+    return deadline(labels) < now
 
 
 def orchestrator_alive(labels: Mapping[str, str]) -> bool:
@@ -32,16 +88,12 @@ def note(labels: Mapping[str, str], running: bool, now: float) -> str | None:
     """Why a container is to be removed, or None. A running one past its run's deadline is
     wedged (the task stops its agent by itself before then); an exited one of a lost run waits
     KEEP_LOST_S for its repository's next run to recover its work, then is given up."""
-    try:
-        deadline = float(labels.get(f"{LABEL}.deadline", "0"))
-    except ValueError:
-        deadline = 0.0
+    ends = deadline(labels)
     if running:
-        return "still running past its deadline" if deadline < now else None
-    mine = labels.get(f"{LABEL}.host") == socket.gethostname()
-    if mine and orchestrator_alive(labels):
+        return "still running past its deadline" if ends < now else None
+    if mine(labels) and orchestrator_alive(labels):
         return None
-    if deadline + KEEP_LOST_S >= now:
+    if ends + KEEP_LOST_S >= now:
         return None
     branch = labels.get(f"{LABEL}.branch", "?")
     project = labels.get(f"{LABEL}.project", "?")
@@ -53,7 +105,7 @@ def note(labels: Mapping[str, str], running: bool, now: float) -> str | None:
 
 def scope(project: str | None) -> list[str]:
     """The labels of agent containers: of every run, or of one project's."""
-    return [f"{LABEL}.run-id"] + ([f"{LABEL}.project={project}"] if project else [])
+    return [RUN_ID] + ([f"{PROJECT}={project}"] if project else [])
 
 
 def sweep(
@@ -79,7 +131,7 @@ def lost(
     that is gone; wait(handle) is the exit of one that exited."""
     tasks = []
     for handle, labels, exited in found:
-        if labels.get(f"{LABEL}.host") != socket.gethostname() or orchestrator_alive(labels):
+        if not mine(labels) or orchestrator_alive(labels):
             continue
         tasks.append(LostTask(Task(handle), labels, wait(handle) if exited else None))
     return tasks

@@ -18,11 +18,10 @@ import docker
 from docker.utils import parse_repository_tag
 
 from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.engines.base import ImageResult, LayerResult
 from agent_worker_app.engines.docker.client import DOCKER_ERRORS, reason
 from agent_worker_app.errors import DockerError, ImageBuildError
 from agent_worker_app.images import layers as image_layers
-from agent_worker_app.images.layers import Layer, ProjectImage
+from agent_worker_app.images.layers import ImageResult, Layer, LayerResult, ProjectImage
 
 IMAGE_REPO = "agent-worker"
 _STEP = re.compile(r"Step (\d+)/(\d+) :")

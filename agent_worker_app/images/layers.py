@@ -26,13 +26,13 @@ from agent_worker_app.environment import NONE, Environment
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import ImageLayer
-    from agent_worker_app.engines.base import LayerResult
 
 # (name in the build context, bytes, mode)
 ContextFile = tuple[str, bytes, int]
 
 CONTAINER_DIR = Path(__file__).resolve().parents[1] / "container"
-AGENT_UID = 1000
+from agent_worker_app.engines.profile import AGENT_UID  # noqa: E402 (beside its use)
+
 # What the sandbox itself needs (the firewall, the clone, the result) and the tools every agent
 # expects; in the system layer, so that no later layer ever runs apt for them.
 SYSTEM_TOOLS = (
@@ -67,6 +67,24 @@ path-exclude=/usr/share/lintian/*
 path-exclude=/usr/share/linda/*
 """
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One layer of the image (image_layers.py): its tag, and whether this run built it."""
+
+    name: str  # base, system, environment, agent
+    tag: str
+    built: bool
+    log_path: Path | None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    tag: str
+    built: bool
+    log_path: Path | None  # the log of the last layer built
+    layers: tuple[LayerResult, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,32 +16,43 @@ from typing import Any
 
 import pytest
 
-from agent_worker_app.engines.base import FileEntry, TaskSpec
+from agent_worker_app.engines import sweep
+from agent_worker_app.engines.base import GRACE_S, TaskSpec
+from agent_worker_app.engines.channel import FileEntry
+from agent_worker_app.engines.channel import inputs as inputs_with
 from agent_worker_app.engines.docker.api import EngineAPI, UnixTransport, transport
 from agent_worker_app.engines.docker.backend import DockerBackend
 from agent_worker_app.engines.docker.container_io import ContainerIO
 from agent_worker_app.engines.docker.containers import Container, Containers
 from agent_worker_app.engines.docker.endpoint import LOCAL_SOCKET, EngineTLS
 from agent_worker_app.engines.docker.endpoint import Engine as DockerEngine
+from agent_worker_app.engines.profile import Profile
 from agent_worker_app.engines.sweep import KEEP_LOST_S
-from agent_worker_app.task_spec import labels
 from remote_engine import RemoteEngine
 
 SECRET = "sk-ant-test-never-in-inspect-77"
 TRANSPORTS = ["unix", "tcp", "tls", "ssh"]
 
 
-def spec(image: str, command: list[str], **kw: Any) -> TaskSpec:
+def labels(run_id: str, project: Path, *, deadline: float) -> dict[str, str]:
+    """A run's labels with the deadline a test wants (spec() turns it into the timeout that
+    gives it: the backend labels each task with its own)."""
+    return sweep.labels(run_id, project) | {sweep.DEADLINE: str(deadline)}
+
+
+def spec(image: str, command: list[str], *, firewall: bool = False, **kw: Any) -> TaskSpec:
+    given = kw.pop("labels", None) or labels(
+        "test-run", Path("/tmp/project"), deadline=time.time() + 3600
+    )
+    ends = float(given.pop(sweep.DEADLINE))
     values: dict[str, Any] = {
         "image": image,
         "name": f"agent-worker-test-{os.getpid()}-{time.monotonic_ns()}",
         "command": command,
         "env": {"PLAIN": "visible"},
-        "labels": labels("test-run", Path("/tmp/project"), deadline=time.time() + 3600),
-        "memory_bytes": 256 * 1024**2,
-        "cpus": 1.0,
-        "pids_limit": 100,
-        "firewall": False,
+        "labels": given,
+        "timeout_s": ends - time.time() - 2 * GRACE_S,
+        "profile": Profile(memory_bytes=256 * 1024**2, cpus=1.0, pids_limit=100, firewall=firewall),
     } | kw
     return TaskSpec(**values)
 
@@ -140,6 +151,8 @@ def test_limits_privileges_and_labels(local: Engine, base_image: str, tmp_path: 
     assert not any("docker.sock" in str(m) for m in host["Mounts"])
     labels = info["Config"]["Labels"]
     assert labels["agent-worker.run-id"] == "test-run"
+    # the backend's own deadline: the run's timeout from now, and the grace of its stop
+    assert abs(float(labels["agent-worker.deadline"]) - (time.time() + 3600)) < 30
     assert labels["agent-worker.pid"] == str(os.getpid())
     assert "PLAIN=visible" in info["Config"]["Env"]
     assert info["Config"]["OpenStdin"] is True
@@ -404,10 +417,7 @@ def test_small_results_come_back_in_the_output_and_are_copied_out_otherwise(
     backend = DockerBackend(engine.api, local=True, make_client=lambda: pytest.fail("docker-py"))
     script = _framed_script(nonce, result_line=result_line)
     script += " && mkdir -p /agent-worker/out && printf copied > /agent-worker/out/result.bundle"
-    task = backend.create(
-        spec(base_image, ["sh", "-c", script]),
-        [FileEntry("/agent-worker/nonce", nonce.encode(), 0o600)],
-    )
+    task = backend.create(spec(base_image, ["sh", "-c", script]), inputs_with([], nonce))
     try:
         err: list[bytes] = []
         stream = backend.start(task, lambda data: None, err.append)

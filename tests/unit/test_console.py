@@ -15,7 +15,6 @@ from agent_worker_app.agents.claude_agent import ClaudeParser
 from agent_worker_app.console import (
     AgentOutput,
     Env,
-    LineSplitter,
     Progress,
     Redactor,
     RunLog,
@@ -23,6 +22,7 @@ from agent_worker_app.console import (
     mask,
     quote_name,
 )
+from agent_worker_app.engines.channel import Lines
 from conftest import git
 
 SECRET = "sk-ant-api03-Zq8mWx4LkPz0aBcD1eF2gH3iJ"
@@ -30,7 +30,7 @@ MASKED = "sk-ant-\u2026H3iJ"
 
 
 class Collector:
-    """Everything a LineSplitter passes on, piece by piece."""
+    """Everything a Lines passes on, piece by piece."""
 
     def __init__(self) -> None:
         self.pieces: list[bytes] = []
@@ -43,11 +43,11 @@ class Collector:
         return b"".join(self.pieces)
 
 
-def splitter(redactor: Redactor | None = None, **kw: int) -> tuple[LineSplitter, Collector]:
+def splitter(redactor: Redactor | None = None, **kw: int) -> tuple[Lines, Collector]:
     redactor = redactor or Redactor()
     out = Collector()
     kw.setdefault("keep", redactor.longest)
-    return LineSplitter(out, redact=redactor.data, **kw), out
+    return Lines(out, redact=redactor.data, **kw), out
 
 
 def chunks(data: bytes, size: int) -> list[bytes]:
@@ -95,7 +95,7 @@ def test_redactor_replaces_the_longest_secret_first() -> None:
     assert later.longest == len(SECRET)
 
 
-# ---------------------------------------------------------------- LineSplitter
+# ---------------------------------------------------------------- Lines
 
 
 def test_a_character_split_across_feeds_arrives_whole() -> None:

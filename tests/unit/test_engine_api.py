@@ -22,6 +22,7 @@ from agent_worker_app.engines.docker.api import (
     _take_head,
 )
 from agent_worker_app.engines.docker.container_config import container_config
+from agent_worker_app.engines.profile import Profile
 
 
 class Server:
@@ -144,10 +145,8 @@ def test_the_container_is_the_one_docker_py_would_make() -> None:
         command=["/usr/local/bin/agent_inside.sh", "--", "claude"],
         env={"AW_BRANCH": "b", "AW_FIREWALL": "1"},
         labels={"agent-worker.run-id": "r"},
-        memory_bytes=4 << 30,
-        cpus=1.5,
-        pids_limit=512,
-        firewall=True,
+        timeout_s=3600,
+        profile=Profile(memory_bytes=4 << 30, cpus=1.5, pids_limit=512, firewall=True),
         object_dirs=(Path("/repo/.git/objects"),),
     )
     kwargs = {
@@ -163,8 +162,8 @@ def test_the_container_is_the_one_docker_py_would_make() -> None:
         "cap_drop": ["ALL"],
         "cap_add": ["SETUID", "SETGID", "SETPCAP", "KILL", "NET_ADMIN", "NET_RAW"],
         "security_opt": ["no-new-privileges"],
-        "mem_limit": spec.memory_bytes,
-        "memswap_limit": spec.memory_bytes,
+        "mem_limit": spec.profile.memory_bytes,
+        "memswap_limit": spec.profile.memory_bytes,
         "nano_cpus": 1_500_000_000,
         "pids_limit": 512,
         "tmpfs": {"/workspace": f"size={4 << 30},uid=1000,gid=1000,mode=0755,exec"},

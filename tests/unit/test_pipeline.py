@@ -17,8 +17,10 @@ import pytest
 from agent_worker_app import config, git_manager, pipeline
 from agent_worker_app.agents.command_agent import CommandAgent
 from agent_worker_app.console import Env, Progress, Redactor
-from agent_worker_app.engines.base import ExitInfo, FileEntry, ImageResult, Task, TaskSpec
+from agent_worker_app.engines.base import ExitInfo, Task, TaskSpec
+from agent_worker_app.engines.channel import FileEntry, Inputs, ResultReader
 from agent_worker_app.errors import DockerError, Interrupted
+from agent_worker_app.images.layers import ImageResult
 from conftest import git, make_repo
 
 EXIT_0 = ExitInfo(0, False, None)
@@ -28,6 +30,7 @@ EXIT_0 = ExitInfo(0, False, None)
 class FakeStream:
     interrupt: bool = False
     error: BaseException | None = None
+    result: str | None = None
 
     def is_alive(self) -> bool:
         return self.interrupt
@@ -55,25 +58,31 @@ class FakeBackend:
     signals: list[str] = field(default_factory=list)
     removed: list[Task] = field(default_factory=list)
     spec: TaskSpec | None = None
-    inputs: list[FileEntry] = field(default_factory=list)
+    sent: Inputs | None = None
+
+    @property
+    def inputs(self) -> tuple[FileEntry, ...]:
+        return self.sent.files if self.sent is not None else ()
 
     def prepare_image(self, *args: Any, **kw: Any) -> ImageResult:
         return ImageResult("fake:1", False, None)
 
-    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+    def create(self, spec: TaskSpec, inputs: Inputs) -> Task:
         if self.create_error is not None:
             raise self.create_error
-        self.spec, self.inputs = spec, inputs
+        self.spec, self.sent = spec, inputs
         return Task(handle="task-1", inputs=inputs)
 
     def start(
         self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
     ) -> FakeStream:
+        reader = ResultReader(task.inputs.nonce, on_stderr)  # as every backend reads stderr
         on_stdout(self.stdout)
-        on_stderr(self.stderr)
+        reader.feed(self.stderr)
         if self.result is not None:  # the root stage's line, marked with the run's nonce
-            on_stderr(result_line(self.result, nonce_of(self.inputs)))
-        return FakeStream(interrupt=self.interrupt)
+            reader.feed(result_line(self.result, nonce_of(self.inputs)))
+        reader.end()
+        return FakeStream(interrupt=self.interrupt, result=reader.result)
 
     def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
         if self.lost:
@@ -103,7 +112,7 @@ class FakeBackend:
         return []
 
 
-def nonce_of(inputs: list[FileEntry]) -> str:
+def nonce_of(inputs: tuple[FileEntry, ...]) -> str:
     entry = next(e for e in inputs if e.path == "/agent-worker/nonce")
     assert isinstance(entry.data, bytes)
     return entry.data.decode()

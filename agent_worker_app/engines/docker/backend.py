@@ -15,29 +15,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_worker_app.engines.base import (
-    ACCOUNT_FILE,
-    RESULT_DIR,
-    ExitInfo,
-    FileEntry,
-    ImageResult,
-    LayerResult,
-    LostTask,
-    Task,
-    TaskSpec,
-)
+from agent_worker_app.engines import channel
+from agent_worker_app.engines.base import ExitInfo, LostTask, Task, TaskSpec
+from agent_worker_app.engines.channel import ACCOUNT_FILE, RESULT_DIR, Inputs, ResultReader
 from agent_worker_app.engines.docker import endpoint
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError, transport
 from agent_worker_app.engines.docker.container_io import ContainerIO
 from agent_worker_app.engines.docker.containers import Containers
-from agent_worker_app.engines.swarm.io import FramedStderr, ResultFrames, nonce_of
 from agent_worker_app.errors import DockerError
+from agent_worker_app.images import layers as image_layers
+from agent_worker_app.images.layers import (
+    ImageResult,
+    Layer,
+    LayerResult,
+    MissingImageError,
+    ProjectImage,
+)
 
 if TYPE_CHECKING:
     import docker
 
     from agent_worker_app.agents.base_agent import ImageLayer
-    from agent_worker_app.images.layers import Layer, ProjectImage
 
 log = logging.getLogger("agent_worker")
 
@@ -88,8 +86,6 @@ def reason(exc: OSError | EngineError, api: EngineAPI) -> str:
 
 def _present(image_id: str | None) -> str:
     if image_id is None:
-        from agent_worker_app.images.layers import MissingImageError
-
         raise MissingImageError
     return image_id
 
@@ -117,7 +113,7 @@ class DockerBackend:
         self._client: docker.DockerClient | None = None
         self._make_client = make_client
         self._lock = threading.Lock()
-        self._framed: dict[int, tuple[ResultFrames, FramedStderr]] = {}  # by id() of the Task
+        self._readers: dict[int, ResultReader] = {}  # by id() of the Task
         self._containers = Containers(api)
 
     @property
@@ -145,7 +141,7 @@ class DockerBackend:
             reused = self._reused_image(layer, base_image, ca_certs, project, on_line)
             if reused is not None:
                 return reused
-        from agent_worker_app.images import build as layers
+        from agent_worker_app.images import build as layers  # docker-py: 0.2 s, to build
 
         return layers.prepare(
             self.client,
@@ -168,8 +164,6 @@ class DockerBackend:
     ) -> ImageResult | None:
         """The image when every layer of it is there already (the usual run), asked of the
         local socket; None when anything is to be built or pulled (docker-py does that)."""
-        from agent_worker_app.images import layers as image_layers
-
         api = self._api
         results: list[LayerResult] = []
         said: list[str] = []  # said once it is sure that nothing is to be built
@@ -195,20 +189,19 @@ class DockerBackend:
 
     # ------------------------------------------------------------ a task's container
 
-    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
-        # Small result files come back framed in the output (see FramedStderr), larger ones are
-        # copied out of the stopped container.
-        spec = replace(spec, env=spec.env | {"AW_FRAME_MAX": str(FRAME_MAX)})
-        return Task(self._containers.create(spec), list(inputs))
+    def create(self, spec: TaskSpec, inputs: Inputs) -> Task:
+        # Small result files come back framed in the output (channel.ResultReader), larger
+        # ones are copied out of the stopped container.
+        spec = replace(spec, env=spec.env | channel.frame_max(FRAME_MAX))
+        return Task(self._containers.create(spec), inputs)
 
     def start(
         self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
     ) -> ContainerIO:
-        frames = ResultFrames(nonce_of(task.inputs))
-        stderr = FramedStderr(frames, on_stderr)
-        self._framed[id(task)] = (frames, stderr)
+        reader = ResultReader(task.inputs.nonce, on_stderr)
+        self._readers[id(task)] = reader
         attach = self._containers.attach(task.handle)
-        io_thread = ContainerIO(attach, task.inputs, on_stdout, stderr.feed, stderr.end)
+        io_thread = ContainerIO(attach, task.inputs.files, on_stdout, on_stderr, reader)
         try:
             self._containers.start(task.handle)
         except DockerError:
@@ -225,12 +218,12 @@ class DockerBackend:
 
     def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
         found = False
-        frames, stderr = self._framed.get(id(task), (None, None))
-        if frames is not None and stderr is not None and stderr.complete:
-            found = frames.extract(dest / "out")
+        reader = self._readers.get(id(task))
+        if reader is not None and reader.complete:
+            found = reader.frames.extract(dest / "out")
             if found:
                 log.info("result files: taken from the task's output")
-            elif frames.broken:
+            elif reader.frames.broken:
                 log.warning("result files: their frames in the output were broken")
         if not found:
             log.info("result files: copied out of the stopped container")
@@ -240,9 +233,9 @@ class DockerBackend:
         return found
 
     def remove(self, task: Task) -> None:
-        framed, _ = self._framed.pop(id(task), (None, None))
-        if framed is not None:
-            framed.close()
+        reader = self._readers.pop(id(task), None)
+        if reader is not None:
+            reader.frames.close()
         self._containers.remove(task.handle)
 
     def node(self, task: Task) -> str | None:

@@ -1,43 +1,17 @@
-"""A container's standard streams over an attach socket (Docker's multiplexed stream), and the
-tar of the run's inputs that goes in on its stdin: the standard library only, over whichever
+"""A container's standard streams over an attach socket (Docker's multiplexed stream), with the
+tar of the run's inputs going in on its stdin: the standard library only, over whichever
 transport api.EngineAPI attached through (a unix or TCP socket, TLS, ssh's socket pair)."""
 
 from __future__ import annotations
 
-import io
 import socket
-import tarfile
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from pathlib import Path
-from typing import IO, Any
 
-from agent_worker_app.engines.base import FileEntry
+from agent_worker_app.engines.channel import Demux, FileEntry, ResultReader, files_tar
 
 STDOUT = 1
-
-
-def files_tar(files: list[FileEntry]) -> IO[bytes]:
-    """A tar of the run's input files, spooled to disk (a repository bundle can be large)."""
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
-    with tarfile.open(fileobj=spool, mode="w") as tar:
-        for entry in files:
-            info = tarfile.TarInfo(entry.path.lstrip("/"))
-            info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.uid
-            if entry.data is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif isinstance(entry.data, Path):
-                info.size = entry.data.stat().st_size
-                with entry.data.open("rb") as handle:
-                    tar.addfile(info, handle)
-            else:
-                info.size = len(entry.data)
-                tar.addfile(info, io.BytesIO(entry.data))
-    spool.seek(0)
-    return spool
 
 
 class ContainerIO(threading.Thread):
@@ -52,19 +26,20 @@ class ContainerIO(threading.Thread):
 
     def __init__(
         self,
-        attach: Any,
-        files: list[FileEntry],
+        attach: socket.socket,
+        files: list[FileEntry] | tuple[FileEntry, ...],
         on_stdout: Callable[[bytes], None],
         on_stderr: Callable[[bytes], None],
-        on_end: Callable[[], None] = lambda: None,
+        reader: ResultReader | None = None,
     ) -> None:
-        """attach: the container's attach socket (a socket, an SSL socket, or the SocketIO
-        docker-py wraps one in), made before the container starts; it is this object's now."""
+        """attach: the container's attach socket (a socket, or an SSL socket), made before the
+        container starts; it is this object's now. stderr goes through reader, when given, on
+        its way to on_stderr: what the task hands back is taken out there."""
         super().__init__(name="container-io", daemon=True)
         self._finished = threading.Event()
-        self._on_end = on_end
+        self.reader = reader
         self._on_stdout = on_stdout
-        self._on_stderr = on_stderr
+        self._on_stderr = reader.feed if reader is not None else on_stderr
         self.error: BaseException | None = None
         self._socket = attach
         try:
@@ -73,6 +48,11 @@ class ContainerIO(threading.Thread):
             with suppress(OSError):
                 attach.close()
             raise
+
+    @property
+    def result(self) -> str | None:
+        """The task's result line (channel.ResultReader), once it came."""
+        return self.reader.result if self.reader is not None else None
 
     def is_alive(self) -> bool:
         return self.ident is not None and not self._finished.is_set()
@@ -99,7 +79,7 @@ class ContainerIO(threading.Thread):
             self.error = self.error or exc
 
     def run(self) -> None:
-        raw: socket.socket = getattr(self._socket, "_sock", self._socket)  # a SocketIO wraps it
+        raw = self._socket
         sender = None
         try:
             raw.settimeout(None)  # an agent may well be silent for longer than the API timeout
@@ -120,7 +100,8 @@ class ContainerIO(threading.Thread):
             self._input.close()
             with suppress(OSError):
                 self._socket.close()
-            self._on_end()
+            if self.reader is not None:
+                self.reader.end()
             self._finished.set()
 
 
@@ -128,20 +109,6 @@ def frames(raw: socket.socket) -> Iterator[tuple[int, bytes]]:
     """The (stream, data) frames of a non-TTY attach stream, as they arrive (a large frame in
     pieces). Read straight from the socket: a poll() before each read, as docker-py does, waits
     for the network while the TLS layer may already hold the rest of a record."""
-    header = b""  # the start of a header cut between two reads
-    stream, left = STDOUT, 0
+    demux = Demux()
     while chunk := raw.recv(1 << 16):
-        if header:
-            chunk, header = header + chunk, b""
-        at, end = 0, len(chunk)
-        while at < end:
-            if left == 0:
-                if end - at < 8:
-                    header = chunk[at:]
-                    break
-                stream, left = chunk[at], int.from_bytes(chunk[at + 4 : at + 8], "big")
-                at += 8
-                continue
-            take = min(left, end - at)
-            yield stream, chunk[at : at + take]
-            at, left = at + take, left - take
+        yield from ((stream, data) for stream, data in demux.feed(chunk) if data)

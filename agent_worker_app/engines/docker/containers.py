@@ -1,5 +1,5 @@
 """A task's container on any engine, through api.EngineAPI (no docker-py): create, attach,
-start, wait, signal, copy out, remove; and the containers of runs that are gone (orphans.py
+start, wait, signal, copy out, remove; and the containers of runs that are gone (sweep.py
 decides which). The one lifecycle of a container, whatever the transport to its engine."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from __future__ import annotations
 import tarfile
 import tempfile
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent_worker_app.engines import sweep as orphans
+from agent_worker_app.engines import sweep
 from agent_worker_app.engines.base import ExitInfo, LostTask, TaskSpec
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError
 from agent_worker_app.engines.docker.container_config import container_config
 from agent_worker_app.errors import DockerError
-from agent_worker_app.task_spec import LABEL
 
 
 class Container(NamedTuple):
@@ -32,6 +32,9 @@ class Containers:
         self.api = api
 
     def create(self, spec: TaskSpec) -> Container:
+        """Create (not start) the task's container, labelled with its deadline: started next,
+        it ends by then (sweep.deadline_label)."""
+        spec = replace(spec, labels=spec.labels | sweep.deadline_label(spec.timeout_s))
         try:
             return Container(self.api.create(spec.name, container_config(spec)), spec.name)
         except (OSError, EngineError) as exc:
@@ -93,20 +96,20 @@ class Containers:
 
     def lost_tasks(self, project: str) -> list[LostTask]:
         try:
-            found = self.api.containers([f"{LABEL}.project={project}"])
+            found = self.api.containers([f"{sweep.PROJECT}={project}"])
         except (OSError, EngineError) as exc:
             raise _failure("cannot list old agent containers", exc) from None
-        return orphans.lost(
+        return sweep.lost(
             [(Container(c["Id"], _name(c)), c.get("Labels") or {}, _exited(c)) for c in found],
             lambda container: self.wait(container, 5.0),
         )
 
     def remove_orphans(self, now: float | None = None, *, project: str | None = None) -> list[str]:
-        """Remove the containers of runs that are gone (orphans.note), of one project's runs
+        """Remove the containers of runs that are gone (sweep.note), of one project's runs
         when given; a line for each."""
         try:
-            found = self.api.containers(orphans.scope(project))
-            return orphans.sweep(
+            found = self.api.containers(sweep.scope(project))
+            return sweep.sweep(
                 [(_name(c), c.get("Labels") or {}, c.get("State") == "running") for c in found],
                 self._remove_if_there,
                 now,

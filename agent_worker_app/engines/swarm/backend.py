@@ -11,7 +11,6 @@ own engine through its socket and removes its own container last (node_job).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import secrets
 import socket
@@ -38,46 +37,38 @@ from docker.types import (
 )
 
 from agent_worker_app.agents.base_agent import ImageLayer
-from agent_worker_app.engines import sweep as orphans
-from agent_worker_app.engines.base import (
+from agent_worker_app.engines import channel, profile, sweep
+from agent_worker_app.engines.base import ExitInfo, LostTask, Task, TaskSpec
+from agent_worker_app.engines.channel import (
     ACCOUNT_FILE,
     NONCE_FILE,
-    ExitInfo,
-    FileEntry,
-    ImageResult,
-    LostTask,
-    Task,
-    TaskSpec,
+    Inputs,
+    ResultReader,
+    files_tar,
 )
 from agent_worker_app.engines.docker import client as docker_client
 from agent_worker_app.engines.docker.client import DOCKER_ERRORS as _DOCKER_ERRORS
 from agent_worker_app.engines.docker.client import reason as _reason
-from agent_worker_app.engines.docker.container_io import files_tar
 from agent_worker_app.engines.swarm.io import (
     CONFIG_DIR,
     CONFIG_PIECE,
     SECRET_PIECE,
     SECRET_PREFIX,
     STDERR,
-    FramedStderr,
     LogStream,
-    ResultFrames,
     log_messages,
-    nonce_of,
     pieces,
-    split_inputs,
 )
-from agent_worker_app.engines.sweep import orchestrator_alive
 from agent_worker_app.errors import DockerError, ImageBuildError
 from agent_worker_app.images.build import IMAGE_REPO
-from agent_worker_app.images.layers import ProjectImage
-from agent_worker_app.task_spec import LABEL
+from agent_worker_app.images.layers import ImageResult, ProjectImage
 
 POLL_S = 0.5
 START_LIMIT_S = 900.0  # pulling the image on a node that has none may take a while
 HELPER_LIMIT_S = 90.0  # a helper job that has not run by then is given up (its node is down?)
 LOG_GRACE_S = 10.0  # after the task ended: time for the rest of its log to arrive
 ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
+HELPER = f"{sweep.LABEL}.helper"  # a helper job's label (node_job)
 
 
 @dataclass
@@ -92,7 +83,7 @@ class Service:
     configs: list[str] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)  # where its task ran
-    frames: ResultFrames | None = None
+    reader: ResultReader | None = None
     lost: str | None = None  # why it can no longer be followed (its node went down)
 
 
@@ -194,17 +185,17 @@ class SwarmBackend:
 
     # ------------------------------------------------------------ the task
 
-    def create(self, spec: TaskSpec, inputs: list[FileEntry]) -> Task:
+    def create(self, spec: TaskSpec, inputs: Inputs) -> Task:
         """The task's configs and secrets; the service itself is made by start()."""
         if spec.object_dirs:
             raise DockerError("a swarm's nodes cannot mount this machine's files: --workspace copy")
-        run_id = spec.labels[f"{LABEL}.run-id"]
+        run_id = spec.labels[sweep.RUN_ID]
         # the task may start up to START_LIMIT_S late (an image pull): no sweep before then
-        later = str(int(_deadline(spec.labels) + START_LIMIT_S))
-        spec = dataclasses.replace(spec, labels=spec.labels | {f"{LABEL}.deadline": later})
-        service = Service(run_id, spec.image, nonce_of(inputs), spec)
-        task = Task(service, list(inputs))
-        public, private = split_inputs(inputs)
+        deadline = sweep.deadline_label(spec.timeout_s, START_LIMIT_S)
+        spec = dataclasses.replace(spec, labels=spec.labels | deadline)
+        service = Service(run_id, spec.image, inputs.nonce, spec)
+        task = Task(service, inputs)
+        public, private = inputs.split()
         try:
             with files_tar(public) as archive:
                 for i, piece in enumerate(pieces(archive, CONFIG_PIECE)):
@@ -224,8 +215,7 @@ class SwarmBackend:
         return task
 
     def _task_template(self, spec: TaskSpec, service: Service) -> TaskTemplate:
-        caps = ["SETUID", "SETGID", "SETPCAP", "KILL"]
-        caps += ["NET_ADMIN", "NET_RAW"] if spec.firewall else []
+        limits = spec.profile
         configs = [
             ConfigReference(
                 cid, f"{spec.name}-input-{i:03d}", f"{CONFIG_DIR}/{i:03d}", "0", "0", 0o400
@@ -238,30 +228,27 @@ class SwarmBackend:
             )
             for i, sid in enumerate(service.secrets)
         ]
-        env = dict[str, str | bytes | None](spec.env | {"AW_INPUTS": "files"})
-        if deadline := str(env.pop("AW_DEADLINE", "") or ""):
-            # counted from the container's start: a node may first pull the image for minutes
-            env["AW_DEADLINE_AFTER"] = str(max(int(deadline) - int(time.time()), 1))
+        env = dict[str, str | bytes | None](spec.env | channel.INPUTS_FROM_FILES)
         container = ContainerSpec(
             spec.image,
             command=spec.command,
             env=env,
             labels=spec.labels,
-            user="root",
-            workdir="/workspace",
-            init=True,
+            user=profile.USER,
+            workdir=profile.WORKDIR,
+            init=profile.INIT,
             configs=configs,
             secrets=secret_refs,
-            cap_add=caps,
+            cap_add=limits.capabilities,
             cap_drop=["ALL"],
             stop_grace_period=int(30e9),
         )
         resources = Resources(
-            cpu_limit=int(spec.cpus * 1e9) if spec.cpus else None,
-            mem_limit=spec.memory_bytes,
-            mem_reservation=spec.memory_bytes,  # no node without room for it
+            cpu_limit=limits.nano_cpus,
+            mem_limit=limits.memory_bytes,
+            mem_reservation=limits.memory_bytes,  # no node without room for it
         )
-        resources.setdefault("Limits", {})["Pids"] = spec.pids_limit
+        resources.setdefault("Limits", {})["Pids"] = limits.pids_limit
         return TaskTemplate(
             container,
             resources=resources,
@@ -288,8 +275,8 @@ class SwarmBackend:
             raise DockerError(f"the swarm refused the agent's service: {_reason(exc)}") from None
         service.service_id = str(made["ID"])
         self._await_start(service)
-        service.frames = ResultFrames(service.nonce)
-        stream = LogStream(lambda: self._open_log(service), service.frames, on_stdout, on_stderr)
+        service.reader = ResultReader(service.nonce, on_stderr)
+        stream = LogStream(lambda: self._open_log(service), service.reader, on_stdout)
         stream.start()
         _Watch(self, service, stream).start()
         return stream
@@ -411,9 +398,9 @@ class SwarmBackend:
 
     def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
         service: Service = task.handle
-        if service.frames is None and account:  # a lost run's, from the log it left
+        if service.reader is None and account:  # a lost run's, from the log it left
             return self._result_from_log(service, dest)
-        return service.frames is not None and service.frames.extract(dest / "out")
+        return service.reader is not None and service.reader.frames.extract(dest / "out")
 
     def _result_from_log(self, service: Service, dest: Path) -> bool:
         """The result files and the vouched result line of an ended service, read back from its
@@ -423,24 +410,23 @@ class SwarmBackend:
         nonce = nonce_file.read_text(encoding="utf-8").strip() if nonce_file.is_file() else ""
         if not nonce:
             return False
-        frames = ResultFrames(nonce)
-        stderr = FramedStderr(frames, lambda line: None)  # only its frames and result matter
+        reader = ResultReader(nonce, lambda line: None)  # only its frames and result matter
         try:
             messages, close = self._open_log(service, follow=False)
             try:
                 for stream, data in messages:
                     if stream == STDERR:
-                        stderr.feed(data)
+                        reader.feed(data)
             finally:
                 close()
-            stderr.end()
-            if stderr.result is None or not frames.extract(dest / "out"):
+            reader.end()
+            text = reader.result
+            if text is None or not reader.frames.extract(dest / "out"):
                 return False
-            text = base64.b64decode(stderr.result).decode()
         except (*_DOCKER_ERRORS, OSError, ValueError) as exc:
             raise DockerError(f"cannot read the log of run {service.run_id}: {exc}") from None
         finally:
-            frames.close()
+            reader.frames.close()
         (dest / Path(ACCOUNT_FILE).name).write_text(text, encoding="utf-8")
         return True
 
@@ -448,21 +434,21 @@ class SwarmBackend:
         """This project's services, made here by an agent-worker that is gone, that ended (one
         still at work stops its agent at its own deadline; a run after that recovers it)."""
         try:
-            services = self.api.services(filters={"label": f"{LABEL}.project={project}"})
+            services = self.api.services(filters={"label": f"{sweep.PROJECT}={project}"})
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"cannot list old agent services: {_reason(exc)}") from None
         candidates = []
         for found in services:
             labels = dict((found.get("Spec") or {}).get("Labels") or {})
             candidates.append((self._found(found, labels), labels, True))
-        lost = [task for task in orphans.lost(candidates, self.exit_info) if task.exit is not None]
+        lost = [task for task in sweep.lost(candidates, self.exit_info) if task.exit is not None]
         for task in lost:
             self._own_inputs(task.task.handle)
         return lost
 
     def _found(self, found: Mapping[str, Any], labels: Mapping[str, str]) -> Service:
         image = str(found["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
-        return Service(labels.get(f"{LABEL}.run-id", ""), image, "", service_id=str(found["ID"]))
+        return Service(labels.get(sweep.RUN_ID, ""), image, "", service_id=str(found["ID"]))
 
     def node(self, task: Task) -> str | None:
         service: Service = task.handle
@@ -474,8 +460,8 @@ class SwarmBackend:
     def remove(self, task: Task) -> None:
         service: Service = task.handle
         problems = self._remove(service)
-        if service.frames is not None:
-            service.frames.close()
+        if service.reader is not None:
+            service.reader.frames.close()
         if problems:
             raise DockerError("; ".join(problems))
 
@@ -528,15 +514,15 @@ class SwarmBackend:
         """Run a helper job on node that signals or removes the run's containers there, then
         removes its own; a problem, or "" when it ran."""
         helper = secrets.token_hex(6)
-        labels = {f"{LABEL}.helper": helper, f"{LABEL}.deadline": str(int(time.time() + 600))}
+        labels = {HELPER: helper, sweep.DEADLINE: str(int(time.time() + 600))}
         container = ContainerSpec(
             image,
             command=["bash", "-c", NODE_SCRIPT],
             env={
                 "AW_ACTION": action,
                 "AW_SIGNAL": sig,
-                "AW_TARGET": f"{LABEL}.run-id={run_id}",
-                "AW_SELF": f"{LABEL}.helper={helper}",
+                "AW_TARGET": f"{sweep.RUN_ID}={run_id}",
+                "AW_SELF": f"{HELPER}={helper}",
             },
             labels=labels,
             user="root",
@@ -579,15 +565,15 @@ class SwarmBackend:
         now = time.time()
         removed = []
         try:
-            services = self.api.services(filters={"label": f"{LABEL}.run-id"})
-            helpers = self.api.services(filters={"label": f"{LABEL}.helper"})
+            services = self.api.services(filters={"label": sweep.RUN_ID})
+            helpers = self.api.services(filters={"label": HELPER})
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"cannot list old agent services: {_reason(exc)}") from None
         live = set()
         for found in services:
             labels = dict((found.get("Spec") or {}).get("Labels") or {})
             service = self._found(found, labels)
-            if not _gone(labels, now) or not self._swept(service, labels, now):
+            if not sweep.gone(labels, now) or not self._swept(service, labels, now):
                 live.add(service.run_id)
                 continue
             self._own_inputs(service)
@@ -595,7 +581,7 @@ class SwarmBackend:
             removed.append(f"removed service {found['Spec'].get('Name')} (its run is gone)")
         for found in helpers:
             labels = dict((found.get("Spec") or {}).get("Labels") or {})
-            if _deadline(labels) < now:
+            if sweep.deadline(labels) < now:
                 with suppress(*_DOCKER_ERRORS):
                     self.api.remove_service(found["ID"])
         removed += self._remove_stray_inputs(live, now)
@@ -605,10 +591,10 @@ class SwarmBackend:
         """Whether the service of a run that is gone goes now, as a lost run's container
         would (orphans.note): one at work once past its deadline; one that ended after
         KEEP_LOST_S, the time a run on its host has to recover its work (lost_tasks)."""
-        return orphans.note(labels, self.exit_info(service) is None, now) is not None
+        return sweep.note(labels, self.exit_info(service) is None, now) is not None
 
     def _own_inputs(self, service: Service) -> None:
-        label = {"label": f"{LABEL}.run-id={service.run_id}"}
+        label = {"label": f"{sweep.RUN_ID}={service.run_id}"}
         with suppress(*_DOCKER_ERRORS):
             service.configs = [str(c["ID"]) for c in self.api.configs(filters=label)]
             service.secrets = [str(s["ID"]) for s in self.api.secrets(filters=label)]
@@ -616,7 +602,7 @@ class SwarmBackend:
     def _remove_stray_inputs(self, live: set[str], now: float) -> list[str]:
         """Configs and secrets of runs that died before their service was made."""
         removed = []
-        label = {"label": f"{LABEL}.run-id"}
+        label = {"label": sweep.RUN_ID}
         try:
             found = [(c, self.api.remove_config) for c in self.api.configs(filters=label)]
             found += [(s, self.api.remove_secret) for s in self.api.secrets(filters=label)]
@@ -624,27 +610,12 @@ class SwarmBackend:
             raise DockerError(f"cannot list old agent inputs: {_reason(exc)}") from None
         for item, remove in found:
             labels = dict((item.get("Spec") or {}).get("Labels") or {})
-            if labels.get(f"{LABEL}.run-id") in live or not _gone(labels, now):
+            if labels.get(sweep.RUN_ID) in live or not sweep.gone(labels, now):
                 continue
             with suppress(*_DOCKER_ERRORS):
                 remove(item["ID"])
                 removed.append(f"removed {item['Spec'].get('Name')} (its run is gone)")
         return removed
-
-
-def _deadline(labels: Mapping[str, str]) -> float:
-    try:
-        return float(labels.get(f"{LABEL}.deadline", "0"))
-    except ValueError:
-        return 0.0
-
-
-def _gone(labels: Mapping[str, str], now: float) -> bool:
-    """A run is gone when it was made on this host by a process that is no longer there, or,
-    made elsewhere, when its deadline passed."""
-    if labels.get(f"{LABEL}.host") == socket.gethostname():
-        return not orchestrator_alive(labels)
-    return _deadline(labels) < now
 
 
 class _Watch:

@@ -1,5 +1,6 @@
-"""What crosses a Swarm service's boundary: the inputs split between configs and secrets and cut
-under the engine's limits, and the output read back from its log, with the result files framed
+"""The container protocol's host half (engines/channel.py) and what crosses a Swarm service's
+boundary (engines/swarm/io.py): the inputs split between configs and secrets and cut under the
+engine's limits, and the output read back (from a log, an attach), with the result files framed
 by the nonce (agent_inside.sh's emit_files) and nothing else taken for them."""
 
 from __future__ import annotations
@@ -10,32 +11,29 @@ import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from agent_worker_app.engines.base import FileEntry
+from agent_worker_app.engines import channel, sweep
+from agent_worker_app.engines.channel import Demux, FileEntry, Lines, ResultFrames, ResultReader
 from agent_worker_app.engines.swarm.io import (
     CONFIG_PIECE,
     SECRET_PIECE,
-    FramedStderr,
     LogStream,
-    ResultFrames,
     log_messages,
-    nonce_of,
     pieces,
-    split_inputs,
 )
 
 NONCE = "0123456789abcdef0123456789abcdef"
 
 
 def test_the_nonce_and_credentials_go_only_to_secrets() -> None:
-    inputs = [
+    files = [
         FileEntry("/agent-worker/task.md", b"do it"),
-        FileEntry("/agent-worker/nonce", NONCE.encode(), 0o600),
         FileEntry("/agent-worker/secrets", None, 0o700),
         FileEntry("/agent-worker/secrets/ANTHROPIC_API_KEY", b"sk-ant-x", 0o600),
         FileEntry("/agent-worker/source.pack", b"PACK"),
         FileEntry("/agent-worker/secrets-not", b"public"),
     ]
-    public, private = split_inputs(inputs)
+    inputs = channel.inputs(files, NONCE)
+    public, private = inputs.split()
     assert [e.path for e in private] == [
         "/agent-worker/nonce",
         "/agent-worker/secrets",
@@ -46,7 +44,8 @@ def test_the_nonce_and_credentials_go_only_to_secrets() -> None:
         "/agent-worker/source.pack",
         "/agent-worker/secrets-not",
     ]
-    assert nonce_of(inputs) == NONCE
+    assert inputs.nonce == NONCE
+    assert inputs.files[0] == FileEntry("/agent-worker/nonce", NONCE.encode(), 0o600)
 
 
 def test_pieces_stay_under_the_engine_limits_and_join_up_again() -> None:
@@ -116,7 +115,7 @@ def test_log_messages_are_read_whole_and_a_cut_one_ends_the_stream() -> None:
 
 
 def _stream(
-    messages: list[tuple[int, bytes]], frames: ResultFrames
+    messages: list[tuple[int, bytes]], reader_of: Callable[[Callable[[bytes], None]], ResultReader]
 ) -> tuple[LogStream, list[bytes], list[bytes], list[bool]]:
     out: list[bytes] = []
     err: list[bytes] = []
@@ -125,13 +124,12 @@ def _stream(
     def open_log() -> tuple[Iterator[tuple[int, bytes]], Callable[[], None]]:
         return iter(messages), lambda: closed.append(True)
 
-    return LogStream(open_log, frames, out.append, err.append), out, err, closed
+    return LogStream(open_log, reader_of(err.append), out.append), out, err, closed
 
 
 def test_the_stream_passes_output_on_keeps_frames_and_ends_at_the_result_line(
     tmp_path: Path,
 ) -> None:
-    frames = ResultFrames(NONCE)
     lines = _frames_of({"result.bundle": b"BUNDLE"})
     result = f"agent-worker-result {NONCE} e30=\n".encode()
     messages = [
@@ -143,23 +141,22 @@ def test_the_stream_passes_output_on_keeps_frames_and_ends_at_the_result_line(
         (2, result),
         (1, b"never read\n"),
     ]
-    stream, out, err, closed = _stream(messages, frames)
+    stream, out, err, closed = _stream(messages, lambda on: ResultReader(NONCE, on))
     stream.run()
     assert out == [b'{"type":"system"}\n']
-    assert err == [
-        b"agent-worker: firewall ready\n",
-        f"agent-worker-out {'f' * 32} Zm9yZ2Vk\n".encode(),
-        result,
-    ]
+    assert b"".join(err) == (  # the result line is the protocol's, not output
+        b"agent-worker: firewall ready\n" + f"agent-worker-out {'f' * 32} Zm9yZ2Vk\n".encode()
+    )
+    assert stream.result == "{}"
     assert stream.ended.is_set()
     assert closed
     assert stream.error is None
-    assert frames.extract(tmp_path / "out")
+    assert stream.reader.frames.extract(tmp_path / "out")
     assert (tmp_path / "out" / "result.bundle").read_bytes() == b"BUNDLE"
 
 
 def test_a_stream_cut_short_keeps_its_last_partial_line() -> None:
-    stream, _, err, _ = _stream([(2, b"last words")], ResultFrames(NONCE))
+    stream, _, err, _ = _stream([(2, b"last words")], lambda on: ResultReader(NONCE, on))
     stream.run()
     assert err == [b"last words"]
     assert not stream.ended.is_set()
@@ -171,11 +168,9 @@ def test_a_swarm_run_is_swept_when_its_process_here_is_gone_or_elsewhere_past_it
     import os
     import socket
 
-    from agent_worker_app.engines.swarm.backend import _gone
-    from agent_worker_app.task_spec import labels
-
+    _gone = sweep.gone
     now = 1_000_000.0
-    mine = labels("r1", Path("/p"), deadline=now - 10)  # this process: alive
+    mine = sweep.labels("r1", Path("/p")) | {sweep.DEADLINE: str(int(now - 10))}  # alive
     assert not _gone(mine, now)  # past its deadline, but its agent-worker still waits for it
     dead = mine | {"agent-worker.pid": str(2**22 + 7)}
     assert _gone(dead, now - 100)
@@ -185,10 +180,10 @@ def test_a_swarm_run_is_swept_when_its_process_here_is_gone_or_elsewhere_past_it
     assert os.getpid() == int(mine["agent-worker.pid"])
 
 
-def test_framed_stderr_passes_output_on_at_once_and_keeps_the_frames(tmp_path: Path) -> None:
-    frames = ResultFrames(NONCE)
+def test_the_result_reader_passes_output_on_at_once_and_keeps_the_frames(tmp_path: Path) -> None:
     seen: list[bytes] = []
-    stderr = FramedStderr(frames, seen.append)
+    stderr = ResultReader(NONCE, seen.append)
+    frames = stderr.frames
     stderr.feed(b"progress: 1")  # cannot become a frame: passed on before its line ends
     assert seen == [b"progress: 1"]
     stderr.feed(b"0%\nagent-wor")  # may become one: held back
@@ -205,26 +200,62 @@ def test_framed_stderr_passes_output_on_at_once_and_keeps_the_frames(tmp_path: P
     result = f"agent-worker-result {NONCE} e30=\n".encode()
     stderr.feed(result)
     assert stderr.complete
-    assert stderr.result == b"e30="  # the payload alone, never the forged line's
-    assert b"".join(seen) == b"progress: 10%\n" + forged + result
+    assert stderr.result == "{}"  # the payload alone, decoded, never the forged line's
+    assert b"".join(seen) == b"progress: 10%\n" + forged  # the result line is not output
     assert frames.extract(tmp_path / "out")
     assert (tmp_path / "out" / "result.bundle").read_bytes() == b"the agent's commits"
     frames.close()
 
 
-def test_framed_stderr_gives_back_a_held_line_when_the_stream_ends() -> None:
+def test_the_result_reader_gives_back_a_held_line_when_the_stream_ends() -> None:
     seen: list[bytes] = []
-    stderr = FramedStderr(ResultFrames(NONCE), seen.append)
+    stderr = ResultReader(NONCE, seen.append)
     stderr.feed(b"done\nagent-worker-o")
     stderr.end()
     assert seen == [b"done\n", b"agent-worker-o"]
 
 
-def test_framed_stderr_knows_the_result_line_whatever_pieces_it_comes_in() -> None:
+def test_the_result_reader_knows_the_result_line_whatever_pieces_it_comes_in() -> None:
     for size in (1, 3, 7, 20):
-        stderr = FramedStderr(ResultFrames(NONCE), lambda data: None)
+        stderr = ResultReader(NONCE, lambda data: None)
         data = f"done\n\nagent-worker-result {NONCE} e30=\n".encode()
         for at in range(0, len(data), size):
             stderr.feed(data[at : at + size])
         assert stderr.complete, size
-        assert stderr.result == b"e30=", size
+        assert stderr.result == "{}", size
+
+
+def test_a_result_line_that_is_not_base64_of_text_is_no_result() -> None:
+    stderr = ResultReader(NONCE, lambda data: None)
+    stderr.feed(f"agent-worker-result {NONCE} !!!\n".encode())
+    assert stderr.complete  # it came (the task ended), but it says nothing
+    assert stderr.result is None
+
+
+def test_the_multiplexed_stream_is_parsed_however_it_is_cut() -> None:
+    """One parser for an attach (chunks as the socket gives them) and a log (read(n) of what
+    ends the current header or message): the same frames, whatever the cut."""
+    raw = _multiplexed([(1, b"out\n"), (2, b"e" * 300), (1, b""), (2, b"last")])
+    for size in (1, 5, 8, 9, 64, len(raw)):
+        demux = Demux()
+        got: list[tuple[int, bytes]] = []
+        for at in range(0, len(raw), size):
+            got.extend(demux.feed(raw[at : at + size]))
+        joined: list[tuple[int, bytes]] = []
+        for stream, data in got:  # a large frame may come in pieces: join them up
+            if joined and joined[-1][0] == stream and data and joined[-1][1]:
+                joined[-1] = (stream, joined[-1][1] + data)
+            else:
+                joined.append((stream, data))
+        assert joined == [(1, b"out\n"), (2, b"e" * 300), (1, b""), (2, b"last")], size
+
+
+def test_lines_hold_back_only_what_may_become_a_mark() -> None:
+    seen: list[bytes] = []
+    lines = Lines(seen.append, hold=lambda start: b"MARK".startswith(start[:4]))
+    lines.feed(b"abc")
+    assert seen == [b"abc"]  # cannot become one: at once
+    lines.feed(b"\nMA")
+    assert seen == [b"abc", b"\n"]  # held
+    lines.feed(b"RK 1\n")
+    assert seen == [b"abc", b"\n", b"MARK 1\n"]

@@ -1,0 +1,312 @@
+"""The container protocol, the host's half (agent_inside.sh is the other): what a task gets and
+how what it leaves comes back, the same on every backend.
+
+In: the run's input files (Inputs: where each lands, what only a secret may carry, the nonce),
+as one tar archive on the container's stdin or as files, and the AW_* variables (task_env).
+Out: the task's output on stdout and stderr; in its stderr, after every process of the agent is
+gone, the result files as frames and last its result line, both marked with the run's nonce,
+which only the task's root stage knows: nothing the agent prints can pass for them
+(ResultReader, the one place they are recognised). Larger results stay in RESULT_DIR, copied
+out of the stopped container where the engine can."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import secrets
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+# ---------------------------------------------------------------- in: the inputs
+
+INPUT_DIR = "/agent-worker"
+TASK = f"{INPUT_DIR}/task.md"
+NONCE = f"{INPUT_DIR}/nonce"
+SECRETS = f"{INPUT_DIR}/secrets"  # the agent's credentials, one file each
+MAINTENANCE = f"{INPUT_DIR}/maintenance"  # the project's maintenance commands, one file each
+CHECK = f"{INPUT_DIR}/check"
+SESSION = f"{INPUT_DIR}/session"  # an earlier session's files, for --continue
+SOURCE_PACK = f"{INPUT_DIR}/source.pack"  # the branch, where the engine cannot mount objects
+SHALLOW = f"{INPUT_DIR}/shallow"
+EXCLUDE = f"{INPUT_DIR}/exclude"
+SECRET_INPUTS = (NONCE, SECRETS)  # only a secret may carry these where inputs are files
+
+# ---------------------------------------------------------------- out: the results
+
+RESULT_DIR = "/agent-worker/out"  # what the task leaves: result.bundle, agent-tail.jsonl
+ACCOUNT_FILE = "/run/agent-worker-result.json"  # the task's vouched result, kept for recovery
+# The run's nonce in its run directory: what recovers a run whose result is in its output only
+# (a swarm service's log) knows its frames by it. Never in the task's reach.
+NONCE_FILE = "nonce"
+OUT_MARK = "agent-worker-out"  # a frame: "<mark> <nonce> <base64 of a piece of a tar>"
+RESULT_MARK = "agent-worker-result"  # the result line: "<mark> <nonce> <base64 of JSON>"
+OWN_DEADLINE_S = 10.0  # the task stops its agent itself this long after the run's timeout
+MAX_LINE = 1 << 20  # a line longer than this is passed on in pieces
+
+# The variables the backends add: the inputs as files, not a tar on stdin (no stdin); the
+# largest result that comes back framed in the output (larger: copied out).
+INPUTS_FROM_FILES = {"AW_INPUTS": "files"}
+
+
+def frame_max(size: int) -> dict[str, str]:
+    return {"AW_FRAME_MAX": str(size)}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file (or, with data None, a directory) the task gets as input."""
+
+    path: str
+    data: bytes | Path | None
+    mode: int = 0o644
+    uid: int = 0
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A task's input files, and the nonce that marks what it hands back (among the files, for
+    its root stage; here, for the host to read its results by)."""
+
+    files: tuple[FileEntry, ...]
+    nonce: str
+
+    def split(self) -> tuple[list[FileEntry], list[FileEntry]]:
+        """(the files anyone with the engine's API may read, those only a secret may carry)."""
+        public: list[FileEntry] = []
+        private: list[FileEntry] = []
+        for entry in self.files:
+            secret = any(entry.path == p or entry.path.startswith(p + "/") for p in SECRET_INPUTS)
+            (private if secret else public).append(entry)
+        return public, private
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def inputs(files: list[FileEntry], nonce: str) -> Inputs:
+    """The inputs with the nonce among them, where the root stage reads it."""
+    return Inputs((FileEntry(NONCE, nonce.encode(), 0o600), *files), nonce)
+
+
+def task_env(
+    *,
+    branch: str,
+    base: str,
+    object_format: str,
+    firewall: bool,
+    allow_hosts: list[str],
+    timeout_s: float,
+    session_dir: str,
+) -> dict[str, str]:
+    """The AW_* variables agent_inside.sh reads. The deadline is counted from the container's
+    start (a node may first pull the image): the task stops its agent by itself then, even with
+    no agent-worker left to do it."""
+    return {
+        "AW_BRANCH": branch,
+        "AW_BASE": base,
+        "AW_OBJECT_FORMAT": object_format,
+        "AW_FIREWALL": "1" if firewall else "0",
+        "AW_ALLOW_HOSTS": ",".join(allow_hosts),
+        "AW_DEADLINE_AFTER": str(int(timeout_s + OWN_DEADLINE_S)),
+        "AW_SESSION_DIR": session_dir,
+    }
+
+
+def files_tar(files: list[FileEntry] | tuple[FileEntry, ...]) -> IO[bytes]:
+    """A tar of input files, spooled to disk (a repository's pack can be large)."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
+    with tarfile.open(fileobj=spool, mode="w") as tar:
+        for entry in files:
+            info = tarfile.TarInfo(entry.path.lstrip("/"))
+            info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.uid
+            if entry.data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif isinstance(entry.data, Path):
+                info.size = entry.data.stat().st_size
+                with entry.data.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                info.size = len(entry.data)
+                tar.addfile(info, io.BytesIO(entry.data))
+    spool.seek(0)
+    return spool
+
+
+# ---------------------------------------------------------------- out: the streams
+
+
+class Demux:
+    """Docker's multiplexed stream (a container's attach, a service's log): frames of an 8-byte
+    header (the stream: 1 stdout, 2 stderr; three zero bytes; the length) and their data,
+    parsed from chunks however they are cut; a large frame comes out in pieces as it arrives."""
+
+    def __init__(self) -> None:
+        self._header = b""  # the start of a header cut between two chunks
+        self._stream = 1
+        self._left = 0
+
+    def wanted(self) -> int:
+        """How many bytes end the current header or frame: what a reader whose read(n) waits
+        for all n bytes asks for."""
+        return self._left or 8 - len(self._header)
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        if self._header:
+            chunk, self._header = self._header + chunk, b""
+        at, end = 0, len(chunk)
+        while at < end:
+            if self._left == 0:
+                if end - at < 8:
+                    self._header = chunk[at:]
+                    return
+                self._stream = chunk[at]
+                self._left = int.from_bytes(chunk[at + 4 : at + 8], "big")
+                at += 8
+                if self._left == 0:
+                    yield self._stream, b""
+                continue
+            take = min(self._left, end - at)
+            yield self._stream, chunk[at : at + take]
+            at, self._left = at + take, self._left - take
+
+
+class Lines:
+    """Bytes in, lines (with their newline) out: split on bytes, before any decoding, so a
+    character cut between chunks is whole again. A line longer than max_line is passed on in
+    pieces, its last keep-1 bytes kept back so that redact sees a secret whole. With hold, the
+    start of a line is passed on at once unless hold says it may become one to see whole."""
+
+    def __init__(
+        self,
+        on_line: Callable[[bytes], None],
+        *,
+        redact: Callable[[bytes], bytes] = lambda data: data,
+        keep: int = 0,
+        max_line: int = MAX_LINE,
+        hold: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        self._buf = bytearray()
+        self._on_line = on_line
+        self._redact = redact
+        self._keep = max(keep - 1, 0)
+        self._max = max_line
+        self._hold = hold
+
+    def feed(self, data: bytes) -> None:
+        scan_from = len(self._buf)
+        self._buf += data
+        start = 0
+        while (end := self._buf.find(b"\n", max(start, scan_from))) >= 0:
+            self._on_line(self._redact(bytes(self._buf[start : end + 1])))
+            start = end + 1
+        if start:
+            del self._buf[:start]
+        if self._hold is not None and self._buf and not self._hold(bytes(self._buf)):
+            self._on_line(self._redact(bytes(self._buf)))
+            self._buf.clear()
+        if len(self._buf) > self._max:
+            self._buf = bytearray(self._redact(bytes(self._buf)))
+            cut = len(self._buf) - self._keep  # the rest may be the start of a secret
+            if cut > 0:
+                self._on_line(bytes(self._buf[:cut]))
+                del self._buf[:cut]
+
+    def close(self) -> None:
+        if self._buf:
+            self._on_line(self._redact(bytes(self._buf)))
+            self._buf.clear()
+
+
+class ResultFrames:
+    """The result files as the task prints them: base64 lines of a tar, each marked with the
+    nonce, spooled to disk as they come."""
+
+    def __init__(self, nonce: str) -> None:
+        self.mark = f"{OUT_MARK} {nonce} ".encode() if nonce else None
+        self._spool: IO[bytes] | None = None
+        self.broken = False
+
+    def take(self, line: bytes) -> bool:
+        """Keep line if it is a frame of this task's (True); others are output."""
+        if self.mark is None or not line.startswith(self.mark):
+            return False
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        try:
+            self._spool.write(base64.b64decode(line[len(self.mark) :].strip(), validate=True))
+        except (binascii.Error, ValueError):
+            self.broken = True
+        return True
+
+    def extract(self, dest: Path) -> bool:
+        """Unpack the files into dest; False when none came or they are not whole."""
+        if self._spool is None or self.broken:
+            return False
+        self._spool.seek(0)
+        try:
+            with tarfile.open(fileobj=self._spool) as tar:
+                dest.mkdir(parents=True, exist_ok=True)
+                tar.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError):
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+
+class ResultReader:
+    """A task's stderr on its way to on_stderr, with what belongs to the protocol taken out:
+    the result frames (kept in frames) and the result line (kept in result). Other lines pass
+    at once, and so does the start of a line that cannot become a frame or the result line;
+    the rest waits for its line's end."""
+
+    def __init__(self, nonce: str, on_stderr: Callable[[bytes], None]) -> None:
+        self.frames = ResultFrames(nonce)
+        self._result_mark = f"{RESULT_MARK} {nonce} ".encode() if nonce else None
+        self._marks = [m for m in (self.frames.mark, self._result_mark) if m is not None]
+        self._on_stderr = on_stderr
+        self._lines = Lines(self._line, hold=self._may_become_a_mark)
+        self._result: bytes | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The result line came, and with it every frame before it."""
+        return self._result is not None
+
+    @property
+    def result(self) -> str | None:
+        """The result line's JSON text (None: it did not come, or is not base64 of UTF-8)."""
+        if self._result is None:
+            return None
+        try:
+            return base64.b64decode(self._result, validate=True).decode()
+        except (binascii.Error, ValueError):
+            return None
+
+    def feed(self, data: bytes) -> None:
+        self._lines.feed(data)
+
+    def end(self) -> None:
+        """The stream ended: what is left of a line was never a whole frame."""
+        self._lines.close()
+
+    def _line(self, line: bytes) -> None:
+        if self.frames.take(line):
+            return
+        if self._result_mark is not None and line.startswith(self._result_mark):
+            self._result = line[len(self._result_mark) :].strip()
+            return
+        self._on_stderr(line)
+
+    def _may_become_a_mark(self, start: bytes) -> bool:
+        return any(m.startswith(start[: len(m)]) for m in self._marks)
