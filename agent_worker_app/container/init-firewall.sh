@@ -103,10 +103,10 @@ done
   echo "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   echo "-A OUTPUT -o lo -j ACCEPT"
   echo "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-  for resolver in $(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf); do
+  while read -r resolver; do
     echo "-A OUTPUT -d $resolver -p udp --dport 53 -j ACCEPT"
     echo "-A OUTPUT -d $resolver -p tcp --dport 53 -j ACCEPT"
-  done
+  done < <(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf)
   echo "-A OUTPUT -m set --match-set aw-hosts dst -j ACCEPT"
   echo "-A OUTPUT -p tcp -m set --match-set aw-ports dst,dst -j ACCEPT"
   # Counted when already recorded, then recorded (an entry starts at its first packet): in this
