@@ -183,6 +183,7 @@ root_fails() { # message: a setup failure before the agent stage exists
 
 AW_SECRET_NAMES=${AW_SECRET_NAMES:-} # root sets it; the agent stage inherits it
 child=
+# shellcheck disable=SC2317 # reachable: supervise's trap runs it
 forward() {
   stopped=1
   [[ -n "$child" ]] && kill -TERM -- "$child" 2>/dev/null
@@ -313,8 +314,7 @@ run_check() {
 
 # Every process of the agent user, gone (what the check left running).
 kill_user_processes() {
-  local round
-  for round in 1 2 3 4 5 6 7 8 9 10; do
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
     pgrep -u agent >/dev/null || return 0
     pkill -KILL -u agent 2>/dev/null || true
     sleep 0.05
@@ -404,15 +404,16 @@ not kept (submodules are not checked out in the container)"
 
 agent_pid=
 stopping=0
+# shellcheck disable=SC2317 # reachable: agent_stage's trap runs it
 on_signal() { stopping=1; }
 
 # A stop asks politely first: on SIGINT Claude Code still prints its result (with the token
 # usage so far); SIGTERM and SIGKILL follow for an agent that does not end.
 stop_agent() {
-  local sig tick
+  local sig
   for sig in INT TERM KILL; do
     kill "-$sig" -- "-$agent_pid" 2>/dev/null || true
-    for tick in $(seq 1 50); do
+    for _ in $(seq 1 50); do
       kill -0 "$agent_pid" 2>/dev/null || return 0
       sleep 0.1
     done
@@ -423,8 +424,7 @@ stop_agent() {
 # it succeeded whenever any other process exists, root's supervisor included, so what is left of
 # the agent user's is counted instead; a child of this script that died is waited for.)
 kill_leftovers() {
-  local round
-  for round in 1 2 3 4 5 6 7 8 9 10; do
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
     others_left || return 0
     kill -KILL -1 2>/dev/null || true
     wait 2>/dev/null || true
@@ -526,7 +526,7 @@ $(tail -n 5 "$log" | cut -c 1-300 | tr '\n' '|' | sed 's/|$//; s/|/ | /g')"
 # The agent's earlier session (--continue), back where the agent keeps its sessions.
 restore_session() {
   [[ -n "${AW_SESSION_DIR:-}" && -d "$IN/session" ]] || return 0
-  mkdir -p "$AW_SESSION_DIR" && cp -R "$IN/session/." "$AW_SESSION_DIR/" \
+  { mkdir -p "$AW_SESSION_DIR" && cp -R "$IN/session/." "$AW_SESSION_DIR/"; } \
     || warn "the agent's earlier session could not be restored"
 }
 
@@ -534,10 +534,11 @@ restore_session() {
 # a later run that continues the branch.
 save_session() {
   [[ -n "${AW_SESSION_DIR:-}" && -d "$AW_SESSION_DIR" ]] || return 0
-  mkdir -p "$OUT/session" \
-    && find "$AW_SESSION_DIR" -maxdepth 1 -type f -name '*.jsonl' -exec cp -t "$OUT/session" {} + \
-    && chmod -R a+rX "$OUT/session" \
-    || warn "the agent's session could not be saved"
+  {
+    mkdir -p "$OUT/session" \
+      && find "$AW_SESSION_DIR" -maxdepth 1 -type f -name '*.jsonl' -exec cp -t "$OUT/session" {} + \
+      && chmod -R a+rX "$OUT/session"
+  } || warn "the agent's session could not be saved"
 }
 
 agent_stage() {

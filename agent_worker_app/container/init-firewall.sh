@@ -9,10 +9,11 @@
 # that adds nothing new, is a warning, never an abort. The sets and rules are each loaded in
 # one call (ipset restore, iptables-restore): one command per rule costs a tenth of a second.
 #
-# Names: a small DNS forwarder of root's (record_names, below) answers the container's lookups on
-# 127.0.0.1 and notes which address each name looked up resolved to, so that the report can name
-# a blocked address. `init-firewall.sh --report` prints the record of blocked destinations, with
-# those names, as JSON (root only: agent_inside.sh runs it after the agent and the check).
+# Names: a small DNS forwarder of root's (dns-names.pl, started by record_names below) answers
+# the container's lookups on 127.0.0.1 and notes which address each name looked up resolved to,
+# so that the report can name a blocked address. `init-firewall.sh --report` prints the record
+# of blocked destinations, with those names, as JSON (root only: agent_inside.sh runs it after
+# the agent and the check).
 set -euo pipefail
 
 BLOCKED_SET=aw-blocked
@@ -102,10 +103,10 @@ done
   echo "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   echo "-A OUTPUT -o lo -j ACCEPT"
   echo "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-  for resolver in $(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf); do
+  while read -r resolver; do
     echo "-A OUTPUT -d $resolver -p udp --dport 53 -j ACCEPT"
     echo "-A OUTPUT -d $resolver -p tcp --dport 53 -j ACCEPT"
-  done
+  done < <(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf)
   echo "-A OUTPUT -m set --match-set aw-hosts dst -j ACCEPT"
   echo "-A OUTPUT -p tcp -m set --match-set aw-ports dst,dst -j ACCEPT"
   # Counted when already recorded, then recorded (an entry starts at its first packet): in this
@@ -124,52 +125,13 @@ if ! printf '%s\n' "*filter" ":INPUT DROP [0:0]" ":FORWARD DROP [0:0]" ":OUTPUT 
 fi
 say "egress limited to ${#hosts[@]} host(s) and ${#ports[@]} host:port pair(s)"
 
-# The names record: a DNS forwarder on 127.0.0.1:53 (root's; the agent can neither stop it nor
-# write its record) passes each UDP query to the first configured resolver and notes the A
-# records of the answer under the name asked for. resolv.conf lists it first, the original
-# resolvers after it (where glibc goes when it is not there, and for TCP). Without perl, or if
-# it cannot listen, lookups go on to the resolvers and names stay unknown.
-DNS_FORWARDER='
-# Builtins only, no pragmas: loading Socket costs 45 ms on a slow machine, strict and warnings 18.
-my ($record, $upstream) = @ARGV;
-my $to = pack("S n C4 x8", 2, 53, split(/\./, $upstream)); # AF_INET sockaddr of the resolver
-socket(my $listen, 2, 2, 17) or die "socket: $!";            # PF_INET, SOCK_DGRAM, UDP
-bind($listen, pack("S n C4 x8", 2, 53, 127, 0, 0, 1)) or die "cannot listen: $!";
-socket(my $up, 2, 2, 17) or die "socket: $!";
-open(my $out, ">>", $record) or die "$record: $!"; select((select($out), $| = 1)[0]);
-my (%pending, %seen); my $next = int(rand(65536));
-my $watch = ""; vec($watch, fileno($listen), 1) = 1; vec($watch, fileno($up), 1) = 1;
-sub skip { my ($m, $o) = @_;
-  while ($o < length $m) { my $l = ord substr($m, $o, 1);
-    return $o + 1 if $l == 0; return $o + 2 if ($l & 0xC0) == 0xC0; $o += $l + 1 }
-  return -1 }
-sub note { my ($m) = @_; return if length $m < 12;
-  my ($qd, $an) = unpack "x4 n n", $m; return unless $qd == 1;
-  my ($o, @labels) = (12);
-  while ($o < length $m) { my $l = ord substr($m, $o, 1); last if $l == 0;
-    return if $l >= 64; push @labels, substr($m, $o + 1, $l); $o += $l + 1 }
-  my $name = lc join(".", @labels); $name =~ s/[^\x21-\x7e]/?/g; return if $name eq "";
-  $o = skip($m, 12); return if $o < 0; $o += 4;
-  for (1 .. $an) { $o = skip($m, $o); return if $o < 0 || $o + 10 > length $m;
-    my ($type, undef, undef, $len) = unpack "n n N n", substr($m, $o, 10); $o += 10;
-    return if $o + $len > length $m;
-    if ($type == 1 && $len == 4) { my $line = join(".", unpack "C4", substr($m, $o, 4)) . " $name";
-      if (!$seen{$line} && keys %seen < 10000) { $seen{$line} = 1; print $out "$line\n" } }
-    $o += $len } }
-while (1) {
-  my $n = select(my $ready_now = $watch, undef, undef, 5);
-  if ($n > 0 && vec($ready_now, fileno($listen), 1)) {
-    my $peer = recv($listen, my $q, 4096, 0);
-    if (defined $peer && length $q >= 12) {
-      my $id = $next++ & 0xFFFF; $pending{$id} = [$peer, substr($q, 0, 2), time];
-      substr($q, 0, 2) = pack "n", $id; send($up, $q, 0, $to) } }
-  if ($n > 0 && vec($ready_now, fileno($up), 1)) {
-    my $from = recv($up, my $r, 65535, 0); # answers only from the resolver asked
-    if (defined $from && substr($from, 2, 6) eq substr($to, 2, 6) && length $r >= 12) {
-      my $p = delete $pending{unpack "n", $r};
-      if ($p) { substr($r, 0, 2) = $p->[1]; send($listen, $r, 0, $p->[0]); note($r) } } }
-  my $now = time; for (keys %pending) { delete $pending{$_} if $now - $pending{$_}[2] > 10 } }
-'
+# The names record: a DNS forwarder on 127.0.0.1:53 (dns-names.pl, installed beside this script;
+# root's: the agent can neither stop it nor write its record) passes each UDP query to the first
+# configured resolver and notes the A records of the answer under the name asked for.
+# resolv.conf lists it first, the original resolvers after it (where glibc goes when it is not
+# there, and for TCP). Without perl, or if it cannot listen, lookups go on to the resolvers and
+# names stay unknown.
+DNS_FORWARDER=/usr/local/bin/dns-names.pl
 
 record_names() {
   local upstream
@@ -181,7 +143,7 @@ record_names() {
   chmod 0600 "$NAMES"
   # Not waited for (it is listening well before the agent starts): until it is, and if it
   # cannot, a lookup is refused at once on 127.0.0.1 and glibc asks the next resolver.
-  setsid perl -e "$DNS_FORWARDER" "$NAMES" "$upstream" </dev/null >/dev/null 2>&1 &
+  setsid perl "$DNS_FORWARDER" "$NAMES" "$upstream" </dev/null >/dev/null 2>&1 &
   { echo "nameserver 127.0.0.1"; cat /etc/resolv.conf; } >/run/agent-worker-resolv.conf
   cat /run/agent-worker-resolv.conf >/etc/resolv.conf # the bind-mounted file, written in place
 }

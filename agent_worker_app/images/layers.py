@@ -228,8 +228,12 @@ def environment_layer(system: Layer, env: Environment, inputs: Mapping[str, byte
 
 
 def container_files(context_dir: Path = CONTAINER_DIR) -> tuple[ContextFile, ...]:
-    """The scripts the container runs (container/*.sh)."""
-    return tuple((path.name, path.read_bytes(), 0o755) for path in sorted(context_dir.glob("*.sh")))
+    """The scripts the container runs: container/*.sh, executable, and container/*.pl, which
+    init-firewall.sh runs with perl (read only)."""
+    paths = sorted([*context_dir.glob("*.sh"), *context_dir.glob("*.pl")])
+    return tuple(
+        (path.name, path.read_bytes(), 0o755 if path.suffix == ".sh" else 0o644) for path in paths
+    )
 
 
 def agent_layer(
@@ -247,13 +251,17 @@ def agent_layer(
     stages = agent.stages.strip()
     final = agent.final.strip()
     names = " ".join(name for name, _, _ in scripts)
-    paths = " ".join(f"/usr/local/bin/{name}" for name, _, _ in scripts)
+    modes = sorted({mode for _, _, mode in scripts}, reverse=True)
+    chmod = " && ".join(
+        f"chmod {mode:04o} " + " ".join(f"/usr/local/bin/{n}" for n, _, m in scripts if m == mode)
+        for mode in modes
+    )
     head = f"FROM {stages_on.tag} AS system\n{stages}\n" if stages else ""
     dockerfile = f"""{head}FROM {parent.tag}
 USER root
 {final}
 COPY {names} /usr/local/bin/
-RUN chmod 0755 {paths}
+RUN {chmod}
 # `docker run -it IMAGE bash` lands in /workspace as the agent user; runs started by
 # agent-worker choose their own user and command.
 USER agent

@@ -108,7 +108,12 @@ def test_the_agent_layer_builds_its_stages_from_the_system_layer() -> None:
     text = top.dockerfile
     assert text.startswith(f"FROM {system.tag} AS system\nFROM system AS claude\n")
     assert f"FROM {env.tag}\nUSER root\nCOPY --from=claude" in text
-    assert "COPY agent_inside.sh init-firewall.sh /usr/local/bin/" in text
+    assert "COPY agent_inside.sh dns-names.pl init-firewall.sh /usr/local/bin/" in text
+    # the shell scripts are commands; the Perl forwarder is only read (init-firewall.sh: perl FILE)
+    assert (
+        "RUN chmod 0755 /usr/local/bin/agent_inside.sh /usr/local/bin/init-firewall.sh"
+        " && chmod 0644 /usr/local/bin/dns-names.pl\n"
+    ) in text
     assert text.rstrip().endswith('USER agent\nWORKDIR /workspace\nCMD ["bash"]')
     assert top.build_args == dict(CLAUDE.build_args)
     # an agent with no stages (the command agent) needs no system layer of its own
