@@ -115,7 +115,25 @@ def _load(entry: _Entry) -> type[BaseAgent]:
         raise UsageError(
             f"{entry.describe()} is not a subclass of agent_worker_app.agents.base_agent.BaseAgent"
         )
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise UsageError(
+            f"{entry.describe()} cannot be used: it does not implement " + ", ".join(missing)
+        )
     return cls
+
+
+def _make(entry: _Entry, cls: type[BaseAgent], settings: AgentSettings) -> BaseAgent:
+    """A new agent. A plugin's constructor that raises is a UsageError naming it; a
+    built-in's is a bug (an internal error, with its traceback in the crash log)."""
+    if not entry.plugin:
+        return cls(settings)
+    try:
+        return cls(settings)
+    except Exception as exc:  # noqa: BLE001 (whatever a plugin raises, the user hears whose)
+        raise UsageError(
+            f"{entry.describe()} cannot be used: its constructor raised {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _entry(name: str) -> _Entry:
@@ -127,25 +145,31 @@ def _entry(name: str) -> _Entry:
 
 def agent_class(name: str) -> type[BaseAgent]:
     """The class of an agent type; UsageError naming the known ones, or saying why the type
-    cannot be loaded."""
+    cannot be used."""
     return _load(_entry(name))
 
 
 def get(name: str, settings: AgentSettings) -> BaseAgent:
-    """A new agent of the given type."""
-    return agent_class(name)(settings)
+    """A new agent of the given type; UsageError as agent_class, or when a plugin's
+    constructor raises."""
+    entry = _entry(name)
+    return _make(entry, _load(entry), settings)
 
 
 def listing() -> list[Listed]:
-    """Every agent type, built-ins first, then the plugins by name; one that cannot be loaded
-    (or is ignored) is listed with why."""
+    """Every agent type, built-ins first, then the plugins by name; one that cannot be used
+    (or is ignored) is listed with why. A plugin is made once, with no settings, to find a
+    constructor that raises."""
     usable, ignored = _entries()
     builtins = [e for e in usable.values() if not e.plugin]
     plugins = sorted((e for e in usable.values() if e.plugin), key=lambda e: e.name)
     found = []
     for entry in builtins + plugins:
         try:
-            found.append(Listed(entry.name, entry.origin, _load(entry)))
+            cls = _load(entry)
+            if entry.plugin:
+                _make(entry, cls, AgentSettings())
+            found.append(Listed(entry.name, entry.origin, cls))
         except UsageError as exc:
             found.append(Listed(entry.name, entry.origin, None, str(exc)))
     for entry in sorted(ignored, key=lambda e: (e.name, e.origin)):
