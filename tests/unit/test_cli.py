@@ -13,7 +13,7 @@ from conftest import ROOT, clean_env, git, make_repo, run_cli, snapshot
 
 
 def test_help_and_version_do_not_import_docker_git_or_rich() -> None:
-    # nor importlib.metadata (about 30 ms), which the agent registry needs only for a run
+    # nor importlib.metadata (tens of ms cold), which the agent registry needs only for a run
     code = (
         "import sys\n"
         "import agent_worker\n"
