@@ -1,6 +1,7 @@
 """agent-worker installed from its wheel, next to a distribution with top-level `agents` and
 `config` modules and the plugin distribution in tests/plugin: one import name per module, no
-shadowing, and a plugin agent that runs a task end to end."""
+shadowing, the built-ins found through the installed entry points, a plugin that cannot be
+used refused in one line, and a plugin agent that runs a task end to end."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_each_module_has_one_name_and_shadows_nothing(installed: Path) -> None:
     assert "agents.base_agent" not in seen["modules"]
 
 
-def test_list_agents_shows_the_plugin_and_warns_of_a_broken_one(installed: Path) -> None:
+def test_list_agents_shows_the_plugin_and_warns_of_the_unusable_ones(installed: Path) -> None:
     done = subprocess.run(
         [str(installed / "bin" / "agent-worker"), "--list-agents"],
         capture_output=True,
@@ -105,6 +106,67 @@ def test_list_agents_shows_the_plugin_and_warns_of_a_broken_one(installed: Path)
     assert "aw_no_such_module:Agent (from agent-worker-echo-plugin) cannot be loaded" in (
         done.stderr
     )
+    for name in ("abstract", "raising", "claude"):
+        assert f"{name}  (agent-worker-echo-plugin)" in done.stdout
+    assert (
+        "agent-worker: warning: agent plugin aw_broken_agents:Abstract (from "
+        "agent-worker-echo-plugin) cannot be used: it does not implement parser\n"
+    ) in done.stderr
+    assert (
+        "agent-worker: warning: agent plugin aw_broken_agents:Raising (from "
+        "agent-worker-echo-plugin) cannot be used: its constructor raised ValueError: "
+        "RAISING_MODE must be set\n"
+    ) in done.stderr
+    assert (
+        "agent-worker: warning: agent plugin aw_echo_plugin:EchoAgent (from "
+        "agent-worker-echo-plugin) is ignored: claude is a built-in agent's name\n"
+    ) in done.stderr
+
+
+def list_agents(installed: Path) -> list[str]:
+    """The names --list-agents gives, each with where it comes from."""
+    done = subprocess.run(
+        [str(installed / "bin" / "agent-worker"), "--list-agents"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if not line.startswith(" ")]
+
+
+@pytest.mark.parametrize(
+    ("entry_points", "built_ins"),
+    [
+        (  # the installed metadata decides: codex left out, another name added
+            "[agent_worker.agents]\n"
+            "claude = agent_worker_app.agents.claude_agent:ClaudeAgent\n"
+            "command = agent_worker_app.agents.command_agent:CommandAgent\n"
+            "shout = agent_worker_app.agents.command_agent:CommandAgent\n",
+            ["claude", "command", "shout"],
+        ),
+        (None, ["claude", "codex", "command"]),  # none of agent-worker's: the fallback
+    ],
+)
+def test_the_built_ins_are_the_installed_entry_points(
+    installed: Path, entry_points: str | None, built_ins: list[str]
+) -> None:
+    (dist_info,) = installed.glob("lib/python*/site-packages/agent_worker-*.dist-info")
+    declared = dist_info / "entry_points.txt"
+    original = declared.read_text()
+    assert "claude = agent_worker_app.agents.claude_agent:ClaudeAgent" in original
+    try:
+        if entry_points is None:
+            declared.unlink()
+        else:
+            declared.write_text(entry_points)
+        listed = list_agents(installed)
+    finally:
+        declared.write_text(original)
+    assert [line for line in listed if line.endswith("(built-in)")] == [
+        f"{name}  (built-in)" for name in built_ins
+    ]
+    assert "echo  (agent-worker-echo-plugin)" in listed
 
 
 def test_a_broken_plugin_is_a_clear_usage_error(installed: Path, tmp_path: Path) -> None:
@@ -121,6 +183,55 @@ def test_a_broken_plugin_is_a_clear_usage_error(installed: Path, tmp_path: Path)
     assert done.stderr.count("\n") == 1, done.stderr
     assert "cannot be loaded: ModuleNotFoundError" in done.stderr
     assert git(repo, "branch", "--list") == "* main\n"
+
+
+@pytest.mark.parametrize(
+    ("agent_type", "message"),
+    [
+        (
+            "abstract",
+            "agent plugin aw_broken_agents:Abstract (from agent-worker-echo-plugin) cannot be "
+            "used: it does not implement parser",
+        ),
+        (
+            "raising",
+            "agent plugin aw_broken_agents:Raising (from agent-worker-echo-plugin) cannot be "
+            "used: its constructor raised ValueError: RAISING_MODE must be set",
+        ),
+    ],
+)
+def test_a_plugin_that_cannot_be_used_is_a_one_line_usage_error(
+    installed: Path, tmp_path: Path, agent_type: str, message: str
+) -> None:
+    repo = make_repo(tmp_path / "project")
+    done = subprocess.run(
+        [str(installed / "bin" / "agent-worker"), "--agent-type", agent_type, "--task", "t"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env=clean_env(XDG_CONFIG_HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache")),
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"agent-worker: error: {message}\n"
+    assert git(repo, "branch", "--list") == "* main\n"
+
+
+def test_a_plugin_cannot_take_a_built_ins_name(installed: Path, tmp_path: Path) -> None:
+    probe = (
+        "from agent_worker_app import agents\n"
+        "from agent_worker_app.agents.base_agent import AgentSettings\n"
+        "print(type(agents.get('claude', AgentSettings())).__module__)\n"
+    )
+    done = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "agent_worker_app.agents.claude_agent\n"
 
 
 @pytest.mark.docker
