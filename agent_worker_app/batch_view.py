@@ -221,7 +221,7 @@ class TaskProgress:
 
 
 HEADERS = ("#", "branch", "project", "status", "duration", "tokens", "cost", "+/-", "files")
-NODE = "node"  # a column of its own when tasks ran on several machines (a swarm)
+NODE = "node"  # a column of its own when tasks ran on several machines (Backend.node)
 
 
 def headers(entries: Sequence[Entry]) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""HOST or HOST:PORT, as an allowlist entry or a registry is written (stdlib only: the swarm
+"""HOST or HOST:PORT, as an allowlist entry or a registry is written (stdlib only: a
 backend's settings check it at --help's import cost)."""
 
 from __future__ import annotations

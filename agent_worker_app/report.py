@@ -136,7 +136,7 @@ class RunReport:
     blocked: list[Blocked] = field(default_factory=list)
     continued_from: str | None = None  # --continue: the run before this one on the branch
     branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
-    node: str | None = None  # the swarm node the task ran on (None: one Docker engine)
+    node: str | None = None  # the machine the task ran on, where the backend has several
 
     @property
     def lines_added(self) -> int:
@@ -274,7 +274,7 @@ def _ending(
     elif outcome.container_error is not None:  # the container could not even run the agent
         status, code, message = "error", EXIT_PRECONDITION, outcome.container_error
     elif exit_info is not None and exit_info.status_code < 0 and exit_info.error:
-        # the engine lost the task (a swarm node went down): no verdict of the agent's came back
+        # the engine lost the task (its machine went down): no verdict of the agent's came back
         status, code = "failed", EXIT_AGENT_FAILED
         message = f"the agent's task was lost: {exit_info.error}"
     elif result is not None and (result.is_error or not result.found):
@@ -341,14 +341,14 @@ def _file_line(change: FileChange, name: str, width: int) -> str:
 
 
 def place_rows(report: RunReport) -> list[tuple[str, str]]:
-    """Where the work went (the remote it was pushed to) and where it ran (a swarm's node)."""
+    """Where the work went (the remote it was pushed to) and where it ran (Backend.node)."""
     from agent_worker_app.console import quote_name
 
     rows = []
     if report.pushed_to is not None:
         rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
     if report.node is not None:
-        rows.append(("Node", f"ran on swarm node {quote_name(report.node)}"))
+        rows.append(("Node", f"ran on node {quote_name(report.node)}"))
     return rows
 
 

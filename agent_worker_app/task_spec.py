@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent_worker_app import git_manager
 from agent_worker_app.engines import channel, sweep
 from agent_worker_app.engines.base import TaskSpec
 from agent_worker_app.engines.channel import FileEntry, Inputs
@@ -49,8 +50,6 @@ def prepare(
 ) -> Prepared:
     """The task's spec and inputs; in copy mode, a pack of the branch is written to run_dir.
     With a session (--continue), the agent resumes it."""
-    from agent_worker_app import git_manager
-
     secret_env = agent.secret_env()
     inputs = [
         FileEntry(channel.TASK, cfg.task.encode("utf-8")),

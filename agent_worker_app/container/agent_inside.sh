@@ -12,14 +12,14 @@
 #
 # Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS,
 # AW_DEADLINE (epoch seconds; or AW_DEADLINE_AFTER, seconds from the container's start, where
-# the start can be long after the run made its spec: a swarm node pulling the image), AW_SESSION_DIR (where the agent keeps its sessions, if it can
+# the start can be long after the run made its spec: a node pulling the image first), AW_SESSION_DIR (where the agent keeps its sessions, if it can
 # resume one); on stdin, a tar of agent-worker/task.md, agent-worker/nonce,
 # agent-worker/secrets/<VAR>, agent-worker/maintenance/<N> (the Nth maintenance command),
 # agent-worker/check (the check command), agent-worker/session/* (an earlier session, for
 # --continue), agent-worker/shallow and
 # agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
 # (otherwise the repository's object directories are mounted read-only at /source/objects-N).
-# With AW_INPUTS=files (a Swarm service: no stdin, no copy-out) the same tar arrives in pieces,
+# With AW_INPUTS=files (an engine with no stdin and no copy-out) the same tar arrives in pieces,
 # as configs in /run/agent-worker-input/ (task, source) and secrets /run/secrets/agent-worker-input-*
 # (nonce, credentials), all root's alone; what /agent-worker/out holds is printed on stderr, framed
 # with the nonce, before the result line (with AW_FRAME_MAX, too, when it is that small).

@@ -1,6 +1,6 @@
 """The Backend protocol: the few operations a run needs from an execution engine, and the plain
 values that cross it. engines/docker (a local or remote Docker engine) is the first
-implementation; an engine with no stdin and no file copy (engines/swarm, a Kubernetes Job)
+implementation; an engine with no stdin and no file copy (a service, a Kubernetes Job)
 implements the same operations with inputs as files and the result framed in its output. What
 crosses into the task and back is channel.py's; the sandbox every backend gives it, profile.py.
 """
@@ -117,7 +117,7 @@ class Backend(Protocol):
         """This project's tasks whose agent-worker is gone (from this host), running or not."""
 
     def node(self, task: Task) -> str | None:
-        """The machine the task ran on where the engine has several (a swarm node's name);
+        """The machine the task ran on where the engine has several (a node's name);
         None on one engine. Never raises."""
 
     def remove(self, task: Task) -> None:

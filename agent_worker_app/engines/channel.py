@@ -41,7 +41,7 @@ SECRET_INPUTS = (NONCE, SECRETS)  # only a secret may carry these where inputs a
 RESULT_DIR = "/agent-worker/out"  # what the task leaves: result.bundle, agent-tail.jsonl
 ACCOUNT_FILE = "/run/agent-worker-result.json"  # the task's vouched result, kept for recovery
 # The run's nonce in its run directory: what recovers a run whose result is in its output only
-# (a swarm service's log) knows its frames by it. Never in the task's reach.
+# (a service's log) knows its frames by it. Never in the task's reach.
 NONCE_FILE = "nonce"
 OUT_MARK = "agent-worker-out"  # a frame: "<mark> <nonce> <base64 of a piece of a tar>"
 RESULT_MARK = "agent-worker-result"  # the result line: "<mark> <nonce> <base64 of JSON>"

@@ -1,5 +1,5 @@
 """The sandbox profile: what every backend gives a task, as values each translates into its
-engine's terms (engines/docker/container_config.py, engines/swarm/backend.py).
+engine's terms (engines/docker/container_config.py, and each other backend's own).
 
 The task starts as root with no capability but those listed here (the firewall's, and what it
 needs to drop to the agent user for good), under an init that passes a stop signal on, with no

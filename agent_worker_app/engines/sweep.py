@@ -39,7 +39,7 @@ def labels(
 
 def deadline_label(timeout_s: float, later_s: float = 0.0) -> dict[str, str]:
     """The moment after which nobody waits for a task started now any more: its timeout, the
-    grace of its stop and of its commit, and later_s more (a swarm's image pull)."""
+    grace of its stop and of its commit, and later_s more (a node's image pull)."""
     return {DEADLINE: str(int(time.time() + timeout_s + 2 * GRACE_S + later_s))}
 
 

@@ -571,6 +571,6 @@ def test_json_keeps_every_name_exactly_and_is_safe_to_print() -> None:
 def test_the_swarm_node_a_task_ran_on_is_reported() -> None:
     report = make_report(node="worker-2")
     assert report.to_json()["node"] == "worker-2"
-    assert rows(render_text(report))["Node"] == ["ran on swarm node worker-2"]
+    assert rows(render_text(report))["Node"] == ["ran on node worker-2"]
     assert make_report().to_json()["node"] is None
     assert "Node" not in rows(render_text(make_report()))

@@ -21,7 +21,7 @@ import threading
 import urllib.parse
 from typing import IO, Any, Protocol
 
-from agent_worker_app.engines.docker.endpoint import Engine, EngineTLS
+from agent_worker_app.engines.docker.endpoint import Engine, EngineTLS, advice, resolve_engine
 from agent_worker_app.errors import DockerError
 
 _HEAD_MAX = 64 << 10
@@ -219,6 +219,39 @@ def _tls_context(tls: EngineTLS) -> ssl.SSLContext:
     if tls.cert is not None:
         context.load_cert_chain(*tls.cert)
     return context
+
+
+# ---------------------------------------------------------------- reaching it
+
+
+def reach(docker_host: str | None) -> tuple[Engine, EngineAPI]:
+    """The engine resolve_engine() chooses and its API over its transport, checked with a ping
+    (DockerError saying why it cannot be reached, and what to do)."""
+    where = resolve_engine(docker_host)
+    api = EngineAPI(transport(where))
+    try:
+        api.ping()
+    except (OSError, EngineError) as exc:
+        api.close()
+        raise DockerError(
+            f"cannot reach the Docker engine at {where.describe()} ({reason(exc, api)}): "
+            f"{advice(where)}"
+        ) from None
+    return where, api
+
+
+def reason(exc: OSError | EngineError, api: EngineAPI) -> str:
+    """Why the engine cannot be reached, with what to do where it is plain."""
+    if isinstance(exc, EngineError):
+        text = exc.message
+    else:
+        text = api.transport.failure() or exc.strerror or str(exc) or type(exc).__name__
+    if "HTTP request to an HTTPS server" in text:
+        text += (
+            "; the engine speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the "
+            "directory of its ca.pem and your cert.pem and key.pem"
+        )
+    return text
 
 
 # ---------------------------------------------------------------- the API

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 from agent_worker_app.engines import channel
 from agent_worker_app.engines.base import ExitInfo, LostTask, Task, TaskSpec
 from agent_worker_app.engines.channel import ACCOUNT_FILE, RESULT_DIR, Inputs, ResultReader
-from agent_worker_app.engines.docker import endpoint
-from agent_worker_app.engines.docker.api import EngineAPI, EngineError, transport
+from agent_worker_app.engines.docker.api import EngineAPI, EngineError, reach
 from agent_worker_app.engines.docker.container_io import ContainerIO
 from agent_worker_app.engines.docker.containers import Containers
 from agent_worker_app.errors import DockerError
@@ -42,22 +41,6 @@ log = logging.getLogger("agent_worker")
 FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not copied out
 
 
-def reach(docker_host: str | None) -> tuple[endpoint.Engine, EngineAPI]:
-    """The engine resolve_engine() chooses and its API over its transport, checked with a ping
-    (DockerError saying why it cannot be reached, and what to do)."""
-    where = endpoint.resolve_engine(docker_host)
-    api = EngineAPI(transport(where))
-    try:
-        api.ping()
-    except (OSError, EngineError) as exc:
-        api.close()
-        raise DockerError(
-            f"cannot reach the Docker engine at {where.describe()} ({reason(exc, api)}): "
-            f"{endpoint.advice(where)}"
-        ) from None
-    return where, api
-
-
 def connect(docker_host: str | None) -> DockerBackend:
     """The Backend on the engine resolve_engine() chooses."""
     where, api = reach(docker_host)
@@ -68,20 +51,6 @@ def connect(docker_host: str | None) -> DockerBackend:
         return client.client_for(where)
 
     return DockerBackend(api, local=where.local, make_client=make_client)
-
-
-def reason(exc: OSError | EngineError, api: EngineAPI) -> str:
-    """Why the engine cannot be reached, with what to do where it is plain."""
-    if isinstance(exc, EngineError):
-        text = exc.message
-    else:
-        text = api.transport.failure() or exc.strerror or str(exc) or type(exc).__name__
-    if "HTTP request to an HTTPS server" in text:
-        text += (
-            "; the engine speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the "
-            "directory of its ca.pem and your cert.pem and key.pem"
-        )
-    return text
 
 
 def _present(image_id: str | None) -> str:

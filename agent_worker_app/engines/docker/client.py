@@ -1,9 +1,10 @@
 """docker-py's client of a Docker engine (the local socket, TLS, ssh): what images are built,
-pulled and pushed with (images/build.py), and what the swarm backend manages services with.
+pulled and pushed with (images/build.py), and what other backends on Docker use.
 A task's container never goes through docker-py: api.py."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import warnings
 from collections.abc import Mapping, MutableMapping
@@ -19,7 +20,7 @@ import urllib3.connection
 import urllib3.connectionpool
 from urllib3.exceptions import InsecureRequestWarning
 
-from agent_worker_app.engines.docker.api import SSHTransport, ssh_command
+from agent_worker_app.engines.docker.api import SSHTransport, reach, ssh_command
 from agent_worker_app.engines.docker.endpoint import Engine
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ log = logging.getLogger("agent_worker")
 def connect(docker_host: str | None) -> docker.DockerClient:
     """docker-py's client for the engine resolve_engine() chooses, reached and checked as a run
     reaches it (backend.reach)."""
-    from agent_worker_app.engines.docker.backend import reach  # backend imports this lazily
-
     where, api = reach(docker_host)
     api.close()
     return client_for(where)
@@ -153,8 +152,6 @@ def bridge_gateway(client: docker.DockerClient) -> str:
     config = client.api.inspect_network("bridge")["IPAM"]["Config"][0]
     if config.get("Gateway"):
         return str(config["Gateway"])
-    import ipaddress
-
     return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
@@ -60,6 +61,7 @@ from agent_worker_app.engines.swarm.io import (
     pieces,
 )
 from agent_worker_app.errors import DockerError, ImageBuildError
+from agent_worker_app.images import build as layers
 from agent_worker_app.images.build import IMAGE_REPO
 from agent_worker_app.images.layers import ImageResult, ProjectImage
 
@@ -150,8 +152,6 @@ class SwarmBackend:
     ) -> ImageResult:
         """Built on the manager (or reused there by its content tag), and pushed under the same
         tag unless the registry has it already."""
-        from agent_worker_app.images import build as layers
-
         built = layers.prepare(
             self.client,
             layer,
@@ -623,8 +623,6 @@ class _Watch:
     (after a grace for the rest of its log), or its node went down."""
 
     def __init__(self, backend: SwarmBackend, service: Service, stream: LogStream) -> None:
-        import threading
-
         self._thread = threading.Thread(target=self._run, name="service-watch", daemon=True)
         self._backend = backend
         self._service = service
