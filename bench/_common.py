@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,10 +130,11 @@ class Run:
     stderr: str
 
 
-def run_cli(repo: Path, branch: str, env: dict[str, str], *extra: str) -> Run:
-    """One `agent-worker --task ...` run from the repository, as a user would start it."""
+def run_cli(repo: Path, branch: str, env: dict[str, str], *extra: str, code: Path = ROOT) -> Run:
+    """One `agent-worker --task ...` run from the repository, as a user would start it (of the
+    checkout at code: this one, or another's to compare with, checkout_of)."""
     report_file = repo.parent / f"report-{branch.replace('/', '_')}.json"
-    argv = [sys.executable, str(ROOT / "agent_worker.py"), "--task", "Say hello."]
+    argv = [sys.executable, str(code / "agent_worker.py"), "--task", "Say hello."]
     argv += ["--branch", branch, "--env-file", str(empty_env_file(repo.parent))]
     argv += ["--report-file", str(report_file), *extra]
     start = time.perf_counter()
@@ -142,6 +147,60 @@ def run_cli(repo: Path, branch: str, env: dict[str, str], *extra: str) -> Run:
     if done.returncode != 0 or report.get("status") != "success":
         raise SystemExit(f"agent-worker run failed (exit {done.returncode}):\n{done.stderr}")
     return Run(wall, done.returncode, report, done.stderr)
+
+
+@contextmanager
+def checkout_of(ref: str) -> Iterator[Path]:
+    """The code at ref (a commit, a branch) in a worktree of its own, removed afterwards: what a
+    bench runs side by side with this checkout's (--against)."""
+    top = Path(tempfile.mkdtemp(prefix="aw-against-"))
+    code = top / "code"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(code), ref],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield code
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(code)],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@contextmanager
+def tcp_relay(socket_path: str = "/var/run/docker.sock") -> Iterator[str]:
+    """The local engine's socket relayed on a loopback TCP port: tcp://127.0.0.1:PORT, an
+    engine every checkout reaches as a remote one (the code before the engines work did so with
+    docker-py, this one with the standard library), on the same machine."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX)
+            engine.connect(socket_path)
+            for source, sink in ((client, engine), (engine, client)):
+                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
 
 
 def drop_branch(repo: Path, branch: str) -> None:

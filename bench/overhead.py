@@ -1,8 +1,11 @@
 """Orchestration overhead: a whole `agent-worker --task ...` run whose agent ends at once (one
 text turn from the fake API), against `docker run --rm` of the same image running the same
-`claude -p` call as the agent user. Interleaved. Target: at most 1.5x.
+`claude -p` call as the agent user. Interleaved. Target: at most 1.5x. With --against REF, the
+code at REF (a worktree of it) runs the same task in the same rounds: the two side by side. With
+--tcp, agent-worker reaches the engine as a remote one, over a loopback TCP relay to its socket
+(the code before the engines work took docker-py's client for that; this one, its own).
 
-    .venv/bin/python bench/overhead.py [--runs N]
+    .venv/bin/python bench/overhead.py [--runs N] [--against REF] [--tcp]
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from _common import (
     AGENT_ARGV,
     BENCH_LABEL,
     KEY,
+    ROOT,
+    Run,
     agent_image,
+    checkout_of,
     docker_client,
     drop_branch,
     fake_api,
@@ -29,6 +36,7 @@ from _common import (
     run_cli,
     run_env,
     table,
+    tcp_relay,
     verdict,
 )
 
@@ -53,33 +61,55 @@ def docker_run(image: str, api_url: str) -> float:
     return wall
 
 
+def rounds(
+    image: str, url: str, repo: Path, env: dict[str, str], *, runs: int, code: Path | None
+) -> tuple[list[float], list[Run], list[Run]]:
+    """docker run, this checkout's run and (with code) the other checkout's, interleaved."""
+    docker_run(image, url)  # warm-up of every path (an image build), not counted
+    drop_branch(repo, run_cli(repo, "bench/warm-up", env).report["branch"])
+    if code is not None:
+        drop_branch(repo, run_cli(repo, "bench/warm", env, code=code).report["branch"])
+    plain: list[float] = []
+    worker: list[Run] = []
+    other: list[Run] = []
+    for i in range(runs):
+        plain.append(docker_run(image, url))
+        for made, name, checkout in ((worker, "run", ROOT), (other, "other", code)):
+            if checkout is not None:
+                run = run_cli(repo, f"bench/{name}-{i}", env, code=checkout)
+                drop_branch(repo, run.report["branch"])
+                made.append(run)
+    return plain, worker, other
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
-    runs = parser.parse_args().runs
+    parser.add_argument("--against", metavar="REF", help="also run the code at REF, side by side")
+    parser.add_argument("--tcp", action="store_true", help="reach the engine over TCP")
+    args = parser.parse_args()
+    runs = args.runs
 
     client = docker_client()
     image = agent_image(client)
-    with tempfile.TemporaryDirectory(prefix="aw-bench-") as tmp, fake_api(client) as url:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aw-bench-"))
+        url = stack.enter_context(fake_api(client))
+        code = stack.enter_context(checkout_of(args.against)) if args.against else None
         repo = make_repo(Path(tmp) / "project")
         env = run_env(url)
+        if args.tcp:
+            env["DOCKER_HOST"] = stack.enter_context(tcp_relay())
         try:
-            docker_run(image, url)  # warm-up of both paths, not counted
-            drop_branch(repo, run_cli(repo, "bench/warm-up", env).report["branch"])
-            plain: list[float] = []
-            worker = []
-            for i in range(runs):
-                plain.append(docker_run(image, url))
-                run = run_cli(repo, f"bench/run-{i}", env)
-                drop_branch(repo, run.report["branch"])
-                worker.append(run)
+            plain, worker, other = rounds(image, url, repo, env, runs=runs, code=code)
         finally:
             remove_containers(client, BENCH_LABEL)
             remove_containers(client, f"agent-worker.project={repo}")
 
     walls = [r.wall_s for r in worker]
     inside = [r.report["duration_s"] for r in worker]
-    print(f"image {image}, {runs} runs each, interleaved\n")
+    over = "over a TCP relay to the engine's socket" if args.tcp else "on the local socket"
+    print(f"image {image}, {runs} runs each, interleaved, agent-worker {over}\n")
     table(
         ["command", "median s", "min s", "max s"],
         [
@@ -97,7 +127,21 @@ def main() -> int:
     )
     ratio = median(walls) / median(plain)
     print(f"\noverhead: +{median(walls) - median(plain):.3f} s")
+    if other:
+        side_by_side(args.against, plain, walls, [r.wall_s for r in other])
     return verdict(ratio <= TARGET_RATIO, f"ratio {ratio:.2f}x (target <= {TARGET_RATIO}x)")
+
+
+def side_by_side(ref: str, plain: list[float], ours: list[float], theirs: list[float]) -> None:
+    print(f"\nside by side with {ref}, {len(ours)} runs each, interleaved:")
+    table(
+        ["code", "median s", "min s", "max s", "ratio to docker run"],
+        [
+            [name, median(w), min(w), max(w), median(w) / median(plain)]
+            for name, w in (("this checkout", ours), (ref, theirs))
+        ],
+    )
+    print(f"this checkout - {ref}: {median(ours) - median(theirs):+.3f} s a run")
 
 
 if __name__ == "__main__":
