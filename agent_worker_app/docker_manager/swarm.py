@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import secrets
 import socket
 import time
@@ -70,6 +71,8 @@ from agent_worker_app.errors import DockerError, ImageBuildError
 from agent_worker_app.image_layers import ProjectImage
 from agent_worker_app.task_spec import LABEL
 
+log = logging.getLogger("agent_worker")
+
 POLL_S = 0.5
 START_LIMIT_S = 900.0  # pulling the image on a node that has none may take a while
 HELPER_LIMIT_S = 90.0  # a helper job that has not run by then is given up (its node is down?)
@@ -91,6 +94,19 @@ class Service:
     nodes: set[str] = field(default_factory=set)  # where its task ran
     frames: ResultFrames | None = None
     lost: str | None = None  # why it can no longer be followed (its node went down)
+    stream: LogStream | None = None
+    marks: dict[str, float] = field(default_factory=dict)  # its timeline (monotonic), for --debug
+
+    def timeline(self) -> str:
+        """When each step of its life came, counted from its service's creation."""
+        made = self.marks.get("made")
+        if made is None:
+            return "no service made"
+        marks = dict(self.marks)
+        if self.stream is not None and self.stream.result_at is not None:
+            marks["result line read"] = self.stream.result_at
+        steps = sorted((t, name) for name, t in marks.items() if name != "made")
+        return ", ".join(f"{name} +{t - made:.2f}s" for t, name in steps)
 
 
 def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
@@ -286,9 +302,12 @@ class SwarmBackend:
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"the swarm refused the agent's service: {_reason(exc)}") from None
         service.service_id = str(made["ID"])
+        service.marks["made"] = time.monotonic()
         self._await_start(service)
+        service.marks["task started"] = time.monotonic()
         service.frames = ResultFrames(service.nonce)
         stream = LogStream(lambda: self._open_log(service), service.frames, on_stdout, on_stderr)
+        service.stream = stream
         stream.start()
         _Watch(self, service, stream).start()
         return stream
@@ -385,6 +404,7 @@ class SwarmBackend:
             return ExitInfo(status_code=-1, oom_killed=False, error=service.lost)
         if state not in ENDED:
             return None
+        service.marks.setdefault(f"end seen ({state})", time.monotonic())
         code = (status.get("ContainerStatus") or {}).get("ExitCode")
         error = status.get("Err") or None
         if error and str(error).startswith("task: non-zero exit"):
@@ -472,7 +492,10 @@ class SwarmBackend:
 
     def remove(self, task: Task) -> None:
         service: Service = task.handle
+        service.marks["removal began"] = time.monotonic()
         problems = self._remove(service)
+        service.marks["removed"] = time.monotonic()
+        log.debug("swarm: run %s: service made, %s", service.run_id, service.timeline())
         if service.frames is not None:
             service.frames.close()
         if problems:
@@ -546,6 +569,7 @@ class SwarmBackend:
             restart_policy=RestartPolicy(condition="none", max_attempts=0),
             placement=Placement(constraints=[f"node.id=={node}"]),
         )
+        made_at = time.monotonic()
         try:
             made = self.api.create_service(
                 template,
@@ -568,6 +592,13 @@ class SwarmBackend:
             time.sleep(POLL_S)
         with suppress(*_DOCKER_ERRORS):
             self.api.remove_service(job.service_id)
+        log.debug(
+            "swarm: helper job (%s) on node %s: %s, removed after %.2fs",
+            action,
+            node[:12],
+            state[0],
+            time.monotonic() - made_at,
+        )
         return problem
 
     # ------------------------------------------------------------ orphans

@@ -10,6 +10,7 @@ import binascii
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -163,6 +164,7 @@ class LogStream:
         self._stopped = False
         self.error: BaseException | None = None
         self.ended = threading.Event()  # the task's result line arrived: all of its output did
+        self.result_at: float | None = None  # when (time.monotonic())
 
     def start(self) -> None:
         self._thread.start()
@@ -201,6 +203,7 @@ class LogStream:
                     self._on_stderr(line)
                     mark = self._frames.result_mark
                     if mark is not None and line.startswith(mark):
+                        self.result_at = time.monotonic()
                         self.ended.set()
                         return
         except Exception as exc:  # noqa: BLE001 (handed to the main thread, which reports it)
