@@ -73,7 +73,8 @@ from agent_worker_app.task_spec import LABEL
 
 log = logging.getLogger("agent_worker")
 
-POLL_S = 0.5
+POLL_S = 0.5  # the longest pause between two looks at a task's state
+FIRST_POLL_S = 0.05  # the first: a task's next state (started, ended) often comes that soon
 START_LIMIT_S = 900.0  # pulling the image on a node that has none may take a while
 HELPER_LIMIT_S = 90.0  # a helper job that has not run by then is given up (its node is down?)
 LOG_GRACE_S = 10.0  # after the task ended: time for the rest of its log to arrive
@@ -314,6 +315,7 @@ class SwarmBackend:
 
     def _await_start(self, service: Service) -> None:
         end = time.monotonic() + START_LIMIT_S
+        pauses = _pauses()
         while time.monotonic() < end:
             state, error, node, container = self._state(service)
             if container or state in ("running", "complete") or (state == "failed" and node):
@@ -323,7 +325,7 @@ class SwarmBackend:
                 raise DockerError(
                     f"the swarm could not start the agent's task{where}: {error or state}"
                 )
-            time.sleep(POLL_S)
+            time.sleep(next(pauses))
         raise DockerError(f"the agent's task did not start within {START_LIMIT_S:g}s")
 
     def _tasks(self, service: Service) -> list[dict[str, Any]]:
@@ -415,11 +417,12 @@ class SwarmBackend:
 
     def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
         end = time.monotonic() + timeout_s
+        pauses = _pauses()
         while True:
             exit_info = self.exit_info(task.handle)
             if exit_info is not None or time.monotonic() >= end:
                 return exit_info
-            time.sleep(min(POLL_S, max(end - time.monotonic(), 0.0)))
+            time.sleep(min(next(pauses), max(end - time.monotonic(), 0.0)))
 
     def signal(self, task: Task, name: str) -> None:
         service: Service = task.handle
@@ -531,6 +534,7 @@ class SwarmBackend:
         """Configs or secrets; the service that used them may take a moment to let go."""
         left = list(ids)
         end = time.monotonic() + 20.0
+        pauses = _pauses()
         while left:
             try:
                 remove(left[0])
@@ -540,7 +544,7 @@ class SwarmBackend:
             except _DOCKER_ERRORS as exc:
                 if time.monotonic() > end:
                     return [f"cannot remove the task's inputs: {_reason(exc)}"]
-                time.sleep(POLL_S)
+                time.sleep(next(pauses))
         ids.clear()
         return []
 
@@ -582,6 +586,7 @@ class SwarmBackend:
         job = Service(run_id, image, "", service_id=str(made["ID"]))
         problem = ""
         end = time.monotonic() + HELPER_LIMIT_S
+        pauses = _pauses()
         while (state := self._state(job))[0] not in ENDED:
             if time.monotonic() > end:
                 problem = (
@@ -589,7 +594,7 @@ class SwarmBackend:
                     f"{self._node_name(node)}: its helper job did not run ({state[1] or state[0]})"
                 )
                 break
-            time.sleep(POLL_S)
+            time.sleep(next(pauses))
         with suppress(*_DOCKER_ERRORS):
             self.api.remove_service(job.service_id)
         log.debug(
@@ -660,6 +665,15 @@ class SwarmBackend:
                 remove(item["ID"])
                 removed.append(f"removed {item['Spec'].get('Name')} (its run is gone)")
         return removed
+
+
+def _pauses() -> Iterator[float]:
+    """The pauses between looks at a state that may change at once or in minutes: short at
+    first, each half as long again as the one before, POLL_S at most."""
+    pause = FIRST_POLL_S
+    while True:
+        yield pause
+        pause = min(pause * 1.5, POLL_S)
 
 
 def _deadline(labels: Mapping[str, str]) -> float:
