@@ -1,12 +1,14 @@
-"""backend.Backend on a Docker Swarm: each task a replicated-job service of one replica that is
+"""backend.Backend on a Docker Swarm: each task a replicated service of one replica that is
 never restarted, on whichever node has room. DOCKER_HOST is a manager; the agent image is built
 there and pushed to a registry every node pulls from.
 
 A service has no stdin and no file copy: the inputs arrive as configs and secrets (swarm_io), the
 output and the result files come back through the service's log. The engine cannot signal a
-service's container, and leaves a job's containers on their node after the service is removed
-(moby 42789, 44312): both are done by a short helper job on that node, which talks to the node's
-own engine through its socket and removes its own container last (node_job).
+service's container: a short helper job on its node does, which talks to the node's own engine
+through its socket and removes its own container last (node_job). The node removes the task's
+container when its service is removed (within a second, while nobody waits). Not a job's
+(moby 42789, 44312): the services of runs made as replicated-jobs, by an earlier agent-worker,
+have their containers removed by a helper job too.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Service:
     nodes: set[str] = field(default_factory=set)  # where its task ran
     frames: ResultFrames | None = None
     lost: str | None = None  # why it can no longer be followed (its node went down)
+    job: bool = False  # a replicated-job: its containers stay on their node when it is removed
     stream: LogStream | None = None
     marks: dict[str, float] = field(default_factory=dict)  # its timeline (monotonic), for --debug
 
@@ -298,7 +301,9 @@ class SwarmBackend:
                 self._task_template(spec, service),
                 name=spec.name,
                 labels=spec.labels,
-                mode=ServiceMode("replicated-job", replicas=1, concurrency=1),
+                # not a replicated-job, whose containers outlive it (moby 42789, 44312): the
+                # node removes this one's when it is removed, and no helper job has to
+                mode=ServiceMode("replicated", replicas=1),
             )
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"the swarm refused the agent's service: {_reason(exc)}") from None
@@ -484,7 +489,9 @@ class SwarmBackend:
 
     def _found(self, found: Mapping[str, Any], labels: Mapping[str, str]) -> Service:
         image = str(found["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
-        return Service(labels.get(f"{LABEL}.run-id", ""), image, "", service_id=str(found["ID"]))
+        job = "ReplicatedJob" in (found["Spec"].get("Mode") or {})  # made by an earlier version
+        run_id = labels.get(f"{LABEL}.run-id", "")
+        return Service(run_id, image, "", service_id=str(found["ID"]), job=job)
 
     def node(self, task: Task) -> str | None:
         service: Service = task.handle
@@ -506,10 +513,12 @@ class SwarmBackend:
 
     def _remove(self, service: Service) -> list[str]:
         """Remove the service, its containers on the nodes, its configs and secrets; what could
-        not be removed."""
+        not be removed. Its nodes remove its containers as it goes, but a job's (node_job), and
+        a node that is down cannot."""
         problems = []
         if service.service_id is not None:
-            self._state(service)  # the node it ran on, if not known yet
+            if not service.nodes:
+                self._state(service)  # the node it ran on
             try:
                 self.api.remove_service(service.service_id)
             except docker.errors.NotFound:
@@ -523,8 +532,9 @@ class SwarmBackend:
                     f"{self._node_name(node)}, which is down: remove it there"
                 )
                 continue
-            problem = self.node_job(node, service.image, "remove", service.run_id)
-            if problem:
+            if service.job and (
+                problem := self.node_job(node, service.image, "remove", service.run_id)
+            ):
                 problems.append(problem)
         problems += self._remove_inputs(service.secrets, self.api.remove_secret)
         problems += self._remove_inputs(service.configs, self.api.remove_config)
