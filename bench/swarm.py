@@ -5,13 +5,15 @@ a manager and two workers, each an engine in a container, and a registry).
    its CPU), one invocation each: on the swarm with --jobs 6 (three a worker) against the local
    engine with --jobs 3; interleaved.
 2. The per-task overhead: one trivial task (`true`) at a time, on the swarm against the local
-   engine; interleaved.
+   engine; interleaved. With --baseline DIR, the same task on the swarm by the code in DIR too (a
+   checkout of another commit, e.g. `git archive COMMIT | tar -x -C DIR`), in the same rounds:
+   before and after a change, on the same swarm and machine.
 
 On one VM the two workers share its cores: (1) shows what spreading over nodes buys for tasks
 that wait (API calls, mostly), not more CPU; (2) is the price of the swarm per task (the
-scheduler, the service log, the helper jobs that signal and clean up on the node).
+scheduler, its configs and secret, the service log relayed through the manager).
 
-    .venv/bin/python bench/swarm.py [--rounds N] [--runs N]
+    .venv/bin/python bench/swarm.py [--rounds N] [--runs N] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import docker
 from _common import (
     ROOT,
     agent_image,
@@ -45,8 +49,8 @@ WAIT_S = 20
 TASK = f"sleep {WAIT_S} && echo done > done.txt"
 
 
-def invoke(repo: Path, env: dict[str, str], *args: str) -> tuple[float, dict]:
-    argv = [sys.executable, str(ROOT / "agent_worker.py"), "--agent-type", "command"]
+def invoke(repo: Path, env: dict[str, str], *args: str, root: Path = ROOT) -> tuple[float, dict]:
+    argv = [sys.executable, str(root / "agent_worker.py"), "--agent-type", "command"]
     argv += ["--env-file", str(empty_env_file(repo.parent)), "--json", *args]
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, check=False)
@@ -59,11 +63,31 @@ def invoke(repo: Path, env: dict[str, str], *args: str) -> tuple[float, dict]:
     return wall, data
 
 
+def settled_leftovers(cluster: Any, within: float = 20.0) -> list[str]:
+    """What is left on the swarm once its nodes had a few seconds to remove the containers of
+    services just removed (they do so as a run ends, nobody waiting)."""
+    end = time.monotonic() + within
+    while True:
+        try:
+            left = cluster.leftovers()
+        except docker.errors.NotFound:  # a container removed while it was listed
+            left = ["a container going"]
+        if not left or time.monotonic() > end:
+            return list(left)
+        time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="of the six-task batches")
     parser.add_argument("--runs", type=int, default=5, help="of the trivial task")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout whose code also runs the trivial task"
+    )
     options = parser.parse_args()
+    baseline = options.baseline.resolve() if options.baseline else None
+    if baseline is not None and not (baseline / "agent_worker.py").is_file():
+        raise SystemExit(f"--baseline {baseline}: no agent_worker.py there")
     client = docker_client()
     base = base_image()
     image = agent_image(client, "command")
@@ -89,27 +113,44 @@ def main() -> int:
             wall, _ = invoke(repo, env, "--jobs", "3", "--branch", f"e{n}", *batch_tasks)
             batches["engine --jobs 3"].append(wall)
         single: dict[str, list[float]] = {"swarm": [], "engine": []}
+        if baseline is not None:
+            single["swarm, baseline"] = []
+            invoke(repo, swarm_env, *swarm_args, "--task", "true", "--branch", "wb", root=baseline)
         for n in range(options.runs):
             wall, _ = invoke(repo, swarm_env, *swarm_args, "--task", "true", "--branch", f"t{n}")
             single["swarm"].append(wall)
+            if baseline is not None:
+                wall, _ = invoke(
+                    repo,
+                    swarm_env,
+                    *swarm_args,
+                    "--task",
+                    "true",
+                    "--branch",
+                    f"v{n}",
+                    root=baseline,
+                )
+                single["swarm, baseline"].append(wall)
             wall, _ = invoke(repo, env, "--task", "true", "--branch", f"u{n}")
             single["engine"].append(wall)
-        left = cluster.leftovers()
-    print(f"\nsix tasks of `sleep {WAIT_S}`, {options.rounds} rounds (nodes used: {sorted(nodes)})")
-    table(
-        ["how", "median wall s", "runs"],
-        [(k, f"{median(v):.1f}", " ".join(f"{x:.1f}" for x in v)) for k, v in batches.items()],
-    )
-    ratio = median(batches["swarm --jobs 6"]) / median(batches["engine --jobs 3"])
-    print(f"swarm / engine: {ratio:.2f}x")
+        left = settled_leftovers(cluster)
+    if options.rounds:
+        print(f"\nsix tasks of `sleep {WAIT_S}`, {options.rounds} rounds (nodes: {sorted(nodes)})")
+        table(
+            ["how", "median wall s", "runs"],
+            [(k, f"{median(v):.1f}", " ".join(f"{x:.1f}" for x in v)) for k, v in batches.items()],
+        )
+        ratio = median(batches["swarm --jobs 6"]) / median(batches["engine --jobs 3"])
+        print(f"swarm / engine: {ratio:.2f}x")
     print(f"\none trivial task (`true`), {options.runs} runs each")
     table(
         ["where", "median wall s", "runs"],
         [(k, f"{median(v):.2f}", " ".join(f"{x:.2f}" for x in v)) for k, v in single.items()],
     )
-    extra = median(single["swarm"]) - median(single["engine"])
-    times = median(single["swarm"]) / median(single["engine"])
-    print(f"swarm overhead per task: +{extra:.2f} s ({times:.2f}x)")
+    for name in [k for k in single if k.startswith("swarm")]:
+        extra = median(single[name]) - median(single["engine"])
+        times = median(single[name]) / median(single["engine"])
+        print(f"{name} overhead per task: {extra:+.2f} s ({times:.2f}x)")
     print(f"left on the swarm: {left or 'nothing'}")
     return 0 if not left else 1
 

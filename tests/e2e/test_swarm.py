@@ -1,6 +1,8 @@
 """The swarm backend on a real swarm (tests/swarm_cluster.py: a manager and two workers, each a
 Docker engine in a container, and a registry from Debian's package), shared by every test here.
-Each test leaves nothing on any node: no service, config, secret or container."""
+Each test leaves nothing on any node: no service, config or secret when the run ends, and no
+container a few seconds later (a node removes a task's container once its service is removed,
+while the run ends)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
+from docker.types import ContainerSpec, Placement, RestartPolicy, ServiceMode, TaskTemplate
 from test_faults import start_cli
 
 from conftest import TEST_KEY, clean_env, git, run_cli, snapshot
@@ -50,6 +54,22 @@ def command_env(
         return clean_env(**(settings | extra))
 
     return make
+
+
+def nothing_left(cluster: Swarm, within: float = 20.0) -> list[str]:
+    """What agent-worker left on the swarm: services, configs and secrets at once; containers
+    once their nodes had a few seconds to remove those of services just removed."""
+    end = time.monotonic() + within
+    while True:
+        try:
+            left = cluster.leftovers()
+        except docker.errors.NotFound:  # a container removed while it was listed
+            left = ["container (going)"]
+        if not left or any(not item.startswith("container ") for item in left):
+            return left
+        if time.monotonic() > end:
+            return left
+        time.sleep(0.5)
 
 
 class Spy(threading.Thread):
@@ -140,7 +160,7 @@ def test_claude_on_the_swarm_gives_the_branch_and_report_of_docker(
     assert report["tokens"]["output"] == served.output_tokens
     assert report["turns"] == 4
     assert fake_api.saw_api_key(TEST_KEY)  # it reached the agent, on a worker
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
     # the image went to the registry (pushed by this run, or an earlier one) and ran on a worker
     assert f"{cluster.registry}/agent-worker:" in "".join(spy.seen)
     assert spy.services > 0
@@ -178,7 +198,7 @@ def test_claude_on_the_swarm_gives_the_branch_and_report_of_docker(
     conversation = json.dumps(fake_api.main_requests[served].body["messages"])
     assert "Improve the app" in conversation
     assert "Added util and changed the greeting." in conversation
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
 
 
 def test_the_image_is_pushed_once_and_commands_run_on_the_workers(
@@ -206,8 +226,11 @@ def test_the_image_is_pushed_once_and_commands_run_on_the_workers(
     for result, branch in ((first, "first"), (second, "second")):
         assert result.code == 0, result.stderr
         assert git(repo, "show", f"{branch}:{branch}.txt") == f"{branch}\n"
+        # its container went with its service: no helper job on the node (--debug names each)
+        assert "removal began" in result.stderr
+        assert "helper job" not in result.stderr
     assert "The push refers to repository" not in second.stdout + second.stderr
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
 
 
 def test_an_unreachable_registry_exits_3_before_anything_is_made(
@@ -237,7 +260,7 @@ def test_an_unreachable_registry_exits_3_before_anything_is_made(
     assert git(repo, "branch", "--list", "never") == ""
     assert not (repo / ".git" / "agent-worker").exists()
     assert snapshot(repo) == before
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
 
 
 def test_a_task_no_node_has_room_for_is_a_clear_error(
@@ -252,7 +275,7 @@ def test_a_task_no_node_has_room_for_is_a_clear_error(
     assert "could not start the agent's task" in result.stderr
     assert "no suitable node" in result.stderr
     assert git(repo, "branch", "--list", "agent-task-*") == ""  # the agent never started
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
 
 
 COMMIT_THEN_WAIT = (
@@ -288,7 +311,7 @@ def test_a_timeout_stops_the_task_and_keeps_its_commits(
         "One",
     ]
     assert git(repo, "show", "late:two.txt") == "half\n"
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
 
 
 def _wait_for_ready(cluster: Swarm) -> str:
@@ -333,7 +356,7 @@ def test_sigint_stops_the_task_keeps_its_commits_and_leaves_nothing(
         "agent-worker: work the agent left uncommitted",
         "One",
     ]
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
 
 
 def test_a_run_whose_agent_worker_was_killed_is_recovered(
@@ -380,7 +403,7 @@ def test_a_run_whose_agent_worker_was_killed_is_recovered(
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "interrupted"
     assert report["branch"] == "killed"
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
     again = run_cli([*swarm_args, "--recover"], cwd=repo, env=command_env(), timeout=600)
     assert again.code == 0, again.stderr
     assert "nothing to recover" in again.stdout
@@ -425,7 +448,69 @@ def test_six_commands_with_jobs_3_spread_over_both_workers(
     header, *rows = [line for line in result.stdout.splitlines() if line.strip()][1:8]
     assert header.split()[-1] == "node"
     assert [row.split()[-1] for row in rows] == [r["node"] for r in runs]
-    assert cluster.leftovers() == []
+    assert nothing_left(cluster) == []
+
+
+def test_a_job_service_of_an_earlier_version_is_swept_with_its_container(
+    repo: Path,
+    command_env: Callable[..., dict[str, str]],
+    cluster: Swarm,
+    swarm_args: list[str],
+    command_image: str,
+) -> None:
+    """agent-worker made its tasks as replicated-jobs before, whose containers stay on their
+    node when the service is removed (moby 42789): the sweep of a later run removes such a
+    service of a run that is gone, and its container through a helper job on the node; and a
+    helper job left by an agent-worker that died, once past its deadline."""
+
+    def quick_run(branch: str) -> str:
+        quick = ["--agent-type", "command", "--task", "true", "--branch", branch]
+        done = run_cli([*swarm_args, *quick], cwd=repo, env=command_env(), timeout=600)
+        assert done.code == 0, done.stderr
+        return done.stderr
+
+    quick_run("pushed")  # the image in the registry, whatever ran before
+    run_id = "20200101-000000-0bd0b0b0"
+    labels = {
+        "agent-worker.run-id": run_id,
+        "agent-worker.host": "another-host",
+        "agent-worker.deadline": "1",  # long past: its run is gone
+    }
+    manager = cluster.manager.client()
+    made = manager.api.create_service(
+        TaskTemplate(
+            ContainerSpec(
+                f"{cluster.registry}/{command_image}", command=["sleep", "600"], labels=labels
+            ),
+            restart_policy=RestartPolicy(condition="none", max_attempts=0),
+        ),
+        name=f"agent-worker-{run_id}",
+        labels=labels,
+        mode=ServiceMode("replicated-job", replicas=1, concurrency=1),
+    )
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        tasks = manager.api.tasks(filters={"service": made["ID"]})
+        if tasks and tasks[0]["Status"]["State"] == "running":
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the old job never ran")
+    assert any("container " in item for item in cluster.leftovers())
+    helper = {"agent-worker.helper": "0bd0b0b0", "agent-worker.deadline": "1"}
+    manager.api.create_service(
+        TaskTemplate(
+            ContainerSpec(f"{cluster.registry}/{command_image}", command=["true"], labels=helper),
+            restart_policy=RestartPolicy(condition="none", max_attempts=0),
+            placement=Placement(constraints=["node.labels.agent-worker-test==never"]),
+        ),
+        name="agent-worker-signal-0bd0b0b0",
+        labels=helper,
+        mode=ServiceMode("replicated-job", replicas=1, concurrency=1),
+    )
+    swept = quick_run("sweeps")
+    assert f"removed service agent-worker-{run_id} (its run is gone)" in swept
+    assert nothing_left(cluster) == []
 
 
 def test_a_worker_killed_mid_task_is_a_clear_failure(

@@ -1,17 +1,20 @@
-"""backend.Backend on a Docker Swarm: each task a replicated-job service of one replica that is
+"""backend.Backend on a Docker Swarm: each task a replicated service of one replica that is
 never restarted, on whichever node has room. DOCKER_HOST is a manager; the agent image is built
 there and pushed to a registry every node pulls from.
 
-A service has no stdin and no file copy: the inputs arrive as configs and secrets (swarm_io), the
+A service has no stdin and no file copy: the inputs arrive as configs and secrets (io.py), the
 output and the result files come back through the service's log. The engine cannot signal a
-service's container, and leaves a job's containers on their node after the service is removed
-(moby 42789, 44312): both are done by a short helper job on that node, which talks to the node's
-own engine through its socket and removes its own container last (node_job).
+service's container: a short helper job on its node does, which talks to the node's own engine
+through its socket and removes its own container last (node_job). The node removes the task's
+container when its service is removed (within a second, while nobody waits). Not a job's
+(moby 42789, 44312): the services of runs made as replicated-jobs, by an earlier agent-worker,
+have their containers removed by a helper job too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import socket
 import threading
@@ -65,7 +68,10 @@ from agent_worker_app.images import build as layers
 from agent_worker_app.images.build import IMAGE_REPO
 from agent_worker_app.images.layers import ImageResult, ProjectImage
 
-POLL_S = 0.5
+log = logging.getLogger("agent_worker")
+
+POLL_S = 0.5  # the longest pause between two looks at a task's state
+FIRST_POLL_S = 0.05  # the first: a task's next state (started, ended) often comes that soon
 START_LIMIT_S = 900.0  # pulling the image on a node that has none may take a while
 HELPER_LIMIT_S = 90.0  # a helper job that has not run by then is given up (its node is down?)
 LOG_GRACE_S = 10.0  # after the task ended: time for the rest of its log to arrive
@@ -87,6 +93,20 @@ class Service:
     nodes: set[str] = field(default_factory=set)  # where its task ran
     reader: ResultReader | None = None
     lost: str | None = None  # why it can no longer be followed (its node went down)
+    job: bool = False  # a replicated-job: its containers stay on their node when it is removed
+    stream: LogStream | None = None
+    marks: dict[str, float] = field(default_factory=dict)  # its timeline (monotonic), for --debug
+
+    def timeline(self) -> str:
+        """When each step of its life came, counted from its service's creation."""
+        made = self.marks.get("made")
+        if made is None:
+            return "no service made"
+        marks = dict(self.marks)
+        if self.stream is not None and self.stream.result_at is not None:
+            marks["result line read"] = self.stream.result_at
+        steps = sorted((t, name) for name, t in marks.items() if name != "made")
+        return ", ".join(f"{name} +{t - made:.2f}s" for t, name in steps)
 
 
 def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
@@ -269,20 +289,26 @@ class SwarmBackend:
                 self._task_template(spec, service),
                 name=spec.name,
                 labels=spec.labels,
-                mode=ServiceMode("replicated-job", replicas=1, concurrency=1),
+                # not a replicated-job, whose containers outlive it (moby 42789, 44312): the
+                # node removes this one's when it is removed, and no helper job has to
+                mode=ServiceMode("replicated", replicas=1),
             )
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"the swarm refused the agent's service: {_reason(exc)}") from None
         service.service_id = str(made["ID"])
+        service.marks["made"] = time.monotonic()
         self._await_start(service)
+        service.marks["task started"] = time.monotonic()
         service.reader = ResultReader(service.nonce, on_stderr)
         stream = LogStream(lambda: self._open_log(service), service.reader, on_stdout)
+        service.stream = stream
         stream.start()
         _Watch(self, service, stream).start()
         return stream
 
     def _await_start(self, service: Service) -> None:
         end = time.monotonic() + START_LIMIT_S
+        pauses = _pauses()
         while time.monotonic() < end:
             state, error, node, container = self._state(service)
             if container or state in ("running", "complete") or (state == "failed" and node):
@@ -292,7 +318,7 @@ class SwarmBackend:
                 raise DockerError(
                     f"the swarm could not start the agent's task{where}: {error or state}"
                 )
-            time.sleep(POLL_S)
+            time.sleep(next(pauses))
         raise DockerError(f"the agent's task did not start within {START_LIMIT_S:g}s")
 
     def _tasks(self, service: Service) -> list[dict[str, Any]]:
@@ -373,6 +399,7 @@ class SwarmBackend:
             return ExitInfo(status_code=-1, oom_killed=False, error=service.lost)
         if state not in ENDED:
             return None
+        service.marks.setdefault(f"end seen ({state})", time.monotonic())
         code = (status.get("ContainerStatus") or {}).get("ExitCode")
         error = status.get("Err") or None
         if error and str(error).startswith("task: non-zero exit"):
@@ -383,11 +410,12 @@ class SwarmBackend:
 
     def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
         end = time.monotonic() + timeout_s
+        pauses = _pauses()
         while True:
             exit_info = self.exit_info(task.handle)
             if exit_info is not None or time.monotonic() >= end:
                 return exit_info
-            time.sleep(min(POLL_S, max(end - time.monotonic(), 0.0)))
+            time.sleep(min(next(pauses), max(end - time.monotonic(), 0.0)))
 
     def signal(self, task: Task, name: str) -> None:
         service: Service = task.handle
@@ -448,7 +476,9 @@ class SwarmBackend:
 
     def _found(self, found: Mapping[str, Any], labels: Mapping[str, str]) -> Service:
         image = str(found["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
-        return Service(labels.get(sweep.RUN_ID, ""), image, "", service_id=str(found["ID"]))
+        job = "ReplicatedJob" in (found["Spec"].get("Mode") or {})  # made by an earlier version
+        run_id = labels.get(sweep.RUN_ID, "")
+        return Service(run_id, image, "", service_id=str(found["ID"]), job=job)
 
     def node(self, task: Task) -> str | None:
         service: Service = task.handle
@@ -459,7 +489,10 @@ class SwarmBackend:
 
     def remove(self, task: Task) -> None:
         service: Service = task.handle
+        service.marks["removal began"] = time.monotonic()
         problems = self._remove(service)
+        service.marks["removed"] = time.monotonic()
+        log.debug("swarm: run %s: service made, %s", service.run_id, service.timeline())
         if service.reader is not None:
             service.reader.frames.close()
         if problems:
@@ -467,10 +500,12 @@ class SwarmBackend:
 
     def _remove(self, service: Service) -> list[str]:
         """Remove the service, its containers on the nodes, its configs and secrets; what could
-        not be removed."""
+        not be removed. Its nodes remove its containers as it goes, but a job's (node_job), and
+        a node that is down cannot."""
         problems = []
         if service.service_id is not None:
-            self._state(service)  # the node it ran on, if not known yet
+            if not service.nodes:
+                self._state(service)  # the node it ran on
             try:
                 self.api.remove_service(service.service_id)
             except docker.errors.NotFound:
@@ -484,8 +519,9 @@ class SwarmBackend:
                     f"{self._node_name(node)}, which is down: remove it there"
                 )
                 continue
-            problem = self.node_job(node, service.image, "remove", service.run_id)
-            if problem:
+            if service.job and (
+                problem := self.node_job(node, service.image, "remove", service.run_id)
+            ):
                 problems.append(problem)
         problems += self._remove_inputs(service.secrets, self.api.remove_secret)
         problems += self._remove_inputs(service.configs, self.api.remove_config)
@@ -495,6 +531,7 @@ class SwarmBackend:
         """Configs or secrets; the service that used them may take a moment to let go."""
         left = list(ids)
         end = time.monotonic() + 20.0
+        pauses = _pauses()
         while left:
             try:
                 remove(left[0])
@@ -504,7 +541,7 @@ class SwarmBackend:
             except _DOCKER_ERRORS as exc:
                 if time.monotonic() > end:
                     return [f"cannot remove the task's inputs: {_reason(exc)}"]
-                time.sleep(POLL_S)
+                time.sleep(next(pauses))
         ids.clear()
         return []
 
@@ -533,6 +570,7 @@ class SwarmBackend:
             restart_policy=RestartPolicy(condition="none", max_attempts=0),
             placement=Placement(constraints=[f"node.id=={node}"]),
         )
+        made_at = time.monotonic()
         try:
             made = self.api.create_service(
                 template,
@@ -545,6 +583,7 @@ class SwarmBackend:
         job = Service(run_id, image, "", service_id=str(made["ID"]))
         problem = ""
         end = time.monotonic() + HELPER_LIMIT_S
+        pauses = _pauses()
         while (state := self._state(job))[0] not in ENDED:
             if time.monotonic() > end:
                 problem = (
@@ -552,9 +591,16 @@ class SwarmBackend:
                     f"{self._node_name(node)}: its helper job did not run ({state[1] or state[0]})"
                 )
                 break
-            time.sleep(POLL_S)
+            time.sleep(next(pauses))
         with suppress(*_DOCKER_ERRORS):
             self.api.remove_service(job.service_id)
+        log.debug(
+            "swarm: helper job (%s) on node %s: %s, removed after %.2fs",
+            action,
+            node[:12],
+            state[0],
+            time.monotonic() - made_at,
+        )
         return problem
 
     # ------------------------------------------------------------ orphans
@@ -616,6 +662,15 @@ class SwarmBackend:
                 remove(item["ID"])
                 removed.append(f"removed {item['Spec'].get('Name')} (its run is gone)")
         return removed
+
+
+def _pauses() -> Iterator[float]:
+    """The pauses between looks at a state that may change at once or in minutes: short at
+    first, each half as long again as the one before, POLL_S at most."""
+    pause = FIRST_POLL_S
+    while True:
+        yield pause
+        pause = min(pause * 1.5, POLL_S)
 
 
 class _Watch:

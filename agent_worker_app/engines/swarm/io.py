@@ -6,6 +6,7 @@ log, where the result comes back as channel.py's frames and result line."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import IO
 
@@ -53,6 +54,7 @@ class LogStream:
         self._stopped = False
         self.error: BaseException | None = None
         self.ended = threading.Event()  # the task's result line arrived: all of its output did
+        self.result_at: float | None = None  # when (time.monotonic())
 
     @property
     def result(self) -> str | None:
@@ -88,6 +90,7 @@ class LogStream:
                     continue
                 self.reader.feed(data)
                 if self.reader.complete:
+                    self.result_at = time.monotonic()
                     self.ended.set()
                     return
         except Exception as exc:  # noqa: BLE001 (handed to the main thread, which reports it)
