@@ -349,3 +349,48 @@ def test_tls_cannot_peek_and_takes_the_attach_head_byte_by_byte() -> None:
     fake = Fake(head + b"\x01\x00\x00\x00")
     assert _take_head(fake) == head
     assert fake.data == b"\x01\x00\x00\x00"
+
+
+def test_a_streamed_answer_comes_as_it_is_sent_and_close_cuts_it(
+    serve: tuple[Path, list[Server]],
+) -> None:
+    """A followed log: chunked, read as it comes (read(n) waits for n bytes, not for the end),
+    and cut from another thread while a read waits."""
+    path, servers = serve
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    more = threading.Event()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while b"\r\n\r\n" not in conn.recv(4096):
+                pass
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            conn.sendall(b"5\r\nhello\r\n3\r\n wo\r\n")
+            more.wait(10)  # then nothing more: a follow that waits for the task
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    api = EngineAPI(UnixTransport(str(path)), timeout=10)
+    body = api.stream("/services/s1/logs", {"follow": "1"})
+    assert body.read(7) == b"hello w"  # across two chunks, before the answer ends
+    assert body.read(1) == b"o"
+    threading.Timer(0.2, body.close).start()
+    assert body.read(4) == b""  # cut while waiting: the end
+    more.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_a_streamed_error_status_is_the_engines_own_words(
+    serve: tuple[Path, list[Server]],
+) -> None:
+    body = b'{"message": "service s1 not found"}'
+    api, _ = _api(
+        serve, b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with pytest.raises(EngineError) as raised:
+        api.stream("/services/s1/logs")
+    assert (raised.value.status, raised.value.message) == (404, "service s1 not found")

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.parse
+from contextlib import suppress
 from typing import IO, Any, Protocol
 
 from agent_worker_app.engines.docker.endpoint import Engine, EngineTLS, advice, resolve_engine
@@ -352,6 +353,25 @@ class EngineAPI:
     def ping(self) -> None:
         self.call("GET", "/_ping")
 
+    def stream(self, path: str, query: dict[str, str] | None = None) -> Streamed:
+        """A GET whose answer is read as it comes (a followed log), on a connection of its own
+        with no timeout; EngineError for an error status."""
+        sock = self.transport.open(self.timeout)
+        connection = _Connection(sock)
+        try:
+            sock.sendall(_request("GET", path, query or {}, b"", upgrade=False))
+            status, headers = _read_head(connection.reader)
+            if status >= 400:
+                raw = _read_body(connection.reader, status, headers)
+                value = json.loads(raw) if raw.lstrip()[:1] == b"{" else None
+                message = value.get("message") if isinstance(value, dict) else None
+                raise EngineError(status, str(message or raw.decode(errors="replace").strip()))
+            sock.settimeout(None)
+        except BaseException:
+            connection.close()
+            raise
+        return Streamed(connection, headers)
+
     def image_id(self, name: str) -> str | None:
         """The image's id, or None when the engine does not have it."""
         try:
@@ -419,6 +439,53 @@ class EngineAPI:
         query = {"all": "1", "filters": json.dumps({"label": labels})}
         _, found = self.call("GET", "/containers/json", query=query)
         return [c for c in found or [] if isinstance(c, dict)]
+
+
+class Streamed:
+    """An answer's body as it comes: read(n) waits for n bytes, fewer only at its end; close(),
+    from any thread, cuts it (a read waiting then ends)."""
+
+    def __init__(self, connection: _Connection, headers: dict[str, str]) -> None:
+        self._connection = connection
+        self._chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        length = headers.get("content-length")
+        self._left = int(length) if length is not None and not self._chunked else -1
+        self._chunk_left = 0
+        self._done = False
+
+    def read(self, size: int) -> bytes:
+        data = b""
+        reader = self._connection.reader
+        while len(data) < size and not self._done:
+            if not self._chunked:
+                want = size - len(data) if self._left < 0 else min(size - len(data), self._left)
+                piece = reader.read(want) if want else b""
+                if self._left >= 0:
+                    self._left -= len(piece)
+                self._done = not piece or self._left == 0
+                data += piece
+                continue
+            if self._chunk_left == 0:
+                line = reader.readline(_HEAD_MAX)
+                self._chunk_left = int(line.split(b";")[0].strip() or b"0", 16)
+                if self._chunk_left == 0:
+                    self._done = True
+                    break
+            piece = reader.read(min(size - len(data), self._chunk_left))
+            if not piece:
+                self._done = True
+                break
+            data += piece
+            self._chunk_left -= len(piece)
+            if self._chunk_left == 0:
+                reader.readline(_HEAD_MAX)  # the chunk's line end
+        return data
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self._connection.sock.shutdown(socket.SHUT_RDWR)
+        with suppress(OSError):
+            self._connection.close()
 
 
 class _ClosedError(OSError):

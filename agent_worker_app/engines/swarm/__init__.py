@@ -2,7 +2,10 @@
 has room; the image pushed to a registry every node pulls from.
 
 - backend: SwarmBackend, the Backend on a swarm through its manager
-- io: what crosses a service's boundary (configs and secrets in, the log out)
+- io: what crosses a service's boundary (configs and secrets in, the log out), and the pauses
+  between looks at a task's state
+- node_jobs: helper jobs that signal (or remove) a run's containers on their node
+- registry: the registry the nodes pull from
 """
 
 from __future__ import annotations

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -31,8 +29,6 @@ from docker.types import (
     ConfigReference,
     ContainerSpec,
     DriverConfig,
-    Mount,
-    Placement,
     Resources,
     RestartPolicy,
     SecretReference,
@@ -51,32 +47,33 @@ from agent_worker_app.engines.channel import (
     files_tar,
 )
 from agent_worker_app.engines.docker import client as docker_client
+from agent_worker_app.engines.docker.api import EngineAPI, EngineError, reach
 from agent_worker_app.engines.docker.client import DOCKER_ERRORS as _DOCKER_ERRORS
 from agent_worker_app.engines.docker.client import reason as _reason
+from agent_worker_app.engines.swarm import node_jobs
 from agent_worker_app.engines.swarm.io import (
     CONFIG_DIR,
     CONFIG_PIECE,
+    ENDED,
+    POLL_S,
     SECRET_PIECE,
     SECRET_PREFIX,
     STDERR,
     LogStream,
     log_messages,
+    pauses,
     pieces,
 )
-from agent_worker_app.errors import DockerError, ImageBuildError
+from agent_worker_app.engines.swarm.registry import Registry
+from agent_worker_app.errors import DockerError
 from agent_worker_app.images import build as layers
 from agent_worker_app.images.build import IMAGE_REPO
 from agent_worker_app.images.layers import ImageResult, ProjectImage
 
 log = logging.getLogger("agent_worker")
 
-POLL_S = 0.5  # the longest pause between two looks at a task's state
-FIRST_POLL_S = 0.05  # the first: a task's next state (started, ended) often comes that soon
 START_LIMIT_S = 900.0  # pulling the image on a node that has none may take a while
-HELPER_LIMIT_S = 90.0  # a helper job that has not run by then is given up (its node is down?)
 LOG_GRACE_S = 10.0  # after the task ended: time for the rest of its log to arrive
-ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
-HELPER = f"{sweep.LABEL}.helper"  # a helper job's label (node_job)
 
 
 @dataclass
@@ -111,7 +108,8 @@ class Service:
 
 def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
     """The manager at docker_host, checked to be one, and the registry, checked to answer it."""
-    client = docker_client.connect(docker_host)
+    where, engine = reach(docker_host)
+    client = docker_client.client_for(where)
     try:
         swarm = client.info().get("Swarm") or {}
     except _DOCKER_ERRORS as exc:
@@ -121,8 +119,8 @@ def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
             "--backend swarm needs a swarm manager: point --remote-docker / DOCKER_HOST at one "
             f"(this engine's swarm state: {swarm.get('LocalNodeState') or 'unknown'})"
         )
-    backend = SwarmBackend(client, registry)
-    backend.image_in_registry(f"{registry}/{IMAGE_REPO}:reachable")  # raises when unreachable
+    backend = SwarmBackend(client, engine, registry)
+    backend.registry.has(f"{registry}/{IMAGE_REPO}:reachable")  # raises when unreachable
     return backend
 
 
@@ -131,33 +129,13 @@ class SwarmBackend:
 
     local = False  # the nodes do not share this machine's files
 
-    def __init__(self, client: docker.DockerClient, registry: str) -> None:
+    def __init__(self, client: docker.DockerClient, engine: EngineAPI, registry: str) -> None:
         self.client = client
-        # Any: docker-py's stubs leave the swarm calls untyped, and the log stream needs the
-        # raw response, which only its private helpers give
-        self.api: Any = client.api
-        self.registry = registry
+        self.api: Any = client.api  # Any: docker-py's stubs leave the swarm calls untyped
+        self.engine = engine  # the manager's API as api.py speaks it: a log, followed
+        self.registry = Registry(self.api, registry)
 
     # ------------------------------------------------------------ image
-
-    def image_in_registry(self, name: str) -> bool:
-        """Whether the registry has name, as the manager sees it; DockerError when it cannot
-        be reached from there."""
-        try:
-            self.api.inspect_distribution(name)
-        except docker.errors.APIError as exc:
-            if exc.status_code == 404:
-                return False
-            raise DockerError(
-                f"the swarm manager cannot reach the registry {self.registry} ({_reason(exc)}): "
-                "check --registry, that the registry runs, and that every node's engine "
-                "trusts it (insecure-registries in daemon.json for plain HTTP)"
-            ) from None
-        except _DOCKER_ERRORS as exc:
-            raise DockerError(
-                f"cannot ask the manager about the registry: {_reason(exc)}"
-            ) from None
-        return True
 
     def prepare_image(
         self,
@@ -182,26 +160,12 @@ class SwarmBackend:
             on_line=on_line,
             project=project,
         )
-        repository = f"{self.registry}/{IMAGE_REPO}"
+        repository = f"{self.registry.host}/{IMAGE_REPO}"
         tag = built.tag.split(":", 1)[1]
         name = f"{repository}:{tag}"
-        if force or built.built or not self.image_in_registry(name):
-            self._push(built.tag, repository, tag, on_line)
+        if force or built.built or not self.registry.has(name):
+            self.registry.push(built.tag, repository, tag, on_line)
         return dataclasses.replace(built, tag=name)
-
-    def _push(self, local: str, repository: str, tag: str, on_line: Callable[[str], None]) -> None:
-        error = None
-        try:
-            self.api.tag(local, repository, tag, force=True)
-            for chunk in self.api.push(repository, tag=tag, stream=True, decode=True):
-                if "error" in chunk:
-                    error = str(chunk["error"]).strip()
-                elif chunk.get("status") and not chunk.get("progressDetail"):
-                    on_line(" ".join(str(chunk[k]) for k in ("id", "status") if chunk.get(k)))
-        except _DOCKER_ERRORS as exc:
-            error = _reason(exc)
-        if error is not None:
-            raise ImageBuildError(f"cannot push the agent image to {self.registry}: {error}")
 
     # ------------------------------------------------------------ the task
 
@@ -308,7 +272,7 @@ class SwarmBackend:
 
     def _await_start(self, service: Service) -> None:
         end = time.monotonic() + START_LIMIT_S
-        pauses = _pauses()
+        waits = pauses()
         while time.monotonic() < end:
             state, error, node, container = self._state(service)
             if container or state in ("running", "complete") or (state == "failed" and node):
@@ -318,7 +282,7 @@ class SwarmBackend:
                 raise DockerError(
                     f"the swarm could not start the agent's task{where}: {error or state}"
                 )
-            time.sleep(next(pauses))
+            time.sleep(next(waits))
         raise DockerError(f"the agent's task did not start within {START_LIMIT_S:g}s")
 
     def _tasks(self, service: Service) -> list[dict[str, Any]]:
@@ -365,21 +329,12 @@ class SwarmBackend:
         self, service: Service, *, follow: bool = True
     ) -> tuple[Iterator[tuple[int, bytes]], Callable[[], None]]:
         """The service's log, followed (or as it is): its messages, and what cuts the follow."""
-        params = {"follow": int(follow), "stdout": 1, "stderr": 1, "details": 0, "timestamps": 0}
-        url = self.api._url("/services/{0}/logs", service.service_id)
-        response = self.api._get(url, params=params, stream=True, timeout=None)
-        self.api._raise_for_status(response)
-        raw = self.api._get_raw_response_socket(response)
-        sock = getattr(raw, "_sock", raw)  # a SocketIO wraps it
-
-        def close() -> None:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with suppress(OSError):
-                response.close()
-
-        # read from urllib3's response, which takes the HTTP chunks apart
-        return log_messages(response.raw.read), close
+        query = {"follow": str(int(follow)), "stdout": "1", "stderr": "1"}
+        try:
+            body = self.engine.stream(f"/services/{service.service_id}/logs", query)
+        except EngineError as exc:
+            raise DockerError(f"cannot read the agent's service log: {exc.message}") from None
+        return log_messages(body.read), body.close
 
     def exit_info(self, service: Service) -> ExitInfo | None:
         """The task's exit, if it ended (or its node went down)."""
@@ -410,12 +365,12 @@ class SwarmBackend:
 
     def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
         end = time.monotonic() + timeout_s
-        pauses = _pauses()
+        waits = pauses()
         while True:
             exit_info = self.exit_info(task.handle)
             if exit_info is not None or time.monotonic() >= end:
                 return exit_info
-            time.sleep(min(next(pauses), max(end - time.monotonic(), 0.0)))
+            time.sleep(min(next(waits), max(end - time.monotonic(), 0.0)))
 
     def signal(self, task: Task, name: str) -> None:
         service: Service = task.handle
@@ -531,7 +486,7 @@ class SwarmBackend:
         """Configs or secrets; the service that used them may take a moment to let go."""
         left = list(ids)
         end = time.monotonic() + 20.0
-        pauses = _pauses()
+        waits = pauses()
         while left:
             try:
                 remove(left[0])
@@ -541,67 +496,22 @@ class SwarmBackend:
             except _DOCKER_ERRORS as exc:
                 if time.monotonic() > end:
                     return [f"cannot remove the task's inputs: {_reason(exc)}"]
-                time.sleep(next(pauses))
+                time.sleep(next(waits))
         ids.clear()
         return []
 
     # ------------------------------------------------------------ helper jobs on a node
 
     def node_job(self, node: str, image: str, action: str, run_id: str, sig: str = "") -> str:
-        """Run a helper job on node that signals or removes the run's containers there, then
-        removes its own; a problem, or "" when it ran."""
-        helper = secrets.token_hex(6)
-        labels = {HELPER: helper, sweep.DEADLINE: str(int(time.time() + 600))}
-        container = ContainerSpec(
-            image,
-            command=["bash", "-c", NODE_SCRIPT],
-            env={
-                "AW_ACTION": action,
-                "AW_SIGNAL": sig,
-                "AW_TARGET": f"{sweep.RUN_ID}={run_id}",
-                "AW_SELF": f"{HELPER}={helper}",
-            },
-            labels=labels,
-            user="root",
-            mounts=[Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")],
+        """A helper job on node that signals or removes the run's containers there
+        (node_jobs.run); a problem, or "" when it ran."""
+
+        def state(service_id: str) -> tuple[str, str | None]:
+            return self._state(Service(run_id, image, "", service_id=service_id))[:2]
+
+        return node_jobs.run(
+            self.api, node, image, action, run_id, sig=sig, state=state, node_name=self._node_name
         )
-        template = TaskTemplate(
-            container,
-            restart_policy=RestartPolicy(condition="none", max_attempts=0),
-            placement=Placement(constraints=[f"node.id=={node}"]),
-        )
-        made_at = time.monotonic()
-        try:
-            made = self.api.create_service(
-                template,
-                name=f"agent-worker-{action}-{helper}",
-                labels=labels,
-                mode=ServiceMode("replicated-job", replicas=1, concurrency=1),
-            )
-        except _DOCKER_ERRORS as exc:
-            return f"cannot {action} the containers of run {run_id}: {_reason(exc)}"
-        job = Service(run_id, image, "", service_id=str(made["ID"]))
-        problem = ""
-        end = time.monotonic() + HELPER_LIMIT_S
-        pauses = _pauses()
-        while (state := self._state(job))[0] not in ENDED:
-            if time.monotonic() > end:
-                problem = (
-                    f"cannot {action} the containers of run {run_id} on node "
-                    f"{self._node_name(node)}: its helper job did not run ({state[1] or state[0]})"
-                )
-                break
-            time.sleep(next(pauses))
-        with suppress(*_DOCKER_ERRORS):
-            self.api.remove_service(job.service_id)
-        log.debug(
-            "swarm: helper job (%s) on node %s: %s, removed after %.2fs",
-            action,
-            node[:12],
-            state[0],
-            time.monotonic() - made_at,
-        )
-        return problem
 
     # ------------------------------------------------------------ orphans
 
@@ -612,7 +522,6 @@ class SwarmBackend:
         removed = []
         try:
             services = self.api.services(filters={"label": sweep.RUN_ID})
-            helpers = self.api.services(filters={"label": HELPER})
         except _DOCKER_ERRORS as exc:
             raise DockerError(f"cannot list old agent services: {_reason(exc)}") from None
         live = set()
@@ -625,11 +534,7 @@ class SwarmBackend:
             self._own_inputs(service)
             self._remove(service)
             removed.append(f"removed service {found['Spec'].get('Name')} (its run is gone)")
-        for found in helpers:
-            labels = dict((found.get("Spec") or {}).get("Labels") or {})
-            if sweep.deadline(labels) < now:
-                with suppress(*_DOCKER_ERRORS):
-                    self.api.remove_service(found["ID"])
+        node_jobs.sweep_left_over(self.api, now)
         removed += self._remove_stray_inputs(live, now)
         return removed
 
@@ -664,15 +569,6 @@ class SwarmBackend:
         return removed
 
 
-def _pauses() -> Iterator[float]:
-    """The pauses between looks at a state that may change at once or in minutes: short at
-    first, each half as long again as the one before, POLL_S at most."""
-    pause = FIRST_POLL_S
-    while True:
-        yield pause
-        pause = min(pause * 1.5, POLL_S)
-
-
 class _Watch:
     """Polls the task's state beside its log stream, and ends the stream once the task ended
     (after a grace for the rest of its log), or its node went down."""
@@ -696,27 +592,3 @@ class _Watch:
         except Exception:  # noqa: BLE001, S110 (the stream is stopped all the same)
             pass
         self._stream.stop()
-
-
-# Run by a helper job as root on one node, with that node's engine socket: signal or remove the
-# containers labelled with the run's id, then remove its own container (a job's container is
-# never removed by the swarm).
-NODE_SCRIPT = r"""
-set -euo pipefail
-api() { curl -fsS --max-time 60 --unix-socket /var/run/docker.sock "$@"; }
-ids() { # the containers with this label (never all of them: a failed filter ends the script)
-  local filters
-  filters=$(jq -cn --arg wanted "$1" '{"label": [$wanted]}')
-  [[ "$filters" == '{"label":["'* ]] || exit 1
-  api -G http://localhost/containers/json --data-urlencode all=1 \
-    --data-urlencode "filters=$filters" | jq -r '.[].Id'
-}
-for id in $(ids "$AW_TARGET"); do
-  if [[ "$AW_ACTION" == signal ]]; then
-    api -X POST "http://localhost/containers/$id/kill?signal=$AW_SIGNAL" >/dev/null || true
-  else
-    api -X DELETE "http://localhost/containers/$id?force=1&v=1" >/dev/null || true
-  fi
-done
-for id in $(ids "$AW_SELF"); do api -X DELETE "http://localhost/containers/$id?force=1&v=1"; done
-"""

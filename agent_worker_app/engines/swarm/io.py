@@ -18,6 +18,18 @@ SECRET_PIECE = 480_000
 CONFIG_DIR = "/run/agent-worker-input"  # where the configs land (agent_inside.sh reads them)
 SECRET_PREFIX = "agent-worker-input-"  # noqa: S105 (a file name: /run/secrets/<this><NNN>)
 STDERR = 2
+POLL_S = 0.5  # the longest pause between two looks at a task's state
+FIRST_POLL_S = 0.05  # the first: a task's next state (started, ended) often comes that soon
+ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}  # a task's end
+
+
+def pauses() -> Iterator[float]:
+    """The pauses between looks at a state that may change at once or in minutes: short at
+    first, each half as long again as the one before, POLL_S at most."""
+    pause = FIRST_POLL_S
+    while True:
+        yield pause
+        pause = min(pause * 1.5, POLL_S)
 
 
 def pieces(archive: IO[bytes], size: int) -> Iterator[bytes]:
