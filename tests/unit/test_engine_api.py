@@ -356,7 +356,7 @@ def test_a_streamed_answer_comes_as_it_is_sent_and_close_cuts_it(
 ) -> None:
     """A followed log: chunked, read as it comes (read(n) waits for n bytes, not for the end),
     and cut from another thread while a read waits."""
-    path, servers = serve
+    path, _ = serve
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen()
