@@ -35,13 +35,13 @@ from agent_worker_app.errors import (
 )
 from agent_worker_app.report import (
     AgentInfo,
+    BranchTotals,
     Outcome,
     RunReport,
     Tokens,
     decide_status,
     render_json,
 )
-from agent_worker_app.runs import BranchTotals
 from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked, parse_check
 
 if TYPE_CHECKING:
