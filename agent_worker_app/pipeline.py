@@ -9,7 +9,6 @@ never started.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -42,7 +41,8 @@ from agent_worker_app.report import (
     decide_status,
     render_json,
 )
-from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked, parse_check
+from agent_worker_app.sandbox_report import CheckOutcome
+from agent_worker_app.task_result import Inside, import_result, parse_inside
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser
@@ -186,22 +186,6 @@ class Context:
     push_remote: str | None = None  # --push: where the branch goes after a successful run
     continuation: Continuation | None = None  # --continue: the branch's last run, its session
     on_start: tuple[Callable[[], None], ...] = ()  # called once the task has started
-
-
-@dataclass(frozen=True)
-class Inside:
-    """The task's own account of its end, from its result channel: written after the agent's
-    processes are gone and marked with a nonce only the task's root stage knows, so nothing the
-    agent prints can forge it."""
-
-    phase: str  # "setup": the agent never started; "agent": it ran
-    error: str | None = None
-    head: str | None = None
-    bundle: bool = False
-    stopped: str | None = None  # why the task stopped its agent by itself, if it did
-    warnings: tuple[str, ...] = ()
-    check: CheckOutcome | None = None  # the check command's run, recorded by the root stage
-    blocked: tuple[Blocked, ...] = ()  # what the firewall refused, from root's own record
 
 
 @dataclass(frozen=True)
@@ -671,42 +655,6 @@ def keep_session(ctx: Context) -> None:
         if path.is_file() and not path.is_symlink():
             (kept / path.name).write_bytes(ctx.redactor.data(path.read_bytes()))
     shutil.rmtree(out, ignore_errors=True)
-
-
-def import_result(ws: Workspace, bundle: Path) -> tuple[str, str | None]:
-    """(the branch's head, an import error or None) after fetching the task's bundle."""
-    from agent_worker_app import git_manager
-
-    if not bundle.is_file():
-        return git_manager.branch_head(ws), "the container's result bundle is missing"
-    try:
-        head = git_manager.import_bundle(ws, bundle)
-    except GitError as exc:
-        return git_manager.branch_head(ws), f"{exc}; the agent's commits are kept in {bundle}"
-    bundle.unlink()
-    return head, None
-
-
-def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:
-    """The task's result line, parsed; (None, a problem) when it is not what a task writes."""
-    if text is None:
-        return None, None
-    try:
-        data = json.loads(text)
-        warnings = data.get("warnings") or []
-        inside = Inside(
-            phase=str(data["phase"]),
-            error=str(data["error"]) if data.get("error") else None,
-            head=str(data["head"]) if data.get("head") else None,
-            bundle=bool(data.get("bundle")),
-            stopped=str(data["stopped"]) if data.get("stopped") else None,
-            warnings=tuple(str(w) for w in warnings if w),
-            check=parse_check(data.get("check")),
-            blocked=parse_blocked(data.get("blocked")),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return None, f"the container's result cannot be read ({type(exc).__name__})"
-    return inside, None
 
 
 # ---------------------------------------------------------------- report

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from agent_worker_app.backend import GRACE_S, LostTask
 from agent_worker_app.errors import AgentWorkerError, GitError
+from agent_worker_app.task_result import import_result, parse_inside
 from agent_worker_app.task_spec import LABEL
 
 if TYPE_CHECKING:
@@ -42,8 +43,6 @@ def recover_found(backend: Backend, ws: Workspace, found: list[LostTask]) -> lis
 
 
 def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
-    from agent_worker_app import pipeline
-
     labels = lost.labels
     run_id = labels.get(f"{LABEL}.run-id", "unknown")
     exit_info = lost.exit or backend.wait(lost.task, GRACE_S)  # it is stopping by itself
@@ -54,13 +53,13 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     backend.fetch_result(lost.task, run_dir, account=True)
     account = run_dir / ACCOUNT_NAME
     text = account.read_text(encoding="utf-8") if account.is_file() else None
-    inside, problem = pipeline.parse_inside(text)
+    inside, problem = parse_inside(text)
     branch_ws = replace(
         ws, branch=labels.get(f"{LABEL}.branch", ""), base_commit=labels.get(f"{LABEL}.base", "")
     )
     head, error = branch_ws.base_commit, problem
     if inside is not None and inside.bundle:
-        head, error = pipeline.import_result(branch_ws, run_dir / "out" / "result.bundle")
+        head, error = import_result(branch_ws, run_dir / "out" / "result.bundle")
     elif inside is None:
         error = error or "the container left no account of its end"
     agent_type = labels.get(f"{LABEL}.agent", "claude")
