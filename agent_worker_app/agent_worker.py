@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent_worker_app.errors import AgentWorkerError
+from agent_worker_app.errors import AgentWorkerError, internal_error
 from agent_worker_app.options import ENV_KEYS, OPTIONS, REPEATABLE
 
 if TYPE_CHECKING:
@@ -139,13 +139,11 @@ def main(options: Mapping[str, Any], env: Env) -> int:
 def _failed(exc: Exception, options: Mapping[str, Any], env: Env, redactor: Redactor) -> int:
     """A run's (or a batch's) end by an exception: the user's error with its exit code, or a bug
     pointing to its crash log; the exit code."""
-    from agent_worker_app import pipeline
-
     if isinstance(exc, AgentWorkerError):
         details = [redactor.text(d) for d in exc.details]
         _fail(env, options, redactor.text(str(exc)), exc.exit_code, details)
         return exc.exit_code
-    error = pipeline.internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
+    error = internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
     _fail(env, options, redactor.text(str(error)), error.exit_code, [])
     return error.exit_code
 

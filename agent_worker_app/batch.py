@@ -33,6 +33,7 @@ from agent_worker_app.errors import (
     AgentWorkerError,
     PreconditionError,
     UsageError,
+    internal_error,
     worst_exit,
 )
 from agent_worker_app.report import AgentInfo, RunReport
@@ -297,7 +298,7 @@ class _Scheduler:
         except Exception as exc:  # noqa: BLE001 (a bug: this run's report says so, the rest go on)
             log.error("internal error:\n%s", self.redactor.text(traceback.format_exc()))
             crash = runlog.path or Path(os.devnull)
-            run.report = not_run(run, "error", 4, str(pipeline.internal_error(exc, crash)))
+            run.report = not_run(run, "error", 4, str(internal_error(exc, crash)))
         finally:
             progress.close()
             runlog.close()

@@ -29,8 +29,8 @@ from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
     GitError,
-    InternalError,
     Interrupted,
+    internal_error,
 )
 from agent_worker_app.report import (
     AgentInfo,
@@ -501,12 +501,6 @@ def report_orphans(orphans: Background, progress: ProgressSink) -> None:
         return
     for line in removed:
         progress.warn(line)
-
-
-def internal_error(exc: BaseException, log_path: Path) -> InternalError:
-    return InternalError(
-        f"internal error ({type(exc).__name__}: {exc}); please report it with the log {log_path}"
-    )
 
 
 # ---------------------------------------------------------------- supervise
