@@ -1,5 +1,6 @@
 """agent-worker: put an AI coding agent to work on a new branch of a git repository, inside a
-Docker container, and report what it did. The click entry point; the run itself is pipeline.py.
+Docker container, and report what it did. The click entry point: one driver runs what the
+command line asks for (driver.py; a single run is the batch of one), and _emit renders it.
 
 docker-py and rich are imported only once a run needs them, so --help and --version stay fast.
 """
@@ -22,7 +23,7 @@ from agent_worker_app.errors import AgentWorkerError, internal_error
 from agent_worker_app.options import ENV_KEYS, OPTIONS, REPEATABLE
 
 if TYPE_CHECKING:
-    from agent_worker_app import batch
+    from agent_worker_app import driver
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.backend import Backend, ImageResult
     from agent_worker_app.config import Config
@@ -82,52 +83,49 @@ def prepare_image(
 
 
 def main(options: Mapping[str, Any], env: Env) -> int:
-    """Run agent-worker with parsed options; returns the exit code."""
-    from agent_worker_app import agents, batch_plan, pipeline
+    """Run agent-worker with parsed options; returns the exit code. One run or several, the
+    same driver (driver.py): a single run is the batch of one, with its own report."""
+    from agent_worker_app import agents, batch_plan, driver
     from agent_worker_app import config as config_module
-    from agent_worker_app.console import Progress, Redactor, RunLog, escape_text
+    from agent_worker_app.console import Redactor, RunLog
+    from agent_worker_app.pipeline import Signals
 
     for flag, command in _COMMANDS.items():  # the options that do something else than a run
         if options.get(flag):
             return command(batch_plan.single(options), env)
-    if batch_plan.is_batch(options):
-        return batch_command(options, env)
-    options = batch_plan.single(options)
     redactor = Redactor()
-    signals = pipeline.Signals()
+    signals = Signals()
     signals.install()
     runlog = None
     try:
-        cfg = config_module.load(
+        plan = driver.load(
             options,
-            environ=os.environ,
-            cwd=Path.cwd(),
-            tool_dir=_tool_dir(),
-            agent_class=agents.agent_class,
-            stdin_text=env.stdin.read,
+            read_stdin=env.stdin.read,
+            load_config=lambda one: config_module.load(
+                one,
+                environ=os.environ,
+                cwd=Path.cwd(),
+                tool_dir=_tool_dir(),
+                agent_class=agents.agent_class,
+                stdin_text=env.stdin.read,
+            ),
         )
-        redactor.add(cfg.agent.secret or "")
-        runlog = RunLog(redactor, debug=cfg.debug, stderr=env.stderr)
-        log.debug("agent-worker %s, %s", __version__, cfg)
-        progress = Progress(env, redactor)
-        for warning in cfg.warnings:
-            progress.warn(warning)
-        try:
-            report = pipeline.run(
-                cfg,
-                lambda: connect_docker(cfg.docker_host, cfg.backend, cfg.registry),
-                redactor=redactor,
-                runlog=runlog,
-                progress=progress,
-                signals=signals,
-                cache_dir=cache_dir(),
-            )
-        finally:
-            progress.close()
-        _emit(report, cfg, env)
-        if report.error:
-            env.stderr.write(f"agent-worker: {report.status}: {escape_text(report.error)}\n")
-        return report.exit_code
+        redactor.add(*(run.cfg.agent.secret or "" for run in plan.runs))
+        first = plan.runs[0].cfg
+        runlog = RunLog(redactor, debug=first.debug, stderr=env.stderr)
+        what = first if plan.one else f"a batch of {len(plan.runs)} runs"
+        log.debug("agent-worker %s, %s", __version__, what)
+        outcome = driver.execute(
+            plan,
+            lambda: connect_docker(first.docker_host, first.backend, first.registry),
+            signals=signals,
+            redactor=redactor,
+            runlog=runlog,
+            env=env,
+            cache_dir=cache_dir(),
+        )
+        _emit(outcome, first, env)
+        return outcome.exit_code
     except Exception as exc:  # noqa: BLE001 (the single top-level handler: _failed)
         return _failed(exc, options, env, redactor)
     finally:
@@ -146,87 +144,6 @@ def _failed(exc: Exception, options: Mapping[str, Any], env: Env, redactor: Reda
     error = internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
     _fail(env, options, redactor.text(str(error)), error.exit_code, [])
     return error.exit_code
-
-
-def batch_command(options: Mapping[str, Any], env: Env) -> int:
-    """Several tasks, projects or both (batch.py): a live line per running task, a summary."""
-    from agent_worker_app import agents, batch, pipeline
-    from agent_worker_app import config as config_module
-    from agent_worker_app.batch_view import BatchView
-    from agent_worker_app.console import Redactor, RunLog
-
-    redactor = Redactor()
-    signals = pipeline.Signals()
-    signals.install()
-    runlog = None
-    try:
-        runs = batch.load(
-            options,
-            read_stdin=env.stdin.read,
-            load_config=lambda one: config_module.load(
-                one,
-                environ=os.environ,
-                cwd=Path.cwd(),
-                tool_dir=_tool_dir(),
-                agent_class=agents.agent_class,
-                stdin_text=env.stdin.read,
-            ),
-        )
-        redactor.add(*(run.cfg.agent.secret or "" for run in runs))
-        first = runs[0].cfg
-        runlog = RunLog(redactor, debug=first.debug, stderr=env.stderr)
-        log.debug("agent-worker %s, a batch of %d runs", __version__, len(runs))
-        view = BatchView(env, redactor, len(runs))
-        for warning in dict.fromkeys(w for run in runs for w in run.cfg.warnings):
-            view.warn(warning)
-        try:
-            outcome = batch.execute(
-                runs,
-                lambda: connect_docker(first.docker_host, first.backend, first.registry),
-                view=view,
-                signals=signals,
-                redactor=redactor,
-                env=env,
-                cache_dir=cache_dir(),
-            )
-        finally:
-            view.close()
-        _emit_batch(outcome, first, env)
-        return outcome.totals.exit_code
-    except Exception as exc:  # noqa: BLE001 (the single top-level handler: _failed)
-        return _failed(exc, options, env, redactor)
-    finally:
-        signals.restore()
-        if runlog is not None:
-            runlog.close()
-
-
-def _emit_batch(outcome: batch.Outcome, cfg: Config, env: Env) -> None:
-    from agent_worker_app.batch_view import (
-        render_batch_json,
-        render_summary_rich,
-        render_summary_text,
-    )
-
-    text = render_batch_json(outcome.entries, outcome.totals)
-    if cfg.report_file is not None:
-        try:
-            cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
-            cfg.report_file.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            from agent_worker_app.console import escape_text
-
-            env.stderr.write(
-                f"agent-worker: warning: cannot write --report-file: {escape_text(str(exc))}\n"
-            )
-    if cfg.json_output:
-        env.stdout.write(text)
-    elif env.rich_stdout:
-        render_summary_rich(outcome.entries, outcome.totals, env.stdout)
-    else:
-        env.stdout.write(render_summary_text(outcome.entries, outcome.totals))
-    env.stdout.flush()
-    _ci_outputs([entry.report for entry in outcome.entries], cfg.report_file, env, outcome.totals)
 
 
 def recover_command(options: Mapping[str, Any], env: Env) -> int:
@@ -318,27 +235,41 @@ def list_agents(env: Env) -> int:
     return 0
 
 
-def _emit(report: RunReport, cfg: Config, env: Env) -> None:
-    from agent_worker_app.report import render_json, render_rich, render_text
+def _emit(outcome: driver.Outcome, cfg: Config, env: Env) -> None:
+    """The runs' report on stdout (a single run's own, or a batch's summary; JSON with --json)
+    and in --report-file, and a CI job's outputs; a single run's error on stderr too."""
+    from agent_worker_app import batch_view, report
+    from agent_worker_app.console import escape_text
 
+    reports = [entry.report for entry in outcome.entries]
+    if outcome.one:
+        text = report.render_json(reports[0])
+    else:
+        text = batch_view.render_batch_json(outcome.entries, outcome.totals)
     if cfg.report_file is not None:
         try:
             cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
-            cfg.report_file.write_text(render_json(report), encoding="utf-8")
+            cfg.report_file.write_text(text, encoding="utf-8")
         except OSError as exc:
-            from agent_worker_app.console import escape_text
-
             env.stderr.write(
                 f"agent-worker: warning: cannot write --report-file: {escape_text(str(exc))}\n"
             )
     if cfg.json_output:
-        env.stdout.write(render_json(report))
+        env.stdout.write(text)
+    elif env.rich_stdout and outcome.one:
+        report.render_rich(reports[0], env.stdout)
     elif env.rich_stdout:
-        render_rich(report, env.stdout)
+        batch_view.render_summary_rich(outcome.entries, outcome.totals, env.stdout)
+    elif outcome.one:
+        env.stdout.write(report.render_text(reports[0]))
     else:
-        env.stdout.write(render_text(report))
+        env.stdout.write(batch_view.render_summary_text(outcome.entries, outcome.totals))
     env.stdout.flush()
-    _ci_outputs([report], cfg.report_file, env)
+    # a single run's outputs are its own; a batch's carry its exit code and wall clock
+    _ci_outputs(reports, cfg.report_file, env, None if outcome.one else outcome.totals)
+    first = reports[0]
+    if outcome.one and first.error:
+        env.stderr.write(f"agent-worker: {first.status}: {escape_text(first.error)}\n")
 
 
 def _ci_outputs(

@@ -1,19 +1,18 @@
-"""One run as a pipeline over a Backend: preflight, image, branch, then the task's four steps
-(spec, supervise, collect, report), each passing frozen values to the next.
+"""One run's task as a pipeline over a Backend: its run directory, its branch, then the task's
+four steps (spec, supervise, collect, report), each passing frozen values to the next. What
+comes before a task (the checks, the engine, the image) and after it (the engine's
+housekeeping) is the driver's (driver.py), written once for a single run and a batch.
 
-Everything up to the image changes nothing; after that a report is always written, the task
-is removed on every path, and the branch is deleted only if this run made it and the agent
-never started.
+From the branch on, a report is always written, the task is removed on every path, and the
+branch is deleted only if this run made it and the agent never started.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import signal
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
     from agent_worker_app.console import ProgressSink, Redactor, RunLog
     from agent_worker_app.follow_up import Continuation
     from agent_worker_app.git_manager import Workspace
-    from agent_worker_app.image_layers import ProjectImage
     from agent_worker_app.task_spec import Session
 
 log = logging.getLogger("agent_worker")
@@ -124,37 +122,6 @@ class TaskSignals(Signals):
             raise Interrupted("interrupted by a signal")
 
 
-class Background(threading.Thread):
-    """A call run on the side; outcome() waits for it and returns (or raises) what it did.
-    later: it starts when begin() (or outcome()) is called, not now."""
-
-    def __init__(self, call: Callable[..., Any], *args: Any, later: bool = False) -> None:
-        super().__init__(daemon=True)
-        self._call = call
-        self._args = args
-        self._value: Any = None
-        self._error: BaseException | None = None
-        if not later:
-            self.start()
-
-    def begin(self) -> None:
-        if self.ident is None:
-            self.start()
-
-    def run(self) -> None:
-        try:
-            self._value = self._call(*self._args)
-        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
-            self._error = exc
-
-    def outcome(self) -> Any:
-        self.begin()
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 @dataclass
 class Journal:
     """What a run notes as it goes: timings of its phases and warnings for the report."""
@@ -215,107 +182,7 @@ def new_run_id() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
 
 
-# ---------------------------------------------------------------- the whole run
-
-
-def run(
-    cfg: Config,
-    connect: Callable[[], Backend],
-    *,
-    redactor: Redactor,
-    runlog: RunLog,
-    progress: ProgressSink,
-    signals: Signals,
-    cache_dir: Path,
-) -> RunReport:
-    """Preflight, image and the run directory; then the task, always ending in a report."""
-    from agent_worker_app import agents, git_manager, project_image
-
-    agent = agents.get(cfg.agent_type, cfg.agent)
-    journal = Journal(warnings=list(cfg.warnings))
-    # Reaching the engine (and importing its client) overlaps the git checks, which mostly wait
-    # on git; a failed check still comes first, and none of it changes anything.
-    connecting = Background(connect)
-    continuation = None
-    if cfg.continue_from is not None:
-        from agent_worker_app import follow_up
-
-        ws, continuation = follow_up.prepare(cfg.project, cfg.continue_from, cfg.agent_type)
-    else:
-        ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
-    push_remote = check_push(cfg, ws)
-    backend: Backend = connecting.outcome()
-    # Cleaning up after runs that are gone, and finding this repository's runs whose
-    # agent-worker died, are nobody's critical path: they start once this run's container has
-    # started (and what they need of the engine's client is loaded meanwhile); the lost runs'
-    # work is recovered at the end.
-    orphans = Background(backend.remove_orphans, later=True)
-    lost = Background(backend.lost_tasks, str(ws.root), later=True)
-    cfg, project = project_image.load(cfg, ws, cache_dir / "contexts")
-    for warning in cfg.environment.warnings:
-        progress.warn(warning)
-        journal.warnings.append(warning)
-    journal.mark("preflight")
-    progress.phase("Preparing the agent image")
-    image = prepare_image(backend, agent, cfg, cache_dir, progress, project=project)
-    journal.mark("image")
-    ctx = open_run(
-        cfg,
-        agent,
-        ws,
-        image,
-        redactor=redactor,
-        runlog=runlog,
-        progress=progress,
-        signals=signals,
-        journal=journal,
-        push_remote=push_remote,
-        continuation=continuation,
-        on_start=(orphans.begin, lost.begin),
-    )
-    try:
-        return run_task(ctx, backend, ws, image.tag)
-    finally:
-        report_orphans(orphans, progress)
-        recover_lost(backend, ws, lost, progress)
-
-
-def check_push(cfg: Config, ws: Workspace) -> str | None:
-    """--push: the remote the branch goes to after a successful run, checked now."""
-    from agent_worker_app import git_manager
-
-    if cfg.push is None:
-        return None
-    remote = cfg.push or git_manager.default_remote(ws)
-    git_manager.check_remote(ws.root, remote)
-    return remote
-
-
-def prepare_image(
-    backend: Backend,
-    agent: BaseAgent,
-    cfg: Config,
-    cache_dir: Path,
-    progress: ProgressSink,
-    *,
-    project: ProjectImage | None = None,
-) -> ImageResult:
-    """The run's image: the agent's layer on the project's environment (project_image.load)."""
-    image = backend.prepare_image(
-        agent.image_layer(),
-        base_image=cfg.base_image,
-        ca_certs=cfg.ca_certs,
-        force=cfg.force_rebuild,
-        log_dir=cache_dir / "builds",
-        on_line=progress.build_line,
-        project=project,
-    )
-    for layer in image.layers:
-        log.info(
-            "image layer %s: %s (%s)", layer.name, layer.tag, "built" if layer.built else "reused"
-        )
-    log.info("image %s (%s)", image.tag, "built" if image.built else "reused")
-    return image
+# ---------------------------------------------------------------- the task's run
 
 
 def open_run(
@@ -371,18 +238,6 @@ def keep_build_logs(image: ImageResult, run_dir: Path) -> None:
             whole += data
     if built:
         (run_dir / "build.log").write_bytes(whole)
-
-
-def recover_lost(backend: Backend, ws: Workspace, lost: Background, progress: ProgressSink) -> None:
-    """Bring back the work of this repository's runs whose agent-worker died."""
-    from agent_worker_app import recovery
-
-    with contextlib.suppress(Interrupted):  # a second Ctrl-C: leave it to the next run
-        try:
-            for line in recovery.recover_found(backend, ws, lost.outcome()):
-                progress.note(line)
-        except AgentWorkerError as exc:  # never a reason to fail this run
-            progress.warn(f"could not look for lost runs to recover: {exc}")
 
 
 def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:
@@ -491,16 +346,6 @@ def clean_up(
         log.info("deleted branch %s: the agent never started", created.branch)
         return True
     return False
-
-
-def report_orphans(orphans: Background, progress: ProgressSink) -> None:
-    try:
-        removed = orphans.outcome()
-    except AgentWorkerError as exc:
-        progress.warn(str(exc))
-        return
-    for line in removed:
-        progress.warn(line)
 
 
 # ---------------------------------------------------------------- supervise
