@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import signal
 import time
@@ -23,7 +24,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from agent_worker_app import git_manager, task_spec
+from agent_worker_app.agents.base_agent import AgentResult
 from agent_worker_app.backend import GRACE_S, NONCE_FILE, Backend, ExitInfo, ImageResult, Task
+from agent_worker_app.console import AgentOutput
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
@@ -44,7 +48,7 @@ from agent_worker_app.sandbox_report import CheckOutcome
 from agent_worker_app.task_result import Inside, import_result, parse_inside
 
 if TYPE_CHECKING:
-    from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser
+    from agent_worker_app.agents.base_agent import BaseAgent, OutputParser
     from agent_worker_app.config import Config
     from agent_worker_app.console import ProgressSink, Redactor, RunLog
     from agent_worker_app.follow_up import Continuation
@@ -242,8 +246,6 @@ def keep_build_logs(image: ImageResult, run_dir: Path) -> None:
 
 def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:
     """Branch, spec, supervise, collect; cleanup and a report on every path."""
-    from agent_worker_app import git_manager, task_spec
-
     supervised, collected, error = Supervised(), Collected(), None
     task: Task | None = None
     created: Workspace | None = None
@@ -334,8 +336,6 @@ def clean_up(
 ) -> bool:
     """Remove the task; delete the branch this run made if the agent never started. True when
     the branch was deleted."""
-    from agent_worker_app import git_manager
-
     if task is not None:
         try:
             backend.remove(task)
@@ -354,8 +354,6 @@ def clean_up(
 def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace, nonce: str) -> Supervised:
     """Start the task and stream the agent's output until it ends, the timeout passes or a
     signal arrives; it has stopped when this returns."""
-    from agent_worker_app.console import AgentOutput
-
     output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor, nonce)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
     over_cost, node = None, None
@@ -442,8 +440,6 @@ def collect(
     ctx: Context, backend: Backend, task: Task, ws: Workspace, supervised: Supervised
 ) -> Collected:
     """Read the task's account of its end and bring its commits onto the branch."""
-    from agent_worker_app import git_manager
-
     ctx.progress.phase("Bringing the agent's commits back")
     inside, problem = parse_inside(supervised.result)
     warnings = [problem] if problem else []
@@ -501,8 +497,6 @@ def keep_session(ctx: Context) -> None:
 
 def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> RunReport:
     """The report of the run from everything known about it; written to the run directory."""
-    from agent_worker_app import git_manager
-
     cfg = ctx.config
     result: AgentResult | None = ctx.parser.result() if outcome.started else None
     status, code, message, warnings = decide_status(
@@ -514,9 +508,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     except GitError as exc:
         files = []
         ctx.journal.warnings.append(f"no change statistics: {exc}")
-    from agent_worker_app.agents.base_agent import AgentResult as Result
-
-    result = result or Result()
+    result = result or AgentResult()
     pushed_to = None
     if status == "success" and branch and ctx.push_remote is not None:
         pushed_to = publish(ctx, ws, ctx.push_remote)
@@ -556,10 +548,6 @@ def publish(ctx: Context, ws: Workspace, remote: str) -> str | None:
     """--push: the branch to remote, from the host with the user's own credentials; the remote
     when pushed. A failed push is a warning with the command to retry: the branch stays local
     and the run's exit code is unchanged."""
-    import shlex
-
-    from agent_worker_app import git_manager
-
     ctx.progress.phase(f"Pushing branch {ws.branch} to {remote}")
     problem = git_manager.push(ws, remote)
     if problem is None:

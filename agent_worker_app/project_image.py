@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from agent_worker_app import environment, git_manager, image_layers
+from agent_worker_app.config import apply_environment
 from agent_worker_app.errors import UsageError
 from agent_worker_app.image_layers import ProjectImage
 
@@ -86,8 +87,6 @@ def _base_layer(env: Environment, ws: Workspace, work_dir: Path) -> image_layers
 def with_environment(cfg: Config, env: Environment) -> Config:
     """The environment's values where the command line gave none (config.apply_environment:
     maintenance, check, allowed hosts added, plain variables)."""
-    from agent_worker_app.config import apply_environment
-
     applied = apply_environment(
         cfg,
         source=env.source,

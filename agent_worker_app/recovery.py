@@ -11,16 +11,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent_worker_app import agents, git_manager
+from agent_worker_app.agents.base_agent import AgentResult, AgentSettings
 from agent_worker_app.backend import GRACE_S, LostTask
-from agent_worker_app.errors import AgentWorkerError, GitError
+from agent_worker_app.errors import EXIT_INTERRUPTED, AgentWorkerError, GitError
+from agent_worker_app.report import AgentInfo, RunReport, Tokens, render_json
 from agent_worker_app.task_result import import_result, parse_inside
 from agent_worker_app.task_spec import LABEL
 
 if TYPE_CHECKING:
-    from agent_worker_app.agents.base_agent import AgentResult
     from agent_worker_app.backend import Backend
     from agent_worker_app.git_manager import Workspace
-    from agent_worker_app.report import RunReport
 
 log = logging.getLogger("agent_worker")
 ACCOUNT_NAME = "agent-worker-result.json"
@@ -69,8 +70,6 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     )
     if inside is not None:  # what the container's root stage recorded: the check, the blocked
         report.check, report.blocked = inside.check, list(inside.blocked)
-    from agent_worker_app.report import render_json
-
     (run_dir / "report.json").write_text(render_json(report), encoding="utf-8")
     backend.remove(lost.task)
     commits = count_commits(branch_ws, head)
@@ -83,9 +82,6 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
 
 def agent_result(agent_type: str, out: Path) -> AgentResult:
     """What the agent's last output lines (kept by the container) say: its final figures."""
-    from agent_worker_app import agents
-    from agent_worker_app.agents.base_agent import AgentResult, AgentSettings
-
     try:
         parser = agents.get(agent_type, AgentSettings()).parser()
     except AgentWorkerError:
@@ -99,8 +95,6 @@ def agent_result(agent_type: str, out: Path) -> AgentResult:
 
 
 def count_commits(ws: Workspace, head: str) -> int:
-    from agent_worker_app import git_manager
-
     try:
         return len(git_manager.commits_between(ws, ws.base_commit, head))
     except GitError:
@@ -117,10 +111,6 @@ def recovered_report(
     result: AgentResult,
     error: str | None,
 ) -> RunReport:
-    from agent_worker_app import git_manager
-    from agent_worker_app.errors import EXIT_INTERRUPTED
-    from agent_worker_app.report import AgentInfo, RunReport, Tokens
-
     try:
         files = git_manager.diff_stats(ws, head)
     except GitError:

@@ -6,7 +6,7 @@ and warning text reach the rich panel as rich.text.Text (a str cell would be par
 `app/[slug]/page.tsx` lost its `[slug]`, `docs/[/x].md` raised MarkupError), and both text
 renderers show names quoted and messages escaped (console.quote_name, console.escape_text), so
 no name can print a line of its own or send the terminal an escape sequence. The JSON report
-keeps every value exactly as it is.
+keeps every value exactly as it is. rich is imported by render_rich only (console.py says why).
 """
 
 from __future__ import annotations
