@@ -10,7 +10,7 @@ and keeps its commits; no task starts after a signal, or once the finished ones 
 --max-cost.
 
 A Run is one run of the command line, whichever way it goes: a single run is the batch of one,
-whose task the driver runs in its own thread.
+whose task the driver runs in the main thread, without a scheduler.
 """
 
 from __future__ import annotations

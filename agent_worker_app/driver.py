@@ -1,14 +1,17 @@
 """The one driver of a command line's runs, a single run being the batch of one: each run's
 configuration, each repository's checks, the engine, each project's environment, each distinct
-image, the tasks, then the engine's housekeeping. Nothing before the tasks changes anything.
+image, the tasks, then the engine's housekeeping. Nothing before the tasks changes the user's
+repository.
 
 Where a single run (one task on one project) and a batch part ways, it is here:
 - a single run's failed check ends the command with that check's error and exit code; in a
   batch, a run whose checks fail gets a report saying so and the others go on (a usage error
   stops either before anything starts);
-- a single run's task runs in this thread, under the process's signals, and an error that cuts
-  it short ends the command; a batch's tasks run in worker threads, at most --jobs at once,
-  and each ends with a report (batch.Scheduler);
+- a single run's task runs in this thread, under the process's signals, and an error its task
+  cannot report ends the command; a batch's tasks run in worker threads, at most --jobs at
+  once, and each ends with a report (batch.Scheduler);
+- a single run's report times the whole command, its checks and image included; a batch's
+  run times its own task;
 - a single run shows one status line (console.Progress) and is rendered as its own report; a
   batch shows a line per task and a summary (batch_view.py; agent_worker._emit renders both).
 
