@@ -1,7 +1,11 @@
 """agent-worker: put an AI coding agent to work on a new branch of a git repository, inside a
-Docker container, and report what it did. The click entry point; the run itself is pipeline.py.
+Docker container, and report what it did. The click entry point: one driver runs what the
+command line asks for (driver.py; a single run is the batch of one), and _emit renders it.
 
-docker-py and rich are imported only once a run needs them, so --help and --version stay fast.
+--help and --version load only click, errors, options and presets. Everything else is imported
+inside the function that needs it, and says what that saves: measured on top of --help's own
+0.08 s, the driver and what a run needs cost about 110 ms, config 37 ms, the console 17 ms,
+the renderers 35-50 ms, and docker-py (connect_docker) 150-200 ms.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent_worker_app import engines
-from agent_worker_app.errors import AgentWorkerError
+from agent_worker_app import engines, presets
+from agent_worker_app.errors import AgentWorkerError, internal_error
 from agent_worker_app.options import ENV_KEYS, OPTIONS, REPEATABLE
 
 if TYPE_CHECKING:
-    from agent_worker_app import batch
+    from agent_worker_app import driver
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
@@ -77,87 +81,23 @@ def prepare_image(
 
 
 def main(options: Mapping[str, Any], env: Env) -> int:
-    """Run agent-worker with parsed options; returns the exit code."""
-    from agent_worker_app import agents, batch_plan, pipeline
+    """Run agent-worker with parsed options; returns the exit code. One run or several, the
+    same driver (driver.py): a single run is the batch of one, with its own report."""
+    # a run's modules (config, git, the pipeline, the report): about 110 ms, not for --help
+    from agent_worker_app import agents, batch_plan, driver
     from agent_worker_app import config as config_module
-    from agent_worker_app.console import Progress, Redactor, RunLog, escape_text
+    from agent_worker_app.console import Redactor, RunLog
+    from agent_worker_app.pipeline import Signals
 
     for flag, command in _COMMANDS.items():  # the options that do something else than a run
         if options.get(flag):
             return command(batch_plan.single(options), env)
-    if batch_plan.is_batch(options):
-        return batch_command(options, env)
-    options = batch_plan.single(options)
     redactor = Redactor()
-    signals = pipeline.Signals()
+    signals = Signals()
     signals.install()
     runlog = None
     try:
-        cfg = config_module.load(
-            options,
-            environ=os.environ,
-            cwd=Path.cwd(),
-            tool_dir=_tool_dir(),
-            agent_class=agents.agent_class,
-            stdin_text=env.stdin.read,
-        )
-        redactor.add(cfg.agent.secret or "")
-        runlog = RunLog(redactor, debug=cfg.debug, stderr=env.stderr)
-        log.debug("agent-worker %s, %s", __version__, cfg)
-        progress = Progress(env, redactor)
-        for warning in cfg.warnings:
-            progress.warn(warning)
-        try:
-            report = pipeline.run(
-                cfg,
-                lambda: connect_docker(cfg.docker_host, cfg.backend, cfg.backend_settings),
-                redactor=redactor,
-                runlog=runlog,
-                progress=progress,
-                signals=signals,
-                cache_dir=cache_dir(),
-            )
-        finally:
-            progress.close()
-        _emit(report, cfg, env)
-        if report.error:
-            env.stderr.write(f"agent-worker: {report.status}: {escape_text(report.error)}\n")
-        return report.exit_code
-    except Exception as exc:  # noqa: BLE001 (the single top-level handler: _failed)
-        return _failed(exc, options, env, redactor)
-    finally:
-        signals.restore()
-        if runlog is not None:
-            runlog.close()
-
-
-def _failed(exc: Exception, options: Mapping[str, Any], env: Env, redactor: Redactor) -> int:
-    """A run's (or a batch's) end by an exception: the user's error with its exit code, or a bug
-    pointing to its crash log; the exit code."""
-    from agent_worker_app import pipeline
-
-    if isinstance(exc, AgentWorkerError):
-        details = [redactor.text(d) for d in exc.details]
-        _fail(env, options, redactor.text(str(exc)), exc.exit_code, details)
-        return exc.exit_code
-    error = pipeline.internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
-    _fail(env, options, redactor.text(str(error)), error.exit_code, [])
-    return error.exit_code
-
-
-def batch_command(options: Mapping[str, Any], env: Env) -> int:
-    """Several tasks, projects or both (batch.py): a live line per running task, a summary."""
-    from agent_worker_app import agents, batch, pipeline
-    from agent_worker_app import config as config_module
-    from agent_worker_app.batch_view import BatchView
-    from agent_worker_app.console import Redactor, RunLog
-
-    redactor = Redactor()
-    signals = pipeline.Signals()
-    signals.install()
-    runlog = None
-    try:
-        runs = batch.load(
+        plan = driver.load(
             options,
             read_stdin=env.stdin.read,
             load_config=lambda one: config_module.load(
@@ -169,27 +109,22 @@ def batch_command(options: Mapping[str, Any], env: Env) -> int:
                 stdin_text=env.stdin.read,
             ),
         )
-        redactor.add(*(run.cfg.agent.secret or "" for run in runs))
-        first = runs[0].cfg
+        redactor.add(*(run.cfg.agent.secret or "" for run in plan.runs))
+        first = plan.runs[0].cfg
         runlog = RunLog(redactor, debug=first.debug, stderr=env.stderr)
-        log.debug("agent-worker %s, a batch of %d runs", __version__, len(runs))
-        view = BatchView(env, redactor, len(runs))
-        for warning in dict.fromkeys(w for run in runs for w in run.cfg.warnings):
-            view.warn(warning)
-        try:
-            outcome = batch.execute(
-                runs,
-                lambda: connect_docker(first.docker_host, first.backend, first.backend_settings),
-                view=view,
-                signals=signals,
-                redactor=redactor,
-                env=env,
-                cache_dir=cache_dir(),
-            )
-        finally:
-            view.close()
-        _emit_batch(outcome, first, env)
-        return outcome.totals.exit_code
+        what = first if plan.one else f"a batch of {len(plan.runs)} runs"
+        log.debug("agent-worker %s, %s", __version__, what)
+        outcome = driver.execute(
+            plan,
+            lambda: connect_docker(first.docker_host, first.backend, first.backend_settings),
+            signals=signals,
+            redactor=redactor,
+            runlog=runlog,
+            env=env,
+            cache_dir=cache_dir(),
+        )
+        _emit(outcome, first, env)
+        return outcome.exit_code
     except Exception as exc:  # noqa: BLE001 (the single top-level handler: _failed)
         return _failed(exc, options, env, redactor)
     finally:
@@ -198,36 +133,21 @@ def batch_command(options: Mapping[str, Any], env: Env) -> int:
             runlog.close()
 
 
-def _emit_batch(outcome: batch.Outcome, cfg: Config, env: Env) -> None:
-    from agent_worker_app.batch_view import (
-        render_batch_json,
-        render_summary_rich,
-        render_summary_text,
-    )
-
-    text = render_batch_json(outcome.entries, outcome.totals)
-    if cfg.report_file is not None:
-        try:
-            cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
-            cfg.report_file.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            from agent_worker_app.console import escape_text
-
-            env.stderr.write(
-                f"agent-worker: warning: cannot write --report-file: {escape_text(str(exc))}\n"
-            )
-    if cfg.json_output:
-        env.stdout.write(text)
-    elif env.rich_stdout:
-        render_summary_rich(outcome.entries, outcome.totals, env.stdout)
-    else:
-        env.stdout.write(render_summary_text(outcome.entries, outcome.totals))
-    env.stdout.flush()
-    _ci_outputs([entry.report for entry in outcome.entries], cfg.report_file, env, outcome.totals)
+def _failed(exc: Exception, options: Mapping[str, Any], env: Env, redactor: Redactor) -> int:
+    """A run's (or a batch's) end by an exception: the user's error with its exit code, or a bug
+    pointing to its crash log; the exit code."""
+    if isinstance(exc, AgentWorkerError):
+        details = [redactor.text(d) for d in exc.details]
+        _fail(env, options, redactor.text(str(exc)), exc.exit_code, details)
+        return exc.exit_code
+    error = internal_error(exc, _crash_log(redactor.text(traceback.format_exc())))
+    _fail(env, options, redactor.text(str(error)), error.exit_code, [])
+    return error.exit_code
 
 
 def recover_command(options: Mapping[str, Any], env: Env) -> int:
     """--recover: bring back the work of this repository's runs whose agent-worker is gone."""
+    # config, git and the recovery of runs: about 100 ms, not for --help
     from agent_worker_app import config as config_module
     from agent_worker_app import git_manager, recovery
     from agent_worker_app.console import escape_text
@@ -249,6 +169,7 @@ def recover_command(options: Mapping[str, Any], env: Env) -> int:
 
 def list_runs(options: Mapping[str, Any], env: Env) -> int:
     """--list-runs: this repository's past runs from their run directories, newest first."""
+    # config, git and the run directories' reader: about 80 ms, not for --help
     from agent_worker_app import config as config_module
     from agent_worker_app import git_manager, runs
 
@@ -269,8 +190,6 @@ def list_runs(options: Mapping[str, Any], env: Env) -> int:
 
 def list_presets(options: Mapping[str, Any], env: Env) -> int:
     """--list-presets: the --allow-host presets and their hosts."""
-    from agent_worker_app import presets
-
     env.stdout.write(presets.listing())
     env.stdout.flush()
     return 0
@@ -291,6 +210,7 @@ def _tool_dir() -> Path | None:
 def list_agents(env: Env) -> int:
     """--list-agents: each type, where it comes from, the credentials it takes; a plugin that
     cannot be loaded is listed with why (a warning, exit 0: the others still work)."""
+    # the agent registry and the console: about 30 ms, not for --help
     from agent_worker_app import agents
     from agent_worker_app.console import escape_text
 
@@ -316,27 +236,42 @@ def list_agents(env: Env) -> int:
     return 0
 
 
-def _emit(report: RunReport, cfg: Config, env: Env) -> None:
-    from agent_worker_app.report import render_json, render_rich, render_text
+def _emit(outcome: driver.Outcome, cfg: Config, env: Env) -> None:
+    """The runs' report on stdout (a single run's own, or a batch's summary; JSON with --json)
+    and in --report-file, and a CI job's outputs; a single run's error on stderr too."""
+    # the renderers (report, batch_view, console): about 50 ms, not for --help
+    from agent_worker_app import batch_view, report
+    from agent_worker_app.console import escape_text
 
+    reports = [entry.report for entry in outcome.entries]
+    if outcome.one:
+        text = report.render_json(reports[0])
+    else:
+        text = batch_view.render_batch_json(outcome.entries, outcome.totals)
     if cfg.report_file is not None:
         try:
             cfg.report_file.parent.mkdir(parents=True, exist_ok=True)
-            cfg.report_file.write_text(render_json(report), encoding="utf-8")
+            cfg.report_file.write_text(text, encoding="utf-8")
         except OSError as exc:
-            from agent_worker_app.console import escape_text
-
             env.stderr.write(
                 f"agent-worker: warning: cannot write --report-file: {escape_text(str(exc))}\n"
             )
     if cfg.json_output:
-        env.stdout.write(render_json(report))
+        env.stdout.write(text)
+    elif env.rich_stdout and outcome.one:
+        report.render_rich(reports[0], env.stdout)
     elif env.rich_stdout:
-        render_rich(report, env.stdout)
+        batch_view.render_summary_rich(outcome.entries, outcome.totals, env.stdout)
+    elif outcome.one:
+        env.stdout.write(report.render_text(reports[0]))
     else:
-        env.stdout.write(render_text(report))
+        env.stdout.write(batch_view.render_summary_text(outcome.entries, outcome.totals))
     env.stdout.flush()
-    _ci_outputs([report], cfg.report_file, env)
+    # a single run's outputs are its own; a batch's carry its exit code and wall clock
+    _ci_outputs(reports, cfg.report_file, env, None if outcome.one else outcome.totals)
+    first = reports[0]
+    if outcome.one and first.error:
+        env.stderr.write(f"agent-worker: {first.status}: {escape_text(first.error)}\n")
 
 
 def _ci_outputs(
@@ -347,14 +282,14 @@ def _ci_outputs(
 ) -> None:
     """GitHub Actions' step outputs, job summary and error annotation, where it asks for them
     (for a batch: with its totals, its exit code and wall clock)."""
+    # CI's outputs and the reports' totals: about 45 ms, not for --help
     from agent_worker_app import ci_outputs
     from agent_worker_app.console import escape_text
+    from agent_worker_app.totals import Totals
 
     if not ci_outputs.wanted(os.environ):
         return
     if totals is None:
-        from agent_worker_app.totals import Totals
-
         totals = Totals.of(reports)
     for warning in ci_outputs.emit(
         reports, totals, environ=os.environ, stderr=env.stderr, report_file=report_file
@@ -366,22 +301,21 @@ def _fail(
     env: Env, options: Mapping[str, Any], message: str, code: int, details: list[str]
 ) -> None:
     """One line saying what went wrong and what to do; a JSON report too, where asked for."""
+    import json
+
+    # the console, CI's outputs and the report's schema: about 45 ms, not for --help
+    from agent_worker_app import ci_outputs
     from agent_worker_app.console import escape_text
+    from agent_worker_app.report import SCHEMA_VERSION
 
     env.stderr.write(f"agent-worker: error: {escape_text(message)}\n")
     for line in details:
         env.stderr.write(f"  | {escape_text(line)}\n")
-    from agent_worker_app import ci_outputs
-
     if ci_outputs.wanted(os.environ):
         for warning in ci_outputs.emit_error(code, message, environ=os.environ, stderr=env.stderr):
             env.stderr.write(f"agent-worker: warning: {escape_text(warning)}\n")
     if not (options.get("json_output") or options.get("report_file")):
         return
-    import json
-
-    from agent_worker_app.report import SCHEMA_VERSION
-
     payload = json.dumps(
         {"schema_version": SCHEMA_VERSION, "status": "error", "exit_code": code, "error": message}
     )
@@ -443,6 +377,6 @@ def cli(**options: Any) -> None:
     The agent works in its own clone; your checkout is never touched. Its commits come back on
     the new branch, and a report says what it did and what it cost.
     """
-    from agent_worker_app.console import Env
+    from agent_worker_app.console import Env  # the console: about 17 ms, not for --help
 
     sys.exit(main(options, Env()))

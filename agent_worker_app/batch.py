@@ -1,15 +1,16 @@
-"""Several runs in one invocation (batch_plan.py says which), at most --jobs at once.
+"""Several tasks at once: a batch's runs, started at most --jobs at once until each has a report.
 
-Each run is pipeline.run_task in a worker thread of its own: the runs wait on the engine and
+Each task is pipeline.run_task in a worker thread of its own: the tasks wait on the engine and
 on git, not on this process's CPU, and threads share the engine connection and the images.
-Everything that is shared happens once, in the main thread, before any task starts: the
-configurations (a bad one stops the batch before anything), each repository's checks, the
-engine, each distinct image. Python runs signal handlers in the main thread only: the batch
-loop counts SIGINT and SIGTERM there and each task, in its thread, sees them through
-pipeline.TaskSignals, stops its container politely and keeps its commits; no task starts
-after a signal, or once the finished ones have spent --max-cost.
+What the runs share happens once before any task starts, in the driver (driver.py: the
+configurations, each repository's checks, the engine, each distinct image). Python runs
+signal handlers in the main thread only: the batch loop counts SIGINT and SIGTERM there and
+each task, in its thread, sees them through pipeline.TaskSignals, stops its container politely
+and keeps its commits; no task starts after a signal, or once the finished ones have spent
+--max-cost.
 
-Nothing here knows the engine: it calls the pipeline with a Backend.
+A Run is one run of the command line, whichever way it goes: a single run is the batch of one,
+whose task the driver runs in the main thread, without a scheduler.
 """
 
 from __future__ import annotations
@@ -18,31 +19,29 @@ import logging
 import os
 import queue
 import threading
-import time
 import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent_worker_app import batch_plan, pipeline
 from agent_worker_app.batch_view import BatchView, Entry
+from agent_worker_app.console import RunLog
 from agent_worker_app.errors import (
     EXIT_AGENT_FAILED,
     EXIT_INTERRUPTED,
     AgentWorkerError,
-    PreconditionError,
-    UsageError,
-    worst_exit,
+    internal_error,
 )
 from agent_worker_app.report import AgentInfo, RunReport
-from agent_worker_app.totals import Totals
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
     from agent_worker_app.config import Config
     from agent_worker_app.console import Env, Redactor
     from agent_worker_app.engines.base import Backend
+    from agent_worker_app.follow_up import Continuation
     from agent_worker_app.git_manager import Workspace
     from agent_worker_app.images.layers import ImageResult, ProjectImage
 
@@ -52,8 +51,8 @@ WAIT_S = 0.25  # how often the batch loop looks at signals while tasks run
 
 @dataclass
 class Run:
-    """One run of the batch as it goes: what it was asked, then its checked repository and its
-    image, then its report."""
+    """One run of the command line as it goes: what it was asked, then its checked repository
+    and its image, then its report."""
 
     planned: batch_plan.Planned
     cfg: Config
@@ -63,128 +62,12 @@ class Run:
     image: ImageResult | None = None
     report: RunReport | None = None
     project: ProjectImage | None = None  # its environment, read from its base commit
+    continuation: Continuation | None = None  # --continue: the branch's last run, its session
+    journal: pipeline.Journal = field(default_factory=pipeline.Journal)  # warnings, timings
 
     @property
     def number(self) -> int:
         return self.planned.number
-
-
-@dataclass(frozen=True)
-class Outcome:
-    entries: list[Entry]
-    totals: Totals
-
-
-def load(
-    options: Mapping[str, Any],
-    *,
-    read_stdin: Callable[[], str],
-    load_config: Callable[[Mapping[str, Any]], Config],
-) -> list[Run]:
-    """Every run's configuration, checked before anything starts (UsageError)."""
-    from agent_worker_app import agents
-
-    if options.get("continue_from"):
-        raise UsageError(
-            "--continue runs one task on one branch: give it a single --task, without "
-            "--tasks-file or several --project"
-        )
-    runs: list[Run] = []
-    made: dict[tuple[Path, str], str] = {}
-    for planned in batch_plan.plan(options, read_stdin=read_stdin):
-        cfg = load_config(batch_plan.run_options(options, planned))
-        cfg = replace(cfg, branch=planned.branch, branch_given=planned.branch_given)
-        key = (cfg.project, cfg.branch)
-        if key in made:
-            raise UsageError(
-                f"{made[key]} and {planned.entry.where} would both make branch "
-                f"{cfg.branch!r} in {cfg.project}: give one of them another branch"
-            )
-        made[key] = planned.entry.where
-        runs.append(Run(planned, cfg, agents.get(cfg.agent_type, cfg.agent)))
-    return runs
-
-
-def execute(
-    runs: list[Run],
-    connect: Callable[[], Backend],
-    *,
-    view: BatchView,
-    signals: pipeline.Signals,
-    redactor: Redactor,
-    env: Env,
-    cache_dir: Path,
-) -> Outcome:
-    """Check, prepare, then run the runs; a report for each, started or not."""
-    started = time.monotonic()
-    connecting = pipeline.Background(connect)
-    for run in runs:
-        _preflight(run, redactor, cache_dir)
-    backend: Backend = connecting.outcome()
-    orphans = pipeline.Background(backend.remove_orphans)
-    checked = {run.ws.root: run.ws for run in runs if run.ws is not None}
-    lost = {root: pipeline.Background(backend.lost_tasks, str(root)) for root in checked}
-    try:
-        _prepare_images(runs, backend, view, cache_dir)
-        _Scheduler(backend, view, signals, redactor, env).run_all(runs)
-    finally:
-        with signals.protected():
-            pipeline.report_orphans(orphans, view)
-            for root, ws in checked.items():
-                pipeline.recover_lost(backend, ws, lost[root], view)
-    entries = [_entry(run) for run in runs]
-    code = worst_exit([entry.report.exit_code for entry in entries])
-    duration = time.monotonic() - started
-    reports = [entry.report for entry in entries]
-    return Outcome(entries, Totals.of(reports, exit_code=code, duration_s=duration))
-
-
-def _report(run: Run) -> RunReport:
-    assert run.report is not None, "every run ends with a report"
-    return run.report
-
-
-def _preflight(run: Run, redactor: Redactor, cache_dir: Path) -> None:
-    """The repository's checks, as a single run makes them; a run that fails them gets its
-    report now (a usage error stops the whole batch)."""
-    from agent_worker_app import git_manager
-    from agent_worker_app.images import project as project_image
-
-    try:
-        run.ws = git_manager.preflight(
-            run.cfg.project, run.cfg.branch, branch_given=run.cfg.branch_given
-        )
-        run.push_remote = pipeline.check_push(run.cfg, run.ws)
-        cfg, run.project = project_image.load(run.cfg, run.ws, cache_dir / "contexts")
-        run.cfg = replace(cfg, warnings=(*cfg.warnings, *cfg.environment.warnings))
-    except UsageError:
-        raise
-    except PreconditionError as exc:
-        run.report = not_run(run, "error", exc.exit_code, redactor.text(str(exc)))
-
-
-def _prepare_images(runs: list[Run], backend: Backend, view: BatchView, cache_dir: Path) -> None:
-    """Each distinct image once, before any task starts."""
-    images: dict[tuple[object, ...], ImageResult] = {}
-    for run in runs:
-        if run.report is not None:
-            continue
-        layer = run.agent.image_layer()
-        key = (
-            layer.stages,
-            layer.final,
-            tuple(sorted(layer.build_args.items())),
-            run.cfg.base_image,
-            run.cfg.ca_certs,
-            run.cfg.force_rebuild,
-            run.project.identity() if run.project is not None else "",
-        )
-        if key not in images:
-            view.phase(f"Preparing the image of the {run.cfg.agent_type} agent")
-            images[key] = pipeline.prepare_image(
-                backend, run.agent, run.cfg, cache_dir, view, project=run.project
-            )
-        run.image = images[key]
 
 
 def _budget_spent(runs: list[Run], limit: float | None) -> float | None:
@@ -198,15 +81,17 @@ def _budget_spent(runs: list[Run], limit: float | None) -> float | None:
 
 
 @dataclass
-class _Scheduler:
+class Scheduler:
     """Starts runs, at most --jobs at once, each in a thread of its own, until every run has a
-    report; what the threads share."""
+    report; what the threads share. on_start: called as each task starts (the driver's
+    housekeeping begins with the first)."""
 
     backend: Backend
     view: BatchView
     signals: pipeline.Signals
     redactor: Redactor
     env: Env
+    on_start: tuple[Callable[[], None], ...] = ()
 
     def __post_init__(self) -> None:
         self.finished: queue.Queue[Run] = queue.Queue()
@@ -215,7 +100,7 @@ class _Scheduler:
     def run_all(self, runs: list[Run]) -> None:
         for run in runs:
             if run.report is not None:
-                self.view.done(_entry(run))
+                self.view.done(entry(run))
         pending = [run for run in runs if run.report is None]
         if not pending:
             return
@@ -234,7 +119,7 @@ class _Scheduler:
                 self._stop_all()
         for run in pending:
             run.report = self._not_started(run, runs, limit)
-            self.view.done(_entry(run))
+            self.view.done(entry(run))
 
     def _may_start(self, runs: list[Run], limit: float | None) -> bool:
         return not self.signals.count and _budget_spent(runs, limit) is None
@@ -262,7 +147,7 @@ class _Scheduler:
         except queue.Empty:
             return
         self.running.pop(done.number).join()
-        self.view.done(_entry(done))
+        self.view.done(entry(done))
 
     def _stop_all(self) -> None:
         """After a bug in this loop: the tasks still running stop as on a signal."""
@@ -273,8 +158,6 @@ class _Scheduler:
 
     def _work(self, run: Run) -> None:
         """One run, in its own thread; it always ends with a report and tells the loop."""
-        from agent_worker_app.console import RunLog
-
         assert run.ws is not None, "checked first"
         assert run.image is not None, "prepared first"
         progress = self.view.task(run.number, run.cfg.branch)
@@ -289,8 +172,10 @@ class _Scheduler:
                 runlog=runlog,
                 progress=progress,
                 signals=pipeline.TaskSignals(self.signals),
-                journal=pipeline.Journal(warnings=list(run.cfg.warnings)),
+                # its own clock, from its task's start: the turns of others are not its time
+                journal=pipeline.Journal(warnings=list(run.journal.warnings)),
                 push_remote=run.push_remote,
+                on_start=self.on_start,
             )
             run.report = pipeline.run_task(ctx, self.backend, run.ws, run.image.tag)
         except AgentWorkerError as exc:
@@ -298,20 +183,22 @@ class _Scheduler:
         except Exception as exc:  # noqa: BLE001 (a bug: this run's report says so, the rest go on)
             log.error("internal error:\n%s", self.redactor.text(traceback.format_exc()))
             crash = runlog.path or Path(os.devnull)
-            run.report = not_run(run, "error", 4, str(pipeline.internal_error(exc, crash)))
+            run.report = not_run(run, "error", 4, str(internal_error(exc, crash)))
         finally:
             progress.close()
             runlog.close()
             self.finished.put(run)
 
 
-def _entry(run: Run) -> Entry:
-    return Entry(run.number, run.cfg.project, run.cfg.task, run.cfg.branch, _report(run))
+def entry(run: Run) -> Entry:
+    """The run as the summary shows it; it has its report by now."""
+    assert run.report is not None, "every run ends with a report"
+    return Entry(run.number, run.cfg.project, run.cfg.task, run.cfg.branch, run.report)
 
 
 def not_run(run: Run, status: str, code: int, message: str) -> RunReport:
-    """The report of a run whose task never started: its repository's checks failed, or the
-    batch was stopped or its budget spent before its turn (status "skipped")."""
+    """The report of a batch's run whose task never started: its repository's checks failed,
+    or the batch was stopped or its budget spent before its turn (status "skipped")."""
     return RunReport(
         run_id="",
         status=status,

@@ -1,6 +1,7 @@
 """What a batch shows: one live line per running task (rich on a terminal; lines prefixed with
 `[n/N branch]` when stderr is not one, or with NO_COLOR or TERM=dumb), then a summary table
-with totals, or JSON. Task text, branch and project names are data: escaped, never markup."""
+with totals, or JSON. Task text, branch and project names are data: escaped, never markup.
+rich is imported only where a terminal is drawn on (console.py says why)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from agent_worker_app.console import escape_text
 from agent_worker_app.report import RunReport, cost_cell, format_duration, tokens_cell
 from agent_worker_app.totals import Totals
 
@@ -165,8 +166,6 @@ def markdown_text(text: str) -> str:
     """Text shown literally in GitHub Markdown, in a table cell too: control characters as C
     escapes, each ASCII punctuation character backslash-escaped (no emphasis, link, mention,
     code span or cell break), &, < and > as entities (no HTML)."""
-    from agent_worker_app.console import escape_text
-
     out = []
     for char in escape_text(text):
         if char in _MD_ENTITIES:
@@ -258,8 +257,6 @@ def _one_summary(r: RunReport) -> str:
 def command_escape(text: str) -> str:
     """A workflow command's message: %, CR and LF escaped as the runner reads them back (so a
     message stays one command), then any other control character as a C escape."""
-    from agent_worker_app.console import escape_text
-
     return escape_text(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 

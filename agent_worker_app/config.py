@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
-from agent_worker_app import engines, hostport
+from agent_worker_app import agents, engines, hostport, presets
 from agent_worker_app.agents.base_agent import AgentSettings, BaseAgent, Credential
 from agent_worker_app.environment import NONE, Environment
 from agent_worker_app.errors import UsageError
@@ -218,8 +218,6 @@ def parse_allow_hosts(text: str, source: str) -> tuple[str, ...]:
 def allow_host_list(items: Iterable[str], source: str) -> tuple[str, ...]:
     """HOST[:PORT] entries, with each @preset expanded to its exact hosts (presets.py);
     duplicates are dropped later, with a warning. An unknown preset is an error naming it."""
-    from agent_worker_app import presets
-
     hosts: list[str] = []
     for item in (part.strip() for part in items):
         if not item:
@@ -437,8 +435,6 @@ def load(
     layers = _Layers(cli, environ, _dotenv_layer(env_files))
     agent_type = _parsed(layers, "agent_type", lambda t, s: t.strip(), "claude")
     if agent_class is None:
-        from agent_worker_app import agents
-
         agent_class = agents.agent_class
     cls = agent_class(agent_type)
 

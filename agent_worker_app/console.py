@@ -1,5 +1,8 @@
 """What the user sees while a run goes on: the injectable terminal, live progress, the log, and
-the redaction that keeps secrets out of all of them."""
+the redaction that keeps secrets out of all of them.
+
+rich (60-90 ms to import) is imported inside the methods that draw on a terminal: a run whose
+stderr is a pipe or a file (CI, a script) never loads it."""
 
 from __future__ import annotations
 

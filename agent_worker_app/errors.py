@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_SUCCESS = 0
 EXIT_AGENT_FAILED = 1
@@ -51,6 +52,13 @@ class InternalError(AgentWorkerError):
     """A bug: the message names the log to report it with."""
 
     exit_code = EXIT_INTERNAL
+
+
+def internal_error(exc: BaseException, log_path: Path) -> InternalError:
+    """A bug, as the user sees it: what it was, and the log to report it with."""
+    return InternalError(
+        f"internal error ({type(exc).__name__}: {exc}); please report it with the log {log_path}"
+    )
 
 
 class Interrupted(AgentWorkerError):  # noqa: N818 (InterruptedError is a builtin)

@@ -14,7 +14,8 @@ from pathlib import Path
 from agent_worker_app import git_manager, runs
 from agent_worker_app.errors import UsageError
 from agent_worker_app.git_manager import Workspace
-from agent_worker_app.runs import BranchTotals, PastRun
+from agent_worker_app.report import BranchTotals
+from agent_worker_app.runs import PastRun
 from agent_worker_app.task_spec import Session
 
 

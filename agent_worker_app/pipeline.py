@@ -1,20 +1,19 @@
-"""One run as a pipeline over a Backend: preflight, image, branch, then the task's four steps
-(spec, supervise, collect, report), each passing frozen values to the next.
+"""One run's task as a pipeline over a Backend: its run directory, its branch, then the task's
+four steps (spec, supervise, collect, report), each passing frozen values to the next. What
+comes before a task (the checks, the engine, the image) and after it (the engine's
+housekeeping) is the driver's (driver.py), written once for a single run and a batch.
 
-Everything up to the image changes nothing; after that a report is always written, the task
-is removed on every path, and the branch is deleted only if this run made it and the agent
-never started.
+From the branch on, a report is always written, the task is removed on every path, and the
+branch is deleted only if this run made it and the agent never started.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
+import shlex
 import shutil
 import signal
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -25,34 +24,37 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from agent_worker_app import git_manager, task_spec
+from agent_worker_app.agents.base_agent import AgentResult
+from agent_worker_app.console import AgentOutput
 from agent_worker_app.engines.base import GRACE_S, Backend, ExitInfo, Task
 from agent_worker_app.engines.channel import NONCE_FILE
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
     GitError,
-    InternalError,
     Interrupted,
+    internal_error,
 )
 from agent_worker_app.images.layers import ImageResult
 from agent_worker_app.report import (
     AgentInfo,
+    BranchTotals,
     Outcome,
     RunReport,
     Tokens,
     decide_status,
     render_json,
 )
-from agent_worker_app.runs import BranchTotals
-from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked, parse_check
+from agent_worker_app.sandbox_report import CheckOutcome
+from agent_worker_app.task_result import Inside, import_result, parse_inside
 
 if TYPE_CHECKING:
-    from agent_worker_app.agents.base_agent import AgentResult, BaseAgent, OutputParser
+    from agent_worker_app.agents.base_agent import BaseAgent, OutputParser
     from agent_worker_app.config import Config
     from agent_worker_app.console import ProgressSink, Redactor, RunLog
     from agent_worker_app.follow_up import Continuation
     from agent_worker_app.git_manager import Workspace
-    from agent_worker_app.images.layers import ProjectImage
     from agent_worker_app.task_spec import Session
 
 log = logging.getLogger("agent_worker")
@@ -126,37 +128,6 @@ class TaskSignals(Signals):
             raise Interrupted("interrupted by a signal")
 
 
-class Background(threading.Thread):
-    """A call run on the side; outcome() waits for it and returns (or raises) what it did.
-    later: it starts when begin() (or outcome()) is called, not now."""
-
-    def __init__(self, call: Callable[..., Any], *args: Any, later: bool = False) -> None:
-        super().__init__(daemon=True)
-        self._call = call
-        self._args = args
-        self._value: Any = None
-        self._error: BaseException | None = None
-        if not later:
-            self.start()
-
-    def begin(self) -> None:
-        if self.ident is None:
-            self.start()
-
-    def run(self) -> None:
-        try:
-            self._value = self._call(*self._args)
-        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
-            self._error = exc
-
-    def outcome(self) -> Any:
-        self.begin()
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 @dataclass
 class Journal:
     """What a run notes as it goes: timings of its phases and warnings for the report."""
@@ -191,22 +162,6 @@ class Context:
 
 
 @dataclass(frozen=True)
-class Inside:
-    """The task's own account of its end, from its result channel: written after the agent's
-    processes are gone and marked with a nonce only the task's root stage knows, so nothing the
-    agent prints can forge it."""
-
-    phase: str  # "setup": the agent never started; "agent": it ran
-    error: str | None = None
-    head: str | None = None
-    bundle: bool = False
-    stopped: str | None = None  # why the task stopped its agent by itself, if it did
-    warnings: tuple[str, ...] = ()
-    check: CheckOutcome | None = None  # the check command's run, recorded by the root stage
-    blocked: tuple[Blocked, ...] = ()  # what the firewall refused, from root's own record
-
-
-@dataclass(frozen=True)
 class Supervised:
     """How the task ended, as the host saw it."""
 
@@ -233,108 +188,7 @@ def new_run_id() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(4).hex()
 
 
-# ---------------------------------------------------------------- the whole run
-
-
-def run(
-    cfg: Config,
-    connect: Callable[[], Backend],
-    *,
-    redactor: Redactor,
-    runlog: RunLog,
-    progress: ProgressSink,
-    signals: Signals,
-    cache_dir: Path,
-) -> RunReport:
-    """Preflight, image and the run directory; then the task, always ending in a report."""
-    from agent_worker_app import agents, git_manager
-    from agent_worker_app.images import project as project_image
-
-    agent = agents.get(cfg.agent_type, cfg.agent)
-    journal = Journal(warnings=list(cfg.warnings))
-    # Reaching the engine (and importing its client) overlaps the git checks, which mostly wait
-    # on git; a failed check still comes first, and none of it changes anything.
-    connecting = Background(connect)
-    continuation = None
-    if cfg.continue_from is not None:
-        from agent_worker_app import follow_up
-
-        ws, continuation = follow_up.prepare(cfg.project, cfg.continue_from, cfg.agent_type)
-    else:
-        ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
-    push_remote = check_push(cfg, ws)
-    backend: Backend = connecting.outcome()
-    # Cleaning up after runs that are gone, and finding this repository's runs whose
-    # agent-worker died, are nobody's critical path: they start once this run's container has
-    # started (and what they need of the engine's client is loaded meanwhile); the lost runs'
-    # work is recovered at the end.
-    orphans = Background(backend.remove_orphans, later=True)
-    lost = Background(backend.lost_tasks, str(ws.root), later=True)
-    cfg, project = project_image.load(cfg, ws, cache_dir / "contexts")
-    for warning in cfg.environment.warnings:
-        progress.warn(warning)
-        journal.warnings.append(warning)
-    journal.mark("preflight")
-    progress.phase("Preparing the agent image")
-    image = prepare_image(backend, agent, cfg, cache_dir, progress, project=project)
-    journal.mark("image")
-    ctx = open_run(
-        cfg,
-        agent,
-        ws,
-        image,
-        redactor=redactor,
-        runlog=runlog,
-        progress=progress,
-        signals=signals,
-        journal=journal,
-        push_remote=push_remote,
-        continuation=continuation,
-        on_start=(orphans.begin, lost.begin),
-    )
-    try:
-        return run_task(ctx, backend, ws, image.tag)
-    finally:
-        report_orphans(orphans, progress)
-        recover_lost(backend, ws, lost, progress)
-
-
-def check_push(cfg: Config, ws: Workspace) -> str | None:
-    """--push: the remote the branch goes to after a successful run, checked now."""
-    from agent_worker_app import git_manager
-
-    if cfg.push is None:
-        return None
-    remote = cfg.push or git_manager.default_remote(ws)
-    git_manager.check_remote(ws.root, remote)
-    return remote
-
-
-def prepare_image(
-    backend: Backend,
-    agent: BaseAgent,
-    cfg: Config,
-    cache_dir: Path,
-    progress: ProgressSink,
-    *,
-    project: ProjectImage | None = None,
-) -> ImageResult:
-    """The run's image: the agent's layer on the project's environment (project_image.load)."""
-    image = backend.prepare_image(
-        agent.image_layer(),
-        base_image=cfg.base_image,
-        ca_certs=cfg.ca_certs,
-        force=cfg.force_rebuild,
-        log_dir=cache_dir / "builds",
-        on_line=progress.build_line,
-        project=project,
-    )
-    for layer in image.layers:
-        log.info(
-            "image layer %s: %s (%s)", layer.name, layer.tag, "built" if layer.built else "reused"
-        )
-    log.info("image %s (%s)", image.tag, "built" if image.built else "reused")
-    return image
+# ---------------------------------------------------------------- the task's run
 
 
 def open_run(
@@ -392,22 +246,8 @@ def keep_build_logs(image: ImageResult, run_dir: Path) -> None:
         (run_dir / "build.log").write_bytes(whole)
 
 
-def recover_lost(backend: Backend, ws: Workspace, lost: Background, progress: ProgressSink) -> None:
-    """Bring back the work of this repository's runs whose agent-worker died."""
-    from agent_worker_app import recovery
-
-    with contextlib.suppress(Interrupted):  # a second Ctrl-C: leave it to the next run
-        try:
-            for line in recovery.recover_found(backend, ws, lost.outcome()):
-                progress.note(line)
-        except AgentWorkerError as exc:  # never a reason to fail this run
-            progress.warn(f"could not look for lost runs to recover: {exc}")
-
-
 def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:
     """Branch, spec, supervise, collect; cleanup and a report on every path."""
-    from agent_worker_app import git_manager, task_spec
-
     supervised, collected, error = Supervised(), Collected(), None
     task: Task | None = None
     created: Workspace | None = None
@@ -498,8 +338,6 @@ def clean_up(
 ) -> bool:
     """Remove the task; delete the branch this run made if the agent never started. True when
     the branch was deleted."""
-    from agent_worker_app import git_manager
-
     if task is not None:
         try:
             backend.remove(task)
@@ -512,30 +350,12 @@ def clean_up(
     return False
 
 
-def report_orphans(orphans: Background, progress: ProgressSink) -> None:
-    try:
-        removed = orphans.outcome()
-    except AgentWorkerError as exc:
-        progress.warn(str(exc))
-        return
-    for line in removed:
-        progress.warn(line)
-
-
-def internal_error(exc: BaseException, log_path: Path) -> InternalError:
-    return InternalError(
-        f"internal error ({type(exc).__name__}: {exc}); please report it with the log {log_path}"
-    )
-
-
 # ---------------------------------------------------------------- supervise
 
 
 def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supervised:
     """Start the task and stream the agent's output until it ends, the timeout passes or a
     signal arrives; it has stopped when this returns."""
-    from agent_worker_app.console import AgentOutput
-
     output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
     over_cost, node, result = None, None, None
@@ -623,8 +443,6 @@ def collect(
     ctx: Context, backend: Backend, task: Task, ws: Workspace, supervised: Supervised
 ) -> Collected:
     """Read the task's account of its end and bring its commits onto the branch."""
-    from agent_worker_app import git_manager
-
     ctx.progress.phase("Bringing the agent's commits back")
     inside, problem = parse_inside(supervised.result)
     warnings = [problem] if problem else []
@@ -677,49 +495,11 @@ def keep_session(ctx: Context) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
-def import_result(ws: Workspace, bundle: Path) -> tuple[str, str | None]:
-    """(the branch's head, an import error or None) after fetching the task's bundle."""
-    from agent_worker_app import git_manager
-
-    if not bundle.is_file():
-        return git_manager.branch_head(ws), "the container's result bundle is missing"
-    try:
-        head = git_manager.import_bundle(ws, bundle)
-    except GitError as exc:
-        return git_manager.branch_head(ws), f"{exc}; the agent's commits are kept in {bundle}"
-    bundle.unlink()
-    return head, None
-
-
-def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:
-    """The task's result line, parsed; (None, a problem) when it is not what a task writes."""
-    if text is None:
-        return None, None
-    try:
-        data = json.loads(text)
-        warnings = data.get("warnings") or []
-        inside = Inside(
-            phase=str(data["phase"]),
-            error=str(data["error"]) if data.get("error") else None,
-            head=str(data["head"]) if data.get("head") else None,
-            bundle=bool(data.get("bundle")),
-            stopped=str(data["stopped"]) if data.get("stopped") else None,
-            warnings=tuple(str(w) for w in warnings if w),
-            check=parse_check(data.get("check")),
-            blocked=parse_blocked(data.get("blocked")),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return None, f"the container's result cannot be read ({type(exc).__name__})"
-    return inside, None
-
-
 # ---------------------------------------------------------------- report
 
 
 def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> RunReport:
     """The report of the run from everything known about it; written to the run directory."""
-    from agent_worker_app import git_manager
-
     cfg = ctx.config
     result: AgentResult | None = ctx.parser.result() if outcome.started else None
     status, code, message, warnings = decide_status(
@@ -731,9 +511,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     except GitError as exc:
         files = []
         ctx.journal.warnings.append(f"no change statistics: {exc}")
-    from agent_worker_app.agents.base_agent import AgentResult as Result
-
-    result = result or Result()
+    result = result or AgentResult()
     pushed_to = None
     if status == "success" and branch and ctx.push_remote is not None:
         pushed_to = publish(ctx, ws, ctx.push_remote)
@@ -773,10 +551,6 @@ def publish(ctx: Context, ws: Workspace, remote: str) -> str | None:
     """--push: the branch to remote, from the host with the user's own credentials; the remote
     when pushed. A failed push is a warning with the command to retry: the branch stays local
     and the run's exit code is unchanged."""
-    import shlex
-
-    from agent_worker_app import git_manager
-
     ctx.progress.phase(f"Pushing branch {ws.branch} to {remote}")
     problem = git_manager.push(ws, remote)
     if problem is None:

@@ -11,15 +11,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent_worker_app import agents, git_manager
+from agent_worker_app.agents.base_agent import AgentResult, AgentSettings
 from agent_worker_app.engines.base import GRACE_S, LostTask
 from agent_worker_app.engines.sweep import LABEL
-from agent_worker_app.errors import AgentWorkerError, GitError
+from agent_worker_app.errors import EXIT_INTERRUPTED, AgentWorkerError, GitError
+from agent_worker_app.report import AgentInfo, RunReport, Tokens, render_json
+from agent_worker_app.task_result import import_result, parse_inside
 
 if TYPE_CHECKING:
-    from agent_worker_app.agents.base_agent import AgentResult
     from agent_worker_app.engines.base import Backend
     from agent_worker_app.git_manager import Workspace
-    from agent_worker_app.report import RunReport
 
 log = logging.getLogger("agent_worker")
 ACCOUNT_NAME = "agent-worker-result.json"
@@ -42,8 +44,6 @@ def recover_found(backend: Backend, ws: Workspace, found: list[LostTask]) -> lis
 
 
 def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
-    from agent_worker_app import pipeline
-
     labels = lost.labels
     run_id = labels.get(f"{LABEL}.run-id", "unknown")
     exit_info = lost.exit or backend.wait(lost.task, GRACE_S)  # it is stopping by itself
@@ -54,13 +54,13 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     backend.fetch_result(lost.task, run_dir, account=True)
     account = run_dir / ACCOUNT_NAME
     text = account.read_text(encoding="utf-8") if account.is_file() else None
-    inside, problem = pipeline.parse_inside(text)
+    inside, problem = parse_inside(text)
     branch_ws = replace(
         ws, branch=labels.get(f"{LABEL}.branch", ""), base_commit=labels.get(f"{LABEL}.base", "")
     )
     head, error = branch_ws.base_commit, problem
     if inside is not None and inside.bundle:
-        head, error = pipeline.import_result(branch_ws, run_dir / "out" / "result.bundle")
+        head, error = import_result(branch_ws, run_dir / "out" / "result.bundle")
     elif inside is None:
         error = error or "the container left no account of its end"
     agent_type = labels.get(f"{LABEL}.agent", "claude")
@@ -70,8 +70,6 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     )
     if inside is not None:  # what the container's root stage recorded: the check, the blocked
         report.check, report.blocked = inside.check, list(inside.blocked)
-    from agent_worker_app.report import render_json
-
     (run_dir / "report.json").write_text(render_json(report), encoding="utf-8")
     backend.remove(lost.task)
     commits = count_commits(branch_ws, head)
@@ -84,9 +82,6 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
 
 def agent_result(agent_type: str, out: Path) -> AgentResult:
     """What the agent's last output lines (kept by the container) say: its final figures."""
-    from agent_worker_app import agents
-    from agent_worker_app.agents.base_agent import AgentResult, AgentSettings
-
     try:
         parser = agents.get(agent_type, AgentSettings()).parser()
     except AgentWorkerError:
@@ -100,8 +95,6 @@ def agent_result(agent_type: str, out: Path) -> AgentResult:
 
 
 def count_commits(ws: Workspace, head: str) -> int:
-    from agent_worker_app import git_manager
-
     try:
         return len(git_manager.commits_between(ws, ws.base_commit, head))
     except GitError:
@@ -118,10 +111,6 @@ def recovered_report(
     result: AgentResult,
     error: str | None,
 ) -> RunReport:
-    from agent_worker_app import git_manager
-    from agent_worker_app.errors import EXIT_INTERRUPTED
-    from agent_worker_app.report import AgentInfo, RunReport, Tokens
-
     try:
         files = git_manager.diff_stats(ws, head)
     except GitError:

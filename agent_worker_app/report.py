@@ -6,7 +6,7 @@ and warning text reach the rich panel as rich.text.Text (a str cell would be par
 `app/[slug]/page.tsx` lost its `[slug]`, `docs/[/x].md` raised MarkupError), and both text
 renderers show names quoted and messages escaped (console.quote_name, console.escape_text), so
 no name can print a line of its own or send the terminal an escape sequence. The JSON report
-keeps every value exactly as it is.
+keeps every value exactly as it is. rich is imported by render_rich only (console.py says why).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from agent_worker_app.console import escape_text, quote_name
 from agent_worker_app.errors import (
     EXIT_AGENT_FAILED,
     EXIT_INTERRUPTED,
@@ -31,14 +32,12 @@ from agent_worker_app.sandbox_report import (
     Blocked,
     CheckOutcome,
     blocked_rows,
-    check_failure,
     check_rows,
 )
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import AgentResult
     from agent_worker_app.engines.base import ExitInfo
-    from agent_worker_app.runs import BranchTotals
 
 SCHEMA_VERSION = 1
 # what render_json escapes beyond json's own C0 escapes (see there)
@@ -109,6 +108,16 @@ class AgentInfo:
     def of(cls, agent_type: str, result: AgentResult, version: str | None) -> AgentInfo:
         """What the agent said of itself, with its pinned version where it said none."""
         return cls(agent_type, result.version or version, result.model, result.session_id)
+
+
+@dataclass(frozen=True)
+class BranchTotals:
+    """A branch's figures summed over its runs (--continue: runs.branch_totals)."""
+
+    runs: int
+    duration_s: float
+    tokens_total: int | None
+    cost_usd: float | None
 
 
 @dataclass
@@ -217,6 +226,19 @@ def describe_exit(status: int) -> str:
     return f"exit status {status}"
 
 
+def check_failure(check: CheckOutcome) -> str:
+    """Why a run whose agent succeeded failed its check, for the report's error line."""
+    if not check.ran:
+        return f"the check {check.command!r} did not run; the branch is kept"
+    if check.stopped:
+        what = f"was stopped ({check.stopped})"
+    else:
+        what = f"failed ({describe_exit(check.exit_code or 0)})"
+    tail = [line for line in check.output_tail if line.strip()][-3:]
+    said = f"; its last output: {' | '.join(tail)}" if tail else ""
+    return f"the check {check.command!r} {what}{said}; the agent's work is kept on the branch"
+
+
 def decide_status(
     outcome: Outcome,
     result: AgentResult | None,
@@ -317,10 +339,6 @@ def _n(value: int | None) -> str:
 
 
 def _file_name(change: FileChange) -> str:
-    from agent_worker_app.console import (
-        quote_name,  # console only once a report is shown: --help stays fast
-    )
-
     name = quote_name(change.path)
     return name if change.old_path is None else f"{quote_name(change.old_path)} -> {name}"
 
@@ -342,8 +360,6 @@ def _file_line(change: FileChange, name: str, width: int) -> str:
 
 def place_rows(report: RunReport) -> list[tuple[str, str]]:
     """Where the work went (the remote it was pushed to) and where it ran (Backend.node)."""
-    from agent_worker_app.console import quote_name
-
     rows = []
     if report.pushed_to is not None:
         rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
@@ -359,8 +375,6 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
     file_limit, a longer file list is cut to that many lines and a count of the rest (a list
     only one longer is shown whole: its last line costs no more than the count).
     """
-    from agent_worker_app.console import escape_text, quote_name
-
     status = f"{report.status} (exit {report.exit_code})"
     turns = "?" if report.turns is None else str(report.turns)
     turns = turns if report.metered else "n/a"

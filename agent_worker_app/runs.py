@@ -16,6 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent_worker_app.console import escape_text
+from agent_worker_app.report import BranchTotals, format_duration
+
 _RUN_ID = re.compile(r"(\d{8}-\d{6})-[0-9a-f]+")
 
 
@@ -134,16 +137,6 @@ def _newest(dated: tuple[PastRun, int]) -> tuple[str, int, str]:
     return (run.started or "", mtime, run.run_id)
 
 
-@dataclass(frozen=True)
-class BranchTotals:
-    """A branch's figures summed over its runs."""
-
-    runs: int
-    duration_s: float
-    tokens_total: int | None
-    cost_usd: float | None
-
-
 def branch_totals(runs: Sequence[PastRun], branch: str) -> BranchTotals:
     mine = [r for r in runs if r.branch == branch]
     tokens = [r.tokens_total for r in mine if r.tokens_total is not None]
@@ -169,9 +162,6 @@ _MAX_TASK = 50
 
 def render_text(runs: Sequence[PastRun]) -> str:
     """A plain table, one run a line, newest first; names and tasks escaped (they are data)."""
-    from agent_worker_app.console import escape_text
-    from agent_worker_app.report import format_duration
-
     if not runs:
         return "no runs yet in this repository\n"
     rows = [list(_COLUMNS)]

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_worker_app.console import escape_text
+
 BLOCKED_TERMINAL_LIMIT = 10  # blocked destinations the terminal panel shows; the rest counted
 CHECK_TAIL_SHOWN = 5  # lines of a failed check's output shown in the report's rows
 ALLOW_HINT = (
@@ -99,26 +101,9 @@ def parse_blocked(data: Any) -> tuple[Blocked, ...]:
     )
 
 
-def check_failure(check: CheckOutcome) -> str:
-    """Why a run whose agent succeeded failed its check, for the report's error line."""
-    if not check.ran:
-        return f"the check {check.command!r} did not run; the branch is kept"
-    if check.stopped:
-        what = f"was stopped ({check.stopped})"
-    else:
-        from agent_worker_app.report import describe_exit
-
-        what = f"failed ({describe_exit(check.exit_code or 0)})"
-    tail = [line for line in check.output_tail if line.strip()][-3:]
-    said = f"; its last output: {' | '.join(tail)}" if tail else ""
-    return f"the check {check.command!r} {what}{said}; the agent's work is kept on the branch"
-
-
 def check_rows(check: CheckOutcome | None) -> list[tuple[str, str]]:
     """The report's Check row (none when no check was configured): its outcome and, when it
     failed, its last lines. Escaped: the command and its output are data."""
-    from agent_worker_app.console import escape_text
-
     if check is None:
         return []
     command = escape_text(check.command)
@@ -138,8 +123,6 @@ def blocked_rows(
     blocked: tuple[Blocked, ...] | list[Blocked], *, limit: int | None = None
 ) -> list[tuple[str, str]]:
     """One row per blocked destination (cut at limit, the rest counted) and how to allow it."""
-    from agent_worker_app.console import escape_text
-
     if not blocked:
         return []
     shown = list(blocked) if limit is None or len(blocked) <= limit + 1 else blocked[:limit]

@@ -46,8 +46,9 @@ def to_agent_start(report: dict[str, Any]) -> float:
 
 
 def project_image_of(repo: Path, work: Path) -> Any:
-    from agent_worker_app import git_manager, project_image
+    from agent_worker_app import git_manager
     from agent_worker_app.config import load
+    from agent_worker_app.images import project as project_image
 
     cfg = load({"task": "x", "agent_type": "command"}, environ={}, cwd=repo)
     ws = git_manager.preflight(repo, "bench-unused", branch_given=True)

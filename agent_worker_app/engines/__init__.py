@@ -1,16 +1,17 @@
 """Where tasks run: the backends, by name.
 
-Each backend is a package here whose __init__ imports nothing heavy (it serves --help) and says
+Each backend has a module here (BACKENDS: engines/<name>/entry.py, or a backend's one module)
+which imports nothing heavy (it serves --help) and says
 - HELP: what it is, for --backend's help;
 - OPTIONS: its own options (Option), which --help lists and .env files may set;
 - settings(get, workspace): those options read and checked (UsageError saying what is wrong),
   as plain strings the run carries (Config.backend_settings);
 - connect(docker_host, settings): the Backend (base.py), reached and checked.
 
-A new backend (Kubernetes Jobs, say) is a new package and one line in BACKENDS. The rest of the
-package never names a backend: it sees the Backend protocol (base.py), the container protocol
-(channel.py), the sandbox profile (profile.py), and the labels that let any run sweep up after
-another (sweep.py)."""
+A new backend (Kubernetes Jobs, say) is a new module (or package) and one line in BACKENDS.
+The rest of the package never names a backend: it sees the Backend protocol (base.py), the
+container protocol (channel.py), the sandbox profile (profile.py), and the labels that let any
+run sweep up after another (sweep.py)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from agent_worker_app.engines.base import Backend
 
 BACKENDS = {
-    "docker": "agent_worker_app.engines.docker",
-    "swarm": "agent_worker_app.engines.swarm",
+    "docker": "agent_worker_app.engines.docker.entry",
+    "swarm": "agent_worker_app.engines.swarm.entry",
 }
 DEFAULT = "docker"
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agent_worker_app import environment, project_image
+from agent_worker_app import environment
 from agent_worker_app.environment import find, parse_devcontainer, parse_toml, strip_jsonc
 from agent_worker_app.errors import UsageError
+from agent_worker_app.images import project as project_image
 
 FULL = """
 base_image = "python:3.12-slim"

@@ -8,9 +8,9 @@ import json
 
 from test_report import ANSI, make_report, rows
 
-from agent_worker_app.pipeline import parse_inside
 from agent_worker_app.report import render_json, render_rich, render_text
 from agent_worker_app.sandbox_report import ALLOW_HINT, Blocked, CheckOutcome
+from agent_worker_app.task_result import parse_inside
 
 RESULT = {
     "phase": "agent",

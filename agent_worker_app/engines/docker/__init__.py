@@ -10,27 +10,6 @@ socket, tcp:// with or without TLS, ssh://, a Docker context).
 - backend: DockerBackend, the Backend on one engine
 - client: docker-py's client (with requests and urllib3, 0.2 s of CPU to import), for building
   and pulling images only: a run whose image is there never imports it
+
+entry.py is what the backend list (engines/__init__.py) reads of it.
 """
-
-from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from agent_worker_app.engines import Getter, Option
-    from agent_worker_app.engines.base import Backend
-
-HELP = "a container on the Docker engine (--remote-docker, DOCKER_HOST, the Docker context)"
-OPTIONS: tuple[Option, ...] = ()
-
-
-def settings(get: Getter, workspace: str) -> dict[str, str]:
-    return {}
-
-
-def connect(docker_host: str | None, settings: Mapping[str, str]) -> Backend:
-    # here, not at the top: --help imports this package, and needs none of the engine's code
-    from agent_worker_app.engines.docker import backend
-
-    return backend.connect(docker_host)

@@ -1,0 +1,65 @@
+"""What a task hands back at its end: its own account of how it ended (the result line, read
+from its result channel) and the bundle of its commits, fetched onto its branch. A run reads
+them as it collects its task (pipeline.collect); a later run, or --recover, reads those of a
+run whose agent-worker is gone (recovery.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent_worker_app import git_manager
+from agent_worker_app.errors import GitError
+from agent_worker_app.git_manager import Workspace
+from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked, parse_check
+
+
+@dataclass(frozen=True)
+class Inside:
+    """The task's own account of its end, from its result channel: written after the agent's
+    processes are gone and marked with a nonce only the task's root stage knows, so nothing the
+    agent prints can forge it."""
+
+    phase: str  # "setup": the agent never started; "agent": it ran
+    error: str | None = None
+    head: str | None = None
+    bundle: bool = False
+    stopped: str | None = None  # why the task stopped its agent by itself, if it did
+    warnings: tuple[str, ...] = ()
+    check: CheckOutcome | None = None  # the check command's run, recorded by the root stage
+    blocked: tuple[Blocked, ...] = ()  # what the firewall refused, from root's own record
+
+
+def import_result(ws: Workspace, bundle: Path) -> tuple[str, str | None]:
+    """(the branch's head, an import error or None) after fetching the task's bundle."""
+    if not bundle.is_file():
+        return git_manager.branch_head(ws), "the container's result bundle is missing"
+    try:
+        head = git_manager.import_bundle(ws, bundle)
+    except GitError as exc:
+        return git_manager.branch_head(ws), f"{exc}; the agent's commits are kept in {bundle}"
+    bundle.unlink()
+    return head, None
+
+
+def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:
+    """The task's result line, parsed; (None, a problem) when it is not what a task writes."""
+    if text is None:
+        return None, None
+    try:
+        data = json.loads(text)
+        warnings = data.get("warnings") or []
+        inside = Inside(
+            phase=str(data["phase"]),
+            error=str(data["error"]) if data.get("error") else None,
+            head=str(data["head"]) if data.get("head") else None,
+            bundle=bool(data.get("bundle")),
+            stopped=str(data["stopped"]) if data.get("stopped") else None,
+            warnings=tuple(str(w) for w in warnings if w),
+            check=parse_check(data.get("check")),
+            blocked=parse_blocked(data.get("blocked")),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"the container's result cannot be read ({type(exc).__name__})"
+    return inside, None
