@@ -74,4 +74,8 @@ def _session(mine: list[PastRun], agent_type: str) -> Session | None:
         return None
     kept = Path(run.run_dir) / "session"
     files = tuple(sorted(p for p in kept.glob("*.jsonl") if p.is_file()))
-    return Session(run.session_id, files) if any(p.stem == run.session_id for p in files) else None
+    if not any(p.stem == run.session_id for p in files):
+        return None
+    # a report from before session_cost_usd was kept: its cost was the session's, all of it
+    spent = run.session_cost_usd if run.session_cost_usd is not None else run.cost_usd
+    return Session(run.session_id, files, spent)

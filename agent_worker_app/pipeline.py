@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -502,6 +502,9 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     """The report of the run from everything known about it; written to the run directory."""
     cfg = ctx.config
     result: AgentResult | None = ctx.parser.result() if outcome.started else None
+    session_cost = result.cost_usd if result is not None else None
+    if result is not None:
+        result = replace(result, cost_usd=own_cost(ctx, result.cost_usd))
     status, code, message, warnings = decide_status(
         outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory, max_cost=cfg.max_cost_usd
     )
@@ -523,7 +526,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         base_commit=ws.base_commit,
         head_commit=outcome.head,
         duration_s=time.monotonic() - ctx.journal.started,
-        agent=AgentInfo.of(cfg.agent_type, result, ctx.agent.version()),
+        agent=AgentInfo.of(cfg.agent_type, result, ctx.agent.version(), session_cost),
         tokens=Tokens.of(result),
         cost_usd=result.cost_usd,
         turns=result.turns,
@@ -545,6 +548,20 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     (ctx.run_dir / "report.json").write_text(render_json(made), encoding="utf-8")
     log.info("run %s ended: %s (exit %d)", ctx.run_id, status, code)
     return made
+
+
+def own_cost(ctx: Context, reported: float | None) -> float | None:
+    """This run's own cost. An agent whose cost spans its session (cost_spans_session) reports,
+    for a resumed session, what every run of it cost: the session's cost before this run (as
+    its last run reported it) is taken off. A figure below that is a session that did not
+    resume after all: all of it this run's."""
+    session = ctx.continuation.session if ctx.continuation is not None else None
+    if reported is None or session is None or not ctx.agent.cost_spans_session:
+        return reported
+    before = session.cost_usd
+    if before is None or reported < before:
+        return reported
+    return reported - before
 
 
 def publish(ctx: Context, ws: Workspace, remote: str) -> str | None:

@@ -124,7 +124,7 @@ def recovered_report(
         base_commit=ws.base_commit,
         head_commit=head,
         duration_s=0.0,
-        agent=AgentInfo.of(agent_type, result, None),
+        agent=AgentInfo.of(agent_type, result, None, result.cost_usd),
         tokens=Tokens.of(result),
         cost_usd=result.cost_usd,
         turns=result.turns,

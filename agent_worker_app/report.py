@@ -103,11 +103,18 @@ class AgentInfo:
     version: str | None = None
     model: str | None = None
     session_id: str | None = None
+    # the cost the agent reported for its session, over every run that resumed it (a run's own
+    # cost is RunReport.cost_usd); where the agent reports per run, the same
+    session_cost_usd: float | None = None
 
     @classmethod
-    def of(cls, agent_type: str, result: AgentResult, version: str | None) -> AgentInfo:
+    def of(
+        cls, agent_type: str, result: AgentResult, version: str | None, session_cost: float | None
+    ) -> AgentInfo:
         """What the agent said of itself, with its pinned version where it said none."""
-        return cls(agent_type, result.version or version, result.model, result.session_id)
+        return cls(
+            agent_type, result.version or version, result.model, result.session_id, session_cost
+        )
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class PastRun:
     files_changed: int
     agent: str | None
     session_id: str | None
+    session_cost_usd: float | None  # what the agent reported its session had cost, all runs
     head_commit: str | None
     task: str  # the task's first line
     run_dir: str
@@ -106,6 +107,7 @@ def read_run(run_dir: Path) -> PastRun:
         files_changed=_int(changes.get("files_changed")) or 0,
         agent=_str(agent.get("type")),
         session_id=_str(agent.get("session_id")),
+        session_cost_usd=_float(agent.get("session_cost_usd")),
         head_commit=_str(data.get("head_commit")),
         task=(task.strip().splitlines() or [""])[0],
         run_dir=str(run_dir),

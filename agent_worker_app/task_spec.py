@@ -27,6 +27,7 @@ class Session:
 
     session_id: str
     files: tuple[Path, ...]
+    cost_usd: float | None = None  # what the agent reported the session had cost so far
 
 
 @dataclass(frozen=True)

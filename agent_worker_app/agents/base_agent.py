@@ -142,6 +142,10 @@ class BaseAgent(ABC):
     # user), if it can resume one: saved into the run directory after a run, brought back in
     # for a run that continues the branch (--continue). None: every run starts afresh.
     session_dir: ClassVar[str | None] = None
+    # Whether the cost it reports for a resumed session counts the session's earlier runs too
+    # (Claude Code restores a session's cost with it): a continuing run's own cost is then what
+    # it reports less what the session had cost before (pipeline.own_cost).
+    cost_spans_session: ClassVar[bool] = False
 
     def __init__(self, settings: AgentSettings) -> None:
         self.config = settings

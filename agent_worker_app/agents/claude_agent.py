@@ -218,6 +218,7 @@ class ClaudeAgent(BaseAgent):
     # ~/.claude/projects/<the working directory with each / as ->/<session id>.jsonl: the whole
     # transcript, which is all `--resume <id>` needs
     session_dir: ClassVar[str | None] = "/home/agent/.claude/projects/-workspace"
+    cost_spans_session: ClassVar[bool] = True  # --resume restores the session's cost
 
     def resume_args(self, session_id: str) -> list[str]:
         return ["--resume", session_id]

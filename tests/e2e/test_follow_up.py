@@ -174,3 +174,12 @@ def test_continue_resumes_claude_codes_session(
     assert report["branch_totals"]["cost_usd"] == pytest.approx(
         first.report["cost_usd"] + report["cost_usd"]
     )
+    # Claude Code restored the session's cost with it: what it reported for the second run is
+    # the session's whole cost; the run's own is that less the first run's, and the branch's
+    # total counts each run once
+    assert first.report["agent"]["session_cost_usd"] == first.report["cost_usd"]
+    session_cost = report["agent"]["session_cost_usd"]
+    assert session_cost > first.report["cost_usd"]
+    assert 0 < report["cost_usd"] < session_cost
+    assert report["cost_usd"] == pytest.approx(session_cost - first.report["cost_usd"])
+    assert report["branch_totals"]["cost_usd"] == pytest.approx(session_cost)

@@ -497,3 +497,27 @@ def test_a_failed_maintenance_command_deletes_the_branch(project: Path, tmp_path
     assert "task" not in branches(project)
     assert report.check is not None
     assert not report.check.ran  # configured, never run
+
+
+def test_a_continuing_runs_cost_is_its_own() -> None:
+    """An agent whose reported cost spans its resumed session (Claude Code) has the session's
+    earlier cost taken off; others, and runs that resume nothing, keep what they report."""
+    from types import SimpleNamespace
+
+    from agent_worker_app.task_spec import Session
+
+    def ctx(spans: bool, session: Session | None) -> Any:
+        continuation = SimpleNamespace(session=session)
+        agent = SimpleNamespace(cost_spans_session=spans)
+        return SimpleNamespace(continuation=continuation, agent=agent)
+
+    resumed = Session("s1", (), cost_usd=0.0145)
+    assert pipeline.own_cost(ctx(True, resumed), 0.0325) == pytest.approx(0.018)
+    assert pipeline.own_cost(ctx(False, resumed), 0.0325) == 0.0325  # per run already
+    assert pipeline.own_cost(ctx(True, None), 0.0325) == 0.0325  # nothing resumed
+    assert pipeline.own_cost(ctx(True, resumed), 0.01) == 0.01  # it did not resume after all
+    assert pipeline.own_cost(ctx(True, resumed), None) is None
+    unknown = Session("s1", (), cost_usd=None)
+    assert pipeline.own_cost(ctx(True, unknown), 0.0325) == 0.0325
+    none = SimpleNamespace(continuation=None, agent=SimpleNamespace(cost_spans_session=True))
+    assert pipeline.own_cost(none, 0.0325) == 0.0325

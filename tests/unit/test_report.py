@@ -98,7 +98,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "warnings",
         "timings",
     }
-    assert set(data["agent"]) == {"type", "version", "model", "session_id"}
+    assert set(data["agent"]) == {"type", "version", "model", "session_id", "session_cost_usd"}
     assert set(data["tokens"]) == {"input", "output", "cache_read", "cache_creation", "total"}
     assert set(data["changes"]) == {"lines_added", "lines_removed", "files_changed", "files"}
     for entry in data["changes"]["files"]:
@@ -116,6 +116,7 @@ def test_to_json_values() -> None:
         "version": "2.1.331",
         "model": "claude-opus-5-5",
         "session_id": "sess-1",
+        "session_cost_usd": None,
     }
     assert data["tokens"] == {
         "input": 12345,

@@ -103,3 +103,31 @@ def test_branch_totals(tmp_path: Path) -> None:
     totals = runs.branch_totals(runs.past_runs(tmp_path), "b")
     assert (totals.runs, totals.tokens_total, totals.cost_usd) == (2, 2 * 14690, 0.75)
     assert totals.duration_s == 2 * 323.4
+
+
+def test_a_continued_session_knows_what_it_cost_before(tmp_path: Path) -> None:
+    """The session --continue resumes carries what the agent reported it had cost: a report's
+    session_cost_usd, or, from a report written before it was kept, its cost_usd (which then
+    was the session's)."""
+    import json
+
+    from agent_worker_app import follow_up
+
+    def run(run_id: str, agent: dict[str, object], cost: float) -> runs.PastRun:
+        run_dir = tmp_path / run_id
+        (run_dir / "session").mkdir(parents=True)
+        (run_dir / "session" / "s1.jsonl").write_text("{}\n")
+        report = {"branch": "b", "head_commit": "c", "cost_usd": cost, "agent": agent}
+        (run_dir / "report.json").write_text(json.dumps(report))
+        return runs.read_run(run_dir)
+
+    newer = run(
+        "20261207-100000-aa", {"type": "claude", "session_id": "s1", "session_cost_usd": 0.03}, 0.02
+    )
+    older = run("20261207-090000-bb", {"type": "claude", "session_id": "s1"}, 0.01)
+    session = follow_up._session([newer], "claude")
+    assert session is not None
+    assert (session.session_id, session.cost_usd) == ("s1", 0.03)
+    session = follow_up._session([older], "claude")
+    assert session is not None
+    assert session.cost_usd == 0.01
