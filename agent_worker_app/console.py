@@ -6,11 +6,13 @@ stderr is a pipe or a file (CI, a script) never loads it."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -136,37 +138,73 @@ def mask(secret: str) -> str:
     return f"{prefix}\u2026{secret[-4:]}"
 
 
+ENCODED_MIN_LEN = 16  # a secret this long has its encodings redacted too (shorter: too common)
+
+
+def encodings(secret: str) -> list[tuple[str, str]]:
+    """The forms a secret takes when something encodes it, each with what replaces it: base64
+    (standard and URL-safe) at each of the three places it can start in the encoded bytes, hex
+    (either case), and URL-encoding where that differs. A base64 form is the run of characters
+    that only the secret's bytes decide, so it is found inside any longer encoded text."""
+    raw = secret.encode()
+    masked = mask(secret)
+    found: dict[str, str] = {}
+    for skip in range(3):  # the secret's first byte at offset 0, 1 or 2 of a 3-byte group
+        encoded = base64.b64encode(b"\0" * skip + raw).decode()
+        start = -(-skip * 8 // 6)  # the characters that hold a bit of the bytes before it
+        end = (skip + len(raw)) * 8 // 6  # after this, the bits of the bytes after it
+        form = encoded[start:end]
+        found[form] = f"{masked}[base64]"
+        found[form.replace("+", "-").replace("/", "_")] = f"{masked}[base64]"
+    found[raw.hex()] = f"{masked}[hex]"
+    found[raw.hex().upper()] = f"{masked}[hex]"
+    quoted = urllib.parse.quote(secret, safe="")
+    if quoted != secret:
+        found[quoted] = f"{masked}[url]"
+    return [(form, replacement) for form, replacement in found.items() if form != secret]
+
+
 class Redactor:
-    """Replaces every secret value in text or bytes with its masked form."""
+    """Replaces every secret value in text or bytes with its masked form, and a long secret's
+    encodings (base64, hex, URL-encoded) with that too."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: list[str] = []
+        self._needles: list[tuple[str, str]] = []  # (what to find, what replaces it)
         self.add(*secrets)
 
     def add(self, *secrets: str) -> None:
-        # A new list, swapped in whole: tasks of a batch add their secrets from their own
+        # New lists, swapped in whole: tasks of a batch add their secrets from their own
         # threads while others redact (a list sorted in place looks empty meanwhile).
         known = list(self._secrets)
         for secret in secrets:
             if len(secret) >= MIN_SECRET_LEN and secret not in known:
                 known.append(secret)
+        needles = {secret: mask(secret) for secret in known}
+        for secret in known:
+            if len(secret) >= ENCODED_MIN_LEN:
+                for form, replacement in encodings(secret):
+                    needles.setdefault(form, replacement)
+        self._needles = sorted(needles.items(), key=lambda item: len(item[0]), reverse=True)
         self._secrets = sorted(known, key=len, reverse=True)
 
     @property
     def longest(self) -> int:
-        return len(self._secrets[0]) if self._secrets else 0
+        """The longest form a secret can take in output (a line splitter keeps this much
+        back, so that no form of it is ever cut in two)."""
+        return len(self._needles[0][0]) if self._needles else 0
 
     def text(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, mask(secret))
+        for needle, replacement in self._needles:
+            if needle in text:
+                text = text.replace(needle, replacement)
         return text
 
     def data(self, data: bytes) -> bytes:
-        for secret in self._secrets:
-            raw = secret.encode()
+        for needle, replacement in self._needles:
+            raw = needle.encode()
             if raw in data:
-                data = data.replace(raw, mask(secret).encode())
+                data = data.replace(raw, replacement.encode())
         return data
 
 

@@ -455,6 +455,9 @@ def collect(
     fetched = wanted and backend.fetch_result(task, ctx.run_dir)
     if fetched:
         keep_session(ctx)
+    tail = ctx.run_dir / "out" / "agent-tail.jsonl"  # the agent's last lines, as it wrote them
+    if tail.is_file():
+        tail.write_bytes(ctx.redactor.data(tail.read_bytes()))
     if inside is not None and inside.bundle and fetched:
         return Collected(inside, *import_result(ws, bundle), tuple(warnings))
     head = git_manager.branch_head(ws)

@@ -65,6 +65,9 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
         error = error or "the container left no account of its end"
     agent_type = labels.get(f"{LABEL}.agent", "claude")
     result = agent_result(agent_type, run_dir / "out")
+    # the agent's raw last lines, which no redactor saw (this process does not know the lost
+    # run's credential): its figures are read, and it goes
+    (run_dir / "out" / "agent-tail.jsonl").unlink(missing_ok=True)
     report = recovered_report(
         branch_ws, run_id, run_dir, head=head, agent_type=agent_type, result=result, error=error
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, TEST_KEY, containers_of, git, run_cli, snapshot
+from conftest import ROOT, TEST_KEY, containers_of, git, run_cli, snapshot, tool_outputs
 from fake_anthropic import Turn, bash, write
 
 
@@ -245,6 +246,39 @@ def test_a_key_the_agent_prints_is_redacted(
     jsonl = (Path(report["run_dir"]) / "agent.jsonl").read_text()
     assert TEST_KEY not in jsonl
     assert masked in jsonl
+
+
+def test_the_keys_encodings_the_agent_prints_are_redacted(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
+) -> None:
+    """An agent that prints its key base64-, hex- or URL-encoded (past a redactor that knew
+    only the key itself) leaves none of those forms in the run's files or output."""
+    script = (
+        'printf %s "$ANTHROPIC_API_KEY" | base64 -w0; echo; '
+        'printf "x%s" "$ANTHROPIC_API_KEY" | base64 -w0; echo; '
+        'printf %s "$ANTHROPIC_API_KEY" | od -An -tx1 | tr -d " \\n"; echo'
+    )
+    fake_api.add_turns(Turn.tool_use(bash(script)), Turn.text("done"))
+    result = run_cli(["--task", "t", "--branch", "encoded", "--debug"], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    outputs = tool_outputs(fake_api)  # what the agent saw: the real forms (it holds the key)
+    forms = [
+        base64.b64encode(TEST_KEY.encode()).decode()[:-4],
+        base64.b64encode(b"x" + TEST_KEY.encode()).decode()[4:-4],
+        TEST_KEY.encode().hex(),
+    ]
+    assert all(form in outputs[0] for form in forms), outputs
+    run_dir = Path(result.report["run_dir"])
+    written = {p: p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file()}
+    assert any("[base64]" in text for text in written.values())
+    for where, text in [
+        *((str(p), t) for p, t in written.items()),
+        ("stdout", result.stdout),
+        ("stderr", result.stderr),
+    ]:
+        for form in [TEST_KEY, *forms]:
+            assert form not in text, (where, form)
 
 
 def test_an_agent_that_destroys_its_clone_gets_a_warning_not_a_crash(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import re
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -92,7 +94,33 @@ def test_redactor_replaces_the_longest_secret_first() -> None:
     later = Redactor([inner])
     later.add(SECRET, SECRET)
     assert later.text(SECRET) == MASKED
-    assert later.longest == len(SECRET)
+    assert later.longest == len(SECRET.encode().hex())  # its longest form: hex
+    assert Redactor(["abcdefgh"]).longest == 8  # too short to have its encodings redacted
+
+
+@pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b'{"key": "'])
+@pytest.mark.parametrize("suffix", [b"", b"z", b'"}\n'])
+def test_the_secrets_encodings_are_redacted_wherever_they_start(
+    prefix: bytes, suffix: bytes
+) -> None:
+    """base64 of anything that holds the secret (each of the three alignments, standard and
+    URL-safe), hex and URL-encoding: no form of it survives into what is written or shown."""
+    redactor = Redactor([SECRET])
+    whole = prefix + SECRET.encode() + suffix
+    for encoded in (
+        base64.b64encode(whole).decode(),
+        base64.urlsafe_b64encode(whole).decode(),
+        whole.hex(),
+        whole.hex().upper(),
+    ):
+        shown = redactor.text(f"sent {encoded} to the log")
+        assert encoded not in shown
+        assert MASKED in shown
+        assert redactor.data(encoded.encode()) != encoded.encode()
+    quoted = urllib.parse.quote(SECRET + "/?&=", safe="")
+    assert redactor.text(quoted).startswith(MASKED)
+    token = "gw-token+Zq8mWx4LkPz0/aBcD1eF2gH3iJ="  # a gateway's token, URL-encoded in a query
+    assert Redactor([token]).text(urllib.parse.quote(token, safe="")) == f"{mask(token)}[url]"
 
 
 # ---------------------------------------------------------------- Lines
