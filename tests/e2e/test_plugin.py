@@ -63,6 +63,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return env_dir
 
 
+def python_in(installed: Path, code: str, *, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """python -c code in the installed environment."""
+    return subprocess.run(
+        [str(installed / "bin" / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
 def test_each_module_has_one_name_and_shadows_nothing(installed: Path) -> None:
     probe = (
         "import json, sys, agents, config\n"
@@ -74,13 +85,7 @@ def test_each_module_has_one_name_and_shadows_nothing(installed: Path) -> None:
         "print(json.dumps({'agents': agents.WHO, 'config': config.WHO, 'modules': ours,\n"
         "  'plugin_base': aw_echo_plugin.BaseAgent is base_agent.BaseAgent}))\n"
     )
-    done = subprocess.run(
-        [str(installed / "bin" / "python"), "-c", probe],
-        capture_output=True,
-        text=True,
-        cwd=installed,
-        check=False,
-    )
+    done = python_in(installed, probe, cwd=installed)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert seen["agents"] == "collider"  # the other distribution's modules stay theirs
@@ -223,13 +228,7 @@ def test_a_plugin_cannot_take_a_built_ins_name(installed: Path, tmp_path: Path) 
         "from agent_worker_app.agents.base_agent import AgentSettings\n"
         "print(type(agents.get('claude', AgentSettings())).__module__)\n"
     )
-    done = subprocess.run(
-        [str(installed / "bin" / "python"), "-c", probe],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
+    done = python_in(installed, probe, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "agent_worker_app.agents.claude_agent\n"
 

@@ -100,20 +100,17 @@ def engine(
     remote = None if request.param == "unix" else request.getfixturevalue("remote_engine")
     if remote is not None:  # ssh with the test's key and known hosts
         monkeypatch.setenv("PATH", remote.ssh_env()["PATH"])
-    api = EngineAPI(transport(address(request.param, remote)), timeout=60)
-    made: list[Container] = []
-    try:
-        yield Engine(api, Containers(api), made)
-    finally:
-        for container in made:
-            Containers(api).remove(container)
-        api.close()
+    yield from reached(EngineAPI(transport(address(request.param, remote)), timeout=60))
 
 
 @pytest.fixture
 def local(base_image: str) -> Iterator[Engine]:
     """The local engine alone, for what does not depend on the transport."""
-    api = EngineAPI(UnixTransport(LOCAL_SOCKET), timeout=60)
+    yield from reached(EngineAPI(UnixTransport(LOCAL_SOCKET), timeout=60))
+
+
+def reached(api: EngineAPI) -> Iterator[Engine]:
+    """The engine for a test; what the test made is removed after it, and the API closed."""
     made: list[Container] = []
     try:
         yield Engine(api, Containers(api), made)
