@@ -5,7 +5,8 @@ command line asks for (driver.py; a single run is the batch of one), and _emit r
 --help and --version load only click, errors, options and presets. Everything else is imported
 inside the function that needs it, and says what that saves: measured on top of --help's own
 0.08 s, the driver and what a run needs cost about 110 ms, config 37 ms, the console 17 ms,
-the renderers 35-50 ms, and docker-py (connect_docker) 150-200 ms.
+the renderers 35-50 ms. docker-py (150-200 ms) is imported only by what builds or pulls an
+image, and by the swarm backend (engines/).
 """
 
 from __future__ import annotations

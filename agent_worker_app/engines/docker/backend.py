@@ -1,10 +1,10 @@
-"""DockerBackend: backend.Backend on one Docker engine, local or remote. The run's inputs go in
-on the container's stdin, its output comes through an attach made before it starts, its result
+"""DockerBackend: base.Backend on one Docker engine, local or remote. The run's inputs go in on
+the container's stdin, its output comes through an attach made before it starts, its result
 files framed in that output (or copied out of the stopped container when large).
 
 Every call goes to the engine through api.EngineAPI, over the engine's transport (its socket,
-TCP, TLS, ssh), and docker-py is imported only to build or pull an image (engine.py, layers.py):
-a run whose image is there spends no 0.2 s of CPU importing it."""
+TCP, TLS, ssh), and docker-py is imported only to build or pull an image (client.py,
+images/build.py): a run whose image is there spends no 0.2 s of CPU importing it."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ class DockerBackend:
         on_line: Callable[[str], None],
     ) -> ImageResult | None:
         """The image when every layer of it is there already (the usual run), asked of the
-        local socket; None when anything is to be built or pulled (docker-py does that)."""
+        engine's API; None when anything is to be built or pulled (docker-py does that)."""
         api = self._api
         results: list[LayerResult] = []
         said: list[str] = []  # said once it is sure that nothing is to be built
