@@ -1,4 +1,4 @@
-"""backend.Backend on a Docker Swarm: each task a replicated service of one replica that is
+"""base.Backend on a Docker Swarm: each task a replicated service of one replica that is
 never restarted, on whichever node has room. DOCKER_HOST is a manager; the agent image is built
 there and pushed to a registry every node pulls from.
 
@@ -125,7 +125,7 @@ def connect_swarm(docker_host: str | None, registry: str) -> SwarmBackend:
 
 
 class SwarmBackend:
-    """backend.Backend on a swarm, through its manager."""
+    """base.Backend on a swarm, through its manager."""
 
     local = False  # the nodes do not share this machine's files
 
