@@ -47,7 +47,8 @@ class CheckOutcome:
 @dataclass(frozen=True)
 class Blocked:
     """One destination the firewall refused, the names the agent's lookups gave it (where
-    known), and how many packets it refused (one per TCP connection attempt)."""
+    known), and how many packets it refused (one per TCP connection attempt); or, with protocol
+    "dns", a name whose lookups the container's DNS forwarder refused, and how many times."""
 
     address: str
     port: int
@@ -58,6 +59,8 @@ class Blocked:
     @property
     def allow(self) -> str:
         """The --allow-host value that lets it through."""
+        if self.protocol == "dns":
+            return self.names[0] if self.names else self.address
         return f"{self.names[0] if self.names else self.address}:{self.port}"
 
     def to_json(self) -> dict[str, Any]:
@@ -129,11 +132,14 @@ def blocked_rows(
     count = len(blocked)
     rows = [("Blocked", f"{count} destination{'s' if count != 1 else ''} the firewall refused")]
     for entry in shown:
+        times = f"{entry.count} time{'s' if entry.count != 1 else ''}"
+        if entry.protocol == "dns":
+            rows.append(("", f"  lookup of {escape_text(entry.allow)} refused {times}"))
+            continue
         where = f"{entry.address}:{entry.port}"
         if entry.protocol != "tcp":
             where += f"/{entry.protocol}"
         names = escape_text(", ".join(entry.names)) if entry.names else "name unknown"
-        times = f"{entry.count} time{'s' if entry.count != 1 else ''}"
         rows.append(("", f"  {where} ({names}) {times}"))
     if hidden := count - len(shown):
         rows.append(("", f"  ... and {hidden} more (every one: --json, or report.json)"))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Default-deny egress for the agent container; run as root before the agent starts.
-# Allowed: loopback, DNS to the configured resolvers, replies to established connections, and
-# the ipset allowlist built from AW_ALLOW_HOSTS ("host[:port]" separated by commas or spaces).
+# Allowed: loopback, root's DNS to the configured resolvers (no other user's: the agent's
+# lookups go to root's forwarder, which asks for allowed names only), replies to established
+# connections, and the ipset allowlist built from AW_ALLOW_HOSTS ("host[:port]" separated by
+# commas or spaces).
 # Everything else is REJECTed so blocked connections fail fast, and recorded first: each blocked
 # destination (address, protocol and port) is an entry of the ipset aw-blocked, whose counter
 # counts its packets (a TCP connection attempt is one: its SYN). Only root can read or change it;
@@ -10,17 +12,20 @@
 # one call (ipset restore, iptables-restore): one command per rule costs a tenth of a second.
 #
 # Names: a small DNS forwarder of root's (dns-names.pl, started by record_names below) answers
-# the container's lookups on 127.0.0.1 and notes which address each name looked up resolved to,
-# so that the report can name a blocked address. `init-firewall.sh --report` prints the record
-# of blocked destinations, with those names, as JSON (root only: agent_inside.sh runs it after
-# the agent and the check).
+# the container's lookups on 127.0.0.1: a lookup of an allowed name goes on to the resolver, and
+# the address it resolved to is noted (so that the report can name a blocked address); any other
+# is refused there, recorded, and asks nothing of anyone. `init-firewall.sh --report` prints
+# the record of blocked destinations and refused lookups, with those names, as JSON (root only:
+# agent_inside.sh runs it after the agent and the check).
 set -euo pipefail
 
 BLOCKED_SET=aw-blocked
 NAMES=/run/agent-worker-names # "address name" lines, root's only
+REFUSED=/run/agent-worker-refused # a name a line: lookups the forwarder refused, root's only
 
-# [{address, protocol, port, count, names}] from the counting ipset and the names record, most
-# refused first.
+# [{address, protocol, port, count, names}] from the counting ipset and the names record, and
+# {address "", protocol "dns", port 53, count, names [the name]} for each name whose lookups the
+# forwarder refused; most refused first.
 report() {
   local entries
   entries=$(ipset save "$BLOCKED_SET" 2>/dev/null | awk '$1 == "add" {
@@ -28,18 +33,21 @@ report() {
       for (i = 4; i < NF; i++) if ($i == "packets") n = $(i + 1)
       printf "%s %s %s %s\n", a[1], p[1], p[2], n
     }')
-  if [[ -z "$entries" ]]; then # the usual case, without jq's 60 ms start
+  if [[ -z "$entries" && ! -s "$REFUSED" ]]; then # the usual case, without jq's 60 ms start
     echo '[]'
     return 0
   fi
   [[ -f "$NAMES" ]] || : >"$NAMES"
-  printf '%s\n' "$entries" | jq -Rsc --rawfile names "$NAMES" '
+  [[ -f "$REFUSED" ]] || : >"$REFUSED"
+  printf '%s\n' "$entries" | jq -Rsc --rawfile names "$NAMES" --rawfile refused "$REFUSED" '
       ($names | split("\n") | map(select(. != "") | split(" ") | select(length == 2))
         | reduce .[] as $pair ({}; .[$pair[0]] += [$pair[1]])) as $known
-      | split("\n") | map(select(. != "") | split(" ")
+      | (split("\n") | map(select(. != "") | split(" ")
         | {address: .[0], protocol: .[1], port: (.[2] | tonumber), count: (.[3] | tonumber),
-           names: (($known[.[0]] // []) | unique | .[:5])})
-      | sort_by(-.count, .address, .port)'
+           names: (($known[.[0]] // []) | unique | .[:5])}))
+      + ($refused | split("\n") | map(select(. != "")) | group_by(.)
+        | map({address: "", protocol: "dns", port: 53, count: length, names: [.[0]]}))
+      | sort_by(-.count, .address, .port, .names)'
 }
 
 if [[ "${1:-}" == "--report" ]]; then
@@ -51,6 +59,7 @@ warn() { printf 'agent-worker: warning: firewall: %s\n' "$*" >&2; }
 say() { printf 'agent-worker: firewall: %s\n' "$*" >&2; }
 
 declare -A hosts=() ports=() # "ip" and "ip,tcp:port" entries of the two sets
+declare -A names=() # the allowed host names, whose lookups the forwarder passes on
 
 allow() { # host[:port]
   local spec=$1 host port="" ips ip added=0
@@ -66,6 +75,7 @@ allow() { # host[:port]
   elif [[ "$host" == *:* ]]; then
     warn "$spec is an IPv6 address; IPv6 egress is blocked"; return 0
   else
+    names[${host,,}]=1
     ips=$(getent ahostsv4 "$host" | awk '{print $1}' | sort -u) || true
     if [[ -z "$ips" ]]; then warn "$host does not resolve; not allowed"; return 0; fi
   fi
@@ -103,9 +113,9 @@ done
   echo "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   echo "-A OUTPUT -o lo -j ACCEPT"
   echo "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-  while read -r resolver; do
-    echo "-A OUTPUT -d $resolver -p udp --dport 53 -j ACCEPT"
-    echo "-A OUTPUT -d $resolver -p tcp --dport 53 -j ACCEPT"
+  while read -r resolver; do # root's lookups only: the agent's go to root's forwarder
+    echo "-A OUTPUT -d $resolver -p udp --dport 53 -m owner --uid-owner 0 -j ACCEPT"
+    echo "-A OUTPUT -d $resolver -p tcp --dport 53 -m owner --uid-owner 0 -j ACCEPT"
   done < <(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf)
   echo "-A OUTPUT -m set --match-set aw-hosts dst -j ACCEPT"
   echo "-A OUTPUT -p tcp -m set --match-set aw-ports dst,dst -j ACCEPT"
@@ -126,11 +136,11 @@ fi
 say "egress limited to ${#hosts[@]} host(s) and ${#ports[@]} host:port pair(s)"
 
 # The names record: a DNS forwarder on 127.0.0.1:53 (dns-names.pl, installed beside this script;
-# root's: the agent can neither stop it nor write its record) passes each UDP query to the first
-# configured resolver and notes the A records of the answer under the name asked for.
-# resolv.conf lists it first, the original resolvers after it (where glibc goes when it is not
-# there, and for TCP). Without perl, or if it cannot listen, lookups go on to the resolvers and
-# names stay unknown.
+# root's: the agent can neither stop it nor write its records) passes each UDP query for an
+# allowed name to the first configured resolver and notes the A records of the answer under
+# the name asked for; it refuses every other name. resolv.conf lists it alone (its search and
+# options lines kept): nobody but root reaches the resolvers. Without perl, or if it cannot
+# listen, the agent resolves nothing (its allowed hosts' addresses are allowed all the same).
 DNS_FORWARDER=/usr/local/bin/dns-names.pl
 
 record_names() {
@@ -140,12 +150,20 @@ record_names() {
     return 0
   fi
   : >"$NAMES"
-  chmod 0600 "$NAMES"
-  # Not waited for (it is listening well before the agent starts): until it is, and if it
-  # cannot, a lookup is refused at once on 127.0.0.1 and glibc asks the next resolver.
-  setsid perl "$DNS_FORWARDER" "$NAMES" "$upstream" </dev/null >/dev/null 2>&1 &
-  { echo "nameserver 127.0.0.1"; cat /etc/resolv.conf; } >/run/agent-worker-resolv.conf
+  : >"$REFUSED"
+  chmod 0600 "$NAMES" "$REFUSED"
+  local allowed
+  allowed=$(IFS=,; echo "${!names[*]}")
+  setsid perl "$DNS_FORWARDER" "$NAMES" "$upstream" "$allowed" "$REFUSED" </dev/null >/dev/null 2>&1 &
+  { echo "nameserver 127.0.0.1"; grep -v '^[[:space:]]*nameserver' /etc/resolv.conf || true; } \
+    >/run/agent-worker-resolv.conf
   cat /run/agent-worker-resolv.conf >/etc/resolv.conf # the bind-mounted file, written in place
+  local _ # listening well before the agent starts, as a rule; waited for, at most a second
+  for _ in {1..50}; do
+    grep -q ' 0100007F:0035 ' /proc/net/udp 2>/dev/null && return 0
+    sleep 0.02
+  done
+  warn "the DNS forwarder is not listening: the agent's lookups will fail"
 }
 
 record_names

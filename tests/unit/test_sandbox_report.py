@@ -152,3 +152,24 @@ def test_command_output_and_names_are_data_on_the_terminal() -> None:
     assert "evil\\033[31m.example" in shown
     text = render_text(make_report(check=check, blocked=blocked))
     assert "\x1b" not in text
+
+
+def test_a_refused_lookup_is_a_row_of_its_own_and_its_name_the_way_to_allow_it() -> None:
+    result = RESULT | {
+        "blocked": [
+            {
+                "address": "",
+                "protocol": "dns",
+                "port": 53,
+                "count": 3,
+                "names": ["6b6579.x.example"],
+            }
+        ]
+    }
+    inside, _ = parse_inside(json.dumps(result))
+    assert inside is not None
+    report = make_report(blocked=list(inside.blocked))
+    found = rows(render_text(report))
+    assert found["Blocked"] == ["1 destination the firewall refused"]
+    assert "  lookup of 6b6579.x.example refused 3 times" in found[""]
+    assert report.to_json()["blocked"][0]["allow"] == "--allow-host 6b6579.x.example"
