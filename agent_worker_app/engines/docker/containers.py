@@ -4,6 +4,7 @@ decides which). The one lifecycle of a container, whatever the transport to its 
 
 from __future__ import annotations
 
+import socket
 import tarfile
 import tempfile
 from contextlib import suppress
@@ -28,6 +29,9 @@ def _failure(what: str, exc: OSError | EngineError) -> DockerError:
 
 
 class Containers:
+    """A task's container on the engine api reaches; each call raises DockerError with a
+    sentence for the user when the engine refuses or cannot be reached."""
+
     def __init__(self, api: EngineAPI) -> None:
         self.api = api
 
@@ -40,7 +44,7 @@ class Containers:
         except (OSError, EngineError) as exc:
             raise _failure("Docker refused to create the agent container", exc) from None
 
-    def attach(self, container: Container) -> Any:
+    def attach(self, container: Container) -> socket.socket:
         try:
             return self.api.attach(container.id)
         except (OSError, EngineError) as exc:
