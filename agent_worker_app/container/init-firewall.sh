@@ -129,9 +129,29 @@ done
   echo "COMMIT"
 } | iptables-restore
 
+fail() { printf 'agent-worker: error: firewall: %s\n' "$*" >&2; exit 1; }
+
+# IPv6 is closed whenever it cannot be filtered: no ip6tables here, and an IPv6 address other
+# than loopback's and link-local ones, is no run (the agent would reach IPv6 destinations
+# unfiltered).
 if ! printf '%s\n' "*filter" ":INPUT DROP [0:0]" ":FORWARD DROP [0:0]" ":OUTPUT DROP [0:0]" \
     "-A INPUT -i lo -j ACCEPT" "-A OUTPUT -o lo -j ACCEPT" "COMMIT" | ip6tables-restore 2>/dev/null; then
-  warn "could not block IPv6 egress (no ip6tables in this kernel?)"
+  # /proc/net/if_inet6: address (32 hex digits), index, prefix length, scope (00: global), flags
+  if awk '$6 != "lo" && $4 == "00" {found = 1} END {exit !found}' /proc/net/if_inet6 2>/dev/null; then
+    fail "IPv6 cannot be filtered here (no ip6tables) and the container has an IPv6 address: not starting the agent unfiltered"
+  fi
+  say "no ip6tables here, and no IPv6 address to filter"
+fi
+
+# The rules' self-test: a connection they refuse must be refused by them, at once (a reset).
+# Where rules do not act on the container's network (a runtime whose network stack is not the
+# kernel's), the agent would run unfiltered: no run. The probe's record is taken back.
+PROBE=192.0.2.1 # TEST-NET-1: never routed, never allowed (refused below if it were)
+[[ -z "${hosts[$PROBE]:-}" ]] || fail "$PROBE is the firewall's self-test address; it cannot be allowed"
+said=$(timeout 3 bash -c "exec 3<>/dev/tcp/$PROBE/9" 2>&1) && said="it connected"
+ipset del "$BLOCKED_SET" "$PROBE,tcp:9" 2>/dev/null || true
+if [[ "$said" != *"Connection refused"* ]]; then
+  fail "its deny rule did not deny a connection to $PROBE:9 (${said:-no answer within 3 s}): not starting the agent unfiltered"
 fi
 say "egress limited to ${#hosts[@]} host(s) and ${#ports[@]} host:port pair(s)"
 

@@ -6,10 +6,12 @@ gets: what left the container by DNS), never from a public resolver."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from docker.types import IPAMConfig, IPAMPool
 
 DNS_SERVER = r"""
 import socket, struct, sys
@@ -108,3 +110,66 @@ def test_blocked_destinations_are_recorded_and_only_allowed_names_are_looked_up(
     assert found[(target, "tcp", 8080, ("registry.aw.test",))]["count"] == 2
     assert found[("", "dns", 53, ("7365637265742d31.exfil.aw.test",))]["count"] >= 1
     assert [e["count"] for e in report] == sorted((e["count"] for e in report), reverse=True)
+
+
+@pytest.fixture(scope="module")
+def closed_network(docker_client: Any) -> Iterator[str]:
+    """An internal network (nothing it carries leaves this machine) with IPv6 addresses."""
+    network = docker_client.networks.create(
+        f"aw-test-closed-{os.getpid()}",
+        internal=True,
+        enable_ipv6=True,
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="fd00:a17::/64")]),
+        labels={"agent-worker-test": "closed"},
+    )
+    try:
+        yield str(network.name)
+    finally:
+        network.remove()
+
+
+# A stand-in for a tool that does not do its work: it reads its input and changes nothing (a
+# deny rule that does not deny), or it fails (a kernel without it).
+# (rm first: the tools are links to one binary, which the others need whole)
+NO_OP = "rm {0} && printf '#!/bin/sh\\ncat >/dev/null\\n' >{0} && chmod 0755 {0}"
+FAILS = "rm {0} && printf '#!/bin/sh\\ncat >/dev/null; exit 1\\n' >{0} && chmod 0755 {0}"
+
+
+def firewall_in(docker_client: Any, image: str, network: str, broken: str = "") -> str:
+    script = f"""
+        {broken}
+        /usr/local/bin/init-firewall.sh; echo "firewall exit=$?"
+    """
+    return str(
+        docker_client.containers.run(
+            image,
+            ["bash", "-c", script],
+            user="root",
+            cap_drop=["ALL"],
+            cap_add=["SETUID", "SETGID", "NET_ADMIN", "NET_RAW"],
+            network=network,
+            remove=True,
+            stderr=True,
+        ).decode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("broken", "says"),
+    [
+        (NO_OP.format("/usr/sbin/iptables-restore"), "its deny rule did not deny"),
+        (FAILS.format("/usr/sbin/ip6tables-restore"), "IPv6 cannot be filtered here"),
+    ],
+)
+def test_a_firewall_that_would_not_hold_stops_the_run(
+    docker_client: Any, command_image: str, closed_network: str, broken: str, says: str
+) -> None:
+    """Rules that do not act on the container's network (a runtime whose network stack is not
+    the kernel's), or IPv6 on a container whose kernel has no ip6tables: the firewall says so
+    and fails, and agent_inside.sh starts no agent. The same container with the tools whole
+    passes."""
+    output = firewall_in(docker_client, command_image, closed_network, broken)
+    assert "firewall exit=1" in output, output
+    assert f"agent-worker: error: firewall: {says}" in output, output
+    whole = firewall_in(docker_client, command_image, closed_network)
+    assert "firewall exit=0" in whole, whole
