@@ -344,11 +344,9 @@ class EngineAPI:
             self._keep(connection)
         if raw is None:
             return status, None
-        value = json.loads(raw) if raw.strip() and raw.lstrip()[:1] in (b"{", b"[") else None
         if status >= 400:
-            message = value.get("message") if isinstance(value, dict) else None
-            raise EngineError(status, str(message or raw.decode(errors="replace").strip()))
-        return status, value
+            raise _engine_error(status, raw)
+        return status, _json(raw)
 
     def ping(self) -> None:
         self.call("GET", "/_ping")
@@ -362,15 +360,12 @@ class EngineAPI:
             sock.sendall(_request("GET", path, query or {}, b"", upgrade=False))
             status, headers = _read_head(connection.reader)
             if status >= 400:
-                raw = _read_body(connection.reader, status, headers)
-                value = json.loads(raw) if raw.lstrip()[:1] == b"{" else None
-                message = value.get("message") if isinstance(value, dict) else None
-                raise EngineError(status, str(message or raw.decode(errors="replace").strip()))
+                raise _engine_error(status, _read_body(connection.reader, status, headers))
             sock.settimeout(None)
         except BaseException:
             connection.close()
             raise
-        return Streamed(connection, headers)
+        return Streamed(connection, _Body(connection.reader, status, headers))
 
     def image_id(self, name: str) -> str | None:
         """The image's id, or None when the engine does not have it."""
@@ -416,9 +411,7 @@ class EngineAPI:
             _, result = self.call("POST", f"/containers/{container_id}/wait", timeout=timeout_s)
         except TimeoutError:
             return None
-        _, info = self.call("GET", f"/containers/{container_id}/json")
-        state = info.get("State") if isinstance(info, dict) else None
-        return {"result": result or {}, "state": state or {}}
+        return {"result": result or {}, "state": self.inspect(container_id).get("State") or {}}
 
     def inspect(self, container_id: str) -> dict[str, Any]:
         _, info = self.call("GET", f"/containers/{container_id}/json")
@@ -442,43 +435,18 @@ class EngineAPI:
 
 
 class Streamed:
-    """An answer's body as it comes: read(n) waits for n bytes, fewer only at its end; close(),
-    from any thread, cuts it (a read waiting then ends)."""
+    """An answer's body as it comes: read(n) waits for n bytes, fewer only at its end (or once
+    the connection ended early); close(), from any thread, cuts it (a read waiting then ends)."""
 
-    def __init__(self, connection: _Connection, headers: dict[str, str]) -> None:
+    def __init__(self, connection: _Connection, body: _Body) -> None:
         self._connection = connection
-        self._chunked = headers.get("transfer-encoding", "").lower() == "chunked"
-        length = headers.get("content-length")
-        self._left = int(length) if length is not None and not self._chunked else -1
-        self._chunk_left = 0
-        self._done = False
+        self._body = body
 
     def read(self, size: int) -> bytes:
         data = b""
-        reader = self._connection.reader
-        while len(data) < size and not self._done:
-            if not self._chunked:
-                want = size - len(data) if self._left < 0 else min(size - len(data), self._left)
-                piece = reader.read(want) if want else b""
-                if self._left >= 0:
-                    self._left -= len(piece)
-                self._done = not piece or self._left == 0
+        with suppress(_EndedEarlyError):  # cut by close(), or by the engine: the end
+            while len(data) < size and (piece := self._body.read(size - len(data))):
                 data += piece
-                continue
-            if self._chunk_left == 0:
-                line = reader.readline(_HEAD_MAX)
-                self._chunk_left = int(line.split(b";")[0].strip() or b"0", 16)
-                if self._chunk_left == 0:
-                    self._done = True
-                    break
-            piece = reader.read(min(size - len(data), self._chunk_left))
-            if not piece:
-                self._done = True
-                break
-            data += piece
-            self._chunk_left -= len(piece)
-            if self._chunk_left == 0:
-                reader.readline(_HEAD_MAX)  # the chunk's line end
         return data
 
     def close(self) -> None:
@@ -486,6 +454,49 @@ class Streamed:
             self._connection.sock.shutdown(socket.SHUT_RDWR)
         with suppress(OSError):
             self._connection.close()
+
+
+class _Body:
+    """An answer's body from its reader, as its headers delimit it (chunks, a length, or the
+    connection's end): read(n) gives up to n bytes, b"" at the end; _EndedEarlyError when the
+    connection ends before the length or the last chunk. Its last byte is read, and no more:
+    a kept connection's next answer starts right after it."""
+
+    def __init__(self, reader: IO[bytes], status: int, headers: dict[str, str]) -> None:
+        self._reader = reader
+        self._chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        length = headers.get("content-length")
+        # left: of the current chunk; of the length; -1 to the connection's end
+        self._left = 0 if self._chunked else int(length) if length is not None else -1
+        self._done = _bodiless(status) or (self._left == 0 and not self._chunked)
+
+    def read(self, size: int) -> bytes:
+        if self._done:
+            return b""
+        if self._chunked and self._left == 0:
+            line = self._reader.readline(_HEAD_MAX)
+            if not line:
+                raise _EndedEarlyError("the engine's answer ended before its last chunk")
+            self._left = int(line.split(b";")[0].strip() or b"0", 16)
+            if self._left == 0:
+                self._reader.readline(_HEAD_MAX)  # the blank line after the last chunk
+                self._done = True
+                return b""
+        piece = self._reader.read(size if self._left < 0 else min(size, self._left))
+        if self._left < 0:
+            self._done = not piece
+            return piece
+        if not piece:
+            raise _EndedEarlyError("the engine's answer ended early")
+        self._left -= len(piece)
+        if self._chunked and self._left == 0:
+            self._reader.readline(_HEAD_MAX)  # the chunk's line end
+        self._done = not self._chunked and self._left == 0
+        return piece
+
+
+class _EndedEarlyError(OSError):
+    """The connection ended before the answer's length or its last chunk."""
 
 
 class _ClosedError(OSError):
@@ -572,24 +583,18 @@ def _read_body(answer: IO[bytes], status: int, headers: dict[str, str]) -> bytes
 
 
 def _copy_body(answer: IO[bytes], status: int, headers: dict[str, str], into: IO[bytes]) -> None:
-    if _bodiless(status):
-        return
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        while size := int(answer.readline(_HEAD_MAX).split(b";")[0].strip() or b"0", 16):
-            _copy(answer, size, into)
-            answer.readline(_HEAD_MAX)
-        answer.readline(_HEAD_MAX)  # the blank line after the last chunk
-    elif "content-length" in headers:
-        _copy(answer, int(headers["content-length"]), into)
-    else:
-        while chunk := answer.read(1 << 16):
-            into.write(chunk)
+    body = _Body(answer, status, headers)
+    while piece := body.read(1 << 16):
+        into.write(piece)
 
 
-def _copy(answer: IO[bytes], size: int, into: IO[bytes]) -> None:
-    while size > 0:
-        chunk = answer.read(min(size, 1 << 16))
-        if not chunk:
-            raise OSError("the engine's answer ended early")
-        into.write(chunk)
-        size -= len(chunk)
+def _json(raw: bytes) -> Any:
+    """The answer's JSON, or None when it is not an object or a list."""
+    return json.loads(raw) if raw.strip() and raw.lstrip()[:1] in (b"{", b"[") else None
+
+
+def _engine_error(status: int, raw: bytes) -> EngineError:
+    """An error answer as the engine words it: its message, or its text."""
+    value = _json(raw)
+    message = value.get("message") if isinstance(value, dict) else None
+    return EngineError(status, str(message or raw.decode(errors="replace").strip()))
