@@ -5,7 +5,6 @@ A task's container never goes through docker-py: api.py."""
 from __future__ import annotations
 
 import ipaddress
-import logging
 import warnings
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 
 
 DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-log = logging.getLogger("agent_worker")
 
 
 # ---------------------------------------------------------------- the engine
@@ -141,10 +139,6 @@ class _SSHAdapter(requests.adapters.HTTPAdapter):
         super().close()
         self._pool.close()
         self._ssh.close()
-
-    def failure(self) -> str | None:
-        """What the last ssh that failed said."""
-        return self._ssh.failure()
 
 
 def bridge_gateway(client: docker.DockerClient) -> str:
