@@ -170,7 +170,7 @@ class DockerBackend:
         reader = ResultReader(task.inputs.nonce, on_stderr)
         self._readers[id(task)] = reader
         attach = self._containers.attach(task.handle)
-        io_thread = ContainerIO(attach, task.inputs.files, on_stdout, on_stderr, reader)
+        io_thread = ContainerIO(attach, task.inputs.files, on_stdout, reader)
         try:
             self._containers.start(task.handle)
         except DockerError:

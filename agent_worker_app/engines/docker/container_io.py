@@ -29,17 +29,15 @@ class ContainerIO(threading.Thread):
         attach: socket.socket,
         files: list[FileEntry] | tuple[FileEntry, ...],
         on_stdout: Callable[[bytes], None],
-        on_stderr: Callable[[bytes], None],
-        reader: ResultReader | None = None,
+        reader: ResultReader,
     ) -> None:
         """attach: the container's attach socket (a socket, or an SSL socket), made before the
-        container starts; it is this object's now. stderr goes through reader, when given, on
-        its way to on_stderr: what the task hands back is taken out there."""
+        container starts; it is this object's now. stderr goes through reader on its way on:
+        what the task hands back is taken out there."""
         super().__init__(name="container-io", daemon=True)
         self._finished = threading.Event()
         self.reader = reader
         self._on_stdout = on_stdout
-        self._on_stderr = reader.feed if reader is not None else on_stderr
         self.error: BaseException | None = None
         self._socket = attach
         try:
@@ -52,7 +50,7 @@ class ContainerIO(threading.Thread):
     @property
     def result(self) -> str | None:
         """The task's result line (channel.ResultReader), once it came."""
-        return self.reader.result if self.reader is not None else None
+        return self.reader.result
 
     def is_alive(self) -> bool:
         return self.ident is not None and not self._finished.is_set()
@@ -91,7 +89,7 @@ class ContainerIO(threading.Thread):
             else:  # TLS: one connection is never read and written by two threads at once; the
                 self._send(raw)  # container prints nothing before it has read its input
             for stream, data in frames(raw):
-                (self._on_stdout if stream == STDOUT else self._on_stderr)(data)
+                (self._on_stdout if stream == STDOUT else self.reader.feed)(data)
         except Exception as exc:  # noqa: BLE001 (handed to the main thread, which reports it)
             self.error = self.error or exc
         finally:
@@ -100,8 +98,7 @@ class ContainerIO(threading.Thread):
             self._input.close()
             with suppress(OSError):
                 self._socket.close()
-            if self.reader is not None:
-                self.reader.end()
+            self.reader.end()
             self._finished.set()
 
 
