@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from agent_worker_app import agents, git_manager
 from agent_worker_app.agents.base_agent import AgentResult, AgentSettings
+from agent_worker_app.engines import sweep
 from agent_worker_app.engines.base import GRACE_S, LostTask
-from agent_worker_app.engines.sweep import LABEL
 from agent_worker_app.errors import EXIT_INTERRUPTED, AgentWorkerError, GitError
 from agent_worker_app.report import AgentInfo, RunReport, Tokens, render_json
 from agent_worker_app.task_result import import_result, parse_inside
@@ -39,13 +39,13 @@ def recover_found(backend: Backend, ws: Workspace, found: list[LostTask]) -> lis
         try:
             lines.append(recover_one(backend, ws, lost))
         except AgentWorkerError as exc:
-            lines.append(f"could not recover run {lost.labels.get(f'{LABEL}.run-id')}: {exc}")
+            lines.append(f"could not recover run {lost.labels.get(sweep.RUN_ID)}: {exc}")
     return lines
 
 
 def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     labels = lost.labels
-    run_id = labels.get(f"{LABEL}.run-id", "unknown")
+    run_id = labels.get(sweep.RUN_ID, "unknown")
     exit_info = lost.exit or backend.wait(lost.task, GRACE_S)  # it is stopping by itself
     if exit_info is None:
         return f"run {run_id} is still stopping its agent: the next run will recover it"
@@ -56,14 +56,14 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     text = account.read_text(encoding="utf-8") if account.is_file() else None
     inside, problem = parse_inside(text)
     branch_ws = replace(
-        ws, branch=labels.get(f"{LABEL}.branch", ""), base_commit=labels.get(f"{LABEL}.base", "")
+        ws, branch=labels.get(sweep.BRANCH, ""), base_commit=labels.get(sweep.BASE, "")
     )
     head, error = branch_ws.base_commit, problem
     if inside is not None and inside.bundle:
         head, error = import_result(branch_ws, run_dir / "out" / "result.bundle")
     elif inside is None:
         error = error or "the container left no account of its end"
-    agent_type = labels.get(f"{LABEL}.agent", "claude")
+    agent_type = labels.get(sweep.AGENT, "claude")
     result = agent_result(agent_type, run_dir / "out")
     # the agent's raw last lines, which no redactor saw (this process does not know the lost
     # run's credential): its figures are read, and it goes

@@ -17,6 +17,12 @@ LABEL = "agent-worker"
 RUN_ID = f"{LABEL}.run-id"
 PROJECT = f"{LABEL}.project"
 DEADLINE = f"{LABEL}.deadline"
+HOST = f"{LABEL}.host"
+PID = f"{LABEL}.pid"
+PID_START = f"{LABEL}.pid-start"
+BRANCH = f"{LABEL}.branch"
+BASE = f"{LABEL}.base"
+AGENT = f"{LABEL}.agent"
 KEEP_LOST_S = 7 * 86400  # a lost run's container waits this long for its repository's next run
 
 
@@ -29,11 +35,11 @@ def labels(
     made = {
         RUN_ID: run_id,
         PROJECT: str(project),
-        f"{LABEL}.host": socket.gethostname(),
-        f"{LABEL}.pid": str(os.getpid()),
-        f"{LABEL}.pid-start": process_start(os.getpid()),
+        HOST: socket.gethostname(),
+        PID: str(os.getpid()),
+        PID_START: process_start(os.getpid()),
     }
-    extra = {f"{LABEL}.branch": branch, f"{LABEL}.base": base, f"{LABEL}.agent": agent}
+    extra = {BRANCH: branch, BASE: base, AGENT: agent}
     return made | {key: value for key, value in extra.items() if value}
 
 
@@ -61,7 +67,7 @@ def process_start(pid: int) -> str:
 
 def mine(labels: Mapping[str, str]) -> bool:
     """Made on this host."""
-    return labels.get(f"{LABEL}.host") == socket.gethostname()
+    return labels.get(HOST) == socket.gethostname()
 
 
 def gone(labels: Mapping[str, str], now: float) -> bool:
@@ -75,13 +81,13 @@ def gone(labels: Mapping[str, str], now: float) -> bool:
 def orchestrator_alive(labels: Mapping[str, str]) -> bool:
     """Whether the agent-worker process that made a container (on this host) still runs."""
     try:
-        pid = int(labels.get(f"{LABEL}.pid", ""))
+        pid = int(labels.get(PID, ""))
         os.kill(pid, 0)
     except (ValueError, ProcessLookupError):
         return False
     except PermissionError:
         return True
-    return process_start(pid) == labels.get(f"{LABEL}.pid-start", process_start(pid))
+    return process_start(pid) == labels.get(PID_START, process_start(pid))
 
 
 def note(labels: Mapping[str, str], running: bool, now: float) -> str | None:
@@ -95,8 +101,8 @@ def note(labels: Mapping[str, str], running: bool, now: float) -> str | None:
         return None
     if ends + KEEP_LOST_S >= now:
         return None
-    branch = labels.get(f"{LABEL}.branch", "?")
-    project = labels.get(f"{LABEL}.project", "?")
+    branch = labels.get(BRANCH, "?")
+    project = labels.get(PROJECT, "?")
     return (
         f"nobody recovered it within 7 days: the agent's work for branch {branch} of "
         f"{project} is lost"
