@@ -141,13 +141,13 @@ class DockerBackend:
                 layer,
                 base_image=base_image,
                 ca_certs=ca_certs,
-                project=project or image_layers.ProjectImage(),
+                project=project or ProjectImage(),
                 image_id=lambda ref: _present(api.image_id(ref)),
                 ensure=lambda below: _reused(below, api, said),
                 results=results,
             )
             _present(api.image_id(top.tag))
-        except (OSError, EngineError, image_layers.MissingImageError):
+        except (OSError, EngineError, MissingImageError):
             return None  # docker-py's path builds or pulls it, or says what is wrong
         for each in chain:
             said.append(f"image: {each.name} layer reused ({each.tag})")
