@@ -46,6 +46,7 @@ SYSTEM_TOOLS = (
     "curl",
     "ripgrep",
     "procps",
+    "python3",  # root's credential gate (container/credential-gate.py)
     "tzdata",
     "less",
 )
@@ -228,9 +229,11 @@ def environment_layer(system: Layer, env: Environment, inputs: Mapping[str, byte
 
 
 def container_files(context_dir: Path = CONTAINER_DIR) -> tuple[ContextFile, ...]:
-    """The scripts the container runs: container/*.sh, executable, and container/*.pl, which
-    init-firewall.sh runs with perl (read only)."""
-    paths = sorted([*context_dir.glob("*.sh"), *context_dir.glob("*.pl")])
+    """The scripts the container runs: container/*.sh, executable, and container/*.pl and
+    *.py, which root's scripts run with perl and python3 (read only)."""
+    paths = sorted(
+        [*context_dir.glob("*.sh"), *context_dir.glob("*.pl"), *context_dir.glob("*.py")]
+    )
     return tuple(
         (path.name, path.read_bytes(), 0o755 if path.suffix == ".sh" else 0o644) for path in paths
     )

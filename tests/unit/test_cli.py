@@ -326,6 +326,7 @@ def test_the_wheel_carries_the_container_files_under_one_directory(tmp_path: Pat
         "container/agent_inside.sh",
         "container/init-firewall.sh",
         "container/dns-names.pl",
+        "container/credential-gate.py",
         "agent_worker.py",
         "agents/claude_agent.py",
     ):
