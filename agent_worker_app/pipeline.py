@@ -315,11 +315,15 @@ def combine(
     checked = inside.check if inside is not None else None
     if check is not None and checked is None:  # configured, and the task never ran it
         checked = CheckOutcome(command=check)
+    meter = inside.meter if inside is not None else None
+    over_cost = supervised.over_cost
+    if over_cost is None and meter is not None and meter.refused:  # the gate held the budget
+        over_cost = meter.cost_usd
     return Outcome(
         exit=supervised.exit,
         timed_out=supervised.timed_out,
         interrupted=supervised.interrupted,
-        over_cost=supervised.over_cost,
+        over_cost=over_cost,
         started=supervised.started,
         node=supervised.node,
         head=collected.head,
@@ -330,6 +334,7 @@ def combine(
         warnings=[*supervised.warnings, *collected.warnings],
         check=checked,
         blocked=list(inside.blocked) if inside is not None else [],
+        meter=meter,
     )
 
 
@@ -508,10 +513,26 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
     session_cost = result.cost_usd if result is not None else None
     if result is not None:
         result = replace(result, cost_usd=own_cost(ctx, result.cost_usd))
+        if result.cost_usd is None and outcome.meter is not None:  # the gate's price of its count
+            result = replace(result, cost_usd=outcome.meter.cost_usd)
     status, code, message, warnings = decide_status(
         outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory, max_cost=cfg.max_cost_usd
     )
     ctx.journal.warnings.extend([*outcome.warnings, *warnings])
+    if outcome.meter is not None and result is not None:
+        differ = outcome.meter.disagreement(
+            (
+                result.input_tokens,
+                result.output_tokens,
+                result.cache_read_tokens,
+                result.cache_creation_tokens,
+            )
+        )
+        if differ:
+            ctx.journal.warnings.append(
+                f"the agent's own token figures differ from what the credential gate counted: "
+                f"{differ}"
+            )
     try:
         files = git_manager.diff_stats(ws, outcome.head) if outcome.head else []
     except GitError as exc:
@@ -544,6 +565,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         node=outcome.node,
         check=outcome.check,
         blocked=outcome.blocked,
+        meter=outcome.meter,
     )
     if ctx.continuation is not None:
         made.continued_from = ctx.continuation.previous.run_id

@@ -71,8 +71,9 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     report = recovered_report(
         branch_ws, run_id, run_dir, head=head, agent_type=agent_type, result=result, error=error
     )
-    if inside is not None:  # what the container's root stage recorded: the check, the blocked
+    if inside is not None:  # what the container's root stage recorded: check, blocked, meter
         report.check, report.blocked = inside.check, list(inside.blocked)
+        report.meter = inside.meter
     (run_dir / "report.json").write_text(render_json(report), encoding="utf-8")
     backend.remove(lost.task)
     commits = count_commits(branch_ws, head)

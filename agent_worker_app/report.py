@@ -31,8 +31,10 @@ from agent_worker_app.sandbox_report import (
     BLOCKED_TERMINAL_LIMIT,
     Blocked,
     CheckOutcome,
+    Meter,
     blocked_rows,
     check_rows,
+    meter_rows,
 )
 
 if TYPE_CHECKING:
@@ -150,6 +152,7 @@ class RunReport:
     pushed_to: str | None = None  # --push: the remote the branch was pushed to
     check: CheckOutcome | None = None  # None: no check command was configured
     blocked: list[Blocked] = field(default_factory=list)
+    meter: Meter | None = None  # what the credential gate counted (None: no gate)
     continued_from: str | None = None  # --continue: the run before this one on the branch
     branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
     node: str | None = None  # the machine the task ran on, where the backend has several
@@ -193,6 +196,7 @@ class RunReport:
             "firewall": self.firewall,
             "check": self.check.to_json() if self.check is not None else None,
             "blocked": [entry.to_json() for entry in self.blocked],
+            "meter": self.meter.to_json() if self.meter is not None else None,
             "warnings": self.warnings,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -217,6 +221,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     check: CheckOutcome | None = None  # None: no check configured
     blocked: list[Blocked] = field(default_factory=list)
+    meter: Meter | None = None
 
     @property
     def agent_started(self) -> bool:
@@ -404,6 +409,7 @@ def report_rows(report: RunReport, *, file_limit: int | None = None) -> list[tup
             )
         )
         rows.append(("Cost", "?" if report.cost_usd is None else f"${report.cost_usd:.4f}"))
+        rows.extend(meter_rows(report.meter))
     if report.files:
         rows.append(
             (

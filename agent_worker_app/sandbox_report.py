@@ -1,6 +1,7 @@
 """What the container's root stage says of the run besides the agent: the check command's
-outcome and the destinations the firewall blocked. Plain values read from the task's result
-channel (never from anything the agent prints), their report rows and their JSON."""
+outcome, the destinations the firewall blocked and what the credential gate counted. Plain
+values read from the task's result channel (never from anything the agent prints), their report
+rows and their JSON."""
 
 from __future__ import annotations
 
@@ -102,6 +103,93 @@ def parse_blocked(data: Any) -> tuple[Blocked, ...]:
         )
         for item in data or ()
     )
+
+
+@dataclass(frozen=True)
+class Meter:
+    """What the credential gate counted of the agent's API traffic (container/credential-gate.py):
+    every request it sent on, the answers that were errors, the requests it refused (a spent
+    budget), and the tokens of every answer, by kind (input: not read from a cache)."""
+
+    requests: int = 0
+    errors: int = 0
+    refused: int = 0
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cost_usd: float | None = None  # with a budget: what the counted tokens cost
+    limit_usd: float | None = None  # the budget (--max-cost), if there was one
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "refused": self.refused,
+            "tokens": {
+                "input": self.input,
+                "output": self.output,
+                "cache_read": self.cache_read,
+                "cache_creation": self.cache_write,
+                "total": self.input + self.output,
+            },
+            "cost_usd": self.cost_usd,
+            "limit_usd": self.limit_usd,
+        }
+
+    def disagreement(self, reported: tuple[int | None, int | None, int | None, int | None]) -> str:
+        """What differs between the agent's own token figures (input, output, cache read, cache
+        write) and the gate's count; "" when they agree (or the agent reported none)."""
+        counted = (self.input, self.output, self.cache_read, self.cache_write)
+        names = ("input", "output", "cache read", "cache write")
+        differ = [
+            f"{name} {theirs:,} (counted {ours:,})"
+            for name, theirs, ours in zip(names, reported, counted, strict=True)
+            if theirs is not None and theirs != ours
+        ]
+        return ", ".join(differ)
+
+
+def parse_meter(data: Any) -> Meter | None:
+    """The result's "meter" object (None without a gate). Raises on a malformed one."""
+    if data is None:
+        return None
+
+    def count(key: str) -> int:
+        value = int(data.get(key) or 0)
+        if value < 0:
+            raise ValueError(f"a negative {key}")
+        return value
+
+    cost, limit = data.get("cost_usd"), data.get("limit_usd")
+    return Meter(
+        requests=count("requests"),
+        errors=count("errors"),
+        refused=count("refused"),
+        input=count("input_tokens"),
+        output=count("output_tokens"),
+        cache_read=count("cache_read_tokens"),
+        cache_write=count("cache_write_tokens"),
+        cost_usd=None if cost is None else float(cost),
+        limit_usd=None if limit is None else float(limit),
+    )
+
+
+def meter_rows(meter: Meter | None) -> list[tuple[str, str]]:
+    """The report's Metered row: what the credential gate counted."""
+    if meter is None:
+        return []
+    parts = [f"{meter.requests} request{'s' if meter.requests != 1 else ''}"]
+    if meter.errors:
+        parts.append(f"{meter.errors} answered with an error")
+    if meter.refused:
+        parts.append(f"{meter.refused} refused (budget spent)")
+    parts.append(
+        f"{meter.input + meter.output:,} tokens ({meter.input:,} in, {meter.output:,} out)"
+    )
+    if meter.cost_usd is not None:
+        parts.append(f"${meter.cost_usd:.4f}")
+    return [("Metered", " \u00b7 ".join(parts) + ", counted by the credential gate")]
 
 
 def check_rows(check: CheckOutcome | None) -> list[tuple[str, str]]:

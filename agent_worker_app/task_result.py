@@ -12,7 +12,14 @@ from pathlib import Path
 from agent_worker_app import git_manager
 from agent_worker_app.errors import GitError
 from agent_worker_app.git_manager import Workspace
-from agent_worker_app.sandbox_report import Blocked, CheckOutcome, parse_blocked, parse_check
+from agent_worker_app.sandbox_report import (
+    Blocked,
+    CheckOutcome,
+    Meter,
+    parse_blocked,
+    parse_check,
+    parse_meter,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Inside:
     warnings: tuple[str, ...] = ()
     check: CheckOutcome | None = None  # the check command's run, recorded by the root stage
     blocked: tuple[Blocked, ...] = ()  # what the firewall refused, from root's own record
+    meter: Meter | None = None  # what the credential gate counted (None: no gate)
 
 
 def import_result(ws: Workspace, bundle: Path) -> tuple[str, str | None]:
@@ -59,6 +67,7 @@ def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:
             warnings=tuple(str(w) for w in warnings if w),
             check=parse_check(data.get("check")),
             blocked=parse_blocked(data.get("blocked")),
+            meter=parse_meter(data.get("meter")),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"the container's result cannot be read ({type(exc).__name__})"

@@ -3,6 +3,7 @@ FileEntry list), from the configuration, the workspace and the agent. Changes no
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,6 +109,11 @@ def prepare(
         }
         | agent.container_env()
     )
+    if agent.gated:  # root's credential gate takes the credential (agent_inside.sh)
+        env["AW_GATE_UPSTREAM"] = agent.gate_upstream() or ""
+        if agent.prices:  # it prices what it counts, and holds the agent to --max-cost
+            prices = {"prices": dict(agent.prices), "limit_usd": cfg.max_cost_usd}
+            env["AW_GATE_PRICES"] = json.dumps(prices, separators=(",", ":"))
     spec = TaskSpec(
         image=image,
         name=f"agent-worker-{run_id}",

@@ -119,6 +119,11 @@ class AgentSettings:
         return value if value else None
 
 
+# The credential gate's address in the agent's container (agent_inside.sh's GATE_PORT): root's
+# proxy that holds the credential and sends the agent's API requests on with it.
+GATE_URL = "http://127.0.0.1:7358"
+
+
 def api_host(base_url: str | None, default: str) -> str:
     """The HOST:PORT the firewall must let through for an API at base_url (default: none given)."""
     if not base_url:
@@ -146,6 +151,10 @@ class BaseAgent(ABC):
     # (Claude Code restores a session's cost with it): a continuing run's own cost is then what
     # it reports less what the session had cost before (pipeline.own_cost).
     cost_spans_session: ClassVar[bool] = False
+    # USD per million tokens (input, output, cache read, cache write) by model name prefix, for
+    # the credential gate's meter: it prices what it counts (the longest prefix that matches; a
+    # model not listed at the dearest of each) and refuses requests past --max-cost.
+    prices: ClassVar[Mapping[str, tuple[float, float, float, float]]] = {}
 
     def __init__(self, settings: AgentSettings) -> None:
         self.config = settings
@@ -178,6 +187,20 @@ class BaseAgent(ABC):
     def container_env(self) -> dict[str, str]:
         """Plain variables for the agent (visible in docker inspect: never secrets)."""
         return {}
+
+    def gate_upstream(self) -> str | None:
+        """The API base URL the credential gate sends the agent's requests to, for an agent that
+        can be pointed at the gate (gate_url()); None: the agent gets its credential itself."""
+        return None
+
+    @property
+    def gated(self) -> bool:
+        """Whether the run's credential goes to the gate, and the agent gets a placeholder."""
+        return self.gate_upstream() is not None and bool(self.secret_env())
+
+    def gate_url(self) -> str:
+        """The base URL the agent is given for its API: the gate, with the upstream's path."""
+        return GATE_URL + urlsplit(self.gate_upstream() or "").path.rstrip("/")
 
     def secret_env(self) -> dict[str, str]:
         """Variables delivered without appearing in the container's configuration: by default

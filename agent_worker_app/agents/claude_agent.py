@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from agent_worker_app.agents.base_agent import (
 
 VERSION = "2.1.331"  # pinned and tested (tests/fixtures/claude/FINDINGS.md)
 DEFAULT_API_HOST = "api.anthropic.com:443"
+DEFAULT_API_URL = "https://api.anthropic.com"
 
 WORKSPACE = "/workspace/"
 # Headless, every event as a JSON line, no permission prompts (the container is the sandbox).
@@ -244,7 +246,22 @@ class ClaudeAgent(BaseAgent):
             argv += ["--max-budget-usd", amount]
         return argv + list(self.config.args)
 
+    # Anthropic's list prices (cache writes: the 5-minute kind)
+    prices: ClassVar[Mapping[str, tuple[float, float, float, float]]] = {
+        "claude-opus-4-5": (5.0, 25.0, 0.5, 6.25),
+        "claude-opus-4": (15.0, 75.0, 1.5, 18.75),
+        "claude-sonnet-4": (3.0, 15.0, 0.3, 3.75),
+        "claude-3-7-sonnet": (3.0, 15.0, 0.3, 3.75),
+        "claude-haiku-4-5": (1.0, 5.0, 0.1, 1.25),
+        "claude-3-5-haiku": (0.8, 4.0, 0.08, 1.0),
+    }
+
+    def gate_upstream(self) -> str:
+        return (self.config.get("ANTHROPIC_BASE_URL") or DEFAULT_API_URL).rstrip("/")
+
     def container_env(self) -> dict[str, str]:
+        if self.gated:
+            return {"ANTHROPIC_BASE_URL": self.gate_url()}
         base_url = self.config.get("ANTHROPIC_BASE_URL")
         return {"ANTHROPIC_BASE_URL": base_url.rstrip("/")} if base_url else {}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from agent_worker_app.agents.base_agent import (
@@ -25,6 +26,7 @@ from agent_worker_app.agents.base_agent import (
 
 VERSION = "0.169.0"  # pinned and tested (tests/fixtures/codex/FINDINGS.md)
 DEFAULT_API_HOST = "api.openai.com:443"
+DEFAULT_API_URL = "https://api.openai.com/v1"
 # Codex exec takes its key from CODEX_API_KEY (OPENAI_API_KEY only after `codex login`); the
 # container gets the chosen credential under this name and no other.
 KEY_VARIABLE = "CODEX_API_KEY"
@@ -273,7 +275,8 @@ class CodexAgent(BaseAgent):
         argv = list(HEADLESS_ARGV)
         if model := self.config.get("CODEX_MODEL"):
             argv += ["--model", model]
-        if base_url := self.config.get("OPENAI_BASE_URL"):
+        base_url = self.gate_url() if self.gated else self.config.get("OPENAI_BASE_URL")
+        if base_url:
             # Codex ignores OPENAI_BASE_URL. A provider of its own rather than the built-in one
             # with `openai_base_url`: that one tries WebSockets first (7 failed upgrades, ~8 s,
             # against a plain HTTP server) and sends no key when CODEX_API_KEY is missing.
@@ -290,6 +293,19 @@ class CodexAgent(BaseAgent):
             ]
         # "-": the prompt is read from stdin, byte for byte.
         return [*argv, *self.config.args, "-"]
+
+    # OpenAI's list prices (a cache write is billed as input)
+    prices: ClassVar[Mapping[str, tuple[float, float, float, float]]] = {
+        "gpt-5": (1.25, 10.0, 0.125, 1.25),
+        "gpt-5-mini": (0.25, 2.0, 0.025, 0.25),
+        "gpt-5-nano": (0.05, 0.4, 0.005, 0.05),
+        "gpt-4.1": (2.0, 8.0, 0.5, 2.0),
+        "o3": (2.0, 8.0, 0.5, 2.0),
+        "o4-mini": (1.1, 4.4, 0.275, 1.1),
+    }
+
+    def gate_upstream(self) -> str:
+        return (self.config.get("OPENAI_BASE_URL") or DEFAULT_API_URL).rstrip("/")
 
     def secret_env(self) -> dict[str, str]:
         return {KEY_VARIABLE: self.config.secret} if self.config.secret else {}

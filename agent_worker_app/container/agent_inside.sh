@@ -147,6 +147,7 @@ root_stage() {
   [[ -r "$IN/nonce" ]] && NONCE=$(<"$IN/nonce")
   rm -f "$IN/nonce"
   if [[ -f "$IN/check" ]]; then CHECK=$(<"$IN/check"); fi
+  take_secrets
   local log=/run/agent-worker-firewall.log
   : >"$SETUP_WARNINGS"
   if [[ "${AW_FIREWALL:-1}" == 1 ]]; then
@@ -159,19 +160,71 @@ root_stage() {
   else
     say "warning: firewall disabled (--no-firewall): the agent can reach any address"
   fi
+  [[ -z "$GATE_STARTED" ]] || gate_listening
+  supervise "$@"
+}
+
+# The secrets (agent-worker/secrets/<VAR>), out of the inputs. With a credential gate
+# (AW_GATE_UPSTREAM: the agent's real API), the one credential goes to the gate, root's, and the
+# agent gets GATE_PLACEHOLDER in its place (and the gate's address as its API, set by the host):
+# no process of the agent user's ever holds it. Without one (an agent that cannot be pointed at
+# a gate), the agent gets the secret itself.
+GATE_PORT=7358
+GATE_PLACEHOLDER=agent-worker-credential-placeholder
+GATE_METER=/run/agent-worker-meter.json # root's: what the gate counted
+GATE_STARTED=
+take_secrets() {
   local file name
   if [[ -d "$IN/secrets" ]]; then
     for file in "$IN"/secrets/*; do
       [[ -f "$file" ]] || continue
       name=${file##*/}
       [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { say "ignoring secret with a bad name"; continue; }
-      export "$name=$(<"$file")"
+      if [[ -n "${AW_GATE_UPSTREAM:-}" ]]; then
+        [[ -z "$GATE_STARTED" ]] || root_fails "the credential gate takes one credential, not several"
+        start_gate "$file"
+        export "$name=$GATE_PLACEHOLDER"
+      else
+        export "$name=$(<"$file")"
+      fi
       AW_SECRET_NAMES+=" $name" # for the agent only: maintenance and the check run without them
     done
     rm -rf "$IN/secrets"
   fi
   export AW_SECRET_NAMES
-  supervise "$@"
+}
+
+# The gate (credential-gate.py), the credential (the file given, opened here: it is removed
+# at once) on its stdin; in the background, while the firewall is set up (gate_listening waits
+# for it).
+start_gate() { # file
+  local secret
+  : >"$GATE_METER"
+  chmod 0600 "$GATE_METER"
+  exec {secret}<"$1"
+  setsid /usr/bin/python3 -I -S /usr/local/bin/credential-gate.py "$GATE_PORT" "$AW_GATE_UPSTREAM" \
+    "$GATE_PLACEHOLDER" "$GATE_METER" ${AW_GATE_PRICES:+"$AW_GATE_PRICES"} \
+    <&"$secret" >/dev/null 2>/run/agent-worker-gate.log 3<&- 4>&- 5>&- &
+  GATE_STARTED=$!
+  exec {secret}<&-
+}
+
+gate_listening() {
+  local port _
+  printf -v port '0100007F:%04X 00000000:0000 0A' "$GATE_PORT"
+  for _ in {1..250}; do
+    grep -q " $port " /proc/net/tcp 2>/dev/null && return 0
+    kill -0 "$GATE_STARTED" 2>/dev/null || break
+    sleep 0.02
+  done
+  root_fails "the credential gate did not start: $(tail -n 1 /run/agent-worker-gate.log 2>/dev/null)"
+}
+
+# What the gate counted (JSON), or null without a gate.
+meter_json() {
+  local meter=null
+  [[ -n "$GATE_STARTED" && -s "$GATE_METER" ]] && meter=$(<"$GATE_METER")
+  printf '%s' "${meter//$'\n'/}"
 }
 
 root_fails() { # message: a setup failure before the agent stage exists
@@ -239,8 +292,8 @@ supervise() {
     kill "$dog" 2>/dev/null || true
     warnings=()
     emit_result "$(jq -cn --arg error "the agent stage ended with status $status before it \
-could say how the agent ended" --argjson blocked "$(blocked_json)" \
-      '{phase: "agent", error: $error, bundle: false, blocked: $blocked}')"
+could say how the agent ended" --argjson blocked "$(blocked_json)" --argjson meter "$(meter_json)" \
+      '{phase: "agent", error: $error, bundle: false, blocked: $blocked, meter: $meter}')"
     exit "$status"
   fi
   # Passed on as the agent stage wrote it, with root's own word added: the check's outcome and
@@ -265,7 +318,7 @@ could say how the agent ended" --argjson blocked "$(blocked_json)" \
     exit 3
   fi
   # root's keys last: a JSON reader keeps the last of a repeated key
-  json="${json%\}},\"check\":$check,\"blocked\":$blocked}"
+  json="${json%\}},\"check\":$check,\"blocked\":$blocked,\"meter\":$(meter_json)}"
   emit_result "$json"
   [[ "$json" =~ \"agent_exit\":[[:space:]]*([0-9]+) ]] && exit "${BASH_REMATCH[1]}"
   exit 3

@@ -9,11 +9,13 @@ replaced by the real value, which it read on stdin and keeps in memory only.
 
 It is also the run's meter: it counts the requests, the error answers and the tokens of every
 answer (Anthropic's Messages API and OpenAI's Responses and Chat Completions APIs, streamed or
-not), and rewrites METER (JSON, root's alone) after each. With a budget (BUDGET: a JSON file of
-the price per million tokens, {"input", "output", "cache_read", "cache_write", "limit_usd"}), it
-refuses every request once what it counted costs the limit: no agent spends past it.
+not), and rewrites METER (JSON, root's alone) after each. With PRICES (JSON: {"prices": {MODEL
+PREFIX: [input, output, cache read, cache write] in USD per million tokens}, "limit_usd": N or
+null}) it prices each answer by its model (the longest prefix that matches; a model it does not
+know at the dearest of each), and with a limit (--max-cost) it refuses every request once what
+it counted costs that much: no agent spends past it.
 
-    python3 -I -S credential-gate.py LISTEN-PORT UPSTREAM-URL PLACEHOLDER METER [BUDGET] <secret
+    python3 -I -S credential-gate.py LISTEN-PORT UPSTREAM-URL PLACEHOLDER METER [PRICES] <secret
 
 Standard library only (the image's Debian python3), for any python3 from 3.7.
 """
@@ -33,7 +35,9 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+# Not passed on: hop-by-hop fields, and Expect (the gate has the whole body before it sends)
 HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "upgrade"}
+HOP |= {"expect"}
 HEAD_MAX = 256 * 1024  # request or answer headers, at most
 JSON_MAX = 16 * 1024 * 1024  # an answer kept whole for its usage, at most
 FRAMING = {"host", "content-length", "transfer-encoding"}  # the gate sets its own
@@ -44,9 +48,13 @@ TOKEN_KEYS = ("input", "output", "cache_read", "cache_write")
 class Meter:
     """What the gate counted, written to a root-only file after every answer."""
 
-    def __init__(self, path: str, budget: dict[str, float] | None) -> None:
+    def __init__(self, path: str, prices: dict[str, Any] | None) -> None:
         self.path = path
-        self.budget = budget
+        self.prices: dict[str, list[float]] | None = None
+        limit = None
+        if prices is not None:
+            self.prices = {str(k): [float(x) for x in v] for k, v in prices["prices"].items()}
+            limit = prices.get("limit_usd")
         self.lock = threading.Lock()
         self.figures: dict[str, Any] = {
             "requests": 0,
@@ -56,8 +64,8 @@ class Meter:
             "output_tokens": 0,
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
-            "cost_usd": None,
-            "limit_usd": budget.get("limit_usd") if budget else None,
+            "cost_usd": None if self.prices is None else 0.0,
+            "limit_usd": None if limit is None else float(limit),
         }
         self.write()
 
@@ -66,7 +74,17 @@ class Meter:
             limit = self.figures["limit_usd"]
             return limit is not None and (self.figures["cost_usd"] or 0) >= limit
 
-    def count(self, status: int | None, usage: dict[str, int], *, refused: bool = False) -> None:
+    def price(self, model: str) -> list[float]:
+        """USD per million tokens of each kind for a model."""
+        assert self.prices is not None
+        known = [prefix for prefix in self.prices if model.startswith(prefix)]
+        if known:
+            return self.prices[max(known, key=len)]
+        return [max(p[i] for p in self.prices.values()) for i in range(len(TOKEN_KEYS))]
+
+    def count(
+        self, status: int | None, usage: dict[str, int], model: str = "", *, refused: bool = False
+    ) -> None:
         with self.lock:
             f = self.figures
             f["requests"] += 1
@@ -76,10 +94,10 @@ class Meter:
                 f["errors"] += 1
             for key in TOKEN_KEYS:
                 f[key + "_tokens"] += usage.get(key, 0)
-            if self.budget is not None:
-                f["cost_usd"] = round(
-                    sum(f[k + "_tokens"] * self.budget.get(k, 0.0) for k in TOKEN_KEYS) / 1e6, 6
-                )
+            if self.prices is not None and usage:
+                rates = self.price(model)
+                cost = sum(usage.get(k, 0) * rates[i] for i, k in enumerate(TOKEN_KEYS)) / 1e6
+                f["cost_usd"] = round(f["cost_usd"] + cost, 8)
             self.write()
 
     def write(self) -> None:
@@ -131,11 +149,22 @@ def usage_of(event: Any) -> dict[str, int]:
     }
 
 
+def model_of(event: Any) -> str:
+    """The model an API event or answer names, if it names one."""
+    if not isinstance(event, dict):
+        return ""
+    for holder in (event, event.get("message"), event.get("response")):
+        if isinstance(holder, dict) and isinstance(holder.get("model"), str):
+            return str(holder["model"])
+    return ""
+
+
 class Usage:
     """The usage of one answer, from its body as it passes (a stream's events, or the whole)."""
 
-    def __init__(self, content_type: str, on_end: Callable[[dict[str, int]], None]) -> None:
+    def __init__(self, content_type: str, on_end: Callable[[dict[str, int], str], None]) -> None:
         self.on_end = on_end
+        self.model = ""
         self.ended = False
         self.stream = "text/event-stream" in content_type
         self.json = "json" in content_type
@@ -157,9 +186,11 @@ class Usage:
 
     def event(self, data: bytes) -> None:
         try:
-            usage = usage_of(json.loads(data))
+            event = json.loads(data)
         except ValueError:
             return
+        usage = usage_of(event)
+        self.model = self.model or model_of(event)
         for key, value in usage.items():  # a stream says its figures so far: the largest
             self.found[key] = max(self.found.get(key, 0), value)
 
@@ -173,7 +204,7 @@ class Usage:
             self.event(self.pending[5:])
         elif self.kept:
             self.event(b"".join(self.kept))
-        self.on_end(self.found)
+        self.on_end(self.found, self.model)
 
 
 def read_head(reader: io.BufferedReader) -> list[bytes] | None:
@@ -219,6 +250,8 @@ def read_body(reader: io.BufferedReader, headers: list[tuple[str, str]]) -> byte
         copy_body(reader, kept, headers, None)
         chunks: list[bytes] = []
         data = kept.getvalue()
+        if len(data) > BODY_MAX:
+            raise ValueError("a request body too large")
         while True:  # the chunks' data, without their framing
             line, _, data = data.partition(b"\n")
             size = int(line.split(b";")[0].strip(), 16)
@@ -474,16 +507,13 @@ class Upstream:
 
 def main(argv: list[str]) -> int:
     port, upstream, placeholder, meter_path = argv[1:5]
-    budget = None
-    if len(argv) > 5:
-        with open(argv[5]) as file:
-            budget = json.load(file)
+    prices = json.loads(argv[5]) if len(argv) > 5 else None
     secret = sys.stdin.read()
     sys.stdin.close()
     if not secret or not placeholder or placeholder in secret:
         print("credential-gate: no credential given", file=sys.stderr)
         return 2
-    gate = Gate(upstream, placeholder, secret, Meter(meter_path, budget))
+    gate = Gate(upstream, placeholder, secret, Meter(meter_path, prices))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", int(port)))

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from agent_worker_app.agents.codex_agent import CodexAgent
 from conftest import clean_env, containers_of, git, run_cli, snapshot
+from credential_hunt import SEARCH, assert_found_nothing, search_command
 from fake_openai import (
     FakeOpenAI,
     Turn,
@@ -51,6 +53,23 @@ def codex_env(
         return clean_env(**(settings | extra))
 
     return make
+
+
+def list_price(model: str, served: Any) -> float:
+    """What the tokens served cost at CodexAgent's prices for the model (longest prefix)."""
+    known = [prefix for prefix in CodexAgent.prices if model.startswith(prefix)]
+    rates = (
+        CodexAgent.prices[max(known, key=len)]
+        if known
+        else tuple(max(p[i] for p in CodexAgent.prices.values()) for i in range(4))
+    )
+    counts = (
+        served.uncached_input_tokens,
+        served.output_tokens,
+        served.cached_tokens,
+        served.cache_write_tokens,
+    )
+    return sum(n * rate for n, rate in zip(counts, rates, strict=True)) / 1e6
 
 
 def assert_no_key_anywhere(result: Any, report: dict[str, Any]) -> None:
@@ -132,11 +151,15 @@ def test_codex_works_on_the_branch_and_reports_the_fake_usage(
         "cache_creation": served.cache_write_tokens,
         "total": served.uncached_input_tokens + served.output_tokens,
     }
-    assert report["cost_usd"] is None
     assert report["turns"] is None
-
-    # Real tool calls, carried out by Codex as the agent user, with the key it was given.
+    # The credential gate counted the same, and priced it (Codex reports no cost of its own).
     main = fake_openai.main_requests
+    assert report["meter"]["tokens"] == report["tokens"]
+    assert report["meter"]["requests"] == 3
+    assert report["cost_usd"] == pytest.approx(list_price(main[0].model or "", served))
+    assert report["cost_usd"] > 0
+
+    # Real tool calls, carried out by Codex as the agent user, with the key the gate added.
     assert [r.path for r in main] == ["/v1/responses"] * 3
     assert all(r.stream for r in main)
     assert "functions.exec" in main[0].tool_names  # code mode: Codex's default models
@@ -199,7 +222,10 @@ def test_codex_failing_on_the_api_exits_1_with_its_error(
     assert "Incorrect API key provided" in report["error"]
     assert "Incorrect API key provided" in result.stderr
     assert report["tokens"]["input"] is None  # a failed turn reports no usage: unknown
-    assert report["cost_usd"] is None
+    # the credential gate saw six refusals and no tokens: nothing was spent
+    assert report["meter"]["errors"] == 6
+    assert report["meter"]["tokens"]["total"] == 0
+    assert report["cost_usd"] == 0.0
     assert report["head_commit"] == base
     # Codex retries a 401 within its stream retries (5), then gives up.
     assert [r.status for r in fake_openai.requests] == [401] * 6
@@ -227,3 +253,57 @@ def test_codex_work_before_a_failure_is_kept(
     assert "the fake backend refused this one" in report["error"]
     assert git(repo, "show", "broken:partial.txt") == "started\n"
     assert len(fake_openai.requests) == 2  # a 400 is not retried
+
+
+def test_codex_never_holds_its_key(
+    repo: Path, fake_openai: FakeOpenAI, codex_env: Callable[..., dict[str, str]]
+) -> None:
+    """The agent searches everything it can read for the key and its encodings (the attack) and
+    finds only its placeholder; the fake API receives the real key."""
+    (repo / "credential_search.py").write_bytes(SEARCH.read_bytes())
+    git(repo, "add", "credential_search.py")
+    git(repo, "commit", "-qm", "the search")
+    search = search_command("/workspace/found.json", OPENAI_KEY)
+    fake_openai.add_turns(Turn.tool_calls(code_exec_command(search)), Turn.text("searched"))
+    result = run_cli(
+        ["--agent-type", "codex", "--task", "look", "--branch", "codex/look"],
+        cwd=repo,
+        env=codex_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert_found_nothing(json.loads(git(repo, "show", "codex/look:found.json")))
+    assert [r.credential for r in fake_openai.main_requests] == [OPENAI_KEY] * 2
+    assert result.report is not None
+    assert_no_key_anywhere(result, result.report)
+
+
+def test_max_cost_is_held_by_the_gate(
+    repo: Path, fake_openai: FakeOpenAI, codex_env: Callable[..., dict[str, str]]
+) -> None:
+    """An agent that keeps calling the API (Codex stops at no budget of its own) gets no answer
+    once what the gate counted costs --max-cost: the run fails, saying so, and the API saw no
+    request past it."""
+    fake_openai.add_turns(*[Turn.tool_calls(code_exec_command("true")) for _ in range(20)])
+    result = run_cli(
+        [
+            "--agent-type", "codex", "--task", "loop", "--branch", "codex/loop",
+            "--max-cost", "0.002",
+        ],
+        cwd=repo,
+        env=codex_env(),
+    )  # fmt: skip
+    assert result.code == 1, result.stderr
+    report = result.report
+    assert report is not None
+    assert report["status"] == "failed"
+    assert "--max-cost $0.002" in report["error"]
+    meter = report["meter"]
+    assert meter["refused"] >= 1
+    assert meter["limit_usd"] == 0.002
+    served = fake_openai.main_usage_total
+    spent = list_price(fake_openai.main_requests[0].model or "", served)
+    # each answer costs less than the limit; the last one it let through passed it
+    assert spent >= 0.002
+    assert meter["cost_usd"] == pytest.approx(spent)
+    assert len(fake_openai.main_requests) < 20
+    assert meter["requests"] == len(fake_openai.main_requests) + meter["refused"]

@@ -3,6 +3,7 @@ request carried, and only the chosen credential ever reaches the container."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 
 from conftest import git, run_cli
-from fake_anthropic import Turn, write
+from credential_hunt import SEARCH, assert_found_nothing, search_command
+from fake_anthropic import Turn, bash
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -33,7 +35,7 @@ def without_key(run_env: Callable[..., dict[str, str]], **extra: str) -> dict[st
         ("ANTHROPIC_AUTH_TOKEN", GATEWAY, "authorization"),
     ],
 )
-def test_each_credential_method_reaches_the_api_as_itself(
+def test_the_credential_reaches_the_api_and_never_the_agent(
     repo: Path,
     fake_api: Any,
     run_env: Callable[..., dict[str, str]],
@@ -41,23 +43,41 @@ def test_each_credential_method_reaches_the_api_as_itself(
     secret: str,
     header: str,
 ) -> None:
-    fake_api.add_turns(Turn.tool_use(write("/workspace/c.txt", "c\n")), Turn.text("done"))
+    """The agent and a maintenance command search everything they can read for the credential
+    (the attack) and find only the placeholder; the API receives the real credential."""
+    (repo / "credential_search.py").write_bytes(SEARCH.read_bytes())
+    git(repo, "add", "credential_search.py")
+    git(repo, "commit", "-qm", "the search")
+    fake_api.add_turns(
+        Turn.tool_use(bash(search_command("/workspace/found-agent.json", secret))),
+        Turn.text("done"),
+    )
+    branch = f"cred-{header}-{len(secret)}"
+    maintenance = search_command("/workspace/found-maintenance.json", secret)
     result = run_cli(
-        ["--task", "t", "--branch", f"cred-{header}-{len(secret)}"],
+        ["--task", "t", "--branch", branch, "--maintenance", maintenance],
         cwd=repo,
         env=without_key(run_env, **{variable: secret}),
     )
     assert result.code == 0, result.stderr
     assert result.report is not None
     assert result.report["status"] == "success"
-    assert git(repo, "show", f"cred-{header}-{len(secret)}:c.txt") == "c\n"
+    assert_found_nothing(json.loads(git(repo, "show", f"{branch}:found-agent.json")))
+    during_maintenance = json.loads(git(repo, "show", f"{branch}:found-maintenance.json"))
+    assert "environment" not in during_maintenance["placeholder"]  # run without the agent's
+    assert {
+        k: v for k, v in during_maintenance.items() if k not in ("placeholder", "unreadable") and v
+    } == {}
     main = fake_api.main_requests
-    assert main
+    assert len(main) == 2
     for request in main:
         value = request.headers.get(header, "")
         assert secret in value, (header, request.headers)
         other = "authorization" if header == "x-api-key" else "x-api-key"
         assert other not in request.headers  # one credential, never two
+    # the meter counted what the API answered, as the agent reported it
+    assert result.report["meter"]["requests"] == len(fake_api.requests)
+    assert result.report["meter"]["tokens"]["output"] == fake_api.all_usage_total.output_tokens
     for path in Path(result.report["run_dir"]).rglob("*"):
         if path.is_file():
             assert secret not in path.read_text(errors="replace"), path

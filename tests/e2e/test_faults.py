@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, TEST_KEY, containers_of, git, run_cli, snapshot, tool_outputs
+from conftest import ROOT, TEST_KEY, containers_of, git, run_cli, snapshot
 from fake_anthropic import Turn, bash, write
 
 
@@ -251,24 +251,23 @@ def test_a_key_the_agent_prints_is_redacted(
 def test_the_keys_encodings_the_agent_prints_are_redacted(
     repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
 ) -> None:
-    """An agent that prints its key base64-, hex- or URL-encoded (past a redactor that knew
-    only the key itself) leaves none of those forms in the run's files or output."""
-    script = (
-        'printf %s "$ANTHROPIC_API_KEY" | base64 -w0; echo; '
-        'printf "x%s" "$ANTHROPIC_API_KEY" | base64 -w0; echo; '
-        'printf %s "$ANTHROPIC_API_KEY" | od -An -tx1 | tr -d " \\n"; echo'
-    )
-    fake_api.add_turns(Turn.tool_use(bash(script)), Turn.text("done"))
-    result = run_cli(["--task", "t", "--branch", "encoded", "--debug"], cwd=repo, env=run_env())
-    assert result.code == 0, result.stderr
-    assert result.report is not None
-    outputs = tool_outputs(fake_api)  # what the agent saw: the real forms (it holds the key)
+    """The key's base64, hex or URL-encoded forms in the agent's output (the agent never holds
+    the key now: the API answers with them, as a gateway that echoes its credential could)
+    leave none of those forms in the run's files or output."""
     forms = [
         base64.b64encode(TEST_KEY.encode()).decode()[:-4],
         base64.b64encode(b"x" + TEST_KEY.encode()).decode()[4:-4],
         TEST_KEY.encode().hex(),
     ]
-    assert all(form in outputs[0] for form in forms), outputs
+    printed = [
+        base64.b64encode(TEST_KEY.encode()).decode(),
+        base64.b64encode(b"x" + TEST_KEY.encode()).decode(),
+        TEST_KEY.encode().hex(),
+    ]
+    fake_api.add_turns(Turn.text("Here: " + " ".join(printed)))
+    result = run_cli(["--task", "t", "--branch", "encoded", "--debug"], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    assert result.report is not None
     run_dir = Path(result.report["run_dir"])
     written = {p: p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file()}
     assert any("[base64]" in text for text in written.values())

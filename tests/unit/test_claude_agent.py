@@ -507,7 +507,9 @@ def test_each_credential_alone_is_delivered_as_a_secret(
     assert claude.secret_env() == {variable: secret}
     env = claude.container_env()
     assert secret not in json.dumps(env)
-    assert env == {"ANTHROPIC_BASE_URL": "http://10.0.0.1:80"}
+    # the agent's API is root's credential gate, which sends its requests on to the base URL
+    assert env == {"ANTHROPIC_BASE_URL": "http://127.0.0.1:7358"}
+    assert claude.gate_upstream() == "http://10.0.0.1:80"
     assert secret not in " ".join(claude.command())
     assert secret not in repr(cfg)
 

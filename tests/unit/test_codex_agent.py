@@ -393,8 +393,25 @@ def test_file_changes_reported_only_once_done_still_show() -> None:
 # ---------------------------------------------------------------- configuration
 
 
-def test_command_without_options(tmp_path: Path) -> None:
-    argv = agent(tmp_path).command()
+GATE_PROVIDER = (
+    'model_providers.agent_worker={name="agent-worker", base_url="http://127.0.0.1:7358/v1", '
+    'env_key="CODEX_API_KEY", wire_api="responses"}'
+)
+
+
+def test_with_a_key_codex_talks_to_the_credential_gate(tmp_path: Path) -> None:
+    codex = agent(tmp_path)
+    assert codex.gated
+    assert codex.gate_upstream() == "https://api.openai.com/v1"
+    argv = codex.command()
+    assert argv == [*HEADLESS_ARGV, "-c", 'model_provider="agent_worker"', "-c", GATE_PROVIDER, "-"]
+    with_url = agent(tmp_path, {"OPENAI_BASE_URL": "http://172.17.0.1:8080/v1/"})
+    assert with_url.gate_upstream() == "http://172.17.0.1:8080/v1"
+    assert GATE_PROVIDER in with_url.command()
+
+
+def test_command_without_options() -> None:
+    argv = CodexAgent(AgentSettings()).command()  # no credential, so no gate
     assert argv == [*HEADLESS_ARGV, "-"]
     assert argv[:3] == ["codex", "exec", "--json"]
     assert "--dangerously-bypass-approvals-and-sandbox" in argv
@@ -403,10 +420,11 @@ def test_command_without_options(tmp_path: Path) -> None:
 
 
 def test_command_with_base_url_model_and_agent_args(tmp_path: Path) -> None:
-    argv = agent(
-        tmp_path,
-        {"OPENAI_BASE_URL": "http://172.17.0.1:8080/v1/", "CODEX_MODEL": "gpt-5.5"},
-        agent_arg=("-c", 'model_reasoning_effort="high"'),
+    argv = CodexAgent(  # no credential, so no gate: the base URL as given
+        AgentSettings(
+            {"OPENAI_BASE_URL": "http://172.17.0.1:8080/v1/", "CODEX_MODEL": "gpt-5.5"},
+            args=("-c", 'model_reasoning_effort="high"'),
+        )
     ).command()
     fixed = len(HEADLESS_ARGV)
     assert argv[:fixed] == list(HEADLESS_ARGV)

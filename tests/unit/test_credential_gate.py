@@ -33,14 +33,13 @@ def free_port() -> int:
 
 
 class Gate:
-    def __init__(self, upstream: str, tmp: Path, budget: dict[str, float] | None = None) -> None:
+    def __init__(self, upstream: str, tmp: Path, prices: dict[str, Any] | None = None) -> None:
         self.port = free_port()
         self.meter = tmp / "meter.json"
         argv = [sys.executable, "-I", "-S", str(GATE), str(self.port), upstream, PLACEHOLDER]
         argv.append(str(self.meter))
-        if budget is not None:
-            (tmp / "budget.json").write_text(json.dumps(budget))
-            argv.append(str(tmp / "budget.json"))
+        if prices is not None:
+            argv.append(json.dumps(prices))
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self.process.stdin is not None
         self.process.stdin.write(SECRET.encode())
@@ -142,8 +141,10 @@ def test_the_meter_reads_openai_responses_too(tmp_path: Path) -> None:
 
 
 def test_a_spent_budget_refuses_the_next_request(anthropic: FakeAnthropic, tmp_path: Path) -> None:
-    # 101 input tokens at $10 per million and the rest at 0: 0.00101 spent, past 0.001
-    gate = Gate(anthropic.url(), tmp_path, {"input": 10.0, "limit_usd": 0.001})
+    # 101 input tokens at $10 per million and the rest at 0: 0.00101 spent, past 0.001 (the
+    # fake answers with the model asked for; an unknown one is priced at the dearest)
+    prices = {"claude-x": [10.0, 0, 0, 0], "claude-y": [1.0, 0, 0, 0]}
+    gate = Gate(anthropic.url(), tmp_path, {"prices": prices, "limit_usd": 0.001})
     try:
         anthropic.add_turns(Turn.text("one"), Turn.text("two"))
         headers = {"x-api-key": PLACEHOLDER}

@@ -95,6 +95,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "firewall",
         "check",
         "blocked",
+        "meter",
         "warnings",
         "timings",
     }
