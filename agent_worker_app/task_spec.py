@@ -117,8 +117,8 @@ def prepare(
     spec = TaskSpec(
         image=image,
         name=f"agent-worker-{run_id}",
-        command=["/usr/local/bin/agent_inside.sh", "--", *agent.command(), *resume],
-        env=env,
+        command=[*channel.COMMAND, *agent.command(), *resume],
+        env=channel.root_safe(env),
         labels=sweep.labels(
             run_id, ws.root, branch=ws.branch, base=ws.base_commit, agent=cfg.agent_type
         ),

@@ -26,6 +26,10 @@
 # Outputs: the result line on stderr (see emit_result), /agent-worker/out/result.bundle (when
 # HEAD moved on from the base) and /agent-worker/out/session/ (the agent's session files); other
 # lines on stderr are progress, for people only.
+# Environment: the container starts this script as `/bin/bash -p` (no BASH_ENV or ENV file, no
+# functions from the environment) with the dynamic loader's variables blanked by the host
+# (their project values as AW_KEEP_<NAME>). Root then keeps the whole environment for the agent
+# user (AGENT_ENV_FILE) and runs on with a fixed one: PATH, LANG, HOME and the AW_* variables.
 # Exit status: the agent's.
 set -euo pipefail
 
@@ -133,6 +137,43 @@ separate_stderr() {
     # (by way of fd 6: the group's own redirection of fd 2 is undone when it ends)
     if { exec 6>/proc/self/fd/4; } 2>/dev/null; then exec 2>&6 6>&-; fi
   fi
+}
+
+ROOT_PATH=/usr/sbin:/usr/bin:/sbin:/bin
+AGENT_ENV_FILE=/run/agent-worker-agent-env # root's: the environment the container was given
+AGENT_ENV=()                               # the agent user's, from it (agent_env)
+
+# Root's first step: the environment the container was given (the image's, the project's, the
+# run's) kept for the agent user, and this script again with only what root needs: nothing of
+# the project's (PATH, PERL5OPT, TAR_OPTIONS, XTABLES_LIBDIR, ...) reaches what root runs.
+# Builtins only until then.
+clean_root() {
+  local name kept=()
+  (
+    umask 077
+    for name in $(compgen -e); do printf '%s=%s\0' "$name" "${!name}"; done >"$AGENT_ENV_FILE"
+  )
+  for name in $(compgen -e); do
+    [[ "$name" == AW_* && "$name" != AW_KEEP_* ]] && kept+=("$name=${!name}")
+  done
+  exec /usr/bin/env -i PATH="$ROOT_PATH" LANG=C.UTF-8 HOME=/root "${kept[@]}" \
+    /bin/bash -p "$0" --as-root "$@"
+}
+
+# The agent user's environment (AGENT_ENV): what the container was given, the loader's variables
+# the host kept aside put back, the agent user's own names; then what root adds (arguments).
+agent_env() { # [NAME=VALUE...]
+  local entries=() entry
+  mapfile -d '' -t entries <"$AGENT_ENV_FILE"
+  AGENT_ENV=()
+  for entry in "${entries[@]}"; do
+    case "$entry" in
+      AW_KEEP_*) AGENT_ENV+=("${entry#AW_KEEP_}") ;;
+      HOME=* | USER=* | LOGNAME=*) ;;
+      *) AGENT_ENV+=("$entry") ;;
+    esac
+  done
+  AGENT_ENV+=(HOME=/home/agent USER=agent LOGNAME=agent "$@")
 }
 
 root_stage() {
@@ -276,9 +317,13 @@ watchdog() {
 
 supervise() {
   trap forward TERM INT HUP
+  local name placeholders=()
+  for name in $AW_SECRET_NAMES; do placeholders+=("$name=${!name}"); done
+  agent_env AW_SECRET_NAMES="$AW_SECRET_NAMES" ${AW_DEADLINE:+"AW_DEADLINE=$AW_DEADLINE"} \
+    "${placeholders[@]}"
   setpriv --reuid=agent --regid=agent --init-groups \
     --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    env HOME=/home/agent USER=agent LOGNAME=agent "$0" --as-agent "$@" 3<&- 2>&4 4>&- &
+    /usr/bin/env -i "${AGENT_ENV[@]}" /bin/bash -p "$0" --as-agent "$@" 3<&- 2>&4 4>&- &
   child=$!
   echo "$child" >"$STAGE"
   watchdog &
@@ -330,15 +375,15 @@ could say how the agent ended" --argjson blocked "$(blocked_json)" --argjson met
 # A stop (timeout, signal, agent-worker gone) stops it like the agent. Its JSON: CHECK_RESULT.
 CHECK_RESULT=/run/agent-worker-check.json
 run_check() {
-  local log=/run/agent-worker-check.log status=0 start end secrets=()
-  mapfile -t secrets < <(unset_secrets)
+  local log=/run/agent-worker-check.log status=0 start end
+  agent_env # without the secret variables' placeholders
   : >"$log"
   chmod 0600 "$log"
   say "check: ${CHECK%%$'\n'*}"
   start=${EPOCHREALTIME/[.,]/} # microseconds, whatever the locale's decimal mark
-  (cd /workspace && exec setsid env "${secrets[@]}" setpriv --reuid=agent --regid=agent \
+  (cd /workspace && exec setsid setpriv --reuid=agent --regid=agent \
     --init-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    env HOME=/home/agent USER=agent LOGNAME=agent bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- 4>&- 5>&- &
+    /usr/bin/env -i "${AGENT_ENV[@]}" /bin/bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- 4>&- 5>&- &
   local pid=$!
   child=-$pid
   echo "-$pid" >"$STAGE"
@@ -650,4 +695,6 @@ if [[ "${1:-}" == "--as-agent" ]]; then
   agent_stage "$@"
 fi
 ((EUID == 0)) || { say "error: must start as root (the firewall needs it)"; exit 3; }
+[[ "${1:-}" == "--as-root" ]] || clean_root "$@"
+shift
 root_stage "$@"

@@ -17,7 +17,7 @@ import io
 import secrets
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -92,6 +92,38 @@ def new_nonce() -> str:
 def inputs(files: list[FileEntry], nonce: str) -> Inputs:
     """The inputs with the nonce among them, where the root stage reads it."""
     return Inputs((FileEntry(NONCE, nonce.encode(), 0o600), *files), nonce)
+
+
+# The task's command: the container script under `bash -p` (no BASH_ENV or ENV file, no
+# functions from the environment: root runs it), then the agent's argv.
+COMMAND = ("/bin/bash", "-p", "/usr/local/bin/agent_inside.sh", "--")
+# The dynamic loader's variables that load or read code or data of the environment's choosing
+# (from glibc's list of those it ignores for setuid programs; each ignored when empty): blank in
+# the container's environment, whatever the image sets, so that root's first program loads as
+# built; a project's own values reach the agent user (AW_KEEP_<NAME>, put back by the script).
+LOADER_VARIABLES = (
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "LD_PROFILE",
+    "LD_ORIGIN_PATH",
+    "GLIBC_TUNABLES",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "MALLOC_TRACE",
+)
+
+
+def root_safe(env: Mapping[str, str]) -> dict[str, str]:
+    """The container's environment with the loader's variables blank (their values kept aside
+    for the agent user)."""
+    safe = dict(env)
+    for name in LOADER_VARIABLES:
+        if value := safe.pop(name, ""):
+            safe[f"AW_KEEP_{name}"] = value
+        safe[name] = ""
+    return safe
 
 
 def task_env(
