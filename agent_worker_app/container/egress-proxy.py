@@ -190,6 +190,14 @@ def client_hello(reader: Reader) -> tuple[bytes, str | None]:
                     raise RefusedError("tls", None) from None
 
 
+def sslv2_hello(reader: Reader) -> bool:
+    """Whether the client starts with an SSLv2-style ClientHello (which older servers still
+    take for TLS): a two-byte length, message type 1, a version of SSL 2 or 3 and up."""
+    while len(reader.data) < 4:
+        reader.more()
+    return reader.data[2] == 1 and reader.data[3] in (0, 3)
+
+
 def server_name(hello: bytes) -> str | None:
     """The host_name of a ClientHello's server_name extension (RFC 6066), or None without one.
     Malformed, repeated extensions or several names: ValueError."""
@@ -371,11 +379,12 @@ class Connection:
             if len(reader.data) >= HEAD_MAX:
                 raise RefusedError("http", None)
             reader.more()
-        byte = reader.data[0]
-        if byte == 0x16 or byte >= 0x80:  # TLS (or an SSLv2-style hello: no name)
-            hello, name = client_hello(reader) if byte == 0x16 else (b"", None)
+        if reader.data[0] == 0x16:  # a TLS record
+            hello, name = client_hello(reader)
             self.check("tls", name, port, tunnel=tunnel)
             self.send(hello)
+        elif reader.data[0] >= 0x80 and sslv2_hello(reader):  # no server name in one
+            self.check("tls", None, port, tunnel=tunnel)
         elif reader.data.lstrip(b"\r\n\t ")[:1].isalpha():
             while b"\n" not in reader.data and len(reader.data) < HEAD_MAX:
                 reader.more()

@@ -170,3 +170,10 @@ def test_the_record_counts_refusals_with_their_names_sanitized(tmp_path: Path) -
     assert lines[0] == "2 tls 10.0.0.1 443 evil.test"
     assert lines[1] == "1 http 10.0.0.1 80 x?y??[31m" + "a" * (proxy.NAME_MAX - 9)
     assert lines[2] == "1 tls 10.0.0.1 443"
+
+
+def test_an_sslv2_style_hello_is_told_from_a_binary_protocol() -> None:
+    hello = bytes([0x80, 0x2E, 0x01, 0x03, 0x01]) + b"\0" * 45
+    assert proxy.sslv2_hello(proxy.Reader(Buffered(b""), hello))
+    binary = bytes([0xC8, 0x00, 0x00, 0x00, 0xD4, 0x07])  # a length-prefixed message
+    assert not proxy.sslv2_hello(proxy.Reader(Buffered(b""), binary))
