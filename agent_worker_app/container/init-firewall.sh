@@ -2,8 +2,15 @@
 # Default-deny egress for the agent container; run as root before the agent starts.
 # Allowed: loopback, root's DNS to the configured resolvers (no other user's: the agent's
 # lookups go to root's forwarder, which asks for allowed names only), replies to established
-# connections, and the ipset allowlist built from AW_ALLOW_HOSTS ("host[:port]" separated by
-# commas or spaces).
+# connections, and root's connections to the ipset allowlist built from AW_ALLOW_HOSTS
+# ("host[:port]" separated by commas or spaces).
+#
+# Egress by name: every other user's TCP connection to an allowed address (and port) is
+# redirected (nat) to root's egress proxy (egress-proxy.py, started here), which lets it through
+# only when the name it asks for (TLS server name, HTTP Host, CONNECT target) is an allowed
+# name for that port; a connection that names no host, or an address, needs an address allowed
+# as itself; a raw protocol is allowed by address. Their other packets (UDP, ICMP) leave by no
+# route: a CDN's address is no name.
 # Everything else is REJECTed so blocked connections fail fast, and recorded first: each blocked
 # destination (address, protocol and port) is an entry of the ipset aw-blocked, whose counter
 # counts its packets (a TCP connection attempt is one: its SYN). Only root can read or change it;
@@ -22,10 +29,14 @@ set -euo pipefail
 BLOCKED_SET=aw-blocked
 NAMES=/run/agent-worker-names # "address name" lines, root's only
 REFUSED=/run/agent-worker-refused # a name a line: lookups the forwarder refused, root's only
+EGRESS_RULES=/run/agent-worker-egress-rules # what the egress proxy allows, root's only
+EGRESS_REFUSED=/run/agent-worker-egress-refused # "count protocol address port [name]", root's
+EGRESS_PORT=15001                               # the egress proxy's, on 127.0.0.1
 
-# [{address, protocol, port, count, names}] from the counting ipset and the names record, and
+# [{address, protocol, port, count, names}] from the counting ipset and the names record,
 # {address "", protocol "dns", port 53, count, names [the name]} for each name whose lookups the
-# forwarder refused; most refused first.
+# forwarder refused, and {address, protocol "tls" or "http", port, count, names [the name asked
+# for, if any]} for each the egress proxy refused; most refused first.
 report() {
   local entries
   entries=$(ipset save "$BLOCKED_SET" 2>/dev/null | awk '$1 == "add" {
@@ -33,13 +44,15 @@ report() {
       for (i = 4; i < NF; i++) if ($i == "packets") n = $(i + 1)
       printf "%s %s %s %s\n", a[1], p[1], p[2], n
     }')
-  if [[ -z "$entries" && ! -s "$REFUSED" ]]; then # the usual case, without jq's 60 ms start
+  if [[ -z "$entries" && ! -s "$REFUSED" && ! -s "$EGRESS_REFUSED" ]]; then # the usual case, without jq's 60 ms start
     echo '[]'
     return 0
   fi
   [[ -f "$NAMES" ]] || : >"$NAMES"
   [[ -f "$REFUSED" ]] || : >"$REFUSED"
-  printf '%s\n' "$entries" | jq -Rsc --rawfile names "$NAMES" --rawfile refused "$REFUSED" '
+  [[ -f "$EGRESS_REFUSED" ]] || : >"$EGRESS_REFUSED"
+  printf '%s\n' "$entries" | jq -Rsc --rawfile names "$NAMES" --rawfile refused "$REFUSED" \
+    --rawfile egress "$EGRESS_REFUSED" '
       ($names | split("\n") | map(select(. != "") | split(" ") | select(length == 2))
         | reduce .[] as $pair ({}; .[$pair[0]] += [$pair[1]])) as $known
       | (split("\n") | map(select(. != "") | split(" ")
@@ -47,6 +60,9 @@ report() {
            names: (($known[.[0]] // []) | unique | .[:5])}))
       + ($refused | split("\n") | map(select(. != "")) | group_by(.)
         | map({address: "", protocol: "dns", port: 53, count: length, names: [.[0]]}))
+      + ($egress | split("\n") | map(select(. != "") | split(" ") | select(length >= 4)
+        | {address: .[2], protocol: .[1], port: (.[3] | tonumber), count: (.[0] | tonumber),
+           names: .[4:5]}))
       | sort_by(-.count, .address, .port, .names)'
 }
 
@@ -60,6 +76,7 @@ say() { printf 'agent-worker: firewall: %s\n' "$*" >&2; }
 
 declare -A hosts=() ports=() # "ip" and "ip,tcp:port" entries of the two sets
 declare -A names=() # the allowed host names, whose lookups the forwarder passes on
+declare -A rules=() # the egress proxy's: "name NAME PORT", "literal IP PORT" (PORT "*": any)
 
 allow() { # host[:port]
   local spec=$1 host port="" ips ip added=0
@@ -72,10 +89,12 @@ allow() { # host[:port]
   fi
   if [[ "$host" =~ ^[0-9.]+$ ]]; then
     ips=$host
+    rules["literal $host ${port:-*}"]=1
   elif [[ "$host" == *:* ]]; then
     warn "$spec is an IPv6 address; IPv6 egress is blocked"; return 0
   else
     names[${host,,}]=1
+    rules["name ${host,,} ${port:-*}"]=1
     ips=$(getent ahostsv4 "$host" | awk '{print $1}' | sort -u) || true
     if [[ -z "$ips" ]]; then warn "$host does not resolve; not allowed"; return 0; fi
   fi
@@ -96,13 +115,37 @@ for spec in ${allow_list//,/ }; do
   allow "$spec"
 done
 
+# The egress proxy, started now (its interpreter's start overlaps the rules' loading below) and
+# waited for in the self-test. Without it the agent reaches nothing: no run.
+PROBE_REDIRECT=192.0.2.2 # TEST-NET-1: the redirect's self-test, answered by the proxy itself
+EGRESS_PROXY=/usr/local/bin/egress-proxy.py
+{
+  for entry in "${!rules[@]}"; do echo "$entry"; done
+  for entry in "${!hosts[@]}"; do echo "address $entry *"; done
+  for entry in "${!ports[@]}"; do echo "address ${entry%%,*} ${entry##*:}"; done
+  echo "probe $PROBE_REDIRECT 9"
+} >"$EGRESS_RULES"
+chmod 0600 "$EGRESS_RULES"
+setsid /usr/bin/python3 -I -S "$EGRESS_PROXY" "$EGRESS_PORT" "$EGRESS_RULES" "$EGRESS_REFUSED" \
+  </dev/null >/dev/null 2>&1 &
+
 {
   echo "create aw-hosts hash:ip family inet -exist"
   echo "create aw-ports hash:ip,port family inet -exist"
   echo "create $BLOCKED_SET hash:ip,port family inet counters maxelem 4096 -exist"
   for entry in "${!hosts[@]}"; do echo "add aw-hosts $entry -exist"; done
   for entry in "${!ports[@]}"; do echo "add aw-ports $entry -exist"; done
+  echo "add aw-ports $PROBE_REDIRECT,tcp:9 -exist"
 } | ipset restore
+
+# Every other user's TCP to an allowed destination goes to the egress proxy. (The nat table is
+# Docker's too, for its embedded DNS: added to, never flushed.)
+{
+  echo "*nat"
+  echo "-A OUTPUT -p tcp -m owner ! --uid-owner 0 -m set --match-set aw-hosts dst -j REDIRECT --to-ports $EGRESS_PORT"
+  echo "-A OUTPUT -p tcp -m owner ! --uid-owner 0 -m set --match-set aw-ports dst,dst -j REDIRECT --to-ports $EGRESS_PORT"
+  echo "COMMIT"
+} | iptables-restore --noflush
 
 {
   echo "*filter"
@@ -112,13 +155,15 @@ done
   echo "-A INPUT -i lo -j ACCEPT"
   echo "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   echo "-A OUTPUT -o lo -j ACCEPT"
+  # (a connection redirected to the proxy still names its first route's interface here)
+  echo "-A OUTPUT -d 127.0.0.1 -p tcp --dport $EGRESS_PORT -m conntrack --ctstate DNAT -j ACCEPT"
   echo "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   while read -r resolver; do # root's lookups only: the agent's go to root's forwarder
     echo "-A OUTPUT -d $resolver -p udp --dport 53 -m owner --uid-owner 0 -j ACCEPT"
     echo "-A OUTPUT -d $resolver -p tcp --dport 53 -m owner --uid-owner 0 -j ACCEPT"
   done < <(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf)
-  echo "-A OUTPUT -m set --match-set aw-hosts dst -j ACCEPT"
-  echo "-A OUTPUT -p tcp -m set --match-set aw-ports dst,dst -j ACCEPT"
+  echo "-A OUTPUT -m owner --uid-owner 0 -m set --match-set aw-hosts dst -j ACCEPT"
+  echo "-A OUTPUT -p tcp -m owner --uid-owner 0 -m set --match-set aw-ports dst,dst -j ACCEPT"
   # Counted when already recorded, then recorded (an entry starts at its first packet): in this
   # order each blocked packet counts once.
   echo "-A OUTPUT -m set --match-set $BLOCKED_SET dst,dst"
@@ -153,7 +198,26 @@ ipset del "$BLOCKED_SET" "$PROBE,tcp:9" 2>/dev/null || true
 if [[ "$said" != *"Connection refused"* ]]; then
   fail "its deny rule did not deny a connection to $PROBE:9 (${said:-no answer within 3 s}): not starting the agent unfiltered"
 fi
-say "egress limited to ${#hosts[@]} host(s) and ${#ports[@]} host:port pair(s)"
+
+# The redirect's self-test: another user's connection to an allowed destination must reach the
+# egress proxy (which answers this one itself), or the run stops there. The proxy is waited
+# for first (listening on 127.0.0.1: 0100007F, state 0A), at most 3 s.
+listening=0
+for _ in {1..150}; do
+  if grep -q " 0100007F:$(printf '%04X' "$EGRESS_PORT") 00000000:0000 0A " /proc/net/tcp; then
+    listening=1
+    break
+  fi
+  sleep 0.02
+done
+((listening)) || fail "the egress proxy is not listening (is /usr/bin/python3 in the image?): not starting the agent"
+said=$(timeout 3 setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
+  bash -c "exec 3<>/dev/tcp/$PROBE_REDIRECT/9 && head -n 1 <&3" 2>&1) || true
+ipset del "$BLOCKED_SET" "$PROBE_REDIRECT,tcp:9" 2>/dev/null || true
+if [[ "$said" != "agent-worker egress proxy" ]]; then
+  fail "its redirect rule did not bring a connection to $PROBE_REDIRECT:9 to the egress proxy (${said:-no answer within 3 s}): not starting the agent"
+fi
+say "egress limited to ${#hosts[@]} host(s) and ${#ports[@]} host:port pair(s), by name"
 
 # The names record: a DNS forwarder on 127.0.0.1:53 (dns-names.pl, installed beside this script;
 # root's: the agent can neither stop it nor write its records) passes each UDP query for an

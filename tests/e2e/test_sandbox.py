@@ -62,6 +62,37 @@ def test_allow_host_opens_one_more_destination(
     assert "no-such-host.invalid does not resolve" in result.stderr
 
 
+def test_another_name_on_an_allowed_address_is_refused_and_reported(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], target: str
+) -> None:
+    """The target is allowed as an address: a request naming it by its address goes through;
+    the same request naming another host (an HTTP Host, as a shared address's server would
+    route it) is refused by the egress proxy, and the report names it. Claude Code's own API
+    requests take the same path."""
+    fake_api.add_turns(
+        Turn.tool_use(bash(probe_command(f"http://{target}:8080/"))),
+        Turn.tool_use(bash(probe_command(f"-H 'Host: evil.example' http://{target}:8080/"))),
+        Turn.text("probed"),
+    )
+    result = run_cli(["--task", "probe", "--allow-host", f"{target}:8080"], cwd=repo, env=run_env())
+    assert result.code == 0, result.stderr
+    allowed, other_name = tool_outputs(fake_api)
+    assert "code=200 exit=0" in allowed
+    assert "code=000 exit=56" in other_name  # reset before it left: nothing received
+    assert result.report is not None
+    assert result.report["blocked"] == [
+        {
+            "address": target,
+            "port": 8080,
+            "protocol": "http",
+            "names": ["evil.example"],
+            "count": 1,
+            "allow": "--allow-host evil.example:8080",
+        }
+    ]
+    assert f"{target}:8080/http (evil.example) 1 time" in result.stdout
+
+
 def test_duplicate_allowed_hosts_are_a_warning_not_an_abort(
     repo: Path, fake_api: Any, gateway: str, run_env: Callable[..., dict[str, str]], target: str
 ) -> None:

@@ -5,6 +5,7 @@ gets: what left the container by DNS), never from a public resolver."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ DNS_SERVER = r"""
 import socket, struct, sys
 
 address = sys.argv[1]
+names = sys.argv[2:]  # the names it knows ("*": every name, as behind a proxy that answers all)
 server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 server.bind(("", 53))
 while True:
@@ -28,7 +30,7 @@ while True:
     qtype = struct.unpack("!H", query[at + 1 : at + 3])[0]
     print("asked", ".".join(labels).lower(), flush=True)
     question = query[12 : at + 5]
-    known = ".".join(labels).lower() == "registry.aw.test"
+    known = "*" in names or ".".join(labels).lower() in names
     answer = b""
     if known and qtype == 1:
         answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
@@ -40,12 +42,13 @@ while True:
 """
 
 
-@pytest.fixture
-def dns_server(docker_client: Any, peer_image: str, target: str) -> Iterator[Any]:
-    """A DNS server of the test's own: registry.aw.test is the target's address."""
+@contextlib.contextmanager
+def dns_server_for(docker_client: Any, peer_image: str, address: str, *names: str) -> Iterator[Any]:
+    """A DNS server of the test's own, a peer container: names (or "*": every name) are at
+    address; it prints each name it is asked."""
     server = docker_client.containers.run(
         peer_image,
-        ["python3", "-c", DNS_SERVER, target],
+        ["python3", "-c", DNS_SERVER, address, *names],
         user="nobody",
         detach=True,
         labels={"agent-worker-test": "dns"},
@@ -55,6 +58,13 @@ def dns_server(docker_client: Any, peer_image: str, target: str) -> Iterator[Any
         yield server
     finally:
         server.remove(force=True)
+
+
+@pytest.fixture
+def dns_server(docker_client: Any, peer_image: str, target: str) -> Iterator[Any]:
+    """registry.aw.test is the target's address."""
+    with dns_server_for(docker_client, peer_image, target, "registry.aw.test") as server:
+        yield server
 
 
 AS_AGENT = "setpriv --reuid=agent --regid=agent --init-groups --no-new-privs"
@@ -133,6 +143,14 @@ def closed_network(docker_client: Any) -> Iterator[str]:
 # (rm first: the tools are links to one binary, which the others need whole)
 NO_OP = "rm {0} && printf '#!/bin/sh\\ncat >/dev/null\\n' >{0} && chmod 0755 {0}"
 FAILS = "rm {0} && printf '#!/bin/sh\\ncat >/dev/null; exit 1\\n' >{0} && chmod 0755 {0}"
+# A stand-in for iptables-restore whose nat rules do nothing (a redirect that does not redirect).
+NO_REDIRECT = """rm /usr/sbin/iptables-restore && cat >/usr/sbin/iptables-restore <<'EOF'
+#!/bin/sh
+rules=$(cat)
+case "$rules" in *'*nat'*) exit 0 ;; esac
+printf '%s\\n' "$rules" | /etc/alternatives/iptables-restore "$@"
+EOF
+chmod 0755 /usr/sbin/iptables-restore"""
 
 
 def firewall_in(docker_client: Any, image: str, network: str, broken: str = "") -> str:
@@ -159,15 +177,17 @@ def firewall_in(docker_client: Any, image: str, network: str, broken: str = "") 
     [
         (NO_OP.format("/usr/sbin/iptables-restore"), "its deny rule did not deny"),
         (FAILS.format("/usr/sbin/ip6tables-restore"), "IPv6 cannot be filtered here"),
+        (NO_REDIRECT, "its redirect rule did not bring a connection to 192.0.2.2:9 to the egress"),
+        ("rm /usr/local/bin/egress-proxy.py", "the egress proxy is not listening"),
     ],
 )
 def test_a_firewall_that_would_not_hold_stops_the_run(
     docker_client: Any, command_image: str, closed_network: str, broken: str, says: str
 ) -> None:
     """Rules that do not act on the container's network (a runtime whose network stack is not
-    the kernel's), or IPv6 on a container whose kernel has no ip6tables: the firewall says so
-    and fails, and agent_inside.sh starts no agent. The same container with the tools whole
-    passes."""
+    the kernel's), IPv6 on a container whose kernel has no ip6tables, a redirect to the egress
+    proxy that does not redirect, or no proxy: the firewall says so and fails, and
+    agent_inside.sh starts no agent. The same container with the tools whole passes."""
     output = firewall_in(docker_client, command_image, closed_network, broken)
     assert "firewall exit=1" in output, output
     assert f"agent-worker: error: firewall: {says}" in output, output
