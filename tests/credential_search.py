@@ -38,9 +38,13 @@ def main() -> None:
         try:
             with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb") as mem:
                 for line in maps.read().splitlines():
-                    span, perms = line.split()[:2]
+                    fields = line.split()
+                    span, perms = fields[:2]
                     start, end = (int(x, 16) for x in span.split("-"))
-                    if "r" not in perms or end - start > 1 << 30:
+                    # the process's own memory (heap, stack, anonymous maps), not the files it
+                    # maps (the image's programs and libraries, searched below as files)
+                    mapped = len(fields) > 5 and not fields[5].startswith("[")
+                    if "r" not in perms or mapped or end - start > 1 << 30:
                         continue
                     try:
                         mem.seek(start)

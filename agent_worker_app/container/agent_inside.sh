@@ -28,8 +28,10 @@
 # lines on stderr are progress, for people only.
 # Environment: the container starts this script as `/bin/bash -p` (no BASH_ENV or ENV file, no
 # functions from the environment) with the dynamic loader's variables blanked by the host
-# (their project values as AW_KEEP_<NAME>). Root then keeps the whole environment for the agent
-# user (AGENT_ENV_FILE) and runs on with a fixed one: PATH, LANG, HOME and the AW_* variables.
+# (their project values as AW_KEEP_<NAME>). Root then keeps the whole environment for the
+# agent's processes (AGENT_ENV_FILE) and runs on with a fixed one (PATH, LANG, HOME, TZ, the git
+# identity, the AW_* variables), as does the agent stage: only the agent, the maintenance
+# commands and the check get the project's (AGENT_ENV_FOR_AGENT, written by root).
 # Exit status: the agent's.
 set -euo pipefail
 
@@ -141,7 +143,8 @@ separate_stderr() {
 
 ROOT_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 AGENT_ENV_FILE=/run/agent-worker-agent-env # root's: the environment the container was given
-AGENT_ENV=()                               # the agent user's, from it (agent_env)
+AGENT_ENV_FOR_AGENT=/run/agent-worker-agent-env.agent # root's, readable: the agent's (below)
+AGENT_ENV=() # the agent's processes' environment (agent_env; in the agent stage, the file's)
 
 # Root's first step: the environment the container was given (the image's, the project's, the
 # run's) kept for the agent user, and this script again with only what root needs: nothing of
@@ -154,26 +157,32 @@ clean_root() {
     for name in $(compgen -e); do printf '%s=%s\0' "$name" "${!name}"; done >"$AGENT_ENV_FILE"
   )
   for name in $(compgen -e); do
-    [[ "$name" == AW_* && "$name" != AW_KEEP_* ]] && kept+=("$name=${!name}")
+    case "$name" in
+      AW_KEEP_*) ;;
+      AW_* | TZ | GIT_AUTHOR_NAME | GIT_AUTHOR_EMAIL | GIT_COMMITTER_NAME | GIT_COMMITTER_EMAIL)
+        kept+=("$name=${!name}")
+        ;;
+    esac
   done
   exec /usr/bin/env -i PATH="$ROOT_PATH" LANG=C.UTF-8 HOME=/root "${kept[@]}" \
     /bin/bash -p "$0" --as-root "$@"
 }
 
-# The agent user's environment (AGENT_ENV): what the container was given, the loader's variables
-# the host kept aside put back, the agent user's own names; then what root adds (arguments).
+# The environment of the agent's processes (AGENT_ENV): what the container was given, the
+# loader's variables the host kept aside put back, the agent user's own names; then what root
+# adds (arguments).
 agent_env() { # [NAME=VALUE...]
-  local entries=() entry
+  local entries=() entry kept=()
   mapfile -d '' -t entries <"$AGENT_ENV_FILE"
   AGENT_ENV=()
   for entry in "${entries[@]}"; do
     case "$entry" in
-      AW_KEEP_*) AGENT_ENV+=("${entry#AW_KEEP_}") ;;
+      AW_KEEP_*) kept+=("${entry#AW_KEEP_}") ;; # after the blank one: the last one counts
       HOME=* | USER=* | LOGNAME=*) ;;
       *) AGENT_ENV+=("$entry") ;;
     esac
   done
-  AGENT_ENV+=(HOME=/home/agent USER=agent LOGNAME=agent "$@")
+  AGENT_ENV+=("${kept[@]}" HOME=/home/agent USER=agent LOGNAME=agent "$@")
 }
 
 root_stage() {
@@ -284,11 +293,13 @@ forward() {
   return 0
 }
 
-# The secret variables' names as `env -u` arguments: what the agent gets, the project's own
-# commands (maintenance, check) do not.
-unset_secrets() {
-  local name
-  for name in $AW_SECRET_NAMES; do printf -- '-u\n%s\n' "$name"; done
+# AGENT_ENV without the secret variables (their placeholders): what the agent gets, the
+# project's own commands (maintenance, check) do not. NUL-separated.
+without_secrets() {
+  local entry
+  for entry in "${AGENT_ENV[@]}"; do
+    [[ " $AW_SECRET_NAMES " == *" ${entry%%=*} "* ]] || printf '%s\0' "$entry"
+  done
 }
 
 # Stops the agent stage (politely: its trap stops the agent with SIGINT first) when agent-worker
@@ -319,11 +330,12 @@ supervise() {
   trap forward TERM INT HUP
   local name placeholders=()
   for name in $AW_SECRET_NAMES; do placeholders+=("$name=${!name}"); done
-  agent_env AW_SECRET_NAMES="$AW_SECRET_NAMES" ${AW_DEADLINE:+"AW_DEADLINE=$AW_DEADLINE"} \
-    "${placeholders[@]}"
+  agent_env "${placeholders[@]}"
+  printf '%s\0' "${AGENT_ENV[@]}" >"$AGENT_ENV_FOR_AGENT"
   setpriv --reuid=agent --regid=agent --init-groups \
     --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    /usr/bin/env -i "${AGENT_ENV[@]}" /bin/bash -p "$0" --as-agent "$@" 3<&- 2>&4 4>&- &
+    /usr/bin/env HOME=/home/agent USER=agent LOGNAME=agent /bin/bash -p "$0" --as-agent "$@" \
+    3<&- 2>&4 4>&- &
   child=$!
   echo "$child" >"$STAGE"
   watchdog &
@@ -597,14 +609,15 @@ state_of() {
 run_maintenance() {
   local dir=$IN/maintenance log=/tmp/agent-worker-maintenance.log
   [[ -d "$dir" ]] || return 0
-  local names=() secrets=() name cmd n=0 status pid
+  local names=() plain=() name cmd n=0 status pid
   mapfile -t names < <(find "$dir" -mindepth 1 -maxdepth 1 -type f -printf '%f\n' | sort -n)
-  mapfile -t secrets < <(unset_secrets)
+  mapfile -d '' -t plain < <(without_secrets)
   for name in "${names[@]}"; do
     n=$((n + 1))
     cmd=$(<"$dir/$name")
     say "maintenance ${n}/${#names[@]}: ${cmd%%$'\n'*}"
-    (cd /workspace && exec setsid env "${secrets[@]}" bash -c "$cmd") </dev/null >"$log" 2>&1 5>&- &
+    (cd /workspace && exec setsid /usr/bin/env -i "${plain[@]}" /bin/bash -c "$cmd") \
+      </dev/null >"$log" 2>&1 5>&- &
     pid=$!
     status=0
     wait "$pid" || status=$?
@@ -641,6 +654,7 @@ save_session() {
 
 agent_stage() {
   trap on_signal TERM INT HUP
+  mapfile -d '' -t AGENT_ENV <"$AGENT_ENV_FOR_AGENT"
   { : >&5; } 2>/dev/null || exec 5>&2 # no stderr of the agent's own (not started by root_stage)
   rm -rf "$OUT/result.json" "$OUT/result.bundle" "$OUT/agent-tail.jsonl" "$OUT/session"
   checkout_workspace
@@ -658,7 +672,7 @@ agent_stage() {
   tee -p "$tail_in" <"$out" 5>&- &
   local tee_pid=$!
   # setsid: the agent leads its own process group, so a stop reaches its children too.
-  setsid "$@" <"$IN/task.md" >"$out" 2>&5 5>&- &
+  setsid /usr/bin/env -i "${AGENT_ENV[@]}" "$@" <"$IN/task.md" >"$out" 2>&5 5>&- &
   agent_pid=$!
   local status=0
   wait "$agent_pid" || status=$?
