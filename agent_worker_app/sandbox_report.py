@@ -113,6 +113,7 @@ class Meter:
 
     requests: int = 0
     errors: int = 0
+    retries: int = 0  # requests that followed an error answer
     refused: int = 0
     input: int = 0
     output: int = 0
@@ -125,6 +126,7 @@ class Meter:
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "retries": self.retries,
             "refused": self.refused,
             "tokens": {
                 "input": self.input,
@@ -165,6 +167,7 @@ def parse_meter(data: Any) -> Meter | None:
     return Meter(
         requests=count("requests"),
         errors=count("errors"),
+        retries=count("retries"),
         refused=count("refused"),
         input=count("input_tokens"),
         output=count("output_tokens"),
@@ -182,6 +185,8 @@ def meter_rows(meter: Meter | None) -> list[tuple[str, str]]:
     parts = [f"{meter.requests} request{'s' if meter.requests != 1 else ''}"]
     if meter.errors:
         parts.append(f"{meter.errors} answered with an error")
+    if meter.retries:
+        parts.append(f"{meter.retries} retried")
     if meter.refused:
         parts.append(f"{meter.refused} refused (budget spent)")
     parts.append(

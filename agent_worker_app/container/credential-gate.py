@@ -7,7 +7,8 @@ its credential and the gate's address as its API base URL; the gate sends each r
 one upstream it was given (never where the request says), with the placeholder in its headers
 replaced by the real value, which it read on stdin and keeps in memory only.
 
-It is also the run's meter: it counts the requests, the error answers and the tokens of every
+It is also the run's meter: it counts the requests, the error answers, the retries (requests that
+follow an error answer) and the tokens of every
 answer (Anthropic's Messages API and OpenAI's Responses and Chat Completions APIs, streamed or
 not), and rewrites METER (JSON, root's alone) after each. With PRICES (JSON: {"prices": {MODEL
 PREFIX: [input, output, cache read, cache write] in USD per million tokens}, "limit_usd": N or
@@ -56,9 +57,11 @@ class Meter:
             self.prices = {str(k): [float(x) for x in v] for k, v in prices["prices"].items()}
             limit = prices.get("limit_usd")
         self.lock = threading.Lock()
+        self.after_error = False  # the last answer was an error: the next request is a retry
         self.figures: dict[str, Any] = {
             "requests": 0,
             "errors": 0,
+            "retries": 0,
             "refused": 0,
             "input_tokens": 0,
             "output_tokens": 0,
@@ -68,6 +71,13 @@ class Meter:
             "limit_usd": None if limit is None else float(limit),
         }
         self.write()
+
+    def begin(self) -> None:
+        """A request arrives: a retry when it follows an error answer."""
+        with self.lock:
+            if self.after_error:
+                self.figures["retries"] += 1
+                self.after_error = False
 
     def spent(self) -> bool:
         with self.lock:
@@ -88,10 +98,12 @@ class Meter:
         with self.lock:
             f = self.figures
             f["requests"] += 1
+            failed = not refused and (status is None or status >= 400)
             if refused:
                 f["refused"] += 1
-            elif status is None or status >= 400:
+            elif failed:
                 f["errors"] += 1
+            self.after_error = failed
             for key in TOKEN_KEYS:
                 f[key + "_tokens"] += usage.get(key, 0)
             if self.prices is not None and usage:
@@ -403,6 +415,7 @@ class Gate:
                     return
                 head, headers, close = self.request_head(lines)
                 body = read_body(client_in, headers)
+                self.meter.begin()
                 if self.meter.spent():
                     self.meter.count(403, {}, refused=True)
                     self.refuse(client_out, 403, "the run's budget (--max-cost) is spent")

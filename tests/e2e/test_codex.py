@@ -224,6 +224,7 @@ def test_codex_failing_on_the_api_exits_1_with_its_error(
     assert report["tokens"]["input"] is None  # a failed turn reports no usage: unknown
     # the credential gate saw six refusals and no tokens: nothing was spent
     assert report["meter"]["errors"] == 6
+    assert report["meter"]["retries"] == 5
     assert report["meter"]["tokens"]["total"] == 0
     assert report["cost_usd"] == 0.0
     assert report["head_commit"] == base

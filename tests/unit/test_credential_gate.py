@@ -108,10 +108,16 @@ def test_the_meter_counts_what_the_api_answered_streamed_or_not(
     assert gate.post("/v1/messages", MAIN, headers)[0] == 200
     assert gate.post("/v1/messages", MAIN, headers)[0] == 529
     figures = gate.figures()
-    total = anthropic.main_usage_total
-    assert total == Usage.default() * 2
+    assert anthropic.main_usage_total == Usage.default() * 2
     assert figures["requests"] == 3
     assert figures["errors"] == 1
+    assert figures["retries"] == 0
+    anthropic.add_turns(Turn.text("three"))  # the request after the error answer: a retry
+    assert gate.post("/v1/messages", MAIN, headers)[0] == 200
+    figures = gate.figures()
+    assert figures["retries"] == 1
+    total = anthropic.main_usage_total
+    assert total == Usage.default() * 3
     assert figures["input_tokens"] == total.input_tokens
     assert figures["output_tokens"] == total.output_tokens
     assert figures["cache_read_tokens"] == total.cache_read_input_tokens
