@@ -378,21 +378,37 @@ def read_task(task: str | None, task_file: str | None, stdin_text: Callable[[], 
     return task
 
 
-def _dotenv_layer(files: list[tuple[Path, bool]]) -> dict[str, tuple[str, Path]]:
-    """Every key of the files (the first file that has a key wins); only known keys are read,
-    and from a project's file (flag True) only those with the agent-worker prefix."""
+# What a project's own .env may set: nothing that widens the sandbox (hosts, limits, firewall,
+# workspace mode) or chooses the image, engine, CA files, credential or git identity.
+PROJECT_DOTENV_KEYS = frozenset(
+    {"AGENT_WORKER_CHECK", "AGENT_WORKER_DEBUG", "AGENT_WORKER_JOBS", "AGENT_WORKER_MAX_COST"}
+)
+
+
+def _dotenv_layer(
+    files: list[tuple[Path, bool]],
+) -> tuple[dict[str, tuple[str, Path]], list[str]]:
+    """Every key of the files (the first file that has a key wins: the project's comes last);
+    from a project's file (flag True) only PROJECT_DOTENV_KEYS, and a warning for each other
+    agent-worker setting it tries."""
     layer: dict[str, tuple[str, Path]] = {}
+    warnings: list[str] = []
     if not files:
-        return layer
+        return layer, warnings
     from dotenv import dotenv_values
 
     for path, project_file in files:
         for key, value in dotenv_values(path).items():
-            if project_file and not key.startswith(PROJECT_PREFIX):
+            if project_file and key not in PROJECT_DOTENV_KEYS:
+                if key.startswith(PROJECT_PREFIX):
+                    warnings.append(
+                        f"{path}: {key} ignored: a project's .env cannot set it (set it in "
+                        f"{'the environment or ~/.config/agent-worker/.env'})"
+                    )
                 continue
             if value is not None and key not in layer:
                 layer[key] = (value, path)
-    return layer
+    return layer, warnings
 
 
 def user_env_file(environ: Mapping[str, str]) -> Path:
@@ -402,17 +418,21 @@ def user_env_file(environ: Mapping[str, str]) -> Path:
 
 
 def _env_files(
-    env_file: str | None, cwd: Path, tool_dir: Path | None, environ: Mapping[str, str]
+    cli: Mapping[str, Any], cwd: Path, tool_dir: Path | None, environ: Mapping[str, str]
 ) -> list[tuple[Path, bool]]:
-    """(file, is the project's own) in precedence order."""
+    """(file, is the project's own) in precedence order: the user's own settings first, the
+    project's ./.env last (and not at all with --no-environment)."""
+    env_file = cli.get("env_file")
     if env_file is not None:
         path = Path(env_file).expanduser()
         if not path.is_file():
             raise UsageError(f"--env-file: {path} is not a readable file")
         return [(path.resolve(), False)]
-    found = [(cwd / ".env", True), (user_env_file(environ), False)]
+    found = [(user_env_file(environ), False)]
     if tool_dir is not None and tool_dir.resolve() != cwd.resolve():
         found.append((tool_dir / ".env", False))
+    if not cli.get("no_environment"):
+        found.append((cwd / ".env", True))
     return [(p.resolve(), project) for p, project in found if p.is_file()]
 
 
@@ -431,8 +451,9 @@ def load(
     agent_class(agent_type) gives the agent's class (its settings and credentials), and raises
     UsageError for an unknown agent type.
     """
-    env_files = _env_files(cli.get("env_file"), cwd, tool_dir, environ)
-    layers = _Layers(cli, environ, _dotenv_layer(env_files))
+    env_files = _env_files(cli, cwd, tool_dir, environ)
+    dotenv, ignored = _dotenv_layer(env_files)
+    layers = _Layers(cli, environ, dotenv)
     agent_type = _parsed(layers, "agent_type", lambda t, s: t.strip(), "claude")
     if agent_class is None:
         agent_class = agents.agent_class
@@ -477,7 +498,7 @@ def load(
         jobs=_parsed(layers, "jobs", _positive_int, 1),
         max_cost_usd=agent.max_cost_usd,
         env_files=tuple(path for path, _ in env_files),
-        warnings=tuple(warnings),
+        warnings=(*ignored, *warnings),
         maintenance=tuple(_command(c, "--maintenance") for c in cli.get("maintenance") or ()),
         check=_parsed(layers, "check", _command, None),
         push=_push(cli.get("push")),
@@ -535,8 +556,8 @@ def load_location(
 ) -> Location:
     """Only the project, the Docker engine and the backend with its settings (for --recover,
     which runs no task)."""
-    env_files = _env_files(cli.get("env_file"), cwd, tool_dir, environ)
-    layers = _Layers(cli, environ, _dotenv_layer(env_files))
+    env_files = _env_files(cli, cwd, tool_dir, environ)
+    layers = _Layers(cli, environ, _dotenv_layer(env_files)[0])
     workspace = _parsed(layers, "workspace", _choice("auto", "mount", "copy"), "auto")
     return Location(_project(layers, cwd), _docker_host(layers), *_backend(layers, workspace))
 
