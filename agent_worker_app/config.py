@@ -75,6 +75,7 @@ class Config:
     # what the run read (project_image.load fills it in, and the values above)
     environment_file: Path | None = None
     no_environment: bool = False
+    trust_environment: bool = False  # --trust-environment (trust.py)
     environment: Environment = NONE
 
 
@@ -505,6 +506,7 @@ def load(
         continue_from=_continue_from(cli),
         environment_file=_environment_file(cli),
         no_environment=bool(cli.get("no_environment")),
+        trust_environment=_parsed(layers, "trust_environment", _bool, False),
     )
 
 

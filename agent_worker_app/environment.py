@@ -8,6 +8,7 @@ checkout does not match. `--environment PATH` names a file on disk instead, read
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -41,6 +42,7 @@ class Environment:
     allow_hosts: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    digest: str = ""  # sha256 of the file's text: what trusting it approves (trust.py)
 
     @property
     def prepares_workspace(self) -> bool:
@@ -106,6 +108,7 @@ def parse_toml(text: str, source: str) -> Environment:
         raise UsageError(f"{source}: give base_image or dockerfile, not both")
     dockerfile = _opt_str(data, "dockerfile", source)
     return Environment(
+        digest=hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(),
         source=source,
         base_image=_opt_str(data, "base_image", source),
         dockerfile=_repo_path(dockerfile, "dockerfile", source) if dockerfile else None,
@@ -247,6 +250,7 @@ def parse_devcontainer(text: str, source: str, *, folder: str | None = None) -> 
     env = _env(data.get("remoteEnv") or {}, "remoteEnv", source)
     env |= _env(data.get("containerEnv") or {}, "containerEnv", source)
     return Environment(
+        digest=hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(),
         source=source,
         base_image=None if dockerfile else (image or None),
         dockerfile=_relative(base, dockerfile, "build.dockerfile", source) if dockerfile else None,

@@ -33,6 +33,7 @@ ENV_KEYS: Mapping[str, str] = {
     "pids_limit": "AGENT_WORKER_PIDS_LIMIT",
     "jobs": "AGENT_WORKER_JOBS",
     "max_cost": "AGENT_WORKER_MAX_COST",
+    "trust_environment": "AGENT_WORKER_TRUST_ENVIRONMENT",
 } | {option.key: option.variable for option in engines.options()}
 
 # Options that may be given several times (click's multiple=True).
@@ -133,6 +134,14 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         None,
     ),
     ("--no-environment", None, "Ignore the project's environment file.", None),
+    (
+        "--trust-environment",
+        None,
+        "Apply the project's environment file whole (its allowed hosts, base image or "
+        "Dockerfile, and variables that redirect credentials, loaders, shells or proxies), and "
+        "remember this content as trusted.",
+        None,
+    ),
     (
         "--ca-cert",
         "PATH",

@@ -23,7 +23,9 @@ DEFAULT_API_HOST = "api.anthropic.com:443"
 DEFAULT_API_URL = "https://api.anthropic.com"
 
 WORKSPACE = "/workspace/"
-# Headless, every event as a JSON line, no permission prompts (the container is the sandbox).
+# Headless, every event as a JSON line, no permission prompts (the container is the sandbox);
+# the user's settings only: a repository's .claude/settings.json (its env, hooks, helpers) and
+# .mcp.json servers are the repository's, not the user's say.
 HEADLESS_ARGV = (
     "claude",
     "-p",
@@ -31,6 +33,9 @@ HEADLESS_ARGV = (
     "stream-json",
     "--verbose",
     "--dangerously-skip-permissions",
+    "--setting-sources",
+    "user",
+    "--strict-mcp-config",
 )
 _MAX_ARG = 80
 # The input field that says most about a call of each built-in tool.

@@ -5,10 +5,11 @@ configuration with the environment's values filled in. Changes nothing."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from agent_worker_app import environment, git_manager
+from agent_worker_app import environment, git_manager, trust
 from agent_worker_app.config import Config, apply_environment
 from agent_worker_app.errors import UsageError
 from agent_worker_app.images import layers as image_layers
@@ -45,7 +46,13 @@ def read_environment(cfg: Config, ws: Workspace) -> Environment:
 def load(cfg: Config, ws: Workspace, work_dir: Path) -> tuple[Config, ProjectImage]:
     """The configuration with the environment's values (the command line's own first) and the
     project's image inputs. A project Dockerfile's context goes to work_dir as a tar."""
-    env = read_environment(cfg, ws)
+    env = trust.decide(
+        read_environment(cfg, ws),
+        project=ws.root,
+        settings_dir=trust.settings_dir(os.environ),
+        trust_flag=cfg.trust_environment,
+        named_by_user=cfg.environment_file is not None,
+    )
     inputs = {}
     for path in env.setup_inputs:
         data = git_manager.file_at(ws.root, ws.base_commit, path)

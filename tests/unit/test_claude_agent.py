@@ -10,7 +10,7 @@ import pytest
 
 from agent_worker_app import config
 from agent_worker_app.agents.base_agent import AgentResult, ProgressEvent
-from agent_worker_app.agents.claude_agent import ClaudeAgent, ClaudeParser
+from agent_worker_app.agents.claude_agent import HEADLESS_ARGV, ClaudeAgent, ClaudeParser
 from agent_worker_app.errors import UsageError
 from fake_anthropic import Usage
 
@@ -415,6 +415,10 @@ def test_container_command_without_options(tmp_path: Path) -> None:
         "stream-json",
         "--verbose",
         "--dangerously-skip-permissions",
+        # the user's settings only: none of the repository's .claude/ or .mcp.json
+        "--setting-sources",
+        "user",
+        "--strict-mcp-config",
     ]
 
 
@@ -422,7 +426,7 @@ def test_container_command_with_model_max_turns_and_agent_args(tmp_path: Path) -
     argv = agent(
         tmp_path, {"ANTHROPIC_MODEL": "claude-sonnet-4-5", "AGENT_MAX_TURNS": "7"}
     ).command()
-    assert argv[:6] == agent(tmp_path).command()
+    assert argv[: len(HEADLESS_ARGV)] == agent(tmp_path).command()
     assert argv[argv.index("--model") + 1] == "claude-sonnet-4-5"
     assert argv[argv.index("--max-turns") + 1] == "7"
     only_model = agent(tmp_path, {"ANTHROPIC_MODEL": "m"}).command()
@@ -437,7 +441,12 @@ def test_container_command_with_model_max_turns_and_agent_args(tmp_path: Path) -
         cwd=tmp_path,
     )
     argv = ClaudeAgent(cfg.agent).command()
-    assert argv[6:] == ["--model", "from-cli", "--append-system-prompt", "be brief"]
+    assert argv[len(HEADLESS_ARGV) :] == [
+        "--model",
+        "from-cli",
+        "--append-system-prompt",
+        "be brief",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -448,7 +457,7 @@ def test_max_cost_is_claude_codes_own_budget(tmp_path: Path, given: str, passed:
         {"task": "t", "max_cost": given}, environ={"ANTHROPIC_API_KEY": KEY}, cwd=tmp_path
     )
     argv = ClaudeAgent(cfg.agent).command()
-    assert argv[6:] == ["--max-budget-usd", passed]
+    assert argv[len(HEADLESS_ARGV) :] == ["--max-budget-usd", passed]
     assert cfg.max_cost_usd == float(passed)
     for bad in ("0", "-1", "lots", "inf", "nan"):
         with pytest.raises(UsageError, match="--max-cost must be a positive amount of US dollars"):
@@ -460,7 +469,10 @@ def test_max_cost_is_claude_codes_own_budget(tmp_path: Path, given: str, passed:
         environ={"ANTHROPIC_API_KEY": KEY, "AGENT_WORKER_MAX_COST": "2"},
         cwd=tmp_path,
     )
-    assert ClaudeAgent(from_env.agent).command()[6:] == ["--max-budget-usd", "2.0"]
+    assert ClaudeAgent(from_env.agent).command()[len(HEADLESS_ARGV) :] == [
+        "--max-budget-usd",
+        "2.0",
+    ]
 
 
 @pytest.mark.parametrize(

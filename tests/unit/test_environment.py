@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_every_key_is_read() -> None:
 
 def test_an_empty_file_is_an_empty_environment() -> None:
     env = parse_toml("", "e.toml")
-    assert env == environment.Environment(source="e.toml")
+    assert env == environment.Environment(source="e.toml", digest=hashlib.sha256(b"").hexdigest())
     assert not env.prepares_workspace
 
 
