@@ -83,7 +83,7 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> Said:
     if exit_info is None:
         return Said(f"run {run_id} is still stopping its agent: the next run will recover it")
     with fetched(backend, lost, record, ws) as (text, out):
-        if text is None:
+        if text is None:  # a task that ended before its result line cannot be told from a fake
             return ignored(lost, f"its result is not marked with run {run_id}'s nonce")
         if runs.ended(record):  # a copy of a result already recovered, or a leftover
             backend.remove(lost.task)
