@@ -163,8 +163,13 @@ def recover_command(options: Mapping[str, Any], env: Env) -> int:
     except AgentWorkerError as exc:
         _fail(env, options, str(exc), exc.exit_code, list(exc.details))
         return exc.exit_code
-    for line in lines or ["nothing to recover: no run of this repository was lost"]:
-        env.stdout.write(f"agent-worker: {escape_text(line)}\n")
+    if all(said.warning for said in lines):
+        lines.append(recovery.Said("nothing to recover: no run of this repository was lost"))
+    for said in lines:
+        if said.warning:  # a container not recovered (a forged one, say): why, on stderr
+            env.stderr.write(f"agent-worker: warning: {escape_text(said.text)}\n")
+        else:
+            env.stdout.write(f"agent-worker: {escape_text(said.text)}\n")
     return 0
 
 

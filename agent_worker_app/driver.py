@@ -384,7 +384,7 @@ def recover_lost(backend: Backend, ws: Workspace, lost: Background, progress: Pr
     """Bring back the work of this repository's runs whose agent-worker died."""
     with contextlib.suppress(Interrupted):  # a second Ctrl-C: leave it to the next run
         try:
-            for line in recovery.recover_found(backend, ws, lost.outcome()):
-                progress.note(line)
+            for said in recovery.recover_found(backend, ws, lost.outcome()):
+                (progress.warn if said.warning else progress.note)(said.text)
         except AgentWorkerError as exc:  # never a reason to fail this run
             progress.warn(f"could not look for lost runs to recover: {exc}")

@@ -24,11 +24,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agent_worker_app import git_manager, task_spec
+from agent_worker_app import git_manager, runs, task_spec
 from agent_worker_app.agents.base_agent import AgentResult
 from agent_worker_app.console import AgentOutput
 from agent_worker_app.engines.base import GRACE_S, Backend, ExitInfo, Task
-from agent_worker_app.engines.channel import NONCE_FILE
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
@@ -268,7 +267,13 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
             local_engine=backend.local,
             session=session,
         )
-        (ctx.run_dir / NONCE_FILE).write_text(prepared.inputs.nonce, encoding="utf-8")
+        runs.record_task(  # what a later run trusts if this one is lost, never the labels
+            ctx.run_dir,
+            branch=ws.branch,
+            base=ws.base_commit,
+            agent=ctx.config.agent_type,
+            nonce=prepared.inputs.nonce,
+        )
         ctx.redactor.add(*prepared.secrets)
         ctx.journal.warnings.extend(prepared.warnings)
         for warning in prepared.warnings:

@@ -1,6 +1,7 @@
-"""A repository's past runs, read back from their run directories
-(<git-dir>/agent-worker/runs/<run-id>/report.json): --list-runs, and a branch's totals across
-its runs for --continue.
+"""A repository's run directories (<git-dir>/agent-worker/runs/<run-id>/): what a run records
+of its task as it starts it (task.json, nonce), the one thing a later run trusts when it
+recovers that task; and past runs read back from their reports (report.json): --list-runs, and
+a branch's totals across its runs for --continue.
 
 A run directory without a readable report is a run still going, or one whose agent-worker was
 lost and not yet recovered: it is listed with status "unknown", never skipped.
@@ -9,6 +10,7 @@ lost and not yet recovered: it is listed with status "unknown", never skipped.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,9 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from agent_worker_app.console import escape_text
+from agent_worker_app.engines.channel import NONCE_FILE
 from agent_worker_app.report import BranchTotals, format_duration
 
 _RUN_ID = re.compile(r"(\d{8}-\d{6})-[0-9a-f]+")
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{8}")  # what a run's id is (pipeline.new_run_id)
+TASK_RECORD = "task.json"
+_OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_NONCE = re.compile(r"[0-9a-f]{32,128}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,63 @@ class PastRun:
 
 def runs_dir(git_dir: Path) -> Path:
     return git_dir / "agent-worker" / "runs"
+
+
+# ---------------------------------------------------------------- a task's record
+
+
+class UnknownRunError(ValueError):
+    """A run id that names no task this repository's runs recorded; the message says why."""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What a run recorded of its task as it started it: all a later run trusts when it
+    recovers the task, never the labels of a container that claims to be it."""
+
+    run_id: str
+    run_dir: Path
+    branch: str
+    base: str  # the commit the branch started from, where the task's commits go from
+    agent: str
+    nonce: str  # marks the task's result line; only the task's root stage knows it besides
+
+
+def record_task(run_dir: Path, *, branch: str, base: str, agent: str, nonce: str) -> None:
+    """Record a task as the run starts it, before its container exists: its branch, base and
+    agent, and its nonce (readable by the user only)."""
+    record = {"branch": branch, "base": base, "agent": agent}
+    (run_dir / TASK_RECORD).write_text(json.dumps(record) + "\n", encoding="utf-8")
+    fd = os.open(run_dir / NONCE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, 0o600)  # one there already keeps its mode through O_CREAT
+        handle.write(nonce)
+
+
+def task_record(git_dir: Path, run_id: str) -> TaskRecord:
+    """The task run_id recorded in this repository's run directory; UnknownRunError when run_id
+    is not a run id (a path, say: it is data, never a path to follow) or names no run here
+    that recorded a task."""
+    shown = escape_text(run_id[:80])
+    if not RUN_ID.fullmatch(run_id):
+        raise UnknownRunError(f"its run id '{shown}' is not one agent-worker makes")
+    run_dir = runs_dir(git_dir) / run_id
+    if run_dir.is_symlink() or not run_dir.is_dir():
+        raise UnknownRunError(f"this repository has no run {run_id}")
+    try:
+        data = _dict(json.loads((run_dir / TASK_RECORD).read_text(encoding="utf-8")))
+        nonce = (run_dir / NONCE_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        raise UnknownRunError(f"run {run_id} recorded no task to recover") from None
+    branch, base = _str(data.get("branch")), _str(data.get("base"))
+    if not branch or base is None or not _OID.fullmatch(base) or not _NONCE.fullmatch(nonce):
+        raise UnknownRunError(f"run {run_id}'s record of its task cannot be read")
+    return TaskRecord(run_id, run_dir, branch, base, _str(data.get("agent")) or "claude", nonce)
+
+
+def ended(record: TaskRecord) -> bool:
+    """Whether the run wrote its report (it ended, or was recovered already)."""
+    return (record.run_dir / "report.json").exists()
 
 
 def started(run_id: str) -> str | None:

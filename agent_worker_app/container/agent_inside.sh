@@ -79,9 +79,14 @@ fail_setup() { # message
 # the JSON>", printed by root after the agent stage ended. The nonce came in with the inputs and
 # never left root's memory: nothing the agent prints can pass for it.
 emit_result() { # json (one line)
-  printf '%s\n' "$1" >"$ACCOUNT" # root's copy, for a run that recovers a lost task
+  local line
+  line="agent-worker-result $NONCE $(printf '%s' "$1" | base64 -w0)"
+  # root's copy, for a run that recovers a lost task: the same line, so that the recovering
+  # run knows it by the nonce it recorded, and a container that is not this task's cannot
+  # pass for it (labels anyone can set)
+  (umask 077 && printf '%s\n' "$line" >"$ACCOUNT")
   if [[ "${AW_INPUTS:-stdin}" == files ]] || fits_a_frame; then emit_files; fi
-  printf '\nagent-worker-result %s %s\n' "$NONCE" "$(printf '%s' "$1" | base64 -w0)" >&2
+  printf '\n%s\n' "$line" >&2
 }
 ACCOUNT=/run/agent-worker-result.json
 

@@ -39,9 +39,11 @@ SECRET_INPUTS = (NONCE, SECRETS)  # only a secret may carry these where inputs a
 # ---------------------------------------------------------------- out: the results
 
 RESULT_DIR = "/agent-worker/out"  # what the task leaves: result.bundle, agent-tail.jsonl
-ACCOUNT_FILE = "/run/agent-worker-result.json"  # the task's vouched result, kept for recovery
-# The run's nonce in its run directory: what recovers a run whose result is in its output only
-# (a service's log) knows its frames by it. Never in the task's reach.
+# The task's result line (marked with the nonce, as on stderr), kept in the container for a run
+# that recovers a lost task: vouched() tells it from a line the task did not write.
+ACCOUNT_FILE = "/run/agent-worker-result.json"
+# The run's nonce in its run directory (readable by the user only): what recovers a lost run
+# knows its result line and frames by it. Never in the task's reach.
 NONCE_FILE = "nonce"
 OUT_MARK = "agent-worker-out"  # a frame: "<mark> <nonce> <base64 of a piece of a tar>"
 RESULT_MARK = "agent-worker-result"  # the result line: "<mark> <nonce> <base64 of JSON>"
@@ -342,3 +344,17 @@ class ResultReader:
 
     def _may_become_a_mark(self, start: bytes) -> bool:
         return any(m.startswith(start[: len(m)]) for m in self._marks)
+
+
+def result_line(nonce: str, text: str) -> str:
+    """A result line as the task writes it (agent_inside.sh): text, marked with the nonce."""
+    return f"{RESULT_MARK} {nonce} {base64.b64encode(text.encode()).decode()}\n"
+
+
+def vouched(data: bytes, nonce: str) -> str | None:
+    """The JSON text of the result line in data (a task's account, kept for recovery) when it
+    is marked with this nonce; None for anything else (another nonce, no mark, bare JSON)."""
+    reader = ResultReader(nonce, lambda line: None)  # only the result line matters
+    reader.feed(data)
+    reader.end()
+    return reader.result

@@ -259,3 +259,16 @@ def test_lines_hold_back_only_what_may_become_a_mark() -> None:
     assert seen == [b"abc", b"\n"]  # held
     lines.feed(b"RK 1\n")
     assert seen == [b"abc", b"\n", b"MARK 1\n"]
+
+
+def test_an_account_is_vouched_for_only_with_its_own_nonce() -> None:
+    """The result line a task keeps for recovery: its JSON with the run's nonce, nothing for a
+    line marked with another, a bare JSON account, or no nonce at all."""
+    line = channel.result_line(NONCE, '{"phase": "agent"}').encode()
+    assert channel.vouched(line, NONCE) == '{"phase": "agent"}'
+    assert channel.vouched(b"\n" + line + b"trailing\n", NONCE) == '{"phase": "agent"}'
+    assert channel.vouched(line, "f" * 32) is None
+    assert channel.vouched(channel.result_line("f" * 32, "{}").encode(), NONCE) is None
+    assert channel.vouched(b'{"phase": "agent"}\n', NONCE) is None
+    assert channel.vouched(line, "") is None
+    assert channel.vouched(b"", NONCE) is None

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_report import make_report
 
 from agent_worker_app import runs
@@ -131,3 +132,104 @@ def test_a_continued_session_knows_what_it_cost_before(tmp_path: Path) -> None:
     session = follow_up._session([older], "claude")
     assert session is not None
     assert session.cost_usd == 0.01
+
+
+# ---------------------------------------------------------------- a task's record
+
+BASE = "0123456789abcdef0123456789abcdef01234567"
+NONCE = "00112233445566778899aabbccddeeff"
+
+
+def recorded(git_dir: Path, run_id: str = "20261124-101500-0a1b2c3d") -> Path:
+    run_dir = runs.runs_dir(git_dir) / run_id
+    run_dir.mkdir(parents=True)
+    runs.record_task(run_dir, branch="agent/x", base=BASE, agent="codex", nonce=NONCE)
+    return run_dir
+
+
+def test_a_run_records_its_task_and_its_nonce_for_the_user_alone(tmp_path: Path) -> None:
+    run_dir = recorded(tmp_path)
+    assert (run_dir / "nonce").stat().st_mode & 0o777 == 0o600
+    assert (run_dir / "nonce").read_text() == NONCE
+    record = runs.task_record(tmp_path, run_dir.name)
+    assert record == runs.TaskRecord(run_dir.name, run_dir, "agent/x", BASE, "codex", NONCE)
+    assert not runs.ended(record)
+    (run_dir / "report.json").write_text("{}")
+    assert runs.ended(record)
+
+
+def test_a_nonce_file_there_already_is_made_the_users_alone(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "nonce").write_text("old")
+    (run_dir / "nonce").chmod(0o644)
+    runs.record_task(run_dir, branch="b", base=BASE, agent="claude", nonce=NONCE)
+    assert (run_dir / "nonce").stat().st_mode & 0o777 == 0o600
+    assert (run_dir / "nonce").read_text() == NONCE
+
+
+def test_the_ids_runs_get_are_the_ids_recovery_takes() -> None:
+    from agent_worker_app.pipeline import new_run_id
+
+    assert runs.RUN_ID.fullmatch(new_run_id())
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "../../evil",
+        "../../../evil",
+        "/tmp/evil",
+        "20261124-101500-0a1b2c3d/../../evil",
+        "20261124-101500-0a1b2c3d/",
+        "20261124-101500-0a1b2c3d\n",
+        "20261124-101500-0A1B2C3D",
+        "",
+        ".",
+    ],
+)
+def test_a_run_id_that_is_not_one_is_refused_before_any_path_is_made_of_it(
+    tmp_path: Path, run_id: str
+) -> None:
+    recorded(tmp_path)
+    with pytest.raises(runs.UnknownRunError, match="is not one agent-worker makes"):
+        runs.task_record(tmp_path, run_id)
+
+
+def test_a_run_this_repository_never_had_or_that_recorded_no_task_is_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(runs.UnknownRunError, match="has no run 20261124-101500-0a1b2c3d"):
+        runs.task_record(tmp_path, "20261124-101500-0a1b2c3d")
+    older = runs.runs_dir(tmp_path) / "20261124-101500-00000000"
+    older.mkdir(parents=True)  # a run directory with no record: of an older version, say
+    with pytest.raises(runs.UnknownRunError, match="recorded no task"):
+        runs.task_record(tmp_path, older.name)
+
+
+def test_a_run_directory_that_is_a_symlink_is_not_a_run(tmp_path: Path) -> None:
+    elsewhere = recorded(tmp_path / "elsewhere")
+    (runs.runs_dir(tmp_path)).mkdir(parents=True)
+    (runs.runs_dir(tmp_path) / "20261124-101500-11111111").symlink_to(elsewhere)
+    with pytest.raises(runs.UnknownRunError, match="has no run"):
+        runs.task_record(tmp_path, "20261124-101500-11111111")
+
+
+@pytest.mark.parametrize(
+    ("record", "nonce"),
+    [
+        ({"branch": "b", "base": "HEAD"}, NONCE),
+        ({"branch": "", "base": BASE}, NONCE),
+        ({"branch": ["b"], "base": BASE}, NONCE),
+        ({"branch": "b", "base": BASE}, ""),
+        ({"branch": "b", "base": BASE}, "not hex at all, not a nonce"),
+    ],
+)
+def test_a_record_that_cannot_be_read_is_refused(
+    tmp_path: Path, record: dict[str, Any], nonce: str
+) -> None:
+    run_dir = recorded(tmp_path)
+    (run_dir / "task.json").write_text(json.dumps(record))
+    (run_dir / "nonce").write_text(nonce)
+    with pytest.raises(runs.UnknownRunError, match="record of its task cannot be read"):
+        runs.task_record(tmp_path, run_dir.name)

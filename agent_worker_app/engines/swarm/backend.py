@@ -45,6 +45,7 @@ from agent_worker_app.engines.channel import (
     Inputs,
     ResultReader,
     files_tar,
+    result_line,
 )
 from agent_worker_app.engines.docker import client as docker_client
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError, reach
@@ -410,7 +411,8 @@ class SwarmBackend:
             raise DockerError(f"cannot read the log of run {service.run_id}: {exc}") from None
         finally:
             reader.frames.close()
-        (dest / Path(ACCOUNT_FILE).name).write_text(text, encoding="utf-8")
+        # as a container keeps it: the line, which recovery checks against the nonce it has
+        (dest / Path(ACCOUNT_FILE).name).write_text(result_line(nonce, text), encoding="utf-8")
         return True
 
     def lost_tasks(self, project: str) -> list[LostTask]:
