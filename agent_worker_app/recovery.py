@@ -60,7 +60,8 @@ def recover_one(backend: Backend, ws: Workspace, lost: LostTask) -> str:
     )
     head, error = branch_ws.base_commit, problem
     if inside is not None and inside.bundle:
-        head, error = import_result(branch_ws, run_dir / "out" / "result.bundle")
+        bundle = run_dir / "out" / "result.bundle"
+        head, error = import_result(branch_ws, bundle, expected=inside.head)
     elif inside is None:
         error = error or "the container left no account of its end"
     agent_type = labels.get(sweep.AGENT, "claude")
