@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,8 +72,11 @@ def _others_can_read(objects: Path) -> bool:
         return False
 
 
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """git in cwd without optional locks (status never rewrites the user's index)."""
+def _run(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """git in cwd without optional locks (status never rewrites the user's index); env: more
+    variables for it."""
     try:
         return subprocess.run(
             ["git", "--no-optional-locks", *args],
@@ -82,14 +86,15 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
             encoding="utf-8",
             errors="surrogateescape",
             check=False,
+            env=os.environ | env if env else None,
         )
     except FileNotFoundError:
         raise PreconditionError("git is not installed (or not on PATH): install git") from None
 
 
-def _git(cwd: Path, *args: str) -> str:
+def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """git's stdout; GitError naming the command and git's own reason when it fails."""
-    done = _run(cwd, *args)
+    done = _run(cwd, *args, env=env)
     if done.returncode != 0:
         command = next(
             (a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1 : i] != ("-c",)),
@@ -101,8 +106,8 @@ def _git(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def _succeeds(cwd: Path, *args: str) -> bool:
-    return _run(cwd, *args).returncode == 0
+def _succeeds(cwd: Path, *args: str, env: dict[str, str] | None = None) -> bool:
+    return _run(cwd, *args, env=env).returncode == 0
 
 
 def check_branch_name(root: Path, branch: str) -> None:
@@ -400,31 +405,50 @@ def pack_branch(ws: Workspace, dest: Path) -> None:
         raise GitError(f"git pack-objects failed: {reason}")
 
 
-def import_bundle(ws: Workspace, bundle: Path) -> str:
+def import_bundle(ws: Workspace, bundle: Path, *, expected: str | None = None) -> str:
     """Move the task branch from the base to the bundle's HEAD (fsck'd, a descendant of the
-    base); returns the new head.
+    base, and expected, the head the task reported, when given); returns the new head.
 
-    Only objects and that one ref come in: no hooks, config or other refs of the container's.
-    The objects are fetched first, then the ref moves compare-and-swap: only from the base, so
-    a branch moved meanwhile (by the user, or by another run continuing it) is never overwritten.
+    Only that head and the objects it adds to the base come in: no hooks, config or other refs
+    of the container's, nor their objects. The bundle is fetched into a quarantine (an object
+    directory of its own, next to the bundle, that borrows the repository's), and only the
+    objects of base..HEAD are copied from there. Then the ref moves compare-and-swap: only from
+    the base, so a branch moved meanwhile (by the user, or by another run continuing it) is
+    never overwritten.
     """
-    _git(
-        ws.root,
-        "-c",
-        "fetch.fsckObjects=true",
-        "fetch",
-        "--no-progress",
-        "--no-tags",
-        "--no-write-fetch-head",
-        str(bundle),
-        "HEAD",
-    )
-    heads = _git(ws.root, "bundle", "list-heads", str(bundle), "HEAD").split()
-    if not heads:
-        raise GitError("the container's bundle has no HEAD")
-    head = heads[0]
-    if not _succeeds(ws.root, "merge-base", "--is-ancestor", ws.base_commit, head):
-        raise GitError(f"the agent's head {head[:12]} does not descend from the base")
+    with tempfile.TemporaryDirectory(prefix="import-", dir=bundle.parent) as scratch:
+        quarantine = {
+            "GIT_OBJECT_DIRECTORY": scratch,
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(ws.git_dir / "objects"),
+        }
+        _git(
+            ws.root,
+            "-c",
+            "fetch.fsckObjects=true",
+            "-c",
+            "gc.auto=0",
+            "fetch",
+            "--no-progress",
+            "--no-tags",
+            "--no-write-fetch-head",
+            str(bundle),
+            "HEAD",
+            env=quarantine,
+        )
+        heads = _git(ws.root, "bundle", "list-heads", str(bundle), "HEAD").split()
+        if not heads:
+            raise GitError("the container's bundle has no HEAD")
+        head = heads[0]
+        if expected is not None and head != expected:
+            raise GitError(
+                f"the bundle's head {head[:12]} is not the head the task reported, {expected[:12]}"
+            )
+        if not _succeeds(
+            ws.root, "merge-base", "--is-ancestor", ws.base_commit, head, env=quarantine
+        ):
+            raise GitError(f"the agent's head {head[:12]} does not descend from the base")
+        if head != ws.base_commit:
+            _copy_objects(ws, head, quarantine, Path(scratch) / "import.pack")
     done = _run(
         ws.root,
         "update-ref",
@@ -440,6 +464,39 @@ def import_bundle(ws: Workspace, bundle: Path) -> str:
             f"{ws.base_commit[:12]}), so the agent's commits were not put on it"
         )
     return head
+
+
+def _copy_objects(ws: Workspace, head: str, quarantine: dict[str, str], pack: Path) -> None:
+    """The objects of base..head, out of the quarantine into the repository, as one pack."""
+    try:
+        with pack.open("wb") as out:
+            made = subprocess.run(
+                ["git", "pack-objects", "--revs", "--stdout", "-q"],
+                cwd=ws.root,
+                input=f"{head}\n^{ws.base_commit}\n".encode(),
+                stdout=out,
+                stderr=subprocess.PIPE,
+                env=os.environ | quarantine,
+                check=False,
+            )
+        if made.returncode != 0:
+            raise GitError(
+                f"git pack-objects failed: {_last_line(made.stderr.decode(errors='replace'))}"
+            )
+        with pack.open("rb") as data:
+            stored = subprocess.run(
+                ["git", "index-pack", "--stdin"],
+                cwd=ws.root,
+                stdin=data,
+                capture_output=True,
+                check=False,
+            )
+    except FileNotFoundError:
+        raise PreconditionError("git is not installed (or not on PATH): install git") from None
+    if stored.returncode != 0:
+        raise GitError(
+            f"git index-pack failed: {_last_line(stored.stderr.decode(errors='replace'))}"
+        )
 
 
 def commits_between(ws: Workspace, base: str, head: str) -> list[str]:

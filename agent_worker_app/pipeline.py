@@ -469,7 +469,8 @@ def collect(
     if tail.is_file():
         tail.write_bytes(ctx.redactor.data(tail.read_bytes()))
     if inside is not None and inside.bundle and fetched:
-        return Collected(inside, *import_result(ws, bundle), tuple(warnings))
+        imported = import_result(ws, bundle, expected=inside.head)
+        return Collected(inside, *imported, tuple(warnings))
     head = git_manager.branch_head(ws)
     import_error = None
     if inside is None:

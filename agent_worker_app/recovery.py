@@ -134,7 +134,8 @@ def recovered(
     branch_ws = replace(ws, branch=record.branch, base_commit=record.base)
     head, error = branch_ws.base_commit, problem
     if inside is not None and inside.bundle:
-        head, error = import_result(branch_ws, run_dir / "out" / "result.bundle")
+        bundle = run_dir / "out" / "result.bundle"
+        head, error = import_result(branch_ws, bundle, expected=inside.head)
     elif inside is None:
         error = error or "the container left no account of its end"
     result = agent_result(record.agent, run_dir / "out")

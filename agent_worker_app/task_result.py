@@ -39,12 +39,15 @@ class Inside:
     meter: Meter | None = None  # what the credential gate counted (None: no gate)
 
 
-def import_result(ws: Workspace, bundle: Path) -> tuple[str, str | None]:
-    """(the branch's head, an import error or None) after fetching the task's bundle."""
+def import_result(
+    ws: Workspace, bundle: Path, *, expected: str | None = None
+) -> tuple[str, str | None]:
+    """(the branch's head, an import error or None) after fetching the task's bundle, whose
+    head must be expected (the head the task reported) when given."""
     if not bundle.is_file():
         return git_manager.branch_head(ws), "the container's result bundle is missing"
     try:
-        head = git_manager.import_bundle(ws, bundle)
+        head = git_manager.import_bundle(ws, bundle, expected=expected)
     except GitError as exc:
         return git_manager.branch_head(ws), f"{exc}; the agent's commits are kept in {bundle}"
     bundle.unlink()

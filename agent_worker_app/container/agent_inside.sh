@@ -107,8 +107,9 @@ emit_files() {
   for name in result.bundle agent-tail.jsonl session; do
     [[ -e "$OUT/$name" && ! -L "$OUT/$name" ]] && names+=("$name")
   done
+  # (sed's script through a pipe: the nonce in an argument would be in /proc for every process)
   tar -c -C "$OUT" -T /dev/null "${names[@]}" | base64 -w 3000 \
-    | sed "s/^/agent-worker-out $NONCE /" >&2 || true
+    | sed -f <(printf 's/^/agent-worker-out %s /\n' "$NONCE") >&2 || true
 }
 
 # The run's inputs: a tar on stdin, whose rest stays open as agent-worker's attach (fd 3 then),
@@ -349,12 +350,21 @@ supervise() {
     status=0
     wait "$child" || status=$?
   done
-  local result=$OUT/result.json
-  if [[ "$status" != 0 && "$status" != 3 ]] || [[ -L "$result" || ! -f "$result" ]]; then
+  local result=$OUT/result.json error=""
+  # Nothing of the agent user's is left running when root reads what it could write: anything
+  # the stage ran (a hook, a filter) could have left a process that rewrites the account.
+  if ! kill_user_processes; then
+    error="processes of the agent user outlived the agent stage and could not be stopped"
+    status=3
+  elif [[ "$status" != 0 && "$status" != 3 ]] || [[ -L "$result" || ! -f "$result" ]]; then
+    error="the agent stage ended with status $status before it could say how the agent ended"
+  fi
+  seal_out
+  if [[ -n "$error" ]]; then
     kill "$dog" 2>/dev/null || true
     warnings=()
-    emit_result "$(jq -cn --arg error "the agent stage ended with status $status before it \
-could say how the agent ended" --argjson blocked "$(blocked_json)" --argjson meter "$(meter_json)" \
+    emit_result "$(jq -cn --arg error "$error" --argjson blocked "$(blocked_json)" \
+      --argjson meter "$(meter_json)" \
       '{phase: "agent", error: $error, bundle: false, blocked: $blocked, meter: $meter}')"
     exit "$status"
   fi
@@ -411,7 +421,7 @@ run_check() {
   end=${EPOCHREALTIME/[.,]/}
   child=
   : >"$STAGE"
-  kill_user_processes
+  kill_user_processes || true # what is left cannot change root's record of it
   local why=null
   if ((stopped)); then
     why='"stopped by a signal"'
@@ -427,13 +437,33 @@ run_check() {
       output_tail: (split("\n") | if .[-1] == "" then .[:-1] else . end)}' >"$CHECK_RESULT"
 }
 
-# Every process of the agent user, gone (what the check left running).
+# Every process of the agent user, gone (what the agent stage or the check left running): a
+# kill(-1) made as that user reaches all of them at once (no fork outruns it), and root then
+# sees none left but the dead; 1 when some still are.
 kill_user_processes() {
+  local _
   for _ in 1 2 3 4 5 6 7 8 9 10; do
-    pgrep -u agent >/dev/null || return 0
-    pkill -KILL -u agent 2>/dev/null || true
+    agent_processes_left || return 0
+    setpriv --reuid=agent --regid=agent --clear-groups /usr/bin/kill -s KILL -- -1 2>/dev/null \
+      || true
     sleep 0.05
   done
+  ! agent_processes_left
+}
+
+agent_processes_left() {
+  local state
+  while read -r state; do
+    [[ "$state" == Z* ]] || return 0
+  done < <(ps -u agent -o stat= 2>/dev/null)
+  return 1
+}
+
+# What the agent stage left in the output, root's from here on: the check, which runs as the
+# agent user after root read the account, cannot change the bundle root then hands back.
+seal_out() {
+  chown -R -h root:root "$OUT" 2>/dev/null || true
+  chmod -R go-w "$OUT" 2>/dev/null || true
 }
 
 # The firewall's record of what it blocked: [{address, protocol, port, count, names}] (JSON),
@@ -514,7 +544,7 @@ warn_submodule_changes() {
       warn "the agent wrote files under the submodule $(printf '%q' "$path"); they are \
 not kept (submodules are not checked out in the container)"
     fi
-  done < <(git ls-files --stage -z 2>/dev/null | grep -z '^160000 ' || true)
+  done < <(own_git ls-files --stage -z 2>/dev/null | grep -z '^160000 ' || true)
 }
 
 agent_pid=
@@ -559,24 +589,63 @@ others_left() {
 
 # Commits what the agent left and bundles base..HEAD for the host; prints "<head> <true|false>"
 # (whether there is a bundle). Called in a condition, where `set -e` does not apply, so every
-# step says itself when it fails.
+# step says itself when it fails. Once the agent is gone (and own_config ran): with
+# agent-worker's own git only.
 commit_and_bundle() {
   cd /workspace || return 1
-  git update-index -q --refresh >/dev/null || true
-  git add -A >/dev/null || return 1
-  if ! git diff --cached --quiet; then
+  own_git update-index -q --refresh >/dev/null || true
+  own_git add -A >/dev/null || return 1
+  if ! own_git diff --cached --quiet; then
     local title msg=/tmp/agent-worker-commit-msg
     title=$(head -n 1 "$IN/task.md" | cut -c 1-60)
+    rm -rf "$msg" # (the agent's, if it made one: a link would be written through)
     printf 'agent-worker: work the agent left uncommitted\n\nTask: %s\n' "$title" >"$msg"
-    git -c commit.gpgsign=false commit --quiet --no-verify --file "$msg" >/dev/null || return 1
+    own_git commit --quiet --no-verify --file "$msg" >/dev/null || return 1
   fi
   local head bundle=false
-  head=$(git rev-parse HEAD) || return 1
-  if [[ "$head" != "$AW_BASE" ]] && git merge-base --is-ancestor "$AW_BASE" "$head"; then
-    git bundle create --quiet "$OUT/result.bundle" "$AW_BASE..HEAD" || return 1
+  head=$(own_git rev-parse HEAD) || return 1
+  if [[ "$head" != "$AW_BASE" ]] && own_git merge-base --is-ancestor "$AW_BASE" "$head"; then
+    own_git bundle create --quiet "$OUT/result.bundle" "$AW_BASE..HEAD" || return 1
     bundle=true
   fi
   printf '%s %s\n' "$head" "$bundle"
+}
+
+# agent-worker's own git, in the agent's clone after the agent: nothing the agent configured
+# runs in it. No system or global config (the agent's home is the agent's), the clone's config
+# one agent-worker wrote (own_config), no hooks or fsmonitor whatever a config says, replace
+# refs and grafts ignored, and an environment of its own: no GIT_* or loader variable of the
+# project's, git and what it runs by absolute path.
+own_git() {
+  env -i PATH=/usr/bin:/bin HOME=/nonexistent LC_ALL=C ${TZ:+"TZ=$TZ"} \
+    GIT_DIR=/workspace/.git GIT_WORK_TREE=/workspace GIT_CONFIG_NOSYSTEM=1 \
+    GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_GRAFT_FILE=/dev/null \
+    GIT_TERMINAL_PROMPT=0 GIT_EXEC_PATH=/usr/lib/git-core \
+    ${GIT_AUTHOR_NAME:+"GIT_AUTHOR_NAME=$GIT_AUTHOR_NAME"} \
+    ${GIT_AUTHOR_EMAIL:+"GIT_AUTHOR_EMAIL=$GIT_AUTHOR_EMAIL"} \
+    ${GIT_COMMITTER_NAME:+"GIT_COMMITTER_NAME=$GIT_COMMITTER_NAME"} \
+    ${GIT_COMMITTER_EMAIL:+"GIT_COMMITTER_EMAIL=$GIT_COMMITTER_EMAIL"} \
+    /usr/bin/git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false \
+    -c gc.auto=0 -c maintenance.auto=false "$@"
+}
+
+# The clone's config, replaced by agent-worker's own: with the agent's go its hooks path,
+# filter, diff and merge drivers, fsmonitor, includes, core.worktree, signing, pager and every
+# other setting that names a program (the attributes that name drivers then name none). A
+# commondir would lend the clone another directory's config: it goes too.
+own_config() {
+  local dir=/workspace/.git
+  if [[ -L "$dir" || ! -d "$dir" ]]; then
+    echo "the agent's clone has no .git directory any more" >&2
+    return 1
+  fi
+  rm -f "$dir/config" "$dir/commondir" || return 1
+  {
+    printf '[core]\n\trepositoryformatversion = %s\n\tbare = false\n' \
+      "$([[ "${AW_OBJECT_FORMAT:-sha1}" == sha1 ]] && echo 0 || echo 1)"
+    [[ "${AW_OBJECT_FORMAT:-sha1}" == sha1 ]] \
+      || printf '[extensions]\n\tobjectformat = %s\n' "$AW_OBJECT_FORMAT"
+  } >"$dir/config"
 }
 
 # Waits up to 1 s for background jobs of this script to end (they end when their input does,
@@ -696,9 +765,11 @@ agent_stage() {
   # From here on no process of the agent's is left: what follows is this script's own word.
   rm -rf "$OUT/result.json" "$OUT/result.json.tmp" "$OUT/result.bundle" "$OUT/session"
   save_session
-  cd /workspace && { warn_submodule_changes || true; }
+  cd /workspace || true
   local failure=/tmp/agent-worker-finalize.err result
-  if result=$(commit_and_bundle 2>"$failure"); then
+  rm -rf "$failure"
+  if own_config 2>"$failure" && { warn_submodule_changes || true; } \
+    && result=$(commit_and_bundle 2>"$failure"); then
     write_result agent "" "${result% *}" "${result#* }" "$status"
   else
     rm -f "$OUT/result.bundle"

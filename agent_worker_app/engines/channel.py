@@ -258,6 +258,22 @@ class Lines:
             self._buf.clear()
 
 
+def extract_results(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack what a task left: its regular files and directories, and nothing else. A link (a
+    symlink, absolute or not, or a hard link) or a device the agent left in the output is
+    skipped, never fatal: the rest of a good run is kept."""
+    tar.extractall(dest, filter=_results_only)  # noqa: S202 (files and directories in dest only)
+
+
+def _results_only(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+    if not (member.isfile() or member.isdir()):
+        return None
+    try:
+        return tarfile.data_filter(member, path)
+    except tarfile.FilterError:  # a name outside dest: not a result
+        return None
+
+
 class ResultFrames:
     """The result files as the task prints them: base64 lines of a tar, each marked with the
     nonce, spooled to disk as they come."""
@@ -287,7 +303,7 @@ class ResultFrames:
         try:
             with tarfile.open(fileobj=self._spool) as tar:
                 dest.mkdir(parents=True, exist_ok=True)
-                tar.extractall(dest, filter="data")
+                extract_results(tar, dest)
         except (tarfile.TarError, OSError):
             return False
         return True

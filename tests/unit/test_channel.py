@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from agent_worker_app.engines import channel, sweep
-from agent_worker_app.engines.channel import Demux, FileEntry, Lines, ResultFrames, ResultReader
+from agent_worker_app.engines.channel import (
+    Demux,
+    FileEntry,
+    Lines,
+    ResultFrames,
+    ResultReader,
+    extract_results,
+)
 from agent_worker_app.engines.swarm.io import (
     CONFIG_PIECE,
     SECRET_PIECE,
@@ -67,7 +74,13 @@ def _frames_of(files: dict[str, bytes], nonce: str = NONCE) -> list[bytes]:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     done = subprocess.run(
-        ["bash", "-c", f'base64 -w 3000 | sed "s/^/agent-worker-out {nonce} /"'],
+        [
+            "bash",
+            "-c",
+            "base64 -w 3000 | sed -f <(printf 's/^/agent-worker-out %s /\\n' \"$1\")",
+            "bash",
+            nonce,
+        ],
         input=buffer.getvalue(),
         capture_output=True,
         check=True,
@@ -94,6 +107,39 @@ def test_frames_with_another_nonce_are_output_not_results(tmp_path: Path) -> Non
     assert not frames.take(b"agent-worker-out  \n")
     assert not frames.extract(tmp_path / "out")
     assert not ResultFrames("").take(b"agent-worker-out  eA==\n")  # no nonce: nothing is a frame
+
+
+def test_links_and_devices_in_the_results_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """What the agent left in its output besides the results: an absolute symlink, one that
+    climbs out, a hard link, a device, a name outside the directory. The files are kept."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind, target in [
+            ("out", tarfile.DIRTYPE, ""),
+            ("out/absolute", tarfile.SYMTYPE, "/etc/passwd"),
+            ("out/climbing", tarfile.SYMTYPE, "../../../../etc/passwd"),
+            ("out/nearby", tarfile.SYMTYPE, "result.bundle"),
+            ("out/hard", tarfile.LNKTYPE, "/etc/passwd"),
+            ("out/device", tarfile.CHRTYPE, ""),
+            ("out/fifo", tarfile.FIFOTYPE, ""),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+            tar.addfile(info)
+        for name in ("out/result.bundle", "../escaped", "/absolute-name"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"data"))
+    buffer.seek(0)
+    dest = tmp_path / "run"
+    dest.mkdir()
+    with tarfile.open(fileobj=buffer) as tar:
+        extract_results(tar, dest)
+    assert sorted(p.name for p in (dest / "out").iterdir()) == ["result.bundle"]
+    assert (dest / "out" / "result.bundle").read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing outside dest
+    assert sorted(p.name for p in dest.iterdir()) == ["absolute-name", "out"]  # made relative
 
 
 def test_broken_frames_are_no_result(tmp_path: Path) -> None:

@@ -389,6 +389,11 @@ def test_import_bundle_fast_forwards_the_task_branch(repo: Path, tmp_path: Path)
     assert sorted(refs(repo)) == ["refs/heads/main", "refs/heads/task"]
 
 
+def has_object(repo: Path, oid: str) -> bool:
+    done = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", oid], check=False)
+    return done.returncode == 0
+
+
 def test_nothing_but_the_branch_comes_back(repo: Path, tmp_path: Path) -> None:
     ws = task_workspace(repo)
     before = snapshot(repo)
@@ -404,8 +409,9 @@ def test_nothing_but_the_branch_comes_back(repo: Path, tmp_path: Path) -> None:
     git(clone, "tag", "-a", "-m", "annotated", "v-annotated")
     git(clone, "branch", "other")
     git(clone, "checkout", "-q", "other")
-    (clone / "other.txt").write_text("other\n")
-    commit_all(clone, "other")
+    (clone / "other.txt").write_text("objects of another branch\n")
+    other_head = commit_all(clone, "other")
+    other_blob = git(clone, "rev-parse", "other:other.txt").strip()
     git(clone, "checkout", "-q", "task")
     bundle = tmp_path / "b.bundle"
     git(
@@ -431,6 +437,24 @@ def test_nothing_but_the_branch_comes_back(repo: Path, tmp_path: Path) -> None:
     assert not (repo / ".git" / "hooks" / "post-checkout").exists()
     assert snapshot(repo) == before
     assert not (repo / ".git" / "FETCH_HEAD").exists()
+    assert has_object(repo, agent_head)
+    for only_the_others in (other_head, other_blob):  # in the bundle's pack, not in the repo
+        assert not has_object(repo, only_the_others)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("import-")] == []
+
+
+def test_a_bundle_whose_head_is_not_the_reported_one_is_refused(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo)
+    clone = agent_clone(repo, tmp_path / "clone")
+    (clone / "work.txt").write_text("work\n")
+    agent_head = commit_all(clone, "work")
+    bundle = tmp_path / "b.bundle"
+    git(clone, "bundle", "create", "-q", str(bundle), f"{ws.base_commit}..HEAD")
+    with pytest.raises(GitError, match="not the head the task reported"):
+        git_manager.import_bundle(ws, bundle, expected=ws.base_commit)
+    assert head(repo, "refs/heads/task") == ws.base_commit
+    assert not has_object(repo, agent_head)
+    assert git_manager.import_bundle(ws, bundle, expected=agent_head) == agent_head
 
 
 @pytest.mark.parametrize("how", ["orphan", "amended base"])

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from agent_worker_app.engines import sweep
 from agent_worker_app.engines.base import ExitInfo, LostTask, TaskSpec
+from agent_worker_app.engines.channel import extract_results
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError
 from agent_worker_app.engines.docker.container_config import container_config
 from agent_worker_app.errors import DockerError
@@ -88,7 +89,7 @@ class Containers:
                 raise _failure("cannot copy results out of the container", exc) from None
             buffer.seek(0)
             with tarfile.open(fileobj=buffer) as tar:
-                tar.extractall(dest, filter="data")
+                extract_results(tar, dest)
         return True
 
     def remove(self, container: Container) -> None:
