@@ -155,6 +155,9 @@ class BaseAgent(ABC):
     # the credential gate's meter: it prices what it counts (the longest prefix that matches; a
     # model not listed at the dearest of each) and refuses requests past --max-cost.
     prices: ClassVar[Mapping[str, tuple[float, float, float, float]]] = {}
+    # The agent's API base URL when --base-url gives none, for an agent that can be pointed at
+    # the credential gate (gate_upstream()); None: it cannot, and gets its credential itself.
+    api_url: ClassVar[str | None] = None
 
     def __init__(self, settings: AgentSettings) -> None:
         self.config = settings
@@ -190,8 +193,13 @@ class BaseAgent(ABC):
 
     def gate_upstream(self) -> str | None:
         """The API base URL the credential gate sends the agent's requests to, for an agent that
-        can be pointed at the gate (gate_url()); None: the agent gets its credential itself."""
-        return None
+        can be pointed at the gate (gate_url()): its --base-url setting, else api_url; None (no
+        api_url): the agent gets its credential itself."""
+        if self.api_url is None:
+            return None
+        variable = next((s.variable for s in self.settings if s.option == "base_url"), None)
+        given = self.config.get(variable) if variable is not None else None
+        return (given or self.api_url).rstrip("/")
 
     @property
     def gated(self) -> bool:

@@ -251,6 +251,7 @@ class ClaudeAgent(BaseAgent):
             argv += ["--max-budget-usd", amount]
         return argv + list(self.config.args)
 
+    api_url: ClassVar[str | None] = DEFAULT_API_URL
     # Anthropic's list prices (cache writes: the 5-minute kind)
     prices: ClassVar[Mapping[str, tuple[float, float, float, float]]] = {
         "claude-opus-4-5": (5.0, 25.0, 0.5, 6.25),
@@ -260,9 +261,6 @@ class ClaudeAgent(BaseAgent):
         "claude-haiku-4-5": (1.0, 5.0, 0.1, 1.25),
         "claude-3-5-haiku": (0.8, 4.0, 0.08, 1.0),
     }
-
-    def gate_upstream(self) -> str:
-        return (self.config.get("ANTHROPIC_BASE_URL") or DEFAULT_API_URL).rstrip("/")
 
     def container_env(self) -> dict[str, str]:
         if self.gated:

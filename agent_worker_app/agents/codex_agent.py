@@ -294,6 +294,7 @@ class CodexAgent(BaseAgent):
         # "-": the prompt is read from stdin, byte for byte.
         return [*argv, *self.config.args, "-"]
 
+    api_url: ClassVar[str | None] = DEFAULT_API_URL
     # OpenAI's list prices (a cache write is billed as input)
     prices: ClassVar[Mapping[str, tuple[float, float, float, float]]] = {
         "gpt-5": (1.25, 10.0, 0.125, 1.25),
@@ -303,9 +304,6 @@ class CodexAgent(BaseAgent):
         "o3": (2.0, 8.0, 0.5, 2.0),
         "o4-mini": (1.1, 4.4, 0.275, 1.1),
     }
-
-    def gate_upstream(self) -> str:
-        return (self.config.get("OPENAI_BASE_URL") or DEFAULT_API_URL).rstrip("/")
 
     def secret_env(self) -> dict[str, str]:
         return {KEY_VARIABLE: self.config.secret} if self.config.secret else {}
