@@ -276,7 +276,8 @@ def _read_environment(run: Run, cache_dir: Path) -> None:
     """The project's environment, from the base commit: the run's configuration with its
     values, and the project's part of the image."""
     assert run.ws is not None, "checked first"
-    run.cfg, run.project = project_image.load(run.cfg, run.ws, cache_dir / "contexts")
+    at = run.continuation.environment if run.continuation is not None else None
+    run.cfg, run.project = project_image.load(run.cfg, run.ws, cache_dir / "contexts", at=at)
     run.journal.warnings.extend(run.cfg.environment.warnings)
 
 

@@ -43,6 +43,7 @@ class Environment:
     env: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     digest: str = ""  # sha256 of the file's text: what trusting it approves (trust.py)
+    commit: str = ""  # the commit it was read from ("": a file given, or none)
 
     @property
     def prepares_workspace(self) -> bool:

@@ -26,6 +26,9 @@ class Continuation:
     previous: PastRun  # the branch's last run: the branch is still where it left it
     session: Session | None  # the agent's earlier session, when one was kept for this agent
     before: BranchTotals  # the branch's runs so far
+    # the commit the continued run read its environment file from: this run reads it there,
+    # never from the branch the agent wrote (None: a run from before it was recorded)
+    environment: str | None = None
 
 
 def _target(found: list[PastRun], target: str) -> tuple[str, PastRun | None]:
@@ -63,7 +66,13 @@ def prepare(project: Path, target: str, agent_type: str) -> tuple[Workspace, Con
             f"left it at {str(last.head_commit)[:12]}, it is now at {ws.base_commit[:12]}): "
             "agent-worker only continues a branch it left as it is"
         )
-    return ws, Continuation(last, _session(mine, agent_type), runs.branch_totals(found, branch))
+    try:
+        environment = runs.task_record(repo.git_dir, last.run_id).environment
+    except runs.UnknownRunError:
+        environment = None
+    return ws, Continuation(
+        last, _session(mine, agent_type), runs.branch_totals(found, branch), environment
+    )
 
 
 def _session(mine: list[PastRun], agent_type: str) -> Session | None:

@@ -273,6 +273,7 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
             base=ws.base_commit,
             agent=ctx.config.agent_type,
             nonce=prepared.inputs.nonce,
+            environment=ctx.config.environment.commit,
         )
         ctx.redactor.add(*prepared.secrets)
         ctx.journal.warnings.extend(prepared.warnings)

@@ -77,12 +77,16 @@ class TaskRecord:
     base: str  # the commit the branch started from, where the task's commits go from
     agent: str
     nonce: str  # marks the task's result line; only the task's root stage knows it besides
+    environment: str | None = None  # the commit its environment file was read from
 
 
-def record_task(run_dir: Path, *, branch: str, base: str, agent: str, nonce: str) -> None:
+def record_task(
+    run_dir: Path, *, branch: str, base: str, agent: str, nonce: str, environment: str = ""
+) -> None:
     """Record a task as the run starts it, before its container exists: its branch, base and
-    agent, and its nonce (readable by the user only)."""
-    record = {"branch": branch, "base": base, "agent": agent}
+    agent, the commit its environment file was read from (what a --continue of it uses), and
+    its nonce (readable by the user only)."""
+    record = {"branch": branch, "base": base, "agent": agent, "environment": environment}
     (run_dir / TASK_RECORD).write_text(json.dumps(record) + "\n", encoding="utf-8")
     fd = os.open(run_dir / NONCE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -108,7 +112,16 @@ def task_record(git_dir: Path, run_id: str) -> TaskRecord:
     branch, base = _str(data.get("branch")), _str(data.get("base"))
     if not branch or base is None or not _OID.fullmatch(base) or not _NONCE.fullmatch(nonce):
         raise UnknownRunError(f"run {run_id}'s record of its task cannot be read")
-    return TaskRecord(run_id, run_dir, branch, base, _str(data.get("agent")) or "claude", nonce)
+    environment = _str(data.get("environment"))
+    return TaskRecord(
+        run_id,
+        run_dir,
+        branch,
+        base,
+        _str(data.get("agent")) or "claude",
+        nonce,
+        environment if environment and _OID.fullmatch(environment) else None,
+    )
 
 
 def ended(record: TaskRecord) -> bool:

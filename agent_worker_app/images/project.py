@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from agent_worker_app.git_manager import Workspace
 
 
-def read_environment(cfg: Config, ws: Workspace) -> Environment:
+def read_environment(cfg: Config, ws: Workspace, commit: str) -> Environment:
     """--no-environment: none; --environment PATH: that file (TOML, or devcontainer JSON when
-    it ends in .json); else the repository's own, as the base commit has it."""
+    it ends in .json); else the repository's own, as commit has it (the base commit, or for
+    --continue the one the continued run read it from)."""
     if cfg.no_environment:
         return environment.NONE
     if cfg.environment_file is not None:
@@ -37,17 +38,22 @@ def read_environment(cfg: Config, ws: Workspace) -> Environment:
         return environment.parse_toml(text, str(path))
     # one look for the files it may have (most repositories have none), then the one found
     candidates = (environment.TOML_PATH, *environment.DEVCONTAINER_PATHS)
-    present = git_manager.blobs_at(ws.root, ws.base_commit, candidates)
-    return environment.find(
-        lambda p: git_manager.file_at(ws.root, ws.base_commit, p) if p in present else None
+    present = git_manager.blobs_at(ws.root, commit, candidates)
+    found = environment.find(
+        lambda p: git_manager.file_at(ws.root, commit, p) if p in present else None
     )
+    return dataclasses.replace(found, commit=commit)
 
 
-def load(cfg: Config, ws: Workspace, work_dir: Path) -> tuple[Config, ProjectImage]:
+def load(
+    cfg: Config, ws: Workspace, work_dir: Path, *, at: str | None = None
+) -> tuple[Config, ProjectImage]:
     """The configuration with the environment's values (the command line's own first) and the
-    project's image inputs. A project Dockerfile's context goes to work_dir as a tar."""
+    project's image inputs, from the base commit (or at: --continue's recorded one). A project
+    Dockerfile's context goes to work_dir as a tar."""
+    commit = at or ws.base_commit
     env = trust.decide(
-        read_environment(cfg, ws),
+        read_environment(cfg, ws, commit),
         project=ws.root,
         settings_dir=trust.settings_dir(os.environ),
         trust_flag=cfg.trust_environment,
@@ -55,24 +61,24 @@ def load(cfg: Config, ws: Workspace, work_dir: Path) -> tuple[Config, ProjectIma
     )
     inputs = {}
     for path in env.setup_inputs:
-        data = git_manager.file_at(ws.root, ws.base_commit, path)
+        data = git_manager.file_at(ws.root, commit, path)
         if data is None:
             raise UsageError(
-                f"{env.source}: setup_inputs: {path} is not a file of the base commit "
-                f"{ws.base_commit[:12]} (commit it, or correct the path)"
+                f"{env.source}: setup_inputs: {path} is not a file of the commit "
+                f"{commit[:12]} the environment is read from (commit it, or correct the path)"
             )
         inputs[path] = data
-    base = _base_layer(env, ws, work_dir) if env.dockerfile else None
+    base = _base_layer(env, ws, work_dir, commit) if env.dockerfile else None
     return with_environment(cfg, env), ProjectImage(env, inputs, base)
 
 
-def _base_layer(env: Environment, ws: Workspace, work_dir: Path) -> image_layers.Layer:
+def _base_layer(env: Environment, ws: Workspace, work_dir: Path, commit: str) -> image_layers.Layer:
     assert env.dockerfile is not None
-    dockerfile = git_manager.file_at(ws.root, ws.base_commit, env.dockerfile)
-    tree = git_manager.tree_id(ws.root, ws.base_commit, env.context)
+    dockerfile = git_manager.file_at(ws.root, commit, env.dockerfile)
+    tree = git_manager.tree_id(ws.root, commit, env.context)
     if dockerfile is None or tree is None:
         missing = env.dockerfile if dockerfile is None else f"build context {env.context}"
-        raise UsageError(f"{env.source}: {missing} is not in the base commit {ws.base_commit[:12]}")
+        raise UsageError(f"{env.source}: {missing} is not in the commit {commit[:12]}")
     context = PurePosixPath(env.context)
     inside = PurePosixPath(env.dockerfile)
     if env.context != ".":
@@ -86,7 +92,7 @@ def _base_layer(env: Environment, ws: Workspace, work_dir: Path) -> image_layers
     tar = work_dir / f"context-{tree}.tar"
     if not tar.is_file():
         partial = tar.with_suffix(".part")
-        git_manager.archive(ws.root, ws.base_commit, env.context, partial)
+        git_manager.archive(ws.root, commit, env.context, partial)
         partial.replace(tar)
     return image_layers.base_layer(tree, str(inside), dockerfile, tar)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import git, run_cli
+from conftest import git, make_repo, run_cli
 from fake_anthropic import Turn, edit, write
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -183,3 +183,33 @@ def test_continue_resumes_claude_codes_session(
     assert 0 < report["cost_usd"] < session_cost
     assert report["cost_usd"] == pytest.approx(session_cost - first.report["cost_usd"])
     assert report["branch_totals"]["cost_usd"] == pytest.approx(session_cost)
+
+
+def test_continue_uses_the_environment_the_continued_run_used(
+    tmp_path: Path, command_env: Callable[..., dict[str, str]]
+) -> None:
+    """The attack: the agent rewrites the environment file on its branch (a check that always
+    passes) to arm the next run; --continue reads the file where the continued run read it, so
+    the real check still judges the next run's work."""
+    repo = make_repo(
+        tmp_path / "project",
+        {".agent-worker/environment.toml": 'check = "grep -q fixed app.txt"\n', "app.txt": "x\n"},
+    )
+    env = command_env()
+    arm = (
+        "echo fixed > app.txt && printf 'check = \"true\"\\n' > .agent-worker/environment.toml"
+        " && git add -A && git commit -qm 'fix, and arm the next run'"
+    )
+    first = command_run(repo, env, arm, "--branch", "armed")
+    assert first["status"] == "success", first["error"]
+    assert first["check"]["command"] == "grep -q fixed app.txt"
+    assert git(repo, "show", "armed:.agent-worker/environment.toml") == 'check = "true"\n'
+    # the next run breaks the work; the check it gets is the continued run's, which fails
+    second = command_run(repo, env, "echo broken > app.txt", "--continue", "armed")
+    assert second["check"]["command"] == "grep -q fixed app.txt"
+    assert second["check"]["passed"] is False
+    assert second["status"] == "failed"
+    # without the attack, a continuation whose work passes the same check succeeds
+    third = command_run(repo, env, "echo fixed > app.txt", "--continue", "armed")
+    assert third["check"]["command"] == "grep -q fixed app.txt"
+    assert third["status"] == "success", third["error"]
