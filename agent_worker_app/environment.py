@@ -190,8 +190,6 @@ _DEVCONTAINER_SILENT = {
     "forwardPorts",
     "portsAttributes",
     "otherPortsAttributes",
-    "remoteUser",
-    "containerUser",
     "updateRemoteUserUID",
     "shutdownAction",
     "waitFor",
