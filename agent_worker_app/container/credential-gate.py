@@ -28,7 +28,6 @@ import io
 import json
 import os
 import socket
-import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -364,13 +363,22 @@ class Gate:
         self.placeholder = placeholder
         self.secret = secret
         self.meter = meter
-        self.context = ssl.create_default_context() if self.tls else None
+        self.context: Any = None  # prepare() makes it, once the port is open
+
+    def prepare(self) -> None:
+        """TLS for an https upstream, with the system's CA certificates: made once the gate
+        listens, so that the agent's start never waits on loading ssl (about 30 ms)."""
+        if self.tls:
+            import ssl
+
+            self.context = ssl.create_default_context()
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=600)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.context is not None:
-            return self.context.wrap_socket(sock, server_hostname=self.host)
+            wrapped: socket.socket = self.context.wrap_socket(sock, server_hostname=self.host)
+            return wrapped
         return sock
 
     def request_head(self, lines: list[bytes]) -> tuple[bytes, list[tuple[str, str]], bool]:
@@ -531,6 +539,7 @@ def main(argv: list[str]) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", int(port)))
     listener.listen(64)
+    gate.prepare()
     while True:
         conn, _ = listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
