@@ -22,6 +22,7 @@ import http.client
 import itertools
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -268,6 +269,7 @@ class FakeServer(Generic[TurnT, UsageT, RecordT]):
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.tls: ssl.SSLContext | None = None  # set before start(): serve HTTPS with it
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -276,6 +278,8 @@ class FakeServer(Generic[TurnT, UsageT, RecordT]):
             raise RuntimeError("already started")
         self._stopping.clear()
         server = _Server((self.host, self._requested_port), Handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         server.fake = self
         self._server = server
         self._thread = threading.Thread(
@@ -316,7 +320,8 @@ class FakeServer(Generic[TurnT, UsageT, RecordT]):
         """The base URL to give the client (its ``*_BASE_URL``), as seen from ``host``."""
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"http://{host}:{self.port}{self.base_path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}{self.base_path}"
 
     # -- script -------------------------------------------------------------------------------
 

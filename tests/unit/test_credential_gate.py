@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -33,14 +34,22 @@ def free_port() -> int:
 
 
 class Gate:
-    def __init__(self, upstream: str, tmp: Path, prices: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        tmp: Path,
+        prices: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.meter = tmp / "meter.json"
         argv = [sys.executable, "-I", "-S", str(GATE), str(self.port), upstream, PLACEHOLDER]
         argv.append(str(self.meter))
         if prices is not None:
             argv.append(json.dumps(prices))
-        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
         assert self.process.stdin is not None
         self.process.stdin.write(SECRET.encode())
         self.process.stdin.close()
@@ -172,3 +181,46 @@ def test_no_credential_no_gate(tmp_path: Path) -> None:
     done = subprocess.run(argv, input=b"", capture_output=True, check=False, cwd=tmp_path)
     assert done.returncode == 2
     assert b"no credential given" in done.stderr
+
+
+def test_an_https_upstream_is_verified_with_the_systems_certificates(tmp_path: Path) -> None:
+    """TLS to the API as in real use: the gate trusts the system's CA certificates (here a test
+    CA, through OpenSSL's SSL_CERT_FILE) and checks the API's name; an upstream whose
+    certificate it cannot verify gets no request, and no credential."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FakeAnthropic(host="127.0.0.1") as plain:
+        port = plain.port
+    fake = FakeAnthropic(host="127.0.0.1", port=port)
+    fake.tls = context
+    with fake:
+        fake.add_turns(Turn.text("over TLS"))
+        upstream = fake.url("localhost")
+        assert upstream.startswith("https://localhost:")
+        trusting = Gate(upstream, tmp_path, env={"SSL_CERT_FILE": str(cert)})
+        try:
+            assert trusting.post("/v1/messages", MAIN, {"x-api-key": PLACEHOLDER})[0] == 200
+            assert [r.headers["x-api-key"] for r in fake.main_requests] == [SECRET]
+        finally:
+            trusting.process.kill()
+            trusting.process.wait()
+        (tmp_path / "other").mkdir()
+        doubting = Gate(upstream, tmp_path / "other", env={"SSL_CERT_FILE": "/dev/null"})
+        try:
+            status, body = doubting.post("/v1/messages", MAIN, {"x-api-key": PLACEHOLDER})
+            assert status == 502
+            assert b"CERTIFICATE_VERIFY_FAILED" in body
+            assert len(fake.main_requests) == 1  # nothing more arrived
+        finally:
+            doubting.process.kill()
+            doubting.process.wait()
