@@ -614,10 +614,10 @@ def publish(ctx: Context, ws: Workspace, remote: str) -> str | None:
         ctx.progress.note(f"pushed branch {ws.branch} to {remote}")
         return remote
     retry = shlex.join(git_manager.push_command(ws, remote, skip_ci=pushed.skip_ci))
-    without = f" (without -o {SKIP_CI} where the server takes no push options)"
+    hint = f" (leave out -o {SKIP_CI} for a server that takes no push options)"
     warning = (
-        f"the push to {remote} failed ({pushed.problem}); the branch is only local: "
-        f"retry{without if pushed.skip_ci else ''} with {retry}"
+        f"the push to {remote} failed ({pushed.problem}); the branch is only local"
+        f"{hint if pushed.skip_ci else ''}: retry with {retry}"
     )
     ctx.progress.warn(warning)
     ctx.journal.warnings.append(warning)

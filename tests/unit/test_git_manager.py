@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from push_remote import recording_remote, sent
 
 from agent_worker_app import git_manager
 from agent_worker_app.errors import GitError, PreconditionError, UsageError
@@ -754,36 +755,6 @@ def test_an_excludes_file_under_home_is_found_and_a_plain_clone_is_not_partial(
 
 
 # ---------------------------------------------------------------- --push
-
-
-# A server's pre-receive hook that writes down the push options it was sent, one a line
-RECORD_OPTIONS = """#!/bin/sh
-i=0
-while [ "$i" -lt "${GIT_PUSH_OPTION_COUNT:-0}" ]; do
-    eval "printf '%s\\n' \"\\$GIT_PUSH_OPTION_$i\"" >> "$GIT_DIR/push-options"
-    i=$((i + 1))
-done
-echo "${GIT_PUSH_OPTION_COUNT-unset}" >> "$GIT_DIR/push-option-counts"
-"""
-
-
-def recording_remote(path: Path, *, advertise: bool) -> Path:
-    """A bare repository that records each push's options (and takes them only if advertise)."""
-    git(path.parent, "init", "-q", "--bare", str(path))
-    git(path, "config", "receive.advertisePushOptions", "true" if advertise else "false")
-    hook = path / "hooks" / "pre-receive"
-    hook.write_text(RECORD_OPTIONS)
-    hook.chmod(0o755)
-    return path
-
-
-def sent(remote: Path) -> tuple[list[str], list[str]]:
-    """(the push options the remote was sent, each push's GIT_PUSH_OPTION_COUNT)."""
-    options, counts = remote / "push-options", remote / "push-option-counts"
-    return (
-        options.read_text().splitlines() if options.exists() else [],
-        counts.read_text().splitlines() if counts.exists() else [],
-    )
 
 
 def test_push_to_a_bare_repository_and_to_one_that_is_not_there(repo: Path, tmp_path: Path) -> None:
