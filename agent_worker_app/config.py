@@ -70,6 +70,7 @@ class Config:
     check: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # plain variables for the agent
     push: str | None = None  # --push: None no push, "" the default remote, else that remote
+    push_ci: bool = False  # --push-ci: the push may start the remote's CI (no ci.skip)
     continue_from: str | None = None  # --continue: the agent branch (or run id) to continue
     # the project's environment (environment.py): --environment PATH, --no-environment, and
     # what the run read (project_image.load fills it in, and the values above)
@@ -503,6 +504,7 @@ def load(
         maintenance=tuple(_command(c, "--maintenance") for c in cli.get("maintenance") or ()),
         check=_parsed(layers, "check", _command, None),
         push=_push(cli.get("push")),
+        push_ci=_parsed(layers, "push_ci", _bool, False),
         continue_from=_continue_from(cli),
         environment_file=_environment_file(cli),
         no_environment=bool(cli.get("no_environment")),

@@ -595,18 +595,48 @@ def check_remote(root: Path, remote: str) -> None:
         )
 
 
-def push_command(ws: Workspace, remote: str) -> list[str]:
-    """The git command that pushes the task branch to remote, under the same name."""
+# The push option that asks the server not to start CI for the push (GitLab: no pipeline for
+# the branch). Sent unless --push-ci: the pipeline a push starts runs the agent's CI files with
+# the job's unprotected variables.
+SKIP_CI_OPTION = "ci.skip"
+
+# what git says when the server does not advertise push options (it then pushes nothing)
+_NO_PUSH_OPTIONS = "the receiving end does not support push options"
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """How a push went: problem None when pushed; skip_ci whether ci.skip went with it (False
+    when not asked, or when the server takes no push options and the push went without)."""
+
+    problem: str | None
+    skip_ci: bool
+
+
+def push_command(ws: Workspace, remote: str, *, skip_ci: bool = True) -> list[str]:
+    """The git command that pushes the task branch to remote, under the same name (with the
+    push option ci.skip unless skip_ci is False)."""
     ref = f"refs/heads/{ws.branch}"
-    return ["git", "-C", str(ws.root), "push", "--", remote, f"{ref}:{ref}"]
+    options = ["-o", SKIP_CI_OPTION] if skip_ci else []
+    return ["git", "-C", str(ws.root), "push", *options, "--", remote, f"{ref}:{ref}"]
 
 
-def push(ws: Workspace, remote: str) -> str | None:
-    """Push the task branch from the host, with the user's own git credentials and config;
-    None when pushed, else git's reason. Nothing in the container takes part."""
+def push(ws: Workspace, remote: str, *, skip_ci: bool = True) -> Pushed:
+    """Push the task branch from the host, with the user's own git credentials and config.
+    Nothing in the container takes part. With skip_ci, the push carries ci.skip; a server that
+    takes no push options (git then refuses before sending anything) gets the push without it:
+    the branch still arrives, and Pushed.skip_ci says the option did not go."""
+    problem = _push_once(push_command(ws, remote, skip_ci=skip_ci))
+    if skip_ci and problem is not None and _NO_PUSH_OPTIONS in problem:
+        return Pushed(_push_once(push_command(ws, remote, skip_ci=False)), skip_ci=False)
+    return Pushed(problem, skip_ci=skip_ci)
+
+
+def _push_once(command: list[str]) -> str | None:
+    """None when git pushed, else its reason."""
     try:
         done = subprocess.run(
-            push_command(ws, remote),
+            command,
             capture_output=True,
             text=True,
             encoding="utf-8",

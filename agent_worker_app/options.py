@@ -34,6 +34,7 @@ ENV_KEYS: Mapping[str, str] = {
     "jobs": "AGENT_WORKER_JOBS",
     "max_cost": "AGENT_WORKER_MAX_COST",
     "trust_environment": "AGENT_WORKER_TRUST_ENVIRONMENT",
+    "push_ci": "AGENT_WORKER_PUSH_CI",
 } | {option.key: option.variable for option in engines.options()}
 
 # Options that may be given several times (click's multiple=True).
@@ -156,6 +157,13 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         "After a successful run, push the branch to REMOTE (a name, URL or path) with your own "
         "git credentials; a failed push is a warning.",
         "the branch's upstream remote, else origin",
+    ),
+    (
+        "--push-ci",
+        None,
+        "Let --push start the remote's CI for the branch (its pipeline runs the agent's CI "
+        "files); without it the push carries the push option ci.skip.",
+        None,
     ),
     ("--json", None, "Print the report as JSON on stdout.", None),
     ("--report-file", "PATH", "Also write the JSON report to PATH.", None),

@@ -35,6 +35,7 @@ from agent_worker_app.errors import (
     Interrupted,
     internal_error,
 )
+from agent_worker_app.git_manager import SKIP_CI_OPTION as SKIP_CI
 from agent_worker_app.images.layers import ImageResult
 from agent_worker_app.report import (
     AgentInfo,
@@ -598,16 +599,26 @@ def own_cost(ctx: Context, reported: float | None) -> float | None:
 
 def publish(ctx: Context, ws: Workspace, remote: str) -> str | None:
     """--push: the branch to remote, from the host with the user's own credentials; the remote
-    when pushed. A failed push is a warning with the command to retry: the branch stays local
-    and the run's exit code is unchanged."""
+    when pushed. The push asks the server to start no CI for it (ci.skip) unless --push-ci: a
+    pipeline would run the agent's CI files with the job's unprotected secrets. A failed push
+    is a warning with the command to retry: the branch stays local and the run's exit code is
+    unchanged."""
     ctx.progress.phase(f"Pushing branch {ws.branch} to {remote}")
-    problem = git_manager.push(ws, remote)
-    if problem is None:
+    skip_ci = not ctx.config.push_ci
+    pushed = git_manager.push(ws, remote, skip_ci=skip_ci)
+    if skip_ci and not pushed.skip_ci:
+        ctx.progress.note(
+            f"{remote} takes no push options: pushed without {SKIP_CI}, "
+            "so its CI may run the branch's pipeline"
+        )
+    if pushed.problem is None:
         ctx.progress.note(f"pushed branch {ws.branch} to {remote}")
         return remote
-    retry = shlex.join(git_manager.push_command(ws, remote))
+    retry = shlex.join(git_manager.push_command(ws, remote, skip_ci=pushed.skip_ci))
+    hint = f" (leave out -o {SKIP_CI} for a server that takes no push options)"
     warning = (
-        f"the push to {remote} failed ({problem}); the branch is only local: retry with {retry}"
+        f"the push to {remote} failed ({pushed.problem}); the branch is only local"
+        f"{hint if pushed.skip_ci else ''}: retry with {retry}"
     )
     ctx.progress.warn(warning)
     ctx.journal.warnings.append(warning)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from github_files import read_github_output
+from push_remote import recording_remote, sent
 from test_terminal import run_on_a_terminal
 
 from conftest import git, run_cli
@@ -182,10 +183,49 @@ def test_a_failed_push_is_a_warning_with_the_command_to_retry(
     assert "does not appear to be a git repository" in warning
     assert "agent-worker: warning: the push to" in result.stderr
     assert git(repo, "show", "unpushed:x.txt") == "x\n"  # the branch stays, locally
+    assert "leave out -o ci.skip for a server that takes no push options" in warning
     retry = warning.split("retry with ", 1)[1]
-    git(tmp_path, "init", "-q", "--bare", str(missing))
+    recording_remote(missing, advertise=True)
     subprocess.run(shlex.split(retry), check=True, capture_output=True)
     assert git(missing, "rev-parse", "refs/heads/unpushed") == git(repo, "rev-parse", "unpushed")
+    assert sent(missing) == (["ci.skip"], ["1"])  # the retry, too, asks for no pipeline
+
+
+def test_a_push_starts_no_ci_unless_the_user_asks(
+    repo: Path, command_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """The attack: the agent edits .gitlab-ci.yml, and the push of its branch starts a pipeline
+    that sees the job's unprotected variables. The push carries ci.skip (GitLab starts no
+    pipeline); --push-ci leaves it out; a server that takes no push options gets the branch."""
+    gitlab = recording_remote(tmp_path / "gitlab.git", advertise=True)
+    plain = recording_remote(tmp_path / "plain.git", advertise=False)
+    task = "printf 'steal:\\n  script: env\\n' > .gitlab-ci.yml"
+
+    def push(branch: str, *extra: str, to: str = "origin", **env: str) -> str:
+        result = run_cli(
+            ["--agent-type", "command", "--task", task, "--branch", branch, *extra, "--push", to],
+            cwd=repo,
+            env=command_env(**env),
+        )
+        assert result.code == 0, result.stderr
+        assert result.report is not None
+        assert result.report["pushed_to"] == to
+        return result.stderr
+
+    git(repo, "remote", "add", "origin", str(gitlab))
+    push("skipped")
+    assert sent(gitlab) == (["ci.skip"], ["1"])
+    push("runs", "--push-ci")
+    push("runs-too", AGENT_WORKER_PUSH_CI="1")
+    assert sent(gitlab) == (["ci.skip"], ["1", "0", "0"])  # the pipeline's pushes: no option
+    for branch in ("skipped", "runs", "runs-too"):
+        assert git(gitlab, "rev-parse", branch) == git(repo, "rev-parse", branch)
+        assert git(gitlab, "show", f"{branch}:.gitlab-ci.yml").startswith("steal:")
+
+    said = push("to-plain", to=str(plain))
+    assert "takes no push options: pushed without ci.skip" in said
+    assert sent(plain) == ([], ["0"])  # git sent nothing the first time, then the push alone
+    assert git(plain, "rev-parse", "to-plain") == git(repo, "rev-parse", "to-plain")
 
 
 def test_a_push_remote_that_does_not_exist_is_refused_up_front(

@@ -99,6 +99,7 @@ HOSTILE_DOTENV = {
     "AGENT_WORKER_GIT_IDENTITY": "user",
     "AGENT_WORKER_AUTH": "oauth-token",
     "AGENT_WORKER_BACKEND": "swarm",
+    "AGENT_WORKER_PUSH_CI": "1",
 }
 
 
@@ -112,15 +113,28 @@ def test_a_projects_dotenv_cannot_widen_the_sandbox_or_change_the_image(tmp_path
     for name in ("allow_hosts", "base_image", "ca_certs", "memory_bytes", "pids_limit"):
         assert getattr(cfg, name) == getattr(default, name), name
     assert (cfg.workspace, cfg.git_identity, cfg.backend) == ("auto", "agent", "docker")
+    assert not cfg.push_ci  # the agent's CI files never run with the job's secrets on its say
     assert len(cfg.warnings) == len(HOSTILE_DOTENV)
     for key, warning in zip(HOSTILE_DOTENV, cfg.warnings, strict=True):
         assert f"{key} ignored: a project's .env cannot set it" in warning
     # without the attack, the same settings from the user's own file apply
-    user_settings(tmp_path, "AGENT_WORKER_MEMORY=1g\nAGENT_WORKER_ALLOW_HOSTS=pypi.org\n")
+    user_settings(
+        tmp_path,
+        "AGENT_WORKER_MEMORY=1g\nAGENT_WORKER_ALLOW_HOSTS=pypi.org\nAGENT_WORKER_PUSH_CI=1\n",
+    )
     (tmp_path / ".env").unlink()
     mine = load(tmp_path)
     assert mine.memory_bytes == 1024**3
     assert mine.allow_hosts == ("pypi.org",)
+    assert mine.push_ci
+
+
+def test_push_ci_is_off_unless_the_user_asks(tmp_path: Path) -> None:
+    assert not load(tmp_path, {"push": ""}).push_ci
+    assert load(tmp_path, {"push": "", "push_ci": True}).push_ci
+    assert load(tmp_path, {"push": ""}, {"AGENT_WORKER_PUSH_CI": "true"}).push_ci
+    with pytest.raises(UsageError, match="AGENT_WORKER_PUSH_CI"):
+        load(tmp_path, {"push": ""}, {"AGENT_WORKER_PUSH_CI": "maybe"})
 
 
 def test_no_environment_ignores_the_projects_dotenv(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from push_remote import recording_remote, sent
 
 from agent_worker_app import git_manager
 from agent_worker_app.errors import GitError, PreconditionError, UsageError
@@ -761,16 +762,46 @@ def test_push_to_a_bare_repository_and_to_one_that_is_not_there(repo: Path, tmp_
     (repo / "new.txt").write_text("x\n")
     bare = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
-    assert git_manager.push(ws, str(bare)) is None
+    assert git_manager.push(ws, str(bare)).problem is None
     assert head(bare, "refs/heads/agent/pushed") == head(repo, "agent/pushed")
     assert git(bare, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/agent/pushed"]
-    problem = git_manager.push(ws, str(tmp_path / "missing.git"))
+    problem = git_manager.push(ws, str(tmp_path / "missing.git")).problem
     assert problem is not None
     assert "does not appear to be a git repository" in problem
     command = git_manager.push_command(ws, str(tmp_path / "later.git"))
-    git(tmp_path, "init", "-q", "--bare", str(tmp_path / "later.git"))
+    recording_remote(tmp_path / "later.git", advertise=True)
     subprocess.run(command, check=True, capture_output=True)  # the retry command, as printed
     assert head(tmp_path / "later.git", "refs/heads/agent/pushed") == head(repo, "agent/pushed")
+    assert sent(tmp_path / "later.git") == (["ci.skip"], ["1"])
+
+
+def test_a_push_asks_the_server_to_skip_ci_unless_told_not_to(repo: Path, tmp_path: Path) -> None:
+    ws = task_workspace(repo, "agent/ci")
+    remote = recording_remote(tmp_path / "gitlab-like.git", advertise=True)
+    assert git_manager.push(ws, str(remote)) == git_manager.Pushed(None, skip_ci=True)
+    assert sent(remote) == (["ci.skip"], ["1"])
+    assert head(remote, "refs/heads/agent/ci") == head(repo, "agent/ci")
+    other = task_workspace(repo, "agent/ci-runs")
+    assert git_manager.push(other, str(remote), skip_ci=False) == git_manager.Pushed(None, False)
+    assert sent(remote) == (["ci.skip"], ["1", "0"])  # the second push: no options at all
+    assert head(remote, "refs/heads/agent/ci-runs") == head(repo, "agent/ci-runs")
+    assert "-o" not in git_manager.push_command(other, str(remote), skip_ci=False)
+
+
+def test_a_server_that_takes_no_push_options_still_gets_the_branch(
+    repo: Path, tmp_path: Path
+) -> None:
+    ws = task_workspace(repo, "agent/plain")
+    remote = recording_remote(tmp_path / "plain.git", advertise=False)
+    # git itself refuses the option before sending anything, so the push goes again without
+    command = git_manager.push_command(ws, str(remote))
+    refused = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0
+    assert "does not support push options" in refused.stderr
+    assert sent(remote) == ([], [])
+    assert git_manager.push(ws, str(remote)) == git_manager.Pushed(None, skip_ci=False)
+    assert sent(remote) == ([], ["0"])
+    assert head(remote, "refs/heads/agent/plain") == head(repo, "agent/plain")
 
 
 def test_the_default_remote(repo: Path) -> None:
