@@ -60,7 +60,6 @@ class Source:
     exclude: bytes  # .git/info/exclude and core.excludesFile, for the container's commit
 
 
-
 def _run(
     cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
