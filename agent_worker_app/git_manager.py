@@ -49,7 +49,8 @@ class Workspace:
 @dataclass(frozen=True)
 class Source:
     """What a container needs to build its own repository of the task branch, and no more: the
-    object directories (shared read-only, or packed when they cannot be), the shallow boundary,
+    object directories (packed to the branch's history, or shared read-only, every object in
+    them, only with an explicit --workspace mount), the shallow boundary,
     and the user's ignore rules that live outside the tree. Never config, hooks, refs or run data.
     """
 
@@ -57,19 +58,6 @@ class Source:
     partial: bool  # a partial clone: objects are missing until fetched from its promisor remote
     shallow: bytes  # the .git/shallow file: commits whose parents are not in the repository
     exclude: bytes  # .git/info/exclude and core.excludesFile, for the container's commit
-
-    def mountable(self) -> bool:
-        """Whether sharing the object directories gives a container every object it needs, and
-        the container's agent user (another uid) can read them."""
-        return not self.partial and all(_others_can_read(d) for d in self.object_dirs)
-
-
-def _others_can_read(objects: Path) -> bool:
-    """A repository made under umask 077 cannot be read by another uid."""
-    try:
-        return all(p.stat().st_mode & 0o005 == 0o005 for p in (objects, objects / "pack"))
-    except OSError:
-        return False
 
 
 def _run(

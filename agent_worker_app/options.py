@@ -171,8 +171,8 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     (
         "--workspace",
         "auto|mount|copy",
-        "Share the repository's objects read-only, or copy a pack of the branch in "
-        "(auto: copy for a remote engine, a partial clone or unreadable objects).",
+        "Copy a pack of the branch's history in (auto, copy), or share the repository's "
+        "objects read-only (mount: the agent can read every object, other branches' too).",
         "auto",
     ),
     (

@@ -265,7 +265,6 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
             image=image,
             run_id=ctx.run_id,
             run_dir=ctx.run_dir,
-            local_engine=backend.local,
             session=session,
         )
         runs.record_task(  # what a later run trusts if this one is lost, never the labels

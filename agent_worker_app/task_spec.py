@@ -13,6 +13,7 @@ from agent_worker_app.engines import channel, sweep
 from agent_worker_app.engines.base import TaskSpec
 from agent_worker_app.engines.channel import FileEntry, Inputs
 from agent_worker_app.engines.profile import Profile
+from agent_worker_app.errors import PreconditionError
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent
@@ -47,11 +48,14 @@ def prepare(
     image: str,
     run_id: str,
     run_dir: Path,
-    local_engine: bool,
     session: Session | None = None,
 ) -> Prepared:
-    """The task's spec and inputs; in copy mode, a pack of the branch is written to run_dir.
-    With a session (--continue), the agent resumes it."""
+    """The task's spec and inputs; in copy mode (auto's choice on every engine), a pack of exactly
+    the branch's history is written to run_dir. With a session (--continue), the agent resumes it.
+
+    Only an explicit --workspace mount shares the object directories, and with them every object
+    in them: other branches', stashes', earlier runs', borrowed repositories'. A directory of the
+    branch's objects alone would cost what the pack costs, so auto never mounts."""
     secret_env = agent.secret_env()
     inputs = [
         FileEntry(channel.TASK, cfg.task.encode("utf-8")),
@@ -72,9 +76,12 @@ def prepare(
         inputs += [FileEntry(f"{channel.SESSION}/{f.name}", f) for f in session.files]
         resume = agent.resume_args(session.session_id)
     source = git_manager.source(ws)
-    mount = cfg.workspace == "mount" or (
-        cfg.workspace == "auto" and local_engine and source.mountable()
-    )
+    mount = cfg.workspace == "mount"
+    if mount and source.partial:
+        raise PreconditionError(
+            "--workspace mount cannot share a partial clone's objects (some are missing from "
+            "it): use --workspace copy"
+        )
     if not mount:
         pack = run_dir / "source.pack"
         git_manager.pack_branch(ws, pack)

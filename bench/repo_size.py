@@ -2,7 +2,12 @@
 generated repository of 20,000 files and 5,000 commits and on a 10-file one, interleaved.
 Target: the big repository costs at most 2 s more (medians).
 
-    .venv/bin/python bench/repo_size.py [--runs N]
+With --modes: the big repository's run in each workspace mode instead, `--workspace copy` (a
+pack of exactly the branch's history sent in, the default) against `--workspace mount` (the
+object directories shared read-only), interleaved, with the ratio of their medians.
+Target: copy costs at most 2 s more than mount.
+
+    .venv/bin/python bench/repo_size.py [--runs N] [--modes]
 
 The big repository is made once with `git fast-import` and kept in bench/out/.
 """
@@ -99,16 +104,53 @@ def one_run(repo: Path, branch: str, env: dict[str, str]) -> dict[str, Any]:
     return run.report | {"wall_s": run.wall_s}
 
 
+def modes(big: Path, runs: int, client: Any, env: dict[str, str]) -> int:
+    """The big repository's run in copy mode against mount mode, interleaved."""
+    results: dict[str, list[dict[str, Any]]] = {"copy": [], "mount": []}
+    try:
+        for mode in results:
+            one_run(big, "bench/warm-up", env | {"AGENT_WORKER_WORKSPACE": mode})
+        for i in range(runs):
+            for mode, reports in results.items():
+                mode_env = env | {"AGENT_WORKER_WORKSPACE": mode}
+                reports.append(one_run(big, f"bench/{mode}-{i}", mode_env))
+    finally:
+        remove_containers(client, f"agent-worker.project={big}")
+    rows = []
+    for mode, reports in results.items():
+        walls = [r["wall_s"] for r in reports]
+        phases = phase_medians(reports)
+        rows.append(
+            [f"--workspace {mode}", median(walls), min(walls), max(walls), *phases.values()]
+        )
+    table(["mode", "median s", "min s", "max s", *phases], rows)
+    extra = rows[0][1] - rows[1][1]
+    print("\n(phase columns: medians of report.json timings, s)")
+    print(f"copy / mount: {rows[0][1] / rows[1][1]:.2f}x")
+    return verdict(
+        extra <= TARGET_EXTRA_S,
+        f"copy costs {extra:+.3f} s more than mount (target <= +{TARGET_EXTRA_S} s)",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+    parser.add_argument(
+        "--modes", action="store_true", help="the big repository in copy mode vs mount mode"
+    )
+    args = parser.parse_args()
+    runs = args.runs
 
     big = big_repo()
     tracked = len(git(big, "ls-files").splitlines())
     commits = int(git(big, "rev-list", "--count", "HEAD"))
     client = docker_client()
     agent_image(client)
+    if args.modes:
+        print(f"{runs} runs each, interleaved; {tracked:,} files, {commits:,} commits\n")
+        with fake_api(client) as url:
+            return modes(big, runs, client, run_env(url))
     results: dict[str, list[dict[str, Any]]] = {"10 files": [], f"{tracked:,} files": []}
     with tempfile.TemporaryDirectory(prefix="aw-bench-") as tmp, fake_api(client) as url:
         small = make_repo(Path(tmp) / "project")

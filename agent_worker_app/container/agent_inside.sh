@@ -18,7 +18,8 @@
 # agent-worker/check (the check command), agent-worker/session/* (an earlier session, for
 # --continue), agent-worker/shallow and
 # agent-worker/exclude (when the repository has them) and, in copy mode, agent-worker/source.pack
-# (otherwise the repository's object directories are mounted read-only at /source/objects-N).
+# (with an explicit --workspace mount, the repository's object directories are mounted
+# read-only at /source/objects-N instead: every object in them readable).
 # With AW_INPUTS=files (an engine with no stdin and no copy-out) the same tar arrives in pieces,
 # as configs in /run/agent-worker-input/ (task, source) and secrets /run/secrets/agent-worker-input-*
 # (nonce, credentials), all root's alone; what /agent-worker/out holds is printed on stderr, framed

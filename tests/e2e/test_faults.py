@@ -315,7 +315,7 @@ def test_an_unreadable_repository_says_how_to_get_on(
     assert fake_api.main_requests == []
     assert containers_of(docker_client, report["run_id"]) == []
     assert git(repo, "branch", "--list", "private") == ""  # the agent never started
-    # auto mode sees it and copies the branch in: no failure to begin with
+    # auto mode copies the branch in: no failure to begin with
     fake_api.add_turns(Turn.tool_use(write("/workspace/a.txt", "a\n")), Turn.text("done"))
     auto = run_cli(["--task", "t", "--branch", "private-auto"], cwd=repo, env=run_env())
     assert auto.code == 0, auto.stderr

@@ -114,7 +114,7 @@ def test_a_sha256_repository(
     (project / "a.txt").write_text("a\n")
     base = commit_all(project, "one")
     fake_api.add_turns(Turn.tool_use(write("/workspace/b.txt", "b\n")), Turn.text("done"))
-    for workspace in ("auto", "copy"):
+    for workspace in ("mount", "copy"):
         result = run_cli(
             ["--task", "add b", "--branch", f"b-{workspace}", "--workspace", workspace],
             cwd=project,

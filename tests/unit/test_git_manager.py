@@ -708,12 +708,11 @@ def test_borrowed_objects_are_part_of_the_source(tmp_path: Path) -> None:
     ws = task_workspace(borrowing)
     src = git_manager.source(ws)
     assert src.object_dirs == (ws.git_dir / "objects", (origin / ".git" / "objects").resolve())
-    assert src.mountable()
     inside = fresh_checkout(ws, src, None, tmp_path / "inside")
     assert (inside / "a.txt").read_text() == "1\n"
 
 
-def test_a_partial_clone_is_not_mountable(tmp_path: Path) -> None:
+def test_a_partial_clone_is_packed(tmp_path: Path) -> None:
     origin = make_repo(tmp_path / "origin", {"a.txt": "1\n"})
     git(origin, "config", "uploadpack.allowFilter", "true")
     partial = tmp_path / "partial"
@@ -721,7 +720,6 @@ def test_a_partial_clone_is_not_mountable(tmp_path: Path) -> None:
     ws = task_workspace(partial)
     src = git_manager.source(ws)
     assert src.partial
-    assert not src.mountable()
     pack = tmp_path / "source.pack"
     git_manager.pack_branch(ws, pack)  # fetches what the pack needs from the promisor remote
     inside = fresh_checkout(ws, src, pack, tmp_path / "inside")

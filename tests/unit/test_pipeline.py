@@ -332,20 +332,33 @@ def test_a_task_that_stopped_its_agent_by_itself_says_why(project: Path, tmp_pat
 
 
 def test_copy_mode_sends_a_pack_and_no_mounts(project: Path, tmp_path: Path) -> None:
-    backend = FakeBackend(result=None, local=False)
+    # the default on a local engine too: mounting the object directories shows every object
+    backend = FakeBackend(result=None)
     run(project, tmp_path, backend)
     assert backend.spec is not None
     assert backend.spec.object_dirs == ()
     sent = [entry.path for entry in backend.inputs]
     assert "/agent-worker/source.pack" in sent
     assert not (tmp_path / "run" / "source.pack").exists()  # cleaned up after the run
-    local = FakeBackend(result=None)
+    mounted = FakeBackend(result=None)
     other = tmp_path / "second"
     other.mkdir()
     git(project, "branch", "-D", "task")
-    run(project, other, local)
-    assert local.spec is not None
-    assert local.spec.object_dirs == ((project / ".git" / "objects").resolve(),)
+    run(project, other, mounted, workspace="mount")
+    assert mounted.spec is not None
+    assert mounted.spec.object_dirs == ((project / ".git" / "objects").resolve(),)
+    assert "/agent-worker/source.pack" not in [entry.path for entry in mounted.inputs]
+
+
+def test_mount_mode_refuses_a_partial_clone(project: Path, tmp_path: Path) -> None:
+    git(project, "config", "uploadpack.allowFilter", "true")
+    partial = tmp_path / "partial"
+    git(tmp_path, "clone", "-q", "--filter=blob:none", f"file://{project}", str(partial))
+    backend = FakeBackend(result=None)
+    report, _ = run(partial, tmp_path, backend, workspace="mount")
+    assert "partial clone" in (report.error or "")
+    assert backend.spec is None  # nothing started
+    assert "task" not in branches(partial)  # the branch it made is gone
 
 
 def test_nothing_is_left_running_when_reading_output_breaks(project: Path, tmp_path: Path) -> None:
