@@ -57,10 +57,14 @@ def test_the_projects_environment_reaches_the_agent_and_never_root(
         Turn.tool_use(bash("echo LD=$LD_PRELOAD PERL5OPT=$PERL5OPT; id -u")),
         Turn.text("planted"),
     )
+    # trusted: even the user's trust in the file never reaches root
     result = run_cli(
-        ["--task", "t", "--branch", "planted", "--maintenance", "echo maintained"],
+        [
+            *("--task", "t", "--branch", "planted", "--maintenance", "echo maintained"),
+            "--trust-environment",
+        ],
         cwd=repo,
-        env=run_env(),
+        env=run_env(XDG_CONFIG_HOME=str(tmp_path / "config")),
     )
     assert result.code == 0, result.stderr
     report = result.report
