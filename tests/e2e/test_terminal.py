@@ -120,7 +120,7 @@ def test_names_are_data_in_the_plain_report(
     lines = result.stdout.splitlines()
     assert lines[0] == "AGENT EXECUTION REPORT"
     labels = [line[:10].strip() for line in lines[1:] if not line.startswith("  ")]
-    assert labels == ["Branch", "Duration", "Tokens", "Cost", "Changes", "Run data"]
+    assert labels == ["Branch", "Duration", "Tokens", "Cost", "Metered", "Changes", "Run data"]
     listed = [line for line in lines if line.startswith("  A ")]
     assert len(listed) == len(NAMES)  # every file, one line each
     for name in NAMES.values():

@@ -279,9 +279,17 @@ def test_a_project_dockerfile_builds_the_base_from_the_base_commit(
     # an uncommitted edit is not what the agent gets: the base commit's Dockerfile is built
     (repo / "docker" / "marker.txt").write_text("uncommitted\n")
     git(repo, "update-index", "--assume-unchanged", "docker/marker.txt")
-    env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env = clean_env(
+        XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_CONFIG_HOME=str(tmp_path / "config")
+    )
     task = "cat /etc/project-base && id -un"
-    result = run_cli(["--agent-type", "command", "--task", task], cwd=repo, env=env, timeout=900)
+    # a project's Dockerfile is the repository's say: it needs the user's trust
+    result = run_cli(
+        ["--agent-type", "command", "--task", task, "--trust-environment"],
+        cwd=repo,
+        env=env,
+        timeout=900,
+    )
     assert result.code == 0, result.stderr
     assert result.report is not None
     out = (Path(result.report["run_dir"]) / "agent.jsonl").read_text()
