@@ -455,9 +455,10 @@ class Gate:
         self, up: Upstream | None, sent: bytes
     ) -> tuple[Upstream | None, list[bytes] | str]:
         """The request sent, the answer's head read (or why not): on the kept connection, and
-        once more on a new one when the upstream had closed the kept one."""
+        once more on a new one when the upstream had closed the kept one (a request that
+        failed on a new connection is not sent again: the API may have taken it)."""
         failure = "the connection closed before an answer"
-        for _ in (1, 2):
+        for _ in (1, 2) if up is not None else (1,):
             if up is None:
                 try:
                     up = Upstream(self.connect())
@@ -497,15 +498,21 @@ class Gate:
         client.flush()
         usage = Usage(field(headers, "content-type") or "", partial(self.meter.count, status))
         up.closing = (field(headers, "connection") or "").lower() == "close"
-        if not bodiless and not copy_body(up.reader, client, headers, usage):
-            while True:  # to the connection's end
-                data = up.reader.read1(65536)
-                if not data:
-                    break
-                client.write(data)
-                client.flush()
-                usage.feed(data)
-            up.closing = True
+        try:
+            if not bodiless and not copy_body(up.reader, client, headers, usage):
+                while True:  # to the connection's end
+                    data = up.reader.read1(65536)
+                    if not data:
+                        break
+                    client.write(data)
+                    client.flush()
+                    usage.feed(data)
+                up.closing = True
+        except (OSError, ValueError):
+            if not usage.ended:  # cut short: an error, with what of its usage came through
+                usage.on_end = partial(self.meter.count, None)
+                usage.finish()
+            raise
         usage.finish()
         return framed
 

@@ -224,3 +224,16 @@ def test_an_https_upstream_is_verified_with_the_systems_certificates(tmp_path: P
         finally:
             doubting.process.kill()
             doubting.process.wait()
+
+
+def test_an_answer_cut_short_is_counted_as_an_error(gate: Gate, anthropic: FakeAnthropic) -> None:
+    """A stream the API drops midway reaches the client cut short, and the meter counts the
+    request as an error (with the usage the stream had said so far), never as nothing."""
+    anthropic.add_turns(Turn.disconnect(), Turn.text("two"))
+    headers = {"x-api-key": PLACEHOLDER}
+    with pytest.raises((http.client.HTTPException, OSError)):
+        gate.post("/v1/messages", {**MAIN, "stream": True}, headers)
+    assert gate.post("/v1/messages", MAIN, headers)[0] == 200  # the next one: a retry
+    figures = gate.figures()  # (the cut one was counted before the gate closed on its client)
+    assert (figures["requests"], figures["errors"], figures["retries"]) == (2, 1, 1)
+    assert figures["output_tokens"] == Usage.default().output_tokens  # the whole second answer
