@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_firewall import AS_AGENT, dns_server_for
+from test_firewall import AS_AGENT, as_root_with_firewall_caps, dns_server_for
 
 from agent_worker_app import presets
 
@@ -167,15 +167,7 @@ AGENT
             {AS_AGENT} env PEER={address} bash /tmp/agent.sh 2>&1
             echo "report: $(/usr/local/bin/init-firewall.sh --report)"
         """
-        output = docker_client.containers.run(
-            command_image,
-            ["bash", "-c", script],
-            user="root",
-            cap_drop=["ALL"],
-            cap_add=["SETUID", "SETGID", "NET_ADMIN", "NET_RAW"],
-            dns=[resolver],
-            remove=True,
-        ).decode()
+        output = as_root_with_firewall_caps(docker_client, command_image, script, dns=[resolver])
     seen = peer.logs().decode()
     said = dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
     assert "firewall failed" not in output, output

@@ -92,15 +92,7 @@ def test_blocked_destinations_are_recorded_and_only_allowed_names_are_looked_up(
         ' 2>&1
         echo "report: $(/usr/local/bin/init-firewall.sh --report)"
     """
-    output = docker_client.containers.run(
-        command_image,
-        ["bash", "-c", script],
-        user="root",
-        cap_drop=["ALL"],
-        cap_add=["SETUID", "SETGID", "NET_ADMIN", "NET_RAW"],
-        dns=[resolver],
-        remove=True,
-    ).decode()
+    output = as_root_with_firewall_caps(docker_client, command_image, script, dns=[resolver])
     asked = dns_server.logs().decode()
     assert output.count("curl=7") == 2, output  # resolved, then refused at once
     assert "exfil=2" in output  # refused: no such name
@@ -153,23 +145,27 @@ EOF
 chmod 0755 /usr/sbin/iptables-restore"""
 
 
+def as_root_with_firewall_caps(docker_client: Any, image: str, script: str, **run: Any) -> str:
+    """A bash script in a container of the image as root, with the capabilities the task's
+    root stage has (the firewall's and setpriv's); its output."""
+    output = docker_client.containers.run(
+        image,
+        ["bash", "-c", script],
+        user="root",
+        cap_drop=["ALL"],
+        cap_add=["SETUID", "SETGID", "NET_ADMIN", "NET_RAW"],
+        remove=True,
+        **run,
+    )
+    return str(output.decode())
+
+
 def firewall_in(docker_client: Any, image: str, network: str, broken: str = "") -> str:
     script = f"""
         {broken}
         /usr/local/bin/init-firewall.sh; echo "firewall exit=$?"
     """
-    return str(
-        docker_client.containers.run(
-            image,
-            ["bash", "-c", script],
-            user="root",
-            cap_drop=["ALL"],
-            cap_add=["SETUID", "SETGID", "NET_ADMIN", "NET_RAW"],
-            network=network,
-            remove=True,
-            stderr=True,
-        ).decode()
-    )
+    return as_root_with_firewall_caps(docker_client, image, script, network=network, stderr=True)
 
 
 @pytest.mark.parametrize(
