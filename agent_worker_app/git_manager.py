@@ -376,14 +376,21 @@ def _read(path: Path | None) -> bytes:
 def pack_branch(ws: Workspace, dest: Path) -> None:
     """A pack of every object of the task branch (down to a shallow boundary), and no other,
     for a container that cannot share the repository's object directories."""
+    _pack_objects(ws.root, f"refs/heads/{ws.branch}\n", dest)
+
+
+def _pack_objects(root: Path, revs: str, dest: Path, env: dict[str, str] | None = None) -> None:
+    """A pack of the objects of revs (git rev-list's stdin: one a line, ^ to exclude) in dest;
+    env: more variables for git (an object directory of its own, say)."""
     with dest.open("wb") as out:
         try:
             done = subprocess.run(
                 ["git", "pack-objects", "--revs", "--stdout", "-q"],
-                cwd=ws.root,
-                input=f"refs/heads/{ws.branch}\n".encode(),
+                cwd=root,
+                input=revs.encode(),
                 stdout=out,
                 stderr=subprocess.PIPE,
+                env=os.environ | env if env else None,
                 check=False,
             )
         except FileNotFoundError:
@@ -456,21 +463,8 @@ def import_bundle(ws: Workspace, bundle: Path, *, expected: str | None = None) -
 
 def _copy_objects(ws: Workspace, head: str, quarantine: dict[str, str], pack: Path) -> None:
     """The objects of base..head, out of the quarantine into the repository, as one pack."""
+    _pack_objects(ws.root, f"{head}\n^{ws.base_commit}\n", pack, env=quarantine)
     try:
-        with pack.open("wb") as out:
-            made = subprocess.run(
-                ["git", "pack-objects", "--revs", "--stdout", "-q"],
-                cwd=ws.root,
-                input=f"{head}\n^{ws.base_commit}\n".encode(),
-                stdout=out,
-                stderr=subprocess.PIPE,
-                env=os.environ | quarantine,
-                check=False,
-            )
-        if made.returncode != 0:
-            raise GitError(
-                f"git pack-objects failed: {_last_line(made.stderr.decode(errors='replace'))}"
-            )
         with pack.open("rb") as data:
             stored = subprocess.run(
                 ["git", "index-pack", "--stdin"],
