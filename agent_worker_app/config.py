@@ -405,7 +405,7 @@ def _dotenv_layer(
                 if key.startswith(PROJECT_PREFIX):
                     warnings.append(
                         f"{path}: {key} ignored: a project's .env cannot set it (set it in "
-                        f"{'the environment or ~/.config/agent-worker/.env'})"
+                        "the environment or ~/.config/agent-worker/.env)"
                     )
                 continue
             if value is not None and key not in layer:

@@ -526,20 +526,11 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         outcome, result, timeout_s=cfg.timeout_s, memory=cfg.memory, max_cost=cfg.max_cost_usd
     )
     ctx.journal.warnings.extend([*outcome.warnings, *warnings])
-    if outcome.meter is not None and result is not None:
-        differ = outcome.meter.disagreement(
-            (
-                result.input_tokens,
-                result.output_tokens,
-                result.cache_read_tokens,
-                result.cache_creation_tokens,
-            )
+    differ = outcome.meter.disagreement(result) if outcome.meter and result else ""
+    if differ:
+        ctx.journal.warnings.append(
+            f"the agent's own token figures differ from what the credential gate counted: {differ}"
         )
-        if differ:
-            ctx.journal.warnings.append(
-                f"the agent's own token figures differ from what the credential gate counted: "
-                f"{differ}"
-            )
     try:
         files = git_manager.diff_stats(ws, outcome.head) if outcome.head else []
     except GitError as exc:

@@ -6,9 +6,12 @@ rows and their JSON."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_worker_app.console import escape_text
+
+if TYPE_CHECKING:
+    from agent_worker_app.agents.base_agent import AgentResult
 
 BLOCKED_TERMINAL_LIMIT = 10  # blocked destinations the terminal panel shows; the rest counted
 CHECK_TAIL_SHOWN = 5  # lines of a failed check's output shown in the report's rows
@@ -119,7 +122,7 @@ class Meter:
     output: int = 0
     cache_read: int = 0
     cache_write: int = 0
-    cost_usd: float | None = None  # with a budget: what the counted tokens cost
+    cost_usd: float | None = None  # with the agent's prices: what the counted tokens cost
     limit_usd: float | None = None  # the budget (--max-cost), if there was one
 
     def to_json(self) -> dict[str, Any]:
@@ -139,9 +142,15 @@ class Meter:
             "limit_usd": self.limit_usd,
         }
 
-    def disagreement(self, reported: tuple[int | None, int | None, int | None, int | None]) -> str:
-        """What differs between the agent's own token figures (input, output, cache read, cache
-        write) and the gate's count; "" when they agree (or the agent reported none)."""
+    def disagreement(self, result: AgentResult) -> str:
+        """What differs between the agent's own token figures and the gate's count; "" when
+        they agree (or the agent reported none)."""
+        reported = (
+            result.input_tokens,
+            result.output_tokens,
+            result.cache_read_tokens,
+            result.cache_creation_tokens,
+        )
         counted = (self.input, self.output, self.cache_read, self.cache_write)
         names = ("input", "output", "cache read", "cache write")
         differ = [
