@@ -333,16 +333,19 @@ watchdog() {
   return 0
 }
 
+# Root's way to run a command as the agent user: its groups, no capabilities of any kind, and
+# no-new-privileges.
+AS_AGENT=(setpriv --reuid=agent --regid=agent --init-groups
+  --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs)
+
 supervise() {
   trap forward TERM INT HUP
   local name placeholders=()
   for name in $AW_SECRET_NAMES; do placeholders+=("$name=${!name}"); done
   agent_env "${placeholders[@]}"
   printf '%s\0' "${AGENT_ENV[@]}" >"$AGENT_ENV_FOR_AGENT"
-  setpriv --reuid=agent --regid=agent --init-groups \
-    --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    /usr/bin/env HOME=/home/agent USER=agent LOGNAME=agent /bin/bash -p "$0" --as-agent "$@" \
-    3<&- 2>&4 4>&- &
+  "${AS_AGENT[@]}" /usr/bin/env HOME=/home/agent USER=agent LOGNAME=agent \
+    /bin/bash -p "$0" --as-agent "$@" 3<&- 2>&4 4>&- &
   child=$!
   echo "$child" >"$STAGE"
   watchdog &
@@ -409,9 +412,8 @@ run_check() {
   chmod 0600 "$log"
   say "check: ${CHECK%%$'\n'*}"
   start=${EPOCHREALTIME/[.,]/} # microseconds, whatever the locale's decimal mark
-  (cd /workspace && exec setsid setpriv --reuid=agent --regid=agent \
-    --init-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs \
-    /usr/bin/env -i "${AGENT_ENV[@]}" /bin/bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- 4>&- 5>&- &
+  (cd /workspace && exec setsid "${AS_AGENT[@]}" /usr/bin/env -i "${AGENT_ENV[@]}" \
+    /bin/bash -c "$CHECK") </dev/null >"$log" 2>&1 3<&- 4>&- 5>&- &
   local pid=$!
   child=-$pid
   echo "-$pid" >"$STAGE"
