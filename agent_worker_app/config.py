@@ -54,6 +54,7 @@ class Config:
     git_identity: str
     workspace: str
     allow_hosts: tuple[str, ...]
+    setup_allow: tuple[str, ...]
     firewall: bool
     memory: str
     memory_bytes: int
@@ -492,6 +493,7 @@ def load(
         git_identity=_parsed(layers, "git_identity", _choice("agent", "user"), "agent"),
         workspace=workspace,
         allow_hosts=_parsed(layers, "allow_host", parse_allow_hosts, ()),
+        setup_allow=_parsed(layers, "setup_allow_net", _networks, ()),
         firewall=not cli.get("no_firewall"),
         memory=memory,
         memory_bytes=parse_memory(memory, layers.get("memory")[1]),
@@ -510,6 +512,21 @@ def load(
         no_environment=bool(cli.get("no_environment")),
         trust_environment=_parsed(layers, "trust_environment", _bool, False),
     )
+
+
+def _networks(text: str, source: str) -> tuple[str, ...]:
+    """Addresses or networks (CIDR), comma-separated, as networks."""
+    from ipaddress import ip_network
+
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(str(ip_network(item, strict=False)))
+        except ValueError:
+            raise _bad(
+                source, item, "an address or network (10.1.2.3, 10.0.0.0/8, fd00::/8)"
+            ) from None
+    return tuple(networks)
 
 
 def _push(value: Any) -> str | None:

@@ -27,6 +27,7 @@ ENV_KEYS: Mapping[str, str] = {
     "git_identity": "AGENT_WORKER_GIT_IDENTITY",
     "workspace": "AGENT_WORKER_WORKSPACE",
     "allow_host": "AGENT_WORKER_ALLOW_HOSTS",
+    "setup_allow_net": "AGENT_WORKER_SETUP_ALLOW_NET",
     "check": "AGENT_WORKER_CHECK",
     "memory": "AGENT_WORKER_MEMORY",
     "cpus": "AGENT_WORKER_CPUS",
@@ -38,7 +39,9 @@ ENV_KEYS: Mapping[str, str] = {
 } | {option.key: option.variable for option in engines.options()}
 
 # Options that may be given several times (click's multiple=True).
-REPEATABLE = frozenset({"task", "project", "ca_cert", "allow_host", "agent_arg", "maintenance"})
+REPEATABLE = frozenset(
+    {"task", "project", "ca_cert", "allow_host", "setup_allow_net", "agent_arg", "maintenance"}
+)
 
 
 # (option, metavar (None: a flag), help, default shown in --help); the variable that also sets
@@ -183,6 +186,13 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         None,
     ),
     ("--list-presets", None, "List the --allow-host presets and the hosts of each.", None),
+    (
+        "--setup-allow-net",
+        "CIDR",
+        "Let the environment's setup commands reach this private, loopback or link-local "
+        "address or network (closed to them otherwise); repeatable.",
+        None,
+    ),
     (
         "--maintenance",
         "CMD",

@@ -185,7 +185,7 @@ def _build(
                 fileobj = layer.context_tar.open("rb")
             else:
                 fileobj = context_tar(layer)
-            with fileobj:
+            with fileobj, _network(client, layer) as network_mode:
                 stream = client.api.build(
                     fileobj=fileobj,
                     custom_context=True,
@@ -197,6 +197,7 @@ def _build(
                     nocache=force,
                     pull=False,
                     decode=True,
+                    network_mode=network_mode,
                 )
                 for chunk in stream:
                     error = _chunk_error(chunk) or error
@@ -215,6 +216,21 @@ def _build(
     if error is not None:
         raise _failure(layer, step, error, log_path, tail)
     return LayerResult(layer.name, layer.tag, built=True, log_path=log_path)
+
+
+@contextmanager
+def _network(client: docker.DockerClient, layer: Layer) -> Iterator[str | None]:
+    """The build's network mode: setup's closed network for a layer that runs setup, else the
+    engine's default."""
+    if layer.firewall_image is None:
+        yield None
+        return
+    from agent_worker_app.images import setup_network
+
+    with setup_network.firewalled(
+        client, layer.firewall_image, allow=layer.setup_allow
+    ) as network_mode:
+        yield network_mode
 
 
 def _chunk_error(chunk: Any) -> str | None:

@@ -103,6 +103,10 @@ class Layer:
     # a project Dockerfile's context: a tar made from the base commit, and the file in it
     context_tar: Path | None = None
     dockerfile_path: str | None = None
+    # setup's steps run in a network closed to private addresses (images/setup_network.py),
+    # held by a container of this image (one with iptables), open to these networks
+    firewall_image: str | None = None
+    setup_allow: tuple[str, ...] = ()
 
 
 def layer_tag(
@@ -297,6 +301,8 @@ class ProjectImage:
     environment: Environment = NONE
     inputs: Mapping[str, bytes] = field(default_factory=dict)
     base: Layer | None = None
+    # the networks setup may reach among the closed ones (--setup-allow-net): not the image's
+    setup_allow: tuple[str, ...] = ()
 
     def identity(self) -> str:
         """A digest of all of it: two runs with the same identity share their image."""
@@ -336,6 +342,10 @@ def plan(
         base_ref, image_id(base_ref), apt=project.environment.apt, ca_certs=ca_files(ca_certs)
     )
     environment = environment_layer(system, project.environment, project.inputs)
+    if environment is not None and environment.setup:
+        environment = dataclasses.replace(
+            environment, firewall_image=system.tag, setup_allow=project.setup_allow
+        )
     stages_on = system
     if agent.stages.strip() and (base_ref != base_image or project.environment.apt):
         # the agent's stages build on the default system layer, shared by every project

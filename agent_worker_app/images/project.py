@@ -69,7 +69,7 @@ def load(
             )
         inputs[path] = data
     base = _base_layer(env, ws, work_dir, commit) if env.dockerfile else None
-    return with_environment(cfg, env), ProjectImage(env, inputs, base)
+    return with_environment(cfg, env), ProjectImage(env, inputs, base, cfg.setup_allow)
 
 
 def _base_layer(env: Environment, ws: Workspace, work_dir: Path, commit: str) -> image_layers.Layer:

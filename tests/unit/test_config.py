@@ -100,6 +100,7 @@ HOSTILE_DOTENV = {
     "AGENT_WORKER_AUTH": "oauth-token",
     "AGENT_WORKER_BACKEND": "swarm",
     "AGENT_WORKER_PUSH_CI": "1",
+    "AGENT_WORKER_SETUP_ALLOW_NET": "169.254.169.254",
 }
 
 
@@ -110,8 +111,9 @@ def test_a_projects_dotenv_cannot_widen_the_sandbox_or_change_the_image(tmp_path
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in HOSTILE_DOTENV.items()))
     cfg = load(tmp_path)
     default = load(tmp_path, {"no_environment": True})
-    for name in ("allow_hosts", "base_image", "ca_certs", "memory_bytes", "pids_limit"):
+    for name in ("allow_hosts", "setup_allow", "base_image", "ca_certs", "memory_bytes"):
         assert getattr(cfg, name) == getattr(default, name), name
+    assert cfg.pids_limit == default.pids_limit
     assert (cfg.workspace, cfg.git_identity, cfg.backend) == ("auto", "agent", "docker")
     assert not cfg.push_ci  # the agent's CI files never run with the job's secrets on its say
     assert len(cfg.warnings) == len(HOSTILE_DOTENV)
@@ -298,6 +300,8 @@ def test_the_command_agent_takes_no_credential(tmp_path: Path) -> None:
         ({"allow_host": ("bad host!",)}, "--allow-host must be a HOST, HOST:PORT or @preset"),
         ({"allow_host": ("h:99999",)}, "--allow-host must be a HOST, HOST:PORT or @preset"),
         ({"timezone": "Mars/Olympus"}, "--timezone must be a time zone name"),
+        ({"setup_allow_net": ("10.0.0.0/33",)}, "--setup-allow-net must be an address or network"),
+        ({"setup_allow_net": ("metadata",)}, "--setup-allow-net must be an address or network"),
         ({"allow_host": ("@pypy",)}, "--allow-host: unknown preset '@pypy' (known: @pypi"),
         ({"check": "  "}, "--check is empty: give a shell command"),
         ({"maintenance": ("true", "")}, "--maintenance is empty: give a shell command"),
@@ -469,3 +473,14 @@ def test_a_bad_backend_setting_is_a_usage_error(
 ) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         load(tmp_path, cli)
+
+
+def test_setup_may_be_allowed_networks_by_the_user(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {"setup_allow_net": ("10.1.2.3", "fd00::1/8")})
+    assert cfg.setup_allow == ("10.1.2.3/32", "fd00::/8")
+    user_settings(tmp_path, "AGENT_WORKER_SETUP_ALLOW_NET=192.168.1.0/24, 10.9.9.9\n")
+    assert load(tmp_path).setup_allow == ("192.168.1.0/24", "10.9.9.9/32")
+    assert load(tmp_path, {"no_environment": True}).setup_allow == (
+        "192.168.1.0/24",
+        "10.9.9.9/32",
+    )

@@ -493,3 +493,13 @@ def test_frames_held_by_the_tls_layer_arrive_without_waiting_for_more(tmp_path: 
             done.set()
     thread.join(5)
     server.close()
+
+
+def test_a_network_engines_own_addresses_are_known_for_setup_to_be_denied() -> None:
+    from agent_worker_app.engines.docker.client import engine_addresses
+    from agent_worker_app.engines.docker.endpoint import Engine
+
+    assert engine_addresses(Engine("tcp://127.0.0.1:2375")) == ("127.0.0.1",)
+    assert engine_addresses(Engine("tcp://[::1]:2376")) == ("::1",)
+    assert engine_addresses(Engine(None)) == ()
+    assert engine_addresses(Engine("unix:///var/run/docker.sock")) == ()

@@ -5,6 +5,8 @@ A task's container never goes through docker-py: api.py."""
 from __future__ import annotations
 
 import ipaddress
+import socket
+import urllib.parse
 import warnings
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING
@@ -59,6 +61,7 @@ class _EngineAPI(docker.APIClient):
 
     def __init__(self, engine: Engine, ssh: _SSHAdapter | None, *, timeout: int) -> None:
         self._ssh = ssh
+        self.engine = engine
         tls: bool | docker.tls.TLSConfig = False
         if engine.tls is not None:
             if not engine.tls.verify:  # chosen by the user (DOCKER_TLS, SkipTLSVerify)
@@ -147,6 +150,20 @@ def bridge_gateway(client: docker.DockerClient) -> str:
     if config.get("Gateway"):
         return str(config["Gateway"])
     return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
+def engine_addresses(engine: Engine | None) -> tuple[str, ...]:
+    """The addresses of the engine's own host, for an engine reached over the network (tcp://,
+    ssh://): what a build's steps must never reach (its port is root on that host). None for a
+    local socket, which no container reaches by address."""
+    url = urllib.parse.urlsplit(engine.url) if engine is not None and engine.url else None
+    if url is None or url.scheme not in ("tcp", "ssh", "http", "https") or not url.hostname:
+        return ()
+    try:
+        found = socket.getaddrinfo(url.hostname, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return ()
+    return tuple(sorted({str(info[4][0]).split("%")[0] for info in found}))
 
 
 def client_for(engine: Engine) -> docker.DockerClient:
