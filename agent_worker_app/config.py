@@ -56,6 +56,7 @@ class Config:
     allow_hosts: tuple[str, ...]
     setup_allow: tuple[str, ...]
     firewall: bool
+    runtime: str | None
     memory: str
     memory_bytes: int
     cpus: float | None
@@ -495,6 +496,7 @@ def load(
         allow_hosts=_parsed(layers, "allow_host", parse_allow_hosts, ()),
         setup_allow=_parsed(layers, "setup_allow_net", _networks, ()),
         firewall=not cli.get("no_firewall"),
+        runtime=_runtime(layers, backend),
         memory=memory,
         memory_bytes=parse_memory(memory, layers.get("memory")[1]),
         cpus=_parsed(layers, "cpus", _positive_float, None),
@@ -512,6 +514,22 @@ def load(
         no_environment=bool(cli.get("no_environment")),
         trust_environment=_parsed(layers, "trust_environment", _bool, False),
     )
+
+
+def _runtime(layers: _Layers, backend: str) -> str | None:
+    """--runtime: a name as the engine lists them; a swarm's services cannot choose one."""
+    text, source = layers.get("runtime")
+    if text is None or not text.strip():
+        return None
+    name = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise _bad(source, name, "a runtime's name as the engine lists it (runc, runsc)")
+    if backend != "docker":
+        raise UsageError(
+            f"{source}: the {backend} backend cannot choose a task's runtime (a swarm service "
+            "runs on its node's default runtime: set default-runtime in the nodes' daemon.json)"
+        )
+    return name
 
 
 def _networks(text: str, source: str) -> tuple[str, ...]:

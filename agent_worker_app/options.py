@@ -36,6 +36,7 @@ ENV_KEYS: Mapping[str, str] = {
     "max_cost": "AGENT_WORKER_MAX_COST",
     "trust_environment": "AGENT_WORKER_TRUST_ENVIRONMENT",
     "push_ci": "AGENT_WORKER_PUSH_CI",
+    "runtime": "AGENT_WORKER_RUNTIME",
 } | {option.key: option.variable for option in engines.options()}
 
 # Options that may be given several times (click's multiple=True).
@@ -208,6 +209,13 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         "the environment file's",
     ),
     ("--no-firewall", None, "Let the agent reach any address.", None),
+    (
+        "--runtime",
+        "NAME",
+        "The engine's runtime for the agent's container (runsc: gVisor); see --list-runtimes.",
+        "the engine's default",
+    ),
+    ("--list-runtimes", None, "List the Docker engine's runtimes, its default marked.", None),
     ("--memory", "SIZE", "Memory limit, /workspace (a tmpfs) included.", "4g"),
     ("--cpus", "N", "CPU limit.", "all"),
     ("--pids-limit", "N", "Process limit.", "1024"),

@@ -174,6 +174,7 @@ class Supervised:
     warnings: tuple[str, ...] = ()
     result: str | None = None  # the task's result line (JSON), when it came
     node: str | None = None  # the machine it ran on, where the engine has several
+    runtime: str | None = None  # the engine runtime it ran under (runc, runsc)
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,7 @@ def combine(
         over_cost=over_cost,
         started=supervised.started,
         node=supervised.node,
+        runtime=supervised.runtime,
         head=collected.head,
         import_error=collected.import_error,
         error=error,
@@ -369,10 +371,10 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
     signal arrives; it has stopped when this returns."""
     output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor)
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
-    over_cost, node, result = None, None, None
+    over_cost, node, runtime, result = None, None, None, None
     try:
         stream = backend.start(task, output.stdout.feed, output.stderr.feed)
-        started, node = True, backend.node(task)
+        started, node, runtime = True, backend.node(task), backend.runtime(task)
         ctx.journal.mark("container")
         for hook in ctx.on_start:
             hook()
@@ -409,6 +411,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
         warnings=tuple(warnings),
         result=result,
         node=node,
+        runtime=runtime,
     )
 
 
@@ -561,6 +564,7 @@ def report(ctx: Context, ws: Workspace, outcome: Outcome, *, branch: bool) -> Ru
         metered=ctx.agent.metered,
         pushed_to=pushed_to,
         node=outcome.node,
+        runtime=outcome.runtime,
         check=outcome.check,
         blocked=outcome.blocked,
         meter=outcome.meter,

@@ -156,6 +156,7 @@ class RunReport:
     continued_from: str | None = None  # --continue: the run before this one on the branch
     branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
     node: str | None = None  # the machine the task ran on, where the backend has several
+    runtime: str | None = None  # the engine runtime the task ran under (runc, runsc)
 
     @property
     def lines_added(self) -> int:
@@ -192,6 +193,7 @@ class RunReport:
             "continued_from": self.continued_from,
             "branch_totals": asdict(self.branch_totals) if self.branch_totals else None,
             "node": self.node,
+            "runtime": self.runtime,
             "error": self.error,
             "firewall": self.firewall,
             "check": self.check.to_json() if self.check is not None else None,
@@ -213,6 +215,7 @@ class Outcome:
     over_cost: float | None = None  # stopped by --max-cost, having reported this cost
     started: bool = False  # the task started: the agent may have done work
     node: str | None = None  # the machine it ran on, where the engine has several
+    runtime: str | None = None  # the engine runtime it ran under
     head: str | None = None
     import_error: str | None = None
     error: AgentWorkerError | None = None
@@ -307,6 +310,12 @@ def _ending(
         message = f"the agent ran out of memory (--memory {memory}) and was killed"
     elif outcome.container_error is not None:  # the container could not even run the agent
         status, code, message = "error", EXIT_PRECONDITION, outcome.container_error
+        if outcome.runtime not in (None, "runc") and "firewall" in message:
+            message += (
+                f" (under the runtime {outcome.runtime}, whose network the firewall inside the "
+                "container does not act on: no run rather than an unfiltered one; "
+                "--no-firewall runs it without egress control)"
+            )
     elif exit_info is not None and exit_info.status_code < 0 and exit_info.error:
         # the engine lost the task (its machine went down): no verdict of the agent's came back
         status, code = "failed", EXIT_AGENT_FAILED
@@ -377,6 +386,8 @@ def place_rows(report: RunReport) -> list[tuple[str, str]]:
         rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
     if report.node is not None:
         rows.append(("Node", f"ran on node {quote_name(report.node)}"))
+    if report.runtime is not None and report.runtime != "runc":  # runc: Docker's own default
+        rows.append(("Runtime", f"ran under {quote_name(report.runtime)}"))
     return rows
 
 

@@ -136,6 +136,7 @@ def prepare(
             pids_limit=cfg.pids_limit,
             firewall=cfg.firewall,
             workspace_tmpfs=not cfg.environment.prepares_workspace,
+            runtime=cfg.runtime,
         ),
         object_dirs=source.object_dirs if mount else (),
     )

@@ -120,6 +120,10 @@ class Backend(Protocol):
         """The machine the task ran on where the engine has several (a node's name);
         None on one engine. Never raises."""
 
+    def runtime(self, task: Task) -> str | None:
+        """The engine runtime the task runs under (runc, runsc); None where the engine does
+        not say. Never raises."""
+
     def remove(self, task: Task) -> None:
         """Remove it, running or not, with everything the engine keeps for it."""
 

@@ -31,6 +31,8 @@ class Profile:
     # /workspace as a tmpfs (fast, empty); False when the image's environment prepared it
     # (a .venv, node_modules made by setup), which a tmpfs would hide
     workspace_tmpfs: bool = True
+    # the engine's runtime for the task (Docker's --runtime: runsc for gVisor); None: its default
+    runtime: str | None = None
 
     @property
     def capabilities(self) -> list[str]:

@@ -225,7 +225,7 @@ def _network(client: docker.DockerClient, layer: Layer) -> Iterator[str | None]:
     if layer.firewall_image is None:
         yield None
         return
-    from agent_worker_app.images import setup_network
+    from agent_worker_app.images import setup_network  # only a layer with setup needs it
 
     with setup_network.firewalled(
         client, layer.firewall_image, allow=layer.setup_allow

@@ -232,11 +232,21 @@ def environment_layer(system: Layer, env: Environment, inputs: Mapping[str, byte
 # ---------------------------------------------------------------- agent
 
 
+# Not the agent's container's: setup's network holder runs it (images/setup_network.py).
+SETUP_FIREWALL = "setup-firewall.sh"
+
+
 def container_files(context_dir: Path = CONTAINER_DIR) -> tuple[ContextFile, ...]:
     """The scripts the container runs: container/*.sh, executable, and container/*.pl and
     *.py, which root's scripts run with perl and python3 (read only)."""
     paths = sorted(
-        [*context_dir.glob("*.sh"), *context_dir.glob("*.pl"), *context_dir.glob("*.py")]
+        path
+        for path in [
+            *context_dir.glob("*.sh"),
+            *context_dir.glob("*.pl"),
+            *context_dir.glob("*.py"),
+        ]
+        if path.name != SETUP_FIREWALL
     )
     return tuple(
         (path.name, path.read_bytes(), 0o755 if path.suffix == ".sh" else 0o644) for path in paths

@@ -22,9 +22,9 @@ from docker.utils.socket import frames_iter
 
 from agent_worker_app.engines.docker.client import DOCKER_ERRORS, engine_addresses, reason
 from agent_worker_app.errors import ImageBuildError
-from agent_worker_app.images.layers import CONTAINER_DIR
+from agent_worker_app.images.layers import CONTAINER_DIR, SETUP_FIREWALL
 
-SCRIPT = CONTAINER_DIR / "setup-firewall.sh"
+SCRIPT = CONTAINER_DIR / SETUP_FIREWALL
 LABEL = "agent-worker.setup-network"
 
 

@@ -302,6 +302,12 @@ def test_the_command_agent_takes_no_credential(tmp_path: Path) -> None:
         ({"timezone": "Mars/Olympus"}, "--timezone must be a time zone name"),
         ({"setup_allow_net": ("10.0.0.0/33",)}, "--setup-allow-net must be an address or network"),
         ({"setup_allow_net": ("metadata",)}, "--setup-allow-net must be an address or network"),
+        ({"runtime": "run sc"}, "--runtime must be a runtime's name as the engine lists it"),
+        ({"runtime": "--privileged"}, "--runtime must be a runtime's name as the engine lists it"),
+        (
+            {"runtime": "runsc", "backend": "swarm", "registry": "r:5000"},
+            "--runtime: the swarm backend cannot choose a task's runtime",
+        ),
         ({"allow_host": ("@pypy",)}, "--allow-host: unknown preset '@pypy' (known: @pypi"),
         ({"check": "  "}, "--check is empty: give a shell command"),
         ({"maintenance": ("true", "")}, "--maintenance is empty: give a shell command"),
@@ -484,3 +490,13 @@ def test_setup_may_be_allowed_networks_by_the_user(tmp_path: Path) -> None:
         "192.168.1.0/24",
         "10.9.9.9/32",
     )
+
+
+def test_a_runtime_is_the_users_choice(tmp_path: Path) -> None:
+    assert load(tmp_path).runtime is None  # the engine's default
+    assert load(tmp_path, {"runtime": " runsc "}).runtime == "runsc"
+    assert load(tmp_path, environ={"AGENT_WORKER_RUNTIME": "kata"}).runtime == "kata"
+    (tmp_path / ".env").write_text("AGENT_WORKER_RUNTIME=runc\n")  # a project's .env: never
+    cfg = load(tmp_path)
+    assert cfg.runtime is None
+    assert any("AGENT_WORKER_RUNTIME ignored" in warning for warning in cfg.warnings)

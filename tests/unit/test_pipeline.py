@@ -102,6 +102,9 @@ class FakeBackend:
         (out / "result.bundle").write_bytes(self.bundle.read_bytes())
         return True
 
+    def runtime(self, task: Task) -> str | None:
+        return "runc"
+
     def node(self, task: Task) -> str | None:
         return None
 

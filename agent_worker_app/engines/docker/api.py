@@ -351,6 +351,12 @@ class EngineAPI:
     def ping(self) -> None:
         self.call("GET", "/_ping")
 
+    def runtimes(self) -> tuple[list[str], str]:
+        """The engine's runtimes (their names) and its default one."""
+        _, info = self.call("GET", "/info")
+        info = info if isinstance(info, dict) else {}
+        return sorted(info.get("Runtimes") or {}), str(info.get("DefaultRuntime") or "runc")
+
     def stream(self, path: str, query: dict[str, str] | None = None) -> Streamed:
         """A GET whose answer is read as it comes (a followed log), on a connection of its own
         with no timeout; EngineError for an error status."""

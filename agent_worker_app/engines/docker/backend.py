@@ -84,6 +84,7 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._readers: dict[int, ResultReader] = {}  # by id() of the Task
         self._containers = Containers(api)
+        self._default_runtime: str | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -162,7 +163,22 @@ class DockerBackend:
         # Small result files come back framed in the output (channel.ResultReader), larger
         # ones are copied out of the stopped container.
         spec = replace(spec, env=spec.env | channel.frame_max(FRAME_MAX))
+        if spec.profile.runtime is not None:
+            self._known_runtime(spec.profile.runtime)
         return Task(self._containers.create(spec), inputs)
+
+    def _known_runtime(self, name: str) -> None:
+        """DockerError (exit 3) naming the engine's runtimes when it has no runtime name."""
+        try:
+            known, default = self._api.runtimes()
+        except (OSError, EngineError) as exc:
+            raise DockerError(f"cannot ask the Docker engine for its runtimes: {exc}") from None
+        if name not in known:
+            raise DockerError(
+                f"the Docker engine has no runtime {name!r} (it has: {', '.join(known)}; "
+                f"default {default}): register it in the engine's daemon.json, or choose "
+                "another --runtime (--list-runtimes)"
+            )
 
     def start(
         self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
@@ -206,6 +222,16 @@ class DockerBackend:
         if reader is not None:
             reader.frames.close()
         self._containers.remove(task.handle)
+
+    def runtime(self, task: Task) -> str | None:
+        if task.handle.runtime is not None:
+            return str(task.handle.runtime)
+        if self._default_runtime is None:
+            try:
+                self._default_runtime = self._api.runtimes()[1]
+            except (OSError, EngineError):
+                return None
+        return self._default_runtime
 
     def node(self, task: Task) -> str | None:
         return None  # one engine: the report names no machine

@@ -35,6 +35,8 @@ def container_config(spec: TaskSpec) -> dict[str, Any]:
             for i, path in enumerate(spec.object_dirs)
         ],
     }
+    if limits.runtime is not None:
+        host["Runtime"] = limits.runtime
     if limits.nano_cpus:
         host["NanoCpus"] = limits.nano_cpus
     if limits.workspace_tmpfs:

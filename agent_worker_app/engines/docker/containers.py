@@ -23,6 +23,7 @@ from agent_worker_app.errors import DockerError
 class Container(NamedTuple):
     id: str
     name: str
+    runtime: str | None = None  # the runtime it was created with; None: the engine's default
 
 
 def _failure(what: str, exc: OSError | EngineError) -> DockerError:
@@ -41,7 +42,8 @@ class Containers:
         it ends by then (sweep.deadline_label)."""
         spec = replace(spec, labels=spec.labels | sweep.deadline_label(spec.timeout_s))
         try:
-            return Container(self.api.create(spec.name, container_config(spec)), spec.name)
+            made = self.api.create(spec.name, container_config(spec))
+            return Container(made, spec.name, spec.profile.runtime)
         except (OSError, EngineError) as exc:
             raise _failure("Docker refused to create the agent container", exc) from None
 

@@ -437,6 +437,9 @@ class SwarmBackend:
         run_id = labels.get(sweep.RUN_ID, "")
         return Service(run_id, image, "", service_id=str(found["ID"]), job=job)
 
+    def runtime(self, task: Task) -> str | None:
+        return None  # a service runs on its node's default runtime, which the manager never says
+
     def node(self, task: Task) -> str | None:
         service: Service = task.handle
         if not service.nodes:

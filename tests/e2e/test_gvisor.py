@@ -1,0 +1,131 @@
+"""--runtime: the agent's container under another engine runtime (gVisor's runsc, which
+scripts/gvisor registers with the suite's engine), reported as such; an unknown one is exit 3
+naming the engine's; and where the sandbox cannot hold (the firewall inside the container does
+not act on gVisor's network, a process flood kills gVisor's sandbox) the run ends honestly:
+never a success, never an unfiltered agent, nothing left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT, git, make_repo, require, run_cli, snapshot
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+COMMIT = "echo hi > f.txt && git add f.txt && git commit -qm hi && dmesg 2>&1 | head -n 1"
+
+
+@pytest.fixture(scope="module")
+def runsc(docker_client: Any) -> str:
+    """The engine's runsc runtime (registered by scripts/gvisor, which scripts/test runs)."""
+    if "runsc" not in (docker_client.info().get("Runtimes") or {}):
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "gvisor")], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            require(f"gVisor's runsc cannot be registered with the engine: {done.stderr}")
+    return "runsc"
+
+
+def _repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "project", {"README.md": "a project\n"})
+
+
+def test_the_agent_runs_under_runsc_and_the_report_says_so(
+    tmp_path: Path, runsc: str, command_env: Callable[..., dict[str, str]]
+) -> None:
+    repo = _repo(tmp_path)
+    args = ["--agent-type", "command", "--task", COMMIT, "--no-firewall"]
+    done = run_cli([*args, "--runtime", runsc, "--branch", "gvisor"], cwd=repo, env=command_env())
+    assert done.code == 0, done.stderr
+    assert done.report is not None
+    assert done.report["runtime"] == "runsc"
+    assert "Runtime    ran under runsc" in done.stdout
+    assert git(repo, "show", "gvisor:f.txt") == "hi\n"
+    # gVisor's own kernel answered the agent, not the host's
+    log = Path(done.report["run_dir"]) / "agent.jsonl"
+    assert "gVisor" in log.read_text(), log.read_text()
+    # the same run on the engine's default runtime says so too
+    plain = run_cli([*args, "--branch", "plain"], cwd=repo, env=command_env())
+    assert plain.code == 0, plain.stderr
+    assert plain.report is not None
+    assert plain.report["runtime"] == "runc"
+    assert "Runtime" not in plain.stdout
+    assert "gVisor" not in (Path(plain.report["run_dir"]) / "agent.jsonl").read_text()
+
+
+def test_a_firewall_that_cannot_act_under_runsc_is_no_run(
+    tmp_path: Path, runsc: str, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    repo = _repo(tmp_path)
+    before = snapshot(repo)
+    done = run_cli(
+        ["--agent-type", "command", "--task", COMMIT, "--runtime", runsc],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert done.code == 3, done.stderr
+    assert "the firewall could not be set up" in done.stderr
+    assert "under the runtime runsc" in done.stderr
+    assert snapshot(repo) == before  # the branch it made is gone again
+    assert done.report is not None
+    assert done.report["runtime"] == "runsc"
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"agent-worker.run-id={done.report['run_id']}"}
+    )
+
+
+def test_a_process_flood_under_runsc_ends_the_run_honestly(
+    tmp_path: Path, runsc: str, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    """gVisor's ptrace platform needs host processes: the pids limit kills its sandbox rather
+    than limiting it. The run fails (never a success), in time, with nothing left running."""
+    repo = _repo(tmp_path)
+    flood = "for i in $(seq 300); do sleep 60 & done; wait"
+    done = run_cli(
+        [
+            *("--agent-type", "command", "--task", flood, "--runtime", runsc, "--no-firewall"),
+            *("--pids-limit", "64", "--timeout", "120"),
+        ],
+        cwd=repo,
+        env=command_env(),
+        timeout=200,
+    )
+    assert done.code == 1, done.stderr
+    assert done.report is not None
+    assert done.report["status"] == "failed"
+    assert done.report["duration_s"] < 120  # ended by the flood, not by the timeout
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"agent-worker.run-id={done.report['run_id']}"}
+    )
+
+
+def test_an_unknown_runtime_is_exit_3_naming_the_engines(
+    tmp_path: Path, runsc: str, command_env: Callable[..., dict[str, str]]
+) -> None:
+    repo = _repo(tmp_path)
+    before = snapshot(repo)
+    done = run_cli(
+        ["--agent-type", "command", "--task", "true", "--runtime", "kata-nope"],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert done.code == 3, done.stderr
+    assert "the Docker engine has no runtime 'kata-nope' (it has: runc, runsc" in done.stderr
+    assert snapshot(repo) == before
+    listed = subprocess.run(
+        [sys.executable, str(ROOT / "agent_worker.py"), "--list-runtimes"],
+        cwd=repo,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == ["runc  (default)", "runsc"]
