@@ -100,6 +100,9 @@ HOSTILE_DOTENV = {
     "AGENT_WORKER_AUTH": "oauth-token",
     "AGENT_WORKER_BACKEND": "swarm",
     "AGENT_WORKER_PUSH_CI": "1",
+    "AGENT_WORKER_MAX_RESULT_SIZE": "1t",
+    "AGENT_WORKER_MAX_LOG_SIZE": "1t",
+    "AGENT_WORKER_DISK": "1t",
 }
 
 
@@ -110,7 +113,10 @@ def test_a_projects_dotenv_cannot_widen_the_sandbox_or_change_the_image(tmp_path
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in HOSTILE_DOTENV.items()))
     cfg = load(tmp_path)
     default = load(tmp_path, {"no_environment": True})
-    for name in ("allow_hosts", "base_image", "ca_certs", "memory_bytes", "pids_limit"):
+    for name in (
+        *("allow_hosts", "base_image", "ca_certs", "memory_bytes", "pids_limit"),
+        *("max_result_bytes", "max_log_bytes", "disk_bytes"),
+    ):
         assert getattr(cfg, name) == getattr(default, name), name
     assert (cfg.workspace, cfg.git_identity, cfg.backend) == ("auto", "agent", "docker")
     assert not cfg.push_ci  # the agent's CI files never run with the job's secrets on its say
@@ -469,3 +475,21 @@ def test_a_bad_backend_setting_is_a_usage_error(
 ) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         load(tmp_path, cli)
+
+
+def test_the_caps_have_defaults_and_take_sizes(tmp_path: Path) -> None:
+    """--max-result-size, --max-log-size and --disk: documented defaults, sizes as --memory
+    takes them, and a bad or tiny one refused naming the option."""
+    cfg = load(tmp_path)
+    assert (cfg.max_result_bytes, cfg.max_log_bytes, cfg.disk_bytes) == (
+        1 << 30,
+        256 << 20,
+        10 << 30,
+    )
+    given = load(tmp_path, {"max_result_size": "2g", "max_log_size": "64k", "disk": "1.5g"})
+    assert (given.max_result_bytes, given.max_log_bytes) == (2 << 30, 64 << 10)
+    assert given.disk_bytes == int(1.5 * (1 << 30))
+    for option, value in (("disk", "lots"), ("max_log_size", "1k"), ("max_result_size", "-1")):
+        flag = "--" + option.replace("_", "-")
+        with pytest.raises(UsageError, match=flag):
+            load(tmp_path, {option: value})

@@ -94,7 +94,7 @@ class FakeBackend:
     def signal(self, task: Task, name: str) -> None:
         self.signals.append(name)
 
-    def fetch_result(self, task: Task, dest: Path) -> bool:
+    def fetch_result(self, task: Task, dest: Path, *, max_bytes: int = 0) -> bool:
         if self.bundle is None:
             return False
         out = dest / "out"
