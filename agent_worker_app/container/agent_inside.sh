@@ -769,7 +769,7 @@ agent_stage() {
     say "stopping the agent"
     stop_agent
     status=0
-    wait "$agent_pid" || status=$?
+    wait "$agent_pid" 2>/dev/null || status=$? # (no "Killed" notice of bash's as its last word)
   fi
   trap '' TERM INT HUP
   # What the agent left running in its process group may hold its output open: gone first, so

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from conftest import git, run_cli
+from fake_anthropic import Turn, bash
+from remote_engine import RemoteEngine
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -131,6 +133,40 @@ def test_a_flood_of_the_home_directory_is_stopped_at_the_cap(
     code, report, stderr = _run(repo, env, task, "home-small", "--disk", "200m")
     assert code == 0, stderr
     assert report["status"] == "success"
+
+
+def test_a_flood_of_the_home_directory_on_a_remote_engine_is_stopped_at_the_cap(
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], remote_engine: RemoteEngine
+) -> None:
+    """The same flood by Claude Code's Bash tool, on the remote test engine (vfs storage, which
+    cannot cap a container's layer): the watch over TCP stops it. Then a run writing a small
+    file there succeeds."""
+    flood = "while true; do head -c 20000000 /dev/zero >> /home/agent/flood || exit 9; done"
+    fake_api.add_turns(Turn.tool_use(bash(flood)))  # (no turn after it: the agent is killed)
+    env = run_env(DOCKER_HOST=remote_engine.plain)
+    result = run_cli(
+        ["--task", "fill the disk", "--branch", "remote-flood", "--disk", "200m"],
+        cwd=repo,
+        env=env,
+        timeout=600,
+    )
+    assert result.code == 1, result.stderr
+    assert result.report is not None
+    assert "--disk (200m" in result.report["error"]
+    assert remote_engine.client().containers.list(all=True) == []
+    # without the attack
+    fake_api.add_turns(
+        Turn.tool_use(bash("head -c 5000000 /dev/zero > /home/agent/small && echo ok > ok.txt")),
+        Turn.text("done"),
+    )
+    result = run_cli(
+        ["--task", "write a little", "--branch", "remote-small", "--disk", "200m"],
+        cwd=repo,
+        env=env,
+        timeout=600,
+    )
+    assert result.code == 0, result.stderr
+    assert git(repo, "show", "remote-small:ok.txt") == "ok\n"
 
 
 # (the result small enough to come back framed, or large enough to be copied out)
