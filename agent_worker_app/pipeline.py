@@ -471,21 +471,14 @@ def collect(
         if inside.stopped:
             warnings.append(f"{inside.stopped}: the task stopped its agent by itself")
     bundle = ctx.run_dir / "out" / "result.bundle"
-    too_large = ""
     wanted = inside is not None and (inside.bundle or ctx.agent.session_dir is not None)
-    try:
-        fetched = wanted and backend.fetch_result(
-            task, ctx.run_dir, max_bytes=ctx.config.max_result_bytes
-        )
-    except ResultTooLargeError as exc:  # what came whole is kept: the bundle, if it did
-        fetched, too_large = True, str(exc)
-        ctx.progress.warn(too_large)
-        warnings.append(too_large)
+    fetched, too_large = fetch(ctx, backend, task) if wanted else (False, "")
     if fetched:
         keep_session(ctx)
     tail = ctx.run_dir / "out" / "agent-tail.jsonl"  # the agent's last lines, as it wrote them
     if tail.is_file():
         tail.write_bytes(ctx.redactor.data(tail.read_bytes()))
+    warnings.extend([too_large] if too_large and bundle.is_file() else [])  # the rest was cut
     if inside is not None and inside.bundle and fetched and bundle.is_file():
         imported = import_result(ws, bundle, expected=inside.head)
         return Collected(inside, *imported, tuple(warnings))
@@ -513,6 +506,15 @@ def collect(
             f"descend from the base {ws.base_commit[:12]}: nothing imported"
         )
     return Collected(inside, head, import_error, tuple(warnings))
+
+
+def fetch(ctx: Context, backend: Backend, task: Task) -> tuple[bool, str]:
+    """(whether the task's files came, and why not all of them did: --max-result-size passed,
+    the files that came whole before it kept; "" when all came)."""
+    try:
+        return backend.fetch_result(task, ctx.run_dir, max_bytes=ctx.config.max_result_bytes), ""
+    except ResultTooLargeError as exc:
+        return True, str(exc)
 
 
 def keep_session(ctx: Context) -> None:
