@@ -22,6 +22,11 @@ DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS_LIMIT = 1024
+# The caps on what a run keeps and uses (README, "Limits"): the result the host reads back,
+# each log it writes, and the container's own files outside /workspace.
+DEFAULT_MAX_RESULT_SIZE = "1g"
+DEFAULT_MAX_LOG_SIZE = "256m"
+DEFAULT_DISK = "10g"
 MAX_TASK_BYTES = 512 * 1024
 
 # The option table lives in options.py, which --help imports without the rest of this module.
@@ -61,6 +66,9 @@ class Config:
     memory_bytes: int
     cpus: float | None
     pids_limit: int
+    max_result_bytes: int = 1 << 30  # --max-result-size
+    max_log_bytes: int = 256 << 20  # --max-log-size: each log the run writes
+    disk_bytes: int = 10 << 30  # --disk: the container's files outside /workspace
     jobs: int = 1  # tasks run at once (a batch)
     max_cost_usd: float | None = None  # per task, and a batch's budget
     env_files: tuple[Path, ...] = ()
@@ -186,6 +194,23 @@ def parse_memory(text: str, source: str) -> int:
     if size < 6 * 1024**2:
         raise _bad(source, text, "at least 6m (Docker's minimum)")
     return size
+
+
+def parse_size(text: str, source: str) -> int:
+    """Bytes from a size such as 64k, 512m, 2g or 1048576; at least 64k."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", text.lower())
+    if not match:
+        raise _bad(source, text, "a size such as 512m or 2g")
+    scale = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[match.group(2)]
+    size = int(float(match.group(1)) * scale)
+    if size < 64 * 1024:
+        raise _bad(source, text, "at least 64k")
+    return size
+
+
+def _size(layers: _Layers, name: str, default: str) -> int:
+    text, source = layers.get(name)
+    return parse_size(default if text is None else text, source)
 
 
 def _choice(*choices: str) -> Callable[[str, str], str]:
@@ -501,6 +526,9 @@ def load(
         memory_bytes=parse_memory(memory, layers.get("memory")[1]),
         cpus=_parsed(layers, "cpus", _positive_float, None),
         pids_limit=_parsed(layers, "pids_limit", _positive_int, DEFAULT_PIDS_LIMIT),
+        max_result_bytes=_size(layers, "max_result_size", DEFAULT_MAX_RESULT_SIZE),
+        max_log_bytes=_size(layers, "max_log_size", DEFAULT_MAX_LOG_SIZE),
+        disk_bytes=_size(layers, "disk", DEFAULT_DISK),
         jobs=_parsed(layers, "jobs", _positive_int, 1),
         max_cost_usd=agent.max_cost_usd,
         env_files=tuple(path for path, _ in env_files),

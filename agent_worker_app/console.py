@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from agent_worker_app import capped_log
 from agent_worker_app.agents.base_agent import ProgressEvent
 from agent_worker_app.engines.channel import Lines
 
@@ -256,9 +257,10 @@ class RunLog:
         log.addHandler(handler)
         self._handlers.append(handler)
 
-    def to_file(self, path: Path) -> None:
-        """Write what was logged so far to path, and everything after it too."""
-        handler = logging.FileHandler(path, encoding="utf-8")
+    def to_file(self, path: Path, *, max_bytes: int = capped_log.DEFAULT_MAX) -> None:
+        """Write what was logged so far to path, and everything after it too (up to max_bytes:
+        at --debug it holds the container's output again)."""
+        handler = capped_log.CappedHandler(path, max_bytes)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         for record in self._memory:
             handler.handle(record)
@@ -423,9 +425,11 @@ class AgentOutput:
         parse_line: Callable[[str], ProgressEvent | None],
         progress: ProgressSink,
         redactor: Redactor,
+        *,
+        max_bytes: int = capped_log.DEFAULT_MAX,
     ) -> None:
-        self._jsonl = (run_dir / "agent.jsonl").open("wb")
-        self._stderr = (run_dir / "container.log").open("wb")
+        self._jsonl = capped_log.CappedFile(run_dir / "agent.jsonl", max_bytes)
+        self._stderr = capped_log.CappedFile(run_dir / "container.log", max_bytes)
         self._parse_line = parse_line
         self._progress = progress
         self.stdout = Lines(self._out_line, redact=redactor.data, keep=redactor.longest)
@@ -454,6 +458,11 @@ class AgentOutput:
         self.stderr.close()
         self._jsonl.close()
         self._stderr.close()
+
+    @property
+    def warnings(self) -> list[str]:
+        """For the report: the logs that stopped at --max-log-size."""
+        return [w for f in (self._jsonl, self._stderr) if (w := f.warning()) is not None]
 
 
 _OWN = "agent-worker: "

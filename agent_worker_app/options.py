@@ -32,6 +32,9 @@ ENV_KEYS: Mapping[str, str] = {
     "memory": "AGENT_WORKER_MEMORY",
     "cpus": "AGENT_WORKER_CPUS",
     "pids_limit": "AGENT_WORKER_PIDS_LIMIT",
+    "max_result_size": "AGENT_WORKER_MAX_RESULT_SIZE",
+    "max_log_size": "AGENT_WORKER_MAX_LOG_SIZE",
+    "disk": "AGENT_WORKER_DISK",
     "jobs": "AGENT_WORKER_JOBS",
     "max_cost": "AGENT_WORKER_MAX_COST",
     "trust_environment": "AGENT_WORKER_TRUST_ENVIRONMENT",
@@ -219,6 +222,26 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ("--memory", "SIZE", "Memory limit, /workspace (a tmpfs) included.", "4g"),
     ("--cpus", "N", "CPU limit.", "all"),
     ("--pids-limit", "N", "Process limit.", "1024"),
+    (
+        "--disk",
+        "SIZE",
+        "Limit on the container's own files outside /workspace (home, /tmp, setup's paths).",
+        "10g",
+    ),
+    (
+        "--max-result-size",
+        "SIZE",
+        "Stop reading the container's result (its commits' bundle, session files) past SIZE: "
+        "the run fails, keeping what came whole.",
+        "1g",
+    ),
+    (
+        "--max-log-size",
+        "SIZE",
+        "Stop writing each of the run's logs (the agent's output, the container's, the "
+        "build's) past SIZE; the run goes on.",
+        "256m",
+    ),
     ("--debug", None, "Log every step to stderr.", None),
     (
         "--env-file",

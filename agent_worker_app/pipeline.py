@@ -24,10 +24,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agent_worker_app import git_manager, runs, task_spec
+from agent_worker_app import capped_log, git_manager, runs, task_spec
 from agent_worker_app.agents.base_agent import AgentResult
 from agent_worker_app.console import AgentOutput
 from agent_worker_app.engines.base import GRACE_S, Backend, ExitInfo, Task
+from agent_worker_app.engines.channel import ResultTooLargeError
 from agent_worker_app.errors import (
     AgentWorkerError,
     DockerError,
@@ -211,9 +212,9 @@ def open_run(
     run_id = new_run_id()
     run_dir = ws.git_dir / "agent-worker" / "runs" / run_id
     run_dir.mkdir(parents=True)
-    runlog.to_file(run_dir / "agent-worker.log")
+    runlog.to_file(run_dir / "agent-worker.log", max_bytes=cfg.max_log_bytes)
     (run_dir / "task.md").write_text(cfg.task, encoding="utf-8")
-    keep_build_logs(image, run_dir)
+    keep_build_logs(image, run_dir, max_bytes=cfg.max_log_bytes)
     parser = agent.parser()
     return Context(
         cfg,
@@ -231,20 +232,25 @@ def open_run(
     )
 
 
-def keep_build_logs(image: ImageResult, run_dir: Path) -> None:
+def keep_build_logs(image: ImageResult, run_dir: Path, *, max_bytes: int) -> None:
     """The log of each layer this run built, in the run directory: build-<layer>.log (and
-    build.log, all of them in order)."""
+    build.log, all of them in order), each up to max_bytes (--max-log-size)."""
     built = [(layer.name, layer.log_path) for layer in image.layers if layer.built]
     if not image.layers and image.log_path is not None:  # a backend that reports no layers
         built = [("image", image.log_path)]
-    whole = b""
-    for name, path in built:
-        if path is not None:
-            data = path.read_bytes()
-            (run_dir / f"build-{name.split()[0]}.log").write_bytes(data)
-            whole += data
-    if built:
-        (run_dir / "build.log").write_bytes(whole)
+    if not built:
+        return
+    whole = capped_log.CappedFile(run_dir / "build.log", max_bytes)
+    try:
+        for name, path in built:
+            if path is not None:
+                layer_log = run_dir / f"build-{name.split()[0]}.log"
+                capped_log.copy(path, layer_log, max_bytes)
+                with layer_log.open("rb") as data:
+                    while piece := data.read(1 << 16):
+                        whole.write(piece)
+    finally:
+        whole.close()
 
 
 def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:
@@ -369,7 +375,9 @@ def clean_up(
 def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supervised:
     """Start the task and stream the agent's output until it ends, the timeout passes or a
     signal arrives; it has stopped when this returns."""
-    output = AgentOutput(ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor)
+    output = AgentOutput(
+        ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor, max_bytes=ctx.config.max_log_bytes
+    )
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
     over_cost, node, runtime, result = None, None, None, None
     try:
@@ -401,6 +409,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
         result = stream.result  # the task's own account (channel.ResultReader), if it came
     finally:
         output.close()
+    warnings.extend(output.warnings)
     return Supervised(
         started=started,
         exit=exit_info,
@@ -466,13 +475,14 @@ def collect(
             warnings.append(f"{inside.stopped}: the task stopped its agent by itself")
     bundle = ctx.run_dir / "out" / "result.bundle"
     wanted = inside is not None and (inside.bundle or ctx.agent.session_dir is not None)
-    fetched = wanted and backend.fetch_result(task, ctx.run_dir)
+    fetched, too_large = fetch(ctx, backend, task) if wanted else (False, "")
     if fetched:
         keep_session(ctx)
     tail = ctx.run_dir / "out" / "agent-tail.jsonl"  # the agent's last lines, as it wrote them
     if tail.is_file():
         tail.write_bytes(ctx.redactor.data(tail.read_bytes()))
-    if inside is not None and inside.bundle and fetched:
+    warnings.extend([too_large] if too_large and bundle.is_file() else [])  # the rest was cut
+    if inside is not None and inside.bundle and fetched and bundle.is_file():
         imported = import_result(ws, bundle, expected=inside.head)
         return Collected(inside, *imported, tuple(warnings))
     head = git_manager.branch_head(ws)
@@ -489,6 +499,8 @@ def collect(
             )
     elif inside.phase == "agent" and inside.error:
         import_error = f"the container {inside.error}: the branch stays at the base"
+    elif inside.bundle and too_large:
+        import_error = f"{too_large}: the agent's commits were not brought back"
     elif inside.bundle:
         import_error = "the container's result bundle could not be copied out"
     elif inside.phase == "agent" and inside.head and inside.head != ws.base_commit:
@@ -497,6 +509,15 @@ def collect(
             f"descend from the base {ws.base_commit[:12]}: nothing imported"
         )
     return Collected(inside, head, import_error, tuple(warnings))
+
+
+def fetch(ctx: Context, backend: Backend, task: Task) -> tuple[bool, str]:
+    """(whether the task's files came, and why not all of them did: --max-result-size passed,
+    the files that came whole before it kept; "" when all came)."""
+    try:
+        return backend.fetch_result(task, ctx.run_dir, max_bytes=ctx.config.max_result_bytes), ""
+    except ResultTooLargeError as exc:
+        return True, str(exc)
 
 
 def keep_session(ctx: Context) -> None:

@@ -305,6 +305,8 @@ def _ending(
         status, code, message = "interrupted", EXIT_INTERRUPTED, "interrupted by a signal"
     elif outcome.timed_out or outcome.over_cost is not None:
         status, code, message = _stopped(outcome, timeout_s, max_cost)
+    elif exit_info is not None and exit_info.stopped:  # its disk passed --disk
+        status, code, message = "failed", EXIT_AGENT_FAILED, exit_info.stopped
     elif exit_info is not None and exit_info.status_code != 0 and oom:
         status, code = "failed", EXIT_AGENT_FAILED
         message = f"the agent ran out of memory (--memory {memory}) and was killed"

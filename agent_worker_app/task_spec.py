@@ -137,8 +137,10 @@ def prepare(
             firewall=cfg.firewall,
             workspace_tmpfs=not cfg.environment.prepares_workspace,
             runtime=cfg.runtime,
+            disk_bytes=cfg.disk_bytes,
         ),
         object_dirs=source.object_dirs if mount else (),
+        max_result_bytes=cfg.max_result_bytes,
     )
     files = channel.inputs(inputs, channel.new_nonce())
     return Prepared(spec, files, tuple(secret_env.values()), tuple(warnings))

@@ -105,7 +105,8 @@ fits_a_frame() {
 # agent's processes are gone.
 emit_files() {
   local names=() name
-  for name in result.bundle agent-tail.jsonl session; do
+  # the bundle, the largest, last: a host that stops reading at its cap keeps the others
+  for name in agent-tail.jsonl session result.bundle; do
     [[ -e "$OUT/$name" && ! -L "$OUT/$name" ]] && names+=("$name")
   done
   # (sed's script through a pipe: the nonce in an argument would be in /proc for every process)
@@ -299,6 +300,14 @@ forward() {
   [[ -n "$child" ]] && kill -TERM -- "$child" 2>/dev/null
   return 0
 }
+# SIGUSR1: stop at once (the host saw the container's disk pass --disk): the agent stage kills
+# the agent without the polite steps, in which a flood of writes would go on, then saves its work.
+# shellcheck disable=SC2317 # reachable: supervise's trap runs it
+forward_now() {
+  stopped=1
+  [[ -n "$child" ]] && kill -USR1 -- "$child" 2>/dev/null
+  return 0
+}
 
 # AGENT_ENV without the secret variables (their placeholders): what the agent gets, the
 # project's own commands (maintenance, check) do not. NUL-separated.
@@ -340,6 +349,7 @@ AS_AGENT=(setpriv --reuid=agent --regid=agent --init-groups
 
 supervise() {
   trap forward TERM INT HUP
+  trap forward_now USR1
   local name placeholders=()
   for name in $AW_SECRET_NAMES; do placeholders+=("$name=${!name}"); done
   agent_env "${placeholders[@]}"
@@ -558,8 +568,9 @@ on_signal() { stopping=1; }
 # A stop asks politely first: on SIGINT Claude Code still prints its result (with the token
 # usage so far); SIGTERM and SIGKILL follow for an agent that does not end.
 stop_agent() {
-  local sig
-  for sig in INT TERM KILL; do
+  local sig signals=(INT TERM KILL)
+  ((stopping == 2)) && signals=(KILL) # stop at once (SIGUSR1)
+  for sig in "${signals[@]}"; do
     kill "-$sig" -- "-$agent_pid" 2>/dev/null || true
     for _ in $(seq 1 50); do
       kill -0 "$agent_pid" 2>/dev/null || return 0
@@ -731,6 +742,7 @@ save_session() {
 
 agent_stage() {
   trap on_signal TERM INT HUP
+  trap 'stopping=2' USR1
   mapfile -d '' -t AGENT_ENV <"$AGENT_ENV_FOR_AGENT"
   { : >&5; } 2>/dev/null || exec 5>&2 # no stderr of the agent's own (not started by root_stage)
   rm -rf "$OUT/result.json" "$OUT/result.bundle" "$OUT/agent-tail.jsonl" "$OUT/session"
@@ -757,7 +769,7 @@ agent_stage() {
     say "stopping the agent"
     stop_agent
     status=0
-    wait "$agent_pid" || status=$?
+    wait "$agent_pid" 2>/dev/null || status=$? # (no "Killed" notice of bash's as its last word)
   fi
   trap '' TERM INT HUP
   # What the agent left running in its process group may hold its output open: gone first, so

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent_worker_app.engines.channel import Inputs
+from agent_worker_app.engines.channel import DEFAULT_MAX_RESULT, Inputs
 from agent_worker_app.engines.profile import Profile
 from agent_worker_app.images.layers import ImageResult
 
@@ -37,6 +37,7 @@ class TaskSpec:
     # the repository's object directories (its own, then those it borrows), shared read-only
     # at /source/objects-N where the engine shares this machine's files; nothing else is
     object_dirs: tuple[Path, ...] = ()
+    max_result_bytes: int = DEFAULT_MAX_RESULT  # --max-result-size: what the host reads back
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ExitInfo:
     status_code: int
     oom_killed: bool
     error: str | None
+    stopped: str | None = None  # why the engine's side stopped it (its disk passed --disk)
 
 
 @dataclass
@@ -109,9 +111,12 @@ class Backend(Protocol):
     def signal(self, task: Task, name: str) -> None:
         """Send a signal (SIGTERM, SIGKILL); a task that already ended is not an error."""
 
-    def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+    def fetch_result(
+        self, task: Task, dest: Path, *, account: bool = False, max_bytes: int = DEFAULT_MAX_RESULT
+    ) -> bool:
         """Copy what the task left (RESULT_DIR) into dest/out, and with account its vouched
-        result into dest/agent-worker-result.json; False when there is nothing."""
+        result into dest/agent-worker-result.json; False when there is nothing. Reading stops
+        at max_bytes: the files that came whole are kept, then channel.ResultTooLargeError."""
 
     def lost_tasks(self, project: str) -> list[LostTask]:
         """This project's tasks whose agent-worker is gone (from this host), running or not."""

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from agent_worker_app.errors import EXIT_AGENT_FAILED, AgentWorkerError
+
 # ---------------------------------------------------------------- in: the inputs
 
 INPUT_DIR = "/agent-worker"
@@ -49,6 +51,9 @@ OUT_MARK = "agent-worker-out"  # a frame: "<mark> <nonce> <base64 of a piece of 
 RESULT_MARK = "agent-worker-result"  # the result line: "<mark> <nonce> <base64 of JSON>"
 OWN_DEADLINE_S = 10.0  # the task stops its agent itself this long after the run's timeout
 MAX_LINE = 1 << 20  # a line longer than this is passed on in pieces
+# The most a task's result files may come to, as the archive the host reads (--max-result-size):
+# the host stops reading there, keeps the files that came whole, and the run fails saying so.
+DEFAULT_MAX_RESULT = 1 << 30
 
 # The variables the backends add: the inputs as files, not a tar on stdin (no stdin); the
 # largest result that comes back framed in the output (larger: copied out).
@@ -258,11 +263,66 @@ class Lines:
             self._buf.clear()
 
 
-def extract_results(tar: tarfile.TarFile, dest: Path) -> None:
-    """Unpack what a task left: its regular files and directories, and nothing else. A link (a
-    symlink, absolute or not, or a hard link) or a device the agent left in the output is
+class ResultTooLargeError(AgentWorkerError):
+    """The task's result passed --max-result-size: what came whole before the cap is kept."""
+
+    exit_code = EXIT_AGENT_FAILED
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the container's result passed --max-result-size ({size_text(limit)}); agent-worker "
+            "stopped reading it there (raise --max-result-size or AGENT_WORKER_MAX_RESULT_SIZE "
+            "to bring back a larger result)"
+        )
+        self.limit = limit
+
+
+def size_text(size: int) -> str:
+    """A size as the options take it: 512m, 1g, 1048576."""
+    for unit, scale in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+class Capped:
+    """Writes into a file up to limit bytes: the write that would pass it writes what fits and
+    raises ResultTooLargeError, so that a reader stops there (never reads all, then checks)."""
+
+    def __init__(self, into: IO[bytes], limit: int) -> None:
+        self._into = into
+        self._room = limit
+        self.limit = limit
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self._room:
+            self._into.write(data[: self._room])
+            self._room = 0
+            raise ResultTooLargeError(self.limit)
+        self._room -= len(data)
+        return self._into.write(data)
+
+
+def extract_results(archive: IO[bytes], dest: Path, *, end: int | None = None) -> None:
+    """Unpack what a task left (a tar, maybe cut short at a cap: its first end bytes, all of
+    it by default): its regular files and directories that came whole, and nothing else. A link
+    (a symlink, absolute or not, or a hard link) or a device the agent left in the output is
     skipped, never fatal: the rest of a good run is kept."""
-    tar.extractall(dest, filter=_results_only)  # noqa: S202 (files and directories in dest only)
+    size = archive.seek(0, io.SEEK_END)
+    cut, end = end is not None, size if end is None else min(end, size)
+    archive.seek(0)
+
+    def whole(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        if member.offset_data + member.size > end or member.issparse():
+            return None  # cut short at the cap (or stored sparse: larger than it says)
+        return _results_only(member, path)
+
+    try:
+        with tarfile.open(fileobj=archive, mode="r:") as tar:
+            tar.extractall(dest, filter=whole)  # noqa: S202 (files and directories in dest only)
+    except tarfile.ReadError:
+        if not cut:  # a broken archive is the caller's to report; a cut one is what it is
+            raise
 
 
 def _results_only(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
@@ -276,12 +336,15 @@ def _results_only(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
 
 class ResultFrames:
     """The result files as the task prints them: base64 lines of a tar, each marked with the
-    nonce, spooled to disk as they come."""
+    nonce, spooled to disk as they come, up to max_bytes (past it, over is set and the rest is
+    dropped: what came whole before is still kept)."""
 
-    def __init__(self, nonce: str) -> None:
+    def __init__(self, nonce: str, max_bytes: int = DEFAULT_MAX_RESULT) -> None:
         self.mark = f"{OUT_MARK} {nonce} ".encode() if nonce else None
         self._spool: IO[bytes] | None = None
+        self._room = self.limit = max_bytes
         self.broken = False
+        self.over = False
 
     def take(self, line: bytes) -> bool:
         """Keep line if it is a frame of this task's (True); others are output."""
@@ -289,23 +352,35 @@ class ResultFrames:
             return False
         if self._spool is None:
             self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        if self.over:
+            return True
         try:
-            self._spool.write(base64.b64decode(line[len(self.mark) :].strip(), validate=True))
+            data = base64.b64decode(line[len(self.mark) :].strip(), validate=True)
         except (binascii.Error, ValueError):
             self.broken = True
+            return True
+        if len(data) > self._room:
+            data, self.over = data[: self._room], True
+        self._room -= len(data)
+        self._spool.write(data)
         return True
 
-    def extract(self, dest: Path) -> bool:
-        """Unpack the files into dest; False when none came or they are not whole."""
+    def extract(self, dest: Path, max_bytes: int | None = None) -> bool:
+        """Unpack the files into dest; False when none came or they are not whole. Over the cap
+        (the spool's, or max_bytes): what came whole before it is unpacked, then
+        ResultTooLargeError."""
         if self._spool is None or self.broken:
             return False
-        self._spool.seek(0)
+        size = self._spool.seek(0, io.SEEK_END)
+        limit = self.limit if max_bytes is None else min(self.limit, max_bytes)
+        over = self.over or size > limit
         try:
-            with tarfile.open(fileobj=self._spool) as tar:
-                dest.mkdir(parents=True, exist_ok=True)
-                extract_results(tar, dest)
+            dest.mkdir(parents=True, exist_ok=True)
+            extract_results(self._spool, dest, end=limit if over else None)
         except (tarfile.TarError, OSError):
             return False
+        if over:
+            raise ResultTooLargeError(limit)
         return True
 
     def close(self) -> None:
@@ -320,8 +395,14 @@ class ResultReader:
     at once, and so does the start of a line that cannot become a frame or the result line;
     the rest waits for its line's end."""
 
-    def __init__(self, nonce: str, on_stderr: Callable[[bytes], None]) -> None:
-        self.frames = ResultFrames(nonce)
+    def __init__(
+        self,
+        nonce: str,
+        on_stderr: Callable[[bytes], None],
+        *,
+        max_bytes: int = DEFAULT_MAX_RESULT,
+    ) -> None:
+        self.frames = ResultFrames(nonce, max_bytes)
         self._result_mark = f"{RESULT_MARK} {nonce} ".encode() if nonce else None
         self._marks = [m for m in (self.frames.mark, self._result_mark) if m is not None]
         self._on_stderr = on_stderr

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 AGENT_UID = 1000  # the agent user's uid and gid in the image
 USER = "root"  # the task's first stage: the firewall, then the drop to AGENT_UID
 WORKDIR = "/workspace"
+# written by anyone, kept by nobody: tmpfs in the container, never the engine's disk
+SCRATCH = ("/tmp", "/var/tmp")  # noqa: S108 (the container's own, not this machine's)
 INIT = True  # an init as pid 1, passing a stop signal on to the task
 NO_NEW_PRIVILEGES = True
 # SETUID/SETGID/SETPCAP to drop to the agent user for good; KILL so the init (root) can pass a
@@ -33,6 +35,9 @@ class Profile:
     workspace_tmpfs: bool = True
     # the engine's runtime for the task (Docker's --runtime: runsc for gVisor); None: its default
     runtime: str | None = None
+    # --disk: the most the task's own files outside /workspace may take (its home, setup's
+    # paths, the inputs); its scratch directories (SCRATCH) are tmpfs of this size at most
+    disk_bytes: int | None = None
 
     @property
     def capabilities(self) -> list[str]:
@@ -47,3 +52,12 @@ class Profile:
     def workspace_tmpfs_options(self) -> str:
         """The workspace tmpfs's mount options: as large as the memory limit, the agent's."""
         return f"size={self.memory_bytes},uid={AGENT_UID},gid={AGENT_UID},mode=0755,exec"
+
+    @property
+    def scratch_bytes(self) -> int:
+        """A scratch tmpfs's size: --disk and memory both bound it (tmpfs is memory)."""
+        return min(self.disk_bytes or self.memory_bytes, self.memory_bytes)
+
+    @property
+    def scratch_tmpfs_options(self) -> str:
+        return f"size={self.scratch_bytes},mode=1777,exec"

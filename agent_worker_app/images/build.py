@@ -17,6 +17,7 @@ from typing import IO, Any
 import docker
 from docker.utils import parse_repository_tag
 
+from agent_worker_app import capped_log
 from agent_worker_app.agents.base_agent import ImageLayer
 from agent_worker_app.engines.docker.client import DOCKER_ERRORS, reason
 from agent_worker_app.errors import DockerError, ImageBuildError
@@ -178,7 +179,9 @@ def _build(
     tail: list[str] = []
     error: str | None = None
     step = 0
-    with log_path.open("w", encoding="utf-8") as log:
+    # setup's output may be endless: the log stops at 256m (the run directory's copy at
+    # --max-log-size)
+    with capped_log.CappedFile(log_path) as log:
         try:
             fileobj: IO[bytes]
             if layer.context_tar is not None:
@@ -202,7 +205,7 @@ def _build(
                 for chunk in stream:
                     error = _chunk_error(chunk) or error
                     for line in _build_text(chunk).splitlines():
-                        log.write(line + "\n")
+                        log.line(line)
                         if not line.strip():
                             continue
                         tail = [*tail[-4:], line]
@@ -212,7 +215,7 @@ def _build(
                         on_line(line)
         except DOCKER_ERRORS as exc:
             error = reason(exc)
-            log.write(f"error: {error}\n")
+            log.line(f"error: {error}")
     if error is not None:
         raise _failure(layer, step, error, log_path, tail)
     return LayerResult(layer.name, layer.tag, built=True, log_path=log_path)

@@ -141,6 +141,9 @@ def test_limits_privileges_and_labels(local: Engine, base_image: str, tmp_path: 
     assert host["Init"] is True
     assert host["LogConfig"]["Type"] == "none"  # the output is agent-worker's to keep
     assert host["Tmpfs"]["/workspace"].startswith(f"size={256 * 1024**2},uid=1000")
+    # the scratch directories: tmpfs, never the engine's disk (--disk, here the memory's size)
+    assert host["Tmpfs"]["/tmp"] == f"size={256 * 1024**2},mode=1777,exec"
+    assert host["Tmpfs"]["/var/tmp"] == f"size={256 * 1024**2},mode=1777,exec"
     assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [
         (str(objects), "/source/objects-0", True),
         (str(borrowed), "/source/objects-1", True),
@@ -435,3 +438,28 @@ def test_small_results_come_back_in_the_output_and_are_copied_out_otherwise(
     finally:
         backend.remove(task)
     assert task.handle.name not in engine.names()
+
+
+def test_the_disk_cap_is_the_engines_where_it_can_and_watched_where_not(
+    engine: Engine, base_image: str
+) -> None:
+    """--disk: the container's writable layer capped by the engine (--storage-opt size) where
+    its storage can, else the container is made without it and its disk watched; either way it
+    is made, and a second container on the same engine asks no more."""
+    disk = 64 * 1024**2
+    limited = Profile(
+        memory_bytes=256 * 1024**2, cpus=1.0, pids_limit=100, firewall=False, disk_bytes=disk
+    )
+    first = engine.create(spec(base_image, ["true"], profile=limited))
+    host = engine.inspect(first)["HostConfig"]
+    capped = engine.containers.storage_opt
+    assert capped is not None  # it asked
+    if capped:
+        assert host["StorageOpt"] == {"size": str(disk)}
+        assert first.disk_watch is None
+    else:  # overlay2 on ext4 (this machine's engine), vfs (the remote test engine)
+        assert not host.get("StorageOpt")
+        assert first.disk_watch == disk
+    second = engine.create(spec(base_image, ["true"], profile=limited))
+    assert second.disk_watch == first.disk_watch
+    assert engine.containers.storage_opt is capped

@@ -5,19 +5,24 @@ by the nonce (agent_inside.sh's emit_files) and nothing else taken for them."""
 
 from __future__ import annotations
 
+import base64
 import io
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from agent_worker_app.engines import channel, sweep
 from agent_worker_app.engines.channel import (
+    Capped,
     Demux,
     FileEntry,
     Lines,
     ResultFrames,
     ResultReader,
+    ResultTooLargeError,
     extract_results,
 )
 from agent_worker_app.engines.swarm.io import (
@@ -134,12 +139,64 @@ def test_links_and_devices_in_the_results_are_skipped_not_fatal(tmp_path: Path) 
     buffer.seek(0)
     dest = tmp_path / "run"
     dest.mkdir()
-    with tarfile.open(fileobj=buffer) as tar:
-        extract_results(tar, dest)
+    extract_results(buffer, dest)
     assert sorted(p.name for p in (dest / "out").iterdir()) == ["result.bundle"]
     assert (dest / "out" / "result.bundle").read_bytes() == b"data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing outside dest
     assert sorted(p.name for p in dest.iterdir()) == ["absolute-name", "out"]  # made relative
+
+
+def _results_tar(files: list[tuple[str, bytes]]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def test_a_result_cut_at_its_cap_keeps_the_files_that_came_whole(tmp_path: Path) -> None:
+    """The host stops reading at --max-result-size: a file cut there is not kept (never a
+    truncated bundle), those before it are."""
+    archive = _results_tar([("agent-tail.jsonl", b"tail\n"), ("result.bundle", b"x" * 100_000)])
+    cut = io.BytesIO()
+    writer = Capped(cut, 20_000)
+
+    def copy() -> None:
+        while piece := archive.read(4096):
+            writer.write(piece)
+
+    with pytest.raises(ResultTooLargeError, match=r"--max-result-size \(20000\)"):
+        copy()
+    assert len(cut.getvalue()) == 20_000  # it stopped reading there
+    extract_results(cut, tmp_path, end=20_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent-tail.jsonl"]
+    assert (tmp_path / "agent-tail.jsonl").read_bytes() == b"tail\n"
+
+
+def test_frames_past_their_cap_are_dropped_and_say_so(tmp_path: Path) -> None:
+    archive = _results_tar([("agent-tail.jsonl", b"tail\n"), ("result.bundle", b"y" * 50_000)])
+    data = archive.getvalue()
+    lines = [
+        f"agent-worker-out {NONCE} {base64.b64encode(data[at : at + 3000]).decode()}\n".encode()
+        for at in range(0, len(data), 3000)
+    ]
+    frames = ResultFrames(NONCE, max_bytes=10_000)
+    assert all(frames.take(line) for line in lines)
+    assert frames.over
+    with pytest.raises(ResultTooLargeError, match="10000"):
+        frames.extract(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["agent-tail.jsonl"]
+    # under a cap given later (the run's own, smaller than the reader's), the same
+    whole = ResultFrames(NONCE)
+    assert all(whole.take(line) for line in lines)
+    with pytest.raises(ResultTooLargeError, match="2k"):
+        whole.extract(tmp_path / "again", 2048)
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["agent-tail.jsonl"]
+    assert whole.extract(tmp_path / "all", 1 << 20)
+    assert (tmp_path / "all" / "result.bundle").stat().st_size == 50_000
 
 
 def test_broken_frames_are_no_result(tmp_path: Path) -> None:

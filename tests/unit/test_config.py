@@ -101,6 +101,9 @@ HOSTILE_DOTENV = {
     "AGENT_WORKER_BACKEND": "swarm",
     "AGENT_WORKER_PUSH_CI": "1",
     "AGENT_WORKER_SETUP_ALLOW_NET": "169.254.169.254",
+    "AGENT_WORKER_MAX_RESULT_SIZE": "1t",
+    "AGENT_WORKER_MAX_LOG_SIZE": "1t",
+    "AGENT_WORKER_DISK": "1t",
 }
 
 
@@ -111,9 +114,11 @@ def test_a_projects_dotenv_cannot_widen_the_sandbox_or_change_the_image(tmp_path
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in HOSTILE_DOTENV.items()))
     cfg = load(tmp_path)
     default = load(tmp_path, {"no_environment": True})
-    for name in ("allow_hosts", "setup_allow", "base_image", "ca_certs", "memory_bytes"):
+    for name in (
+        *("allow_hosts", "setup_allow", "base_image", "ca_certs", "memory_bytes", "pids_limit"),
+        *("max_result_bytes", "max_log_bytes", "disk_bytes"),
+    ):
         assert getattr(cfg, name) == getattr(default, name), name
-    assert cfg.pids_limit == default.pids_limit
     assert (cfg.workspace, cfg.git_identity, cfg.backend) == ("auto", "agent", "docker")
     assert not cfg.push_ci  # the agent's CI files never run with the job's secrets on its say
     assert len(cfg.warnings) == len(HOSTILE_DOTENV)
@@ -500,3 +505,21 @@ def test_a_runtime_is_the_users_choice(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     assert cfg.runtime is None
     assert any("AGENT_WORKER_RUNTIME ignored" in warning for warning in cfg.warnings)
+
+
+def test_the_caps_have_defaults_and_take_sizes(tmp_path: Path) -> None:
+    """--max-result-size, --max-log-size and --disk: documented defaults, sizes as --memory
+    takes them, and a bad or tiny one refused naming the option."""
+    cfg = load(tmp_path)
+    assert (cfg.max_result_bytes, cfg.max_log_bytes, cfg.disk_bytes) == (
+        1 << 30,
+        256 << 20,
+        10 << 30,
+    )
+    given = load(tmp_path, {"max_result_size": "2g", "max_log_size": "64k", "disk": "1.5g"})
+    assert (given.max_result_bytes, given.max_log_bytes) == (2 << 30, 64 << 10)
+    assert given.disk_bytes == int(1.5 * (1 << 30))
+    for option, value in (("disk", "lots"), ("max_log_size", "1k"), ("max_result_size", "-1")):
+        flag = "--" + option.replace("_", "-")
+        with pytest.raises(UsageError, match=flag):
+            load(tmp_path, {option: value})

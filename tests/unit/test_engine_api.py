@@ -166,7 +166,11 @@ def test_the_container_is_the_one_docker_py_would_make() -> None:
         "memswap_limit": spec.profile.memory_bytes,
         "nano_cpus": 1_500_000_000,
         "pids_limit": 512,
-        "tmpfs": {"/workspace": f"size={4 << 30},uid=1000,gid=1000,mode=0755,exec"},
+        "tmpfs": {
+            "/tmp": f"size={4 << 30},mode=1777,exec",
+            "/var/tmp": f"size={4 << 30},mode=1777,exec",
+            "/workspace": f"size={4 << 30},uid=1000,gid=1000,mode=0755,exec",
+        },
         "mounts": [Mount("/source/objects-0", "/repo/.git/objects", type="bind", read_only=True)],
         "network_mode": "bridge",
         "log_config": LogConfig(type=LogConfig.types.NONE),

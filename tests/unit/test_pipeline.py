@@ -4,6 +4,7 @@ repositories: pipeline.run_task from the branch to the report."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import subprocess
@@ -18,7 +19,12 @@ from agent_worker_app import config, git_manager, pipeline
 from agent_worker_app.agents.command_agent import CommandAgent
 from agent_worker_app.console import Env, Progress, Redactor
 from agent_worker_app.engines.base import ExitInfo, Task, TaskSpec
-from agent_worker_app.engines.channel import FileEntry, Inputs, ResultReader
+from agent_worker_app.engines.channel import (
+    FileEntry,
+    Inputs,
+    ResultReader,
+    ResultTooLargeError,
+)
 from agent_worker_app.errors import DockerError, Interrupted
 from agent_worker_app.images.layers import ImageResult
 from conftest import git, make_repo
@@ -94,11 +100,14 @@ class FakeBackend:
     def signal(self, task: Task, name: str) -> None:
         self.signals.append(name)
 
-    def fetch_result(self, task: Task, dest: Path) -> bool:
+    def fetch_result(self, task: Task, dest: Path, *, max_bytes: int = 1 << 30) -> bool:
         if self.bundle is None:
             return False
         out = dest / "out"
         out.mkdir(parents=True, exist_ok=True)
+        (out / "agent-tail.jsonl").write_bytes(b"tail\n")  # as the task frames it: first
+        if self.bundle.stat().st_size > max_bytes:  # what a backend does past the cap
+            raise ResultTooLargeError(max_bytes)
         (out / "result.bundle").write_bytes(self.bundle.read_bytes())
         return True
 
@@ -177,6 +186,26 @@ def run(project: Path, tmp_path: Path, backend: FakeBackend, **options: Any) -> 
 
 def branches(project: Path) -> list[str]:
     return git(project, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split()
+
+
+def test_a_result_past_its_cap_fails_the_run_and_keeps_the_branch_at_the_base(
+    project: Path, tmp_path: Path
+) -> None:
+    bundle, head = agent_bundle(project, tmp_path)
+    result = {"phase": "agent", "head": head, "bundle": True}
+    backend = FakeBackend(result=result, bundle=bundle)
+    ctx = context(project, tmp_path)
+    cap = bundle.stat().st_size - 1  # (under the options' 64k least, for a small bundle)
+    ctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, max_result_bytes=cap))
+    ws = git_manager.preflight(project, "task", branch_given=True)
+    report = pipeline.run_task(ctx, backend, ws, "fake:1")
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert report.error is not None
+    assert "--max-result-size" in report.error
+    assert "the agent's commits were not brought back" in report.error
+    assert report.branch == "task"  # kept, at the base: nothing cut short is imported
+    assert git(project, "rev-parse", "task") == git(project, "rev-parse", "HEAD")
+    assert (Path(report.run_dir) / "out" / "agent-tail.jsonl").is_file()
 
 
 def test_success_imports_the_commits(project: Path, tmp_path: Path) -> None:

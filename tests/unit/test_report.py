@@ -91,6 +91,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "continued_from",
         "branch_totals",
         "node",
+        "runtime",
         "error",
         "firewall",
         "check",

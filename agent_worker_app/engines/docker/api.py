@@ -29,6 +29,12 @@ _HEAD_MAX = 64 << 10
 _KEEP_MAX = 8  # idle connections kept
 
 
+class Writer(Protocol):
+    """Where an answer's bytes go (a file, or one that stops at a size)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 class EngineError(Exception):
     """The engine answered with an error status; message is its own words."""
 
@@ -306,7 +312,7 @@ class EngineAPI:
         body: Any = None,
         *,
         timeout: float | None = None,
-        into: IO[bytes] | None = None,
+        into: Writer | None = None,
         query: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """(status, the decoded JSON answer or None), or with into the answer's bytes written
@@ -419,8 +425,11 @@ class EngineAPI:
             return None
         return {"result": result or {}, "state": self.inspect(container_id).get("State") or {}}
 
-    def inspect(self, container_id: str) -> dict[str, Any]:
-        _, info = self.call("GET", f"/containers/{container_id}/json")
+    def inspect(self, container_id: str, *, size: bool = False) -> dict[str, Any]:
+        """The container's state; with size, its writable layer's (SizeRw: the engine walks
+        it, which takes a while for many files)."""
+        query = {"size": "1"} if size else None
+        _, info = self.call("GET", f"/containers/{container_id}/json", query=query)
         return info if isinstance(info, dict) else {}
 
     def kill(self, container_id: str, signal: str) -> None:
@@ -429,7 +438,7 @@ class EngineAPI:
     def remove(self, container_id: str) -> None:
         self.call("DELETE", f"/containers/{container_id}", query={"force": "1", "v": "1"})
 
-    def archive(self, container_id: str, path: str, into: IO[bytes]) -> None:
+    def archive(self, container_id: str, path: str, into: Writer) -> None:
         """A tar of path in the container, written into into."""
         self.call("GET", f"/containers/{container_id}/archive", into=into, query={"path": path})
 
@@ -588,7 +597,7 @@ def _read_body(answer: IO[bytes], status: int, headers: dict[str, str]) -> bytes
     return body.getvalue()
 
 
-def _copy_body(answer: IO[bytes], status: int, headers: dict[str, str], into: IO[bytes]) -> None:
+def _copy_body(answer: IO[bytes], status: int, headers: dict[str, str], into: Writer) -> None:
     body = _Body(answer, status, headers)
     while piece := body.read(1 << 16):
         into.write(piece)

@@ -17,10 +17,17 @@ from typing import TYPE_CHECKING
 
 from agent_worker_app.engines import channel
 from agent_worker_app.engines.base import ExitInfo, LostTask, Task, TaskSpec
-from agent_worker_app.engines.channel import ACCOUNT_FILE, RESULT_DIR, Inputs, ResultReader
+from agent_worker_app.engines.channel import (
+    ACCOUNT_FILE,
+    DEFAULT_MAX_RESULT,
+    RESULT_DIR,
+    Inputs,
+    ResultReader,
+)
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError, reach
 from agent_worker_app.engines.docker.container_io import ContainerIO
-from agent_worker_app.engines.docker.containers import Containers
+from agent_worker_app.engines.docker.containers import Container, Containers
+from agent_worker_app.engines.docker.disk_watch import DiskWatch
 from agent_worker_app.errors import DockerError
 from agent_worker_app.images import layers as image_layers
 from agent_worker_app.images.layers import (
@@ -39,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent_worker")
 
 FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not copied out
+# what the output's frames may come to (a tar of FRAME_MAX bytes of files, with its headers):
+# more is not how the task frames its result, which is then copied out instead
+FRAMES_READ_MAX = 2 * FRAME_MAX
 
 
 def connect(docker_host: str | None) -> DockerBackend:
@@ -83,6 +93,7 @@ class DockerBackend:
         self._make_client = make_client
         self._lock = threading.Lock()
         self._readers: dict[int, ResultReader] = {}  # by id() of the Task
+        self._watches: dict[int, DiskWatch] = {}  # by id() of the Task
         self._containers = Containers(api)
         self._default_runtime: str | None = None
 
@@ -183,7 +194,7 @@ class DockerBackend:
     def start(
         self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
     ) -> ContainerIO:
-        reader = ResultReader(task.inputs.nonce, on_stderr)
+        reader = ResultReader(task.inputs.nonce, on_stderr, max_bytes=FRAMES_READ_MAX)
         self._readers[id(task)] = reader
         attach = self._containers.attach(task.handle)
         io_thread = ContainerIO(attach, task.inputs.files, on_stdout, reader)
@@ -193,31 +204,53 @@ class DockerBackend:
             io_thread.close()
             raise
         io_thread.start()
+        self._watch_disk(task)
         return io_thread
 
+    def _watch_disk(self, task: Task) -> None:
+        container: Container = task.handle
+        if container.disk_watch is None:
+            return  # no --disk, or the engine caps the layer itself
+        watch = DiskWatch(
+            container.disk_watch,
+            lambda: self._containers.disk_used(container),
+            lambda name: self._containers.signal(container, name),
+        )
+        self._watches[id(task)] = watch
+        watch.start()
+
     def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
-        return self._containers.wait(task.handle, timeout_s)
+        ended = self._containers.wait(task.handle, timeout_s)
+        watch = self._watches.get(id(task))
+        if ended is not None and watch is not None and watch.stopped:
+            ended = replace(ended, stopped=watch.stopped)
+        return ended
 
     def signal(self, task: Task, name: str) -> None:
         self._containers.signal(task.handle, name)
 
-    def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+    def fetch_result(
+        self, task: Task, dest: Path, *, account: bool = False, max_bytes: int = DEFAULT_MAX_RESULT
+    ) -> bool:
         found = False
         reader = self._readers.get(id(task))
-        if reader is not None and reader.complete:
-            found = reader.frames.extract(dest / "out")
+        if reader is not None and reader.complete and not reader.frames.over:
+            found = reader.frames.extract(dest / "out", max_bytes)
             if found:
                 log.info("result files: taken from the task's output")
             elif reader.frames.broken:
                 log.warning("result files: their frames in the output were broken")
         if not found:
             log.info("result files: copied out of the stopped container")
-            found = self._containers.copy_out(task.handle, RESULT_DIR, dest)
+            found = self._containers.copy_out(task.handle, RESULT_DIR, dest, max_bytes=max_bytes)
         if account:
             found = self._containers.copy_out(task.handle, ACCOUNT_FILE, dest) or found
         return found
 
     def remove(self, task: Task) -> None:
+        watch = self._watches.pop(id(task), None)
+        if watch is not None:
+            watch.stop()
         reader = self._readers.pop(id(task), None)
         if reader is not None:
             reader.frames.close()

@@ -9,6 +9,13 @@ from agent_worker_app.engines import profile
 from agent_worker_app.engines.base import TaskSpec
 
 
+def storage_size(spec: TaskSpec) -> dict[str, Any]:
+    """The HostConfig part that caps the container's writable layer at --disk: only engines
+    whose storage can (overlay2 on xfs with pquota, btrfs, zfs) take it; others refuse it."""
+    size = spec.profile.disk_bytes
+    return {"StorageOpt": {"size": str(size)}} if size else {}
+
+
 def container_config(spec: TaskSpec) -> dict[str, Any]:
     """Its limits, root to start with (the firewall), and its stdin open for the run's inputs:
     StdinOnce, so that the end of agent-worker's attach is the end of the container's stdin."""
@@ -39,8 +46,10 @@ def container_config(spec: TaskSpec) -> dict[str, Any]:
         host["Runtime"] = limits.runtime
     if limits.nano_cpus:
         host["NanoCpus"] = limits.nano_cpus
+    tmpfs = dict.fromkeys(profile.SCRATCH, limits.scratch_tmpfs_options)
     if limits.workspace_tmpfs:
-        host["Tmpfs"] = {profile.WORKDIR: limits.workspace_tmpfs_options}
+        tmpfs[profile.WORKDIR] = limits.workspace_tmpfs_options
+    host["Tmpfs"] = tmpfs
     return {
         "Image": spec.image,
         "Cmd": list(spec.command),

@@ -14,9 +14,14 @@ from typing import Any, NamedTuple
 
 from agent_worker_app.engines import sweep
 from agent_worker_app.engines.base import ExitInfo, LostTask, TaskSpec
-from agent_worker_app.engines.channel import extract_results
+from agent_worker_app.engines.channel import (
+    DEFAULT_MAX_RESULT,
+    Capped,
+    ResultTooLargeError,
+    extract_results,
+)
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError
-from agent_worker_app.engines.docker.container_config import container_config
+from agent_worker_app.engines.docker.container_config import container_config, storage_size
 from agent_worker_app.errors import DockerError
 
 
@@ -24,6 +29,7 @@ class Container(NamedTuple):
     id: str
     name: str
     runtime: str | None = None  # the runtime it was created with; None: the engine's default
+    disk_watch: int | None = None  # --disk, to be watched: the engine could not cap it itself
 
 
 def _failure(what: str, exc: OSError | EngineError) -> DockerError:
@@ -36,16 +42,42 @@ class Containers:
 
     def __init__(self, api: EngineAPI) -> None:
         self.api = api
+        # whether the engine's storage caps a container's writable layer (--storage-opt size):
+        # None until a container was made with it or refused
+        self.storage_opt: bool | None = None
 
     def create(self, spec: TaskSpec) -> Container:
         """Create (not start) the task's container, labelled with its deadline: started next,
         it ends by then (sweep.deadline_label)."""
         spec = replace(spec, labels=spec.labels | sweep.deadline_label(spec.timeout_s))
+        config, sized = container_config(spec), storage_size(spec)
         try:
-            made = self.api.create(spec.name, container_config(spec))
-            return Container(made, spec.name, spec.profile.runtime)
+            if sized and self.storage_opt is not False:
+                try:
+                    made = self.api.create(
+                        spec.name, config | {"HostConfig": config["HostConfig"] | sized}
+                    )
+                    self.storage_opt = True
+                    return Container(made, spec.name, spec.profile.runtime)
+                except EngineError as exc:
+                    if self.storage_opt or "storage" not in exc.message.lower():
+                        raise
+                    self.storage_opt = False  # its storage cannot: the disk is watched instead
+            made = self.api.create(spec.name, config)
+            return Container(made, spec.name, spec.profile.runtime, spec.profile.disk_bytes)
         except (OSError, EngineError) as exc:
             raise _failure("Docker refused to create the agent container", exc) from None
+
+    def disk_used(self, container: Container) -> tuple[int, bool] | None:
+        """(the bytes its writable layer holds, whether it runs); None when it is gone or the
+        engine does not say."""
+        try:
+            info = self.api.inspect(container.id, size=True)
+        except (OSError, EngineError):
+            return None
+        size = info.get("SizeRw")
+        running = bool((info.get("State") or {}).get("Running"))
+        return (size, running) if isinstance(size, int) else None
 
     def attach(self, container: Container) -> socket.socket:
         try:
@@ -78,20 +110,32 @@ class Containers:
         with suppress(OSError, EngineError):
             self.api.kill(container.id, name)
 
-    def copy_out(self, container: Container, path: str, dest: Path) -> bool:
-        """Extract path of the (stopped) container into dest; False when it is not there."""
+    def copy_out(
+        self, container: Container, path: str, dest: Path, *, max_bytes: int = DEFAULT_MAX_RESULT
+    ) -> bool:
+        """Extract path of the (stopped) container into dest; False when it is not there. The
+        copy stops at max_bytes: the files that came whole are extracted, then
+        ResultTooLargeError."""
         with tempfile.TemporaryFile() as buffer:
+            over: ResultTooLargeError | None = None
             try:
-                self.api.archive(container.id, path, buffer)
+                self.api.archive(container.id, path, Capped(buffer, max_bytes))
+            except ResultTooLargeError as exc:
+                over = exc
             except EngineError as exc:
                 if exc.status == 404:
                     return False
                 raise _failure("cannot copy results out of the container", exc) from None
             except OSError as exc:
                 raise _failure("cannot copy results out of the container", exc) from None
-            buffer.seek(0)
-            with tarfile.open(fileobj=buffer) as tar:
-                extract_results(tar, dest)
+            try:
+                extract_results(buffer, dest, end=max_bytes if over else None)
+            except tarfile.TarError as exc:
+                raise DockerError(
+                    f"cannot read the results copied out of the container: {exc}"
+                ) from None
+            if over is not None:
+                raise over
         return True
 
     def remove(self, container: Container) -> None:

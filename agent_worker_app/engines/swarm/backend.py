@@ -41,6 +41,7 @@ from agent_worker_app.engines import channel, profile, sweep
 from agent_worker_app.engines.base import ExitInfo, LostTask, Task, TaskSpec
 from agent_worker_app.engines.channel import (
     ACCOUNT_FILE,
+    DEFAULT_MAX_RESULT,
     NONCE_FILE,
     Inputs,
     ResultReader,
@@ -264,7 +265,8 @@ class SwarmBackend:
         service.marks["made"] = time.monotonic()
         self._await_start(service)
         service.marks["task started"] = time.monotonic()
-        service.reader = ResultReader(service.nonce, on_stderr)
+        cap = service.spec.max_result_bytes if service.spec else DEFAULT_MAX_RESULT
+        service.reader = ResultReader(service.nonce, on_stderr, max_bytes=cap)
         stream = LogStream(lambda: self._open_log(service), service.reader, on_stdout)
         service.stream = stream
         stream.start()
@@ -380,13 +382,16 @@ class SwarmBackend:
         for node in sorted(service.nodes):
             self.node_job(node, service.image, "signal", service.run_id, name)
 
-    def fetch_result(self, task: Task, dest: Path, *, account: bool = False) -> bool:
+    def fetch_result(
+        self, task: Task, dest: Path, *, account: bool = False, max_bytes: int = DEFAULT_MAX_RESULT
+    ) -> bool:
         service: Service = task.handle
         if service.reader is None and account:  # a lost run's, from the log it left
-            return self._result_from_log(service, dest)
-        return service.reader is not None and service.reader.frames.extract(dest / "out")
+            return self._result_from_log(service, dest, max_bytes)
+        reader = service.reader
+        return reader is not None and reader.frames.extract(dest / "out", max_bytes)
 
-    def _result_from_log(self, service: Service, dest: Path) -> bool:
+    def _result_from_log(self, service: Service, dest: Path, max_bytes: int) -> bool:
         """The result files and the vouched result line of an ended service, read back from its
         log with the run's nonce (kept in its run directory, dest); False when they are not
         all there."""
@@ -394,7 +399,8 @@ class SwarmBackend:
         nonce = nonce_file.read_text(encoding="utf-8").strip() if nonce_file.is_file() else ""
         if not nonce:
             return False
-        reader = ResultReader(nonce, lambda line: None)  # only its frames and result matter
+        # only its frames and result matter
+        reader = ResultReader(nonce, lambda line: None, max_bytes=max_bytes)
         try:
             messages, close = self._open_log(service, follow=False)
             try:
@@ -405,7 +411,7 @@ class SwarmBackend:
                 close()
             reader.end()
             text = reader.result
-            if text is None or not reader.frames.extract(dest / "out"):
+            if text is None or not reader.frames.extract(dest / "out", max_bytes):
                 return False
         except (*_DOCKER_ERRORS, OSError, ValueError) as exc:
             raise DockerError(f"cannot read the log of run {service.run_id}: {exc}") from None
