@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,7 @@ from agent_worker_app import (
     follow_up,
     git_manager,
     pipeline,
+    pull_request,
     recovery,
 )
 from agent_worker_app.batch import Run, Scheduler, entry, not_run
@@ -261,11 +263,16 @@ def _check(run: Run) -> None:
     else:
         run.ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
     run.push_remote = check_push(cfg, run.ws)
+    if cfg.pull_request is not None and run.push_remote is not None:
+        run.pr = pull_request.prepare(
+            cfg, run.ws, run.push_remote, environ=os.environ, continuation=run.continuation
+        )
 
 
 def check_push(cfg: Config, ws: Workspace) -> str | None:
-    """--push: the remote the branch goes to after a successful run, checked now."""
-    if cfg.push is None:
+    """--push (and --pr, which pushes): the remote the branch goes to after a successful run,
+    checked now."""
+    if cfg.push is None and cfg.pull_request is None:
         return None
     remote = cfg.push or git_manager.default_remote(ws)
     git_manager.check_remote(ws.root, remote)
@@ -360,11 +367,22 @@ def _run_here(
         progress=progress,
         signals=signals,
         journal=run.journal,
-        push_remote=run.push_remote,
+        push_remote=None if run.pr is not None else run.push_remote,  # --pr pushes after
         continuation=run.continuation,
         on_start=on_start,
     )
     run.report = pipeline.run_task(ctx, backend, run.ws, run.image.tag)
+    if run.pr is not None:
+        with signals.protected():
+            run.report = pull_request.finish(
+                run.pr,
+                run.report,
+                run.ws,
+                progress=progress,
+                redactor=redactor,
+                environ=os.environ,
+                push_ci=run.cfg.push_ci,
+            )
 
 
 # ---------------------------------------------------------------- the engine's housekeeping

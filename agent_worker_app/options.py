@@ -165,6 +165,22 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         "files); without it the push carries the push option ci.skip.",
         None,
     ),
+    (
+        "--pr",
+        None,
+        "After a successful run, push the branch (as --push) and open a draft pull request "
+        "into the branch the run started from, the report as its body (GitHub: GITHUB_TOKEN, "
+        "GH_TOKEN or gh; GitLab: push options).",
+        None,
+    ),
+    ("--pr-on-failure", None, "With --pr: also for a failed run that left commits.", None),
+    ("--pr-base", "BRANCH", "With --pr: the branch the pull request goes into.", None),
+    (
+        "--pr-provider",
+        "github|gitlab",
+        "With --pr: the forge of a host of your own (github.com and gitlab.com are known).",
+        "from the remote's host",
+    ),
     ("--json", None, "Print the report as JSON on stdout.", None),
     ("--report-file", "PATH", "Also write the JSON report to PATH.", None),
     ("--git-identity", "agent|user", "Commit as agent-worker or as your git identity.", "agent"),

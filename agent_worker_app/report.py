@@ -27,6 +27,7 @@ from agent_worker_app.errors import (
     AgentWorkerError,
     Interrupted,
 )
+from agent_worker_app.forge import Opened
 from agent_worker_app.sandbox_report import (
     BLOCKED_TERMINAL_LIMIT,
     Blocked,
@@ -156,6 +157,7 @@ class RunReport:
     continued_from: str | None = None  # --continue: the run before this one on the branch
     branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
     node: str | None = None  # the machine the task ran on, where the backend has several
+    pull_request: Opened | None = None  # --pr: the pull request opened or updated, if any
 
     @property
     def lines_added(self) -> int:
@@ -189,6 +191,7 @@ class RunReport:
             },
             "run_dir": self.run_dir,
             "pushed_to": self.pushed_to,
+            "pull_request": self.pull_request.to_json() if self.pull_request else None,
             "continued_from": self.continued_from,
             "branch_totals": asdict(self.branch_totals) if self.branch_totals else None,
             "node": self.node,
@@ -375,6 +378,15 @@ def place_rows(report: RunReport) -> list[tuple[str, str]]:
     rows = []
     if report.pushed_to is not None:
         rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
+    if report.pull_request is not None:
+        opened = report.pull_request
+        where = opened.url or opened.compare_url or ""
+        what = {"compare": "open it at", "requested": "asked of GitLab, into"}.get(
+            opened.action, opened.action
+        )
+        into = f" (into {quote_name(opened.base)})" if opened.action != "requested" else ""
+        text = f"{what} {quote_name(where)}{into}" if where else f"{what} {quote_name(opened.base)}"
+        rows.append(("PR", text))
     if report.node is not None:
         rows.append(("Node", f"ran on node {quote_name(report.node)}"))
     return rows

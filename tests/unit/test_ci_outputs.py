@@ -43,6 +43,7 @@ def test_one_run_gives_its_own_figures(tmp_path: Path) -> None:
         "lines_removed": "87",
         "files_changed": "5",
         "report_file": "/repo/.git/agent-worker/runs/20261124-101500-ab12/report.json",
+        "pull_request": "",
     }
     assert json.loads(outputs["reports"]) == [{k: outputs[k] for k in ci_outputs.OUTPUT_KEYS}]
 

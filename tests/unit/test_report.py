@@ -88,6 +88,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "changes",
         "run_dir",
         "pushed_to",
+        "pull_request",
         "continued_from",
         "branch_totals",
         "node",
