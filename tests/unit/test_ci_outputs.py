@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,20 @@ def test_an_error_before_any_report(tmp_path: Path) -> None:
         == "::error title=agent-worker::agent-worker: --timeout must be%0Aa number\n"
     )
     assert "\\-\\-timeout must be\\\\na number" in (tmp_path / "summary").read_text()
+
+
+def test_a_pull_request_body_is_the_summary_with_names_as_text() -> None:
+    report = make_report()
+    report.files[0] = replace(report.files[0], path="[x](https://evil.example) <img src=x>.md")
+    report.warnings.append("@everyone look at <script>")
+    other = replace(make_report(), branch="try-2 [link](https://e.example)", status="failed")
+    body = ci_outputs.pull_request_body(report, others=[other])
+    rendered = html(body)
+    assert "<a " not in rendered
+    assert "<img" not in rendered
+    assert "<script" not in rendered
+    assert "Other attempts" in body
+    assert report.run_id in body.replace("\\", "")
+    one = ci_outputs.one_line(report)
+    assert "\n" not in one
+    assert "\r" not in one
