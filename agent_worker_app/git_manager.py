@@ -569,12 +569,14 @@ def current_branch(root: Path) -> str | None:
     return _run(root, "symbolic-ref", "-q", "--short", "HEAD").stdout.strip() or None
 
 
-def remote_url(root: Path, remote: str) -> str:
-    """The URL a remote's name stands for (with the user's url.*.insteadOf applied, as git
-    fetches it); a URL or path given as the remote, as it is."""
-    if remote in _remote_names(root):
-        return _git(root, "remote", "get-url", remote).strip()
-    return remote
+def remote_urls(root: Path, remote: str) -> tuple[str, ...]:
+    """The URLs a remote stands for: as configured, then as git fetches it (the user's
+    url.*.insteadOf applied); a URL or path given as the remote, as it is."""
+    if remote not in _remote_names(root):
+        return (remote,)
+    configured = _run(root, "config", "--get", f"remote.{remote}.url").stdout.strip()
+    fetched = _git(root, "remote", "get-url", remote).strip()
+    return tuple(dict.fromkeys(url for url in (configured, fetched) if url))
 
 
 def check_remote(root: Path, remote: str) -> None:

@@ -65,7 +65,8 @@ def prepare(
             "--pr: the repository is on a detached HEAD, so no branch is there for the pull "
             "request to go into: give --pr-base BRANCH"
         )
-    repo = forge.parse_remote(git_manager.remote_url(ws.root, remote))
+    urls = git_manager.remote_urls(ws.root, remote)
+    repo = next((found for url in urls if (found := forge.parse_remote(url))), None)
     provider = forge.provider_of(repo, request.provider, environ)
     if provider == "github" and repo is None:
         raise UsageError(
