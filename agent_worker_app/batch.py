@@ -93,6 +93,7 @@ class Scheduler:
     redactor: Redactor
     env: Env
     on_start: tuple[Callable[[], None], ...] = ()
+    budget: float | None = None  # the batch's --max-cost, where not each task's (--attempts)
 
     def __post_init__(self) -> None:
         self.finished: queue.Queue[Run] = queue.Queue()
@@ -105,7 +106,7 @@ class Scheduler:
         pending = [run for run in runs if run.report is None]
         if not pending:
             return
-        jobs, limit = pending[0].cfg.jobs, pending[0].cfg.max_cost_usd
+        jobs, limit = pending[0].cfg.jobs, self.budget or pending[0].cfg.max_cost_usd
         # Signals are counted, never raised, in this thread while tasks run: each task sees
         # them (TaskSignals) and stops; none starts after one.
         with self.signals.protected():

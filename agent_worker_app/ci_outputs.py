@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import IO
 
 from agent_worker_app.console import escape_text
-from agent_worker_app.report import RunReport, cost_cell, format_duration, tokens_cell
+from agent_worker_app.report import (
+    RunReport,
+    attempt_mark,
+    cost_cell,
+    format_duration,
+    tokens_cell,
+)
 from agent_worker_app.totals import Totals
 
 SUMMARY_FILE_LIMIT = 50  # file rows in a one-run summary; GitHub caps a step's summary at 1 MiB
@@ -202,7 +208,7 @@ def summary(reports: Sequence[RunReport], totals: Totals) -> str:
     for r in reports:
         lines.append(
             f"| {markdown_text(r.branch or '-')} | {markdown_text(project_name(r))} "
-            f"| {_status(r.status, r.exit_code)} "
+            f"| {_status(r.status, r.exit_code)}{attempt_mark(r)} "
             f"| {format_duration(r.duration_s)} | {tokens_cell(r)} | {cost_cell(r)} "
             f"| {_changes(r.lines_added, r.lines_removed, len(r.files))} |"
         )

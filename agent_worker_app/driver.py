@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent_worker_app import (
     agents,
+    attempts,
     batch_plan,
     follow_up,
     git_manager,
@@ -76,6 +77,8 @@ class Plan:
 
     runs: list[Run]
     one: bool
+    attempts: bool = False  # --attempts N: the runs are attempts at one task (attempts.py)
+    keep_winner: bool = False  # --keep winner
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,9 @@ def load(
     load_config: Callable[[Mapping[str, Any]], Config],
 ) -> Plan:
     """Every run's configuration, checked before anything starts (UsageError)."""
+    if (n := attempts.count(options)) > 1:
+        tries = attempts.plan(options, n, load_config)
+        return Plan(tries, one=False, attempts=True, keep_winner=attempts.keeps_winner(options))
     if not batch_plan.is_batch(options):
         cfg = load_config(batch_plan.single(options))
         entry = batch_plan.Entry(cfg.task, "--task")
@@ -196,7 +202,20 @@ def execute(
                     on_start=on_start,
                 )
             else:
-                Scheduler(backend, view, signals, redactor, env, on_start).run_all(plan.runs)
+                target = attempts.hold_pull_request(plan.runs) if plan.attempts else None
+                budget = attempts.budget(plan.runs) if plan.attempts else None
+                scheduler = Scheduler(backend, view, signals, redactor, env, on_start, budget)
+                scheduler.run_all(plan.runs)
+                if plan.attempts:
+                    with signals.protected():
+                        attempts.conclude(
+                            plan.runs,
+                            keep_winner=plan.keep_winner,
+                            target=target,
+                            progress=show,
+                            redactor=redactor,
+                            environ=os.environ,
+                        )
         finally:
             with signals.protected():  # every report is in hand: a signal must not lose them
                 report_orphans(orphans, show)
@@ -206,7 +225,9 @@ def execute(
         show.close()
     entries = [entry(run) for run in plan.runs]
     reports = [e.report for e in entries]
-    code = worst_exit([report.exit_code for report in reports])
+    code = (
+        attempts.exit_code(reports) if plan.attempts else worst_exit([r.exit_code for r in reports])
+    )
     duration = time.monotonic() - started
     return Outcome(entries, Totals.of(reports, exit_code=code, duration_s=duration), plan.one)
 

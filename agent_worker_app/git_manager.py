@@ -305,10 +305,10 @@ def create_branch(ws: Workspace, *, branch_given: bool) -> Workspace:
     raise GitError(f"could not find a free branch name after {ws.branch!r}: too many runs at once")
 
 
-def delete_branch(ws: Workspace) -> bool:
-    """Delete the run's branch if it still points at the base (compare and delete); True when
-    deleted. Call it only for a branch create_branch made."""
-    return _succeeds(ws.root, "update-ref", "-d", f"refs/heads/{ws.branch}", ws.base_commit)
+def delete_branch(ws: Workspace, *, at: str | None = None) -> bool:
+    """Delete the run's branch if it still points at the base, or at `at` (where its run left
+    it): compare and delete; True when deleted. Call it only for a branch a run made."""
+    return _succeeds(ws.root, "update-ref", "-d", f"refs/heads/{ws.branch}", at or ws.base_commit)
 
 
 def branch_head(ws: Workspace) -> str:

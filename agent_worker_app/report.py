@@ -130,6 +130,16 @@ class BranchTotals:
     cost_usd: float | None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """--attempts: which attempt a run was, whether it won, whether its branch is kept."""
+
+    number: int
+    of: int
+    winner: bool
+    kept: bool  # False: --keep winner deleted its branch (its run data stays)
+
+
 @dataclass
 class RunReport:
     run_id: str
@@ -158,6 +168,7 @@ class RunReport:
     branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
     node: str | None = None  # the machine the task ran on, where the backend has several
     pull_request: Opened | None = None  # --pr: the pull request opened or updated, if any
+    attempt: Attempt | None = None  # --attempts: which one, and whether it won
 
     @property
     def lines_added(self) -> int:
@@ -192,6 +203,7 @@ class RunReport:
             "run_dir": self.run_dir,
             "pushed_to": self.pushed_to,
             "pull_request": self.pull_request.to_json() if self.pull_request else None,
+            "attempt": asdict(self.attempt) if self.attempt else None,
             "continued_from": self.continued_from,
             "branch_totals": asdict(self.branch_totals) if self.branch_totals else None,
             "node": self.node,
@@ -513,6 +525,15 @@ def json_text(payload: dict[str, Any]) -> str:
     """payload as readable, indented JSON with render_json's escapes."""
     text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def attempt_mark(report: RunReport) -> str:
+    """--attempts: " (winner)", " (deleted)" after a status; else nothing."""
+    if report.attempt is None:
+        return ""
+    if report.attempt.winner:
+        return " (winner)"
+    return "" if report.attempt.kept else " (deleted)"
 
 
 def tokens_cell(report: RunReport) -> str:
