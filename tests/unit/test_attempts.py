@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
 from test_report import make_report
 
-from agent_worker_app import attempts
+from agent_worker_app import attempts, config
 from agent_worker_app.report import FileChange, RunReport
 from agent_worker_app.sandbox_report import CheckOutcome
 
@@ -38,3 +40,20 @@ def test_an_attempt_that_succeeded_makes_the_set_exit_0() -> None:
     timed_out = replace(attempt("timeout"), exit_code=124)
     assert attempts.exit_code([failed, attempt()]) == 0
     assert attempts.exit_code([failed, timed_out]) == 124
+
+
+def test_each_attempt_gets_its_branch_and_a_share_of_max_cost(tmp_path: Path) -> None:
+    from conftest import make_repo
+
+    project = make_repo(tmp_path / "p")
+    cfg = config.load(
+        {"task": "t", "branch": "try", "max_cost": "0.9", "agent_type": "command"},
+        environ={},
+        cwd=project,
+    )
+    runs = attempts.plan({"task": "t"}, 3, lambda options: cfg)
+    assert [run.cfg.branch for run in runs] == ["try-a1", "try-a2", "try-a3"]
+    assert [run.number for run in runs] == [1, 2, 3]
+    assert [run.cfg.max_cost_usd for run in runs] == pytest.approx([0.3] * 3)
+    assert [run.cfg.agent.max_cost_usd for run in runs] == pytest.approx([0.3] * 3)
+    assert attempts.budget(runs) == pytest.approx(0.9)
