@@ -318,3 +318,25 @@ def test_the_json_report_names_no_pull_request_without_pr(
     )
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["pull_request"] is None
+
+
+def test_each_task_of_a_batch_gets_its_own_merge_request(
+    repo: Path, command_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    remote = gitlab_remote(tmp_path / "gl.git", "https://gitlab.test/a/b/-/merge_requests/3")
+    git(repo, "remote", "add", "origin", str(remote))
+    result = run_cli(
+        [
+            *("--agent-type", "command", "--task", "echo a > a.txt", "--task", "echo b > b.txt"),
+            *("--branch", "many", "--jobs", "2", "--pr", "--pr-provider", "gitlab"),
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    runs = result.report["runs"]
+    assert [r["pull_request"]["action"] for r in runs] == ["opened", "opened"]
+    titles = sorted(o for o in sent(remote)[0] if o.startswith("merge_request.title="))
+    assert titles == ["merge_request.title=echo a > a.txt", "merge_request.title=echo b > b.txt"]
+    assert git(remote, "show", "many-2:b.txt") == "b\n"
