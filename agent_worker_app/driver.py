@@ -296,7 +296,14 @@ def check_push(cfg: Config, ws: Workspace) -> str | None:
     if cfg.push is None and cfg.pull_request is None:
         return None
     remote = cfg.push or git_manager.default_remote(ws)
-    git_manager.check_remote(ws.root, remote)
+    try:
+        git_manager.check_remote(ws.root, remote)
+    except UsageError as exc:
+        if cfg.push is not None:
+            raise
+        raise UsageError(
+            f"--pr pushes the branch first, and {exc}".replace("--push: ", "")
+        ) from None
     return remote
 
 

@@ -275,7 +275,7 @@ def test_another_forge_gets_the_compare_url(
 @pytest.mark.parametrize(
     ("setup", "extra", "env", "said"),
     [
-        ("none", [], {}, "--push: no remote named 'origin'"),
+        ("none", [], {}, "--pr pushes the branch first, and no remote named 'origin'"),
         ("detached", [], {"GITHUB_TOKEN": TOKEN}, "give --pr-base BRANCH"),
         ("github", [], {}, "--pr: no GitHub token"),
         ("github", ["--pr-provider", "bitbucket"], {"GITHUB_TOKEN": TOKEN}, "--pr-provider must"),

@@ -89,6 +89,7 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "run_dir",
         "pushed_to",
         "pull_request",
+        "attempt",
         "continued_from",
         "branch_totals",
         "node",
