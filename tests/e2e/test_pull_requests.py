@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fake_github import FakeGitHub
 from github_files import read_github_output
-from push_remote import RECORD_OPTIONS, sent
+from push_remote import RECORD_OPTIONS, recording_remote, sent
 
 from conftest import git, run_cli
 
@@ -340,3 +340,25 @@ def test_each_task_of_a_batch_gets_its_own_merge_request(
     titles = sorted(o for o in sent(remote)[0] if o.startswith("merge_request.title="))
     assert titles == ["merge_request.title=echo a > a.txt", "merge_request.title=echo b > b.txt"]
     assert git(remote, "show", "many-2:b.txt") == "b\n"
+
+
+def test_a_server_without_push_options_gets_the_branch_and_a_warning(
+    repo: Path, command_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    plain = recording_remote(tmp_path / "plain.git", advertise=False)
+    git(repo, "remote", "add", "origin", str(plain))
+    result = run_cli(
+        [
+            *("--agent-type", "command", "--task", "echo p > p.txt", "--branch", "plain"),
+            *("--pr", "--pr-provider", "gitlab"),
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    assert result.code == 0, result.stderr
+    assert result.report is not None
+    assert result.report["pushed_to"] == "origin"
+    assert result.report["pull_request"] is None
+    assert any("no merge request was opened" in w for w in result.report["warnings"])
+    assert sent(plain) == ([], ["0"])
+    assert git(plain, "show", "plain:p.txt") == "p\n"
