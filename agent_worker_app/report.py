@@ -533,7 +533,7 @@ def attempt_mark(report: RunReport) -> str:
         return ""
     if report.attempt.winner:
         return " (winner)"
-    return "" if report.attempt.kept else " (deleted)"
+    return "" if report.attempt.kept or report.branch is None else " (deleted)"
 
 
 def tokens_cell(report: RunReport) -> str:
