@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent_worker_app import batch_plan, pipeline
+from agent_worker_app import batch_plan, pipeline, pull_request
 from agent_worker_app.batch_view import BatchView, Entry
 from agent_worker_app.console import RunLog
 from agent_worker_app.errors import (
@@ -59,6 +59,7 @@ class Run:
     agent: BaseAgent
     ws: Workspace | None = None
     push_remote: str | None = None  # --push: where its branch goes after it succeeds
+    pr: pull_request.Target | None = None  # --pr: where its pull request goes (it pushes then)
     image: ImageResult | None = None
     report: RunReport | None = None
     project: ProjectImage | None = None  # its environment, read from its base commit
@@ -92,6 +93,7 @@ class Scheduler:
     redactor: Redactor
     env: Env
     on_start: tuple[Callable[[], None], ...] = ()
+    budget: float | None = None  # the batch's --max-cost, where not each task's (--attempts)
 
     def __post_init__(self) -> None:
         self.finished: queue.Queue[Run] = queue.Queue()
@@ -104,7 +106,7 @@ class Scheduler:
         pending = [run for run in runs if run.report is None]
         if not pending:
             return
-        jobs, limit = pending[0].cfg.jobs, pending[0].cfg.max_cost_usd
+        jobs, limit = pending[0].cfg.jobs, self.budget or pending[0].cfg.max_cost_usd
         # Signals are counted, never raised, in this thread while tasks run: each task sees
         # them (TaskSignals) and stops; none starts after one.
         with self.signals.protected():
@@ -174,10 +176,20 @@ class Scheduler:
                 signals=pipeline.TaskSignals(self.signals),
                 # its own clock, from its task's start: the turns of others are not its time
                 journal=pipeline.Journal(warnings=list(run.journal.warnings)),
-                push_remote=run.push_remote,
+                push_remote=None if run.pr is not None else run.push_remote,
                 on_start=self.on_start,
             )
             run.report = pipeline.run_task(ctx, self.backend, run.ws, run.image.tag)
+            if run.pr is not None:
+                run.report = pull_request.finish(
+                    run.pr,
+                    run.report,
+                    run.ws,
+                    progress=progress,
+                    redactor=self.redactor,
+                    environ=os.environ,
+                    push_ci=run.cfg.push_ci,
+                )
         except AgentWorkerError as exc:
             run.report = not_run(run, "error", exc.exit_code, self.redactor.text(str(exc)))
         except Exception as exc:  # noqa: BLE001 (a bug: this run's report says so, the rest go on)

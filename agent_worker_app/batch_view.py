@@ -16,6 +16,7 @@ from agent_worker_app.console import Env, Redactor, escape_text, quote_name
 from agent_worker_app.report import (
     SCHEMA_VERSION,
     STATUS_STYLE,
+    attempt_mark,
     cost_cell,
     format_duration,
     json_text,
@@ -241,7 +242,7 @@ def summary_rows(entries: Sequence[Entry], totals: Totals) -> list[tuple[str, ..
                 str(entry.number),
                 escape_text(r.branch or f"({entry.planned_branch})"),
                 quote_name(entry.project.name or str(entry.project)),
-                r.status,
+                r.status + attempt_mark(r),
                 "-" if skipped else format_duration(r.duration_s),
                 "-" if skipped else tokens_cell(r),
                 "-" if skipped else cost_cell(r),

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import IO
 
 from agent_worker_app.console import escape_text
-from agent_worker_app.report import RunReport, cost_cell, format_duration, tokens_cell
+from agent_worker_app.report import (
+    RunReport,
+    attempt_mark,
+    cost_cell,
+    format_duration,
+    tokens_cell,
+)
 from agent_worker_app.totals import Totals
 
 SUMMARY_FILE_LIMIT = 50  # file rows in a one-run summary; GitHub caps a step's summary at 1 MiB
@@ -36,6 +42,7 @@ OUTPUT_KEYS = (
     "lines_removed",
     "files_changed",
     "report_file",
+    "pull_request",
 )
 
 
@@ -110,6 +117,7 @@ def _own_outputs(report: RunReport, report_file: Path | None) -> dict[str, str]:
         "lines_removed": str(report.lines_removed),
         "files_changed": str(len(report.files)),
         "report_file": str(report_file) if report_file else _report_path(report),
+        "pull_request": pull_request_url(report),
     }
 
 
@@ -136,6 +144,7 @@ def step_outputs(
             "report_file": str(report_file)
             if report_file
             else "\n".join(o["report_file"] for o in each if o["report_file"]),
+            "pull_request": "\n".join(o["pull_request"] for o in each if o["pull_request"]),
         }
     outputs["reports"] = json.dumps(each, ensure_ascii=True)
     return outputs
@@ -199,7 +208,7 @@ def summary(reports: Sequence[RunReport], totals: Totals) -> str:
     for r in reports:
         lines.append(
             f"| {markdown_text(r.branch or '-')} | {markdown_text(project_name(r))} "
-            f"| {_status(r.status, r.exit_code)} "
+            f"| {_status(r.status, r.exit_code)}{attempt_mark(r)} "
             f"| {format_duration(r.duration_s)} | {tokens_cell(r)} | {cost_cell(r)} "
             f"| {_changes(r.lines_added, r.lines_removed, len(r.files))} |"
         )
@@ -222,7 +231,38 @@ def project_name(report: RunReport) -> str:
     return git_dir.parent.name if git_dir.name == ".git" else git_dir.name
 
 
-def _one_summary(r: RunReport) -> str:
+def pull_request_url(report: RunReport) -> str:
+    """The run's pull request's page ('' when none was opened)."""
+    return report.pull_request.url or "" if report.pull_request is not None else ""
+
+
+def _check_cell(r: RunReport) -> str | None:
+    if r.check is None:
+        return None
+    command = markdown_text(r.check.command)
+    if not r.check.ran:
+        return f"not run: {command}"
+    if r.check.passed:
+        return f"\u2705 passed: {command}"
+    state = f"stopped ({markdown_text(r.check.stopped)})" if r.check.stopped else "failed"
+    code = "" if r.check.exit_code is None else f" (exit {r.check.exit_code})"
+    return f"\u274c {state}{code}: {command}"
+
+
+def _blocked_cell(r: RunReport, limit: int = 10) -> str | None:
+    if not r.blocked:
+        return None
+    shown = []
+    for entry in r.blocked[:limit]:
+        what = entry.allow if entry.protocol == "dns" else f"{entry.address}:{entry.port}"
+        names = f" ({', '.join(entry.names)})" if entry.names and entry.protocol != "dns" else ""
+        shown.append(markdown_text(f"{what}{names} \u00d7{entry.count}"))
+    more = f"; and {len(r.blocked) - limit} more" if len(r.blocked) > limit else ""
+    return f"{len(r.blocked)} refused: " + "; ".join(shown) + more
+
+
+def _one_rows(r: RunReport) -> list[tuple[str, str]]:
+    """The rows of one run's summary: what a reviewer needs to judge the branch."""
     rows = [
         ("Branch", markdown_text(r.branch or "-")),
         ("Status", _status(r.status, r.exit_code)),
@@ -232,10 +272,18 @@ def _one_summary(r: RunReport) -> str:
         ("Turns", "n/a" if not r.metered else ("?" if r.turns is None else str(r.turns))),
         ("Changes", _changes(r.lines_added, r.lines_removed, len(r.files))),
     ]
+    rows += [("Check", cell)] if (cell := _check_cell(r)) else []
+    rows += [("Blocked", cell)] if (cell := _blocked_cell(r)) else []
+    rows += [("Pull request", markdown_text(url))] if (url := pull_request_url(r)) else []
+    rows += [("Run", markdown_text(r.run_id))] if r.run_id else []
     rows += [("Error", markdown_text(r.error))] if r.error else []
     rows += [("Warning", markdown_text(w)) for w in r.warnings]
+    return rows
+
+
+def _one_summary(r: RunReport) -> str:
     lines = [f"### agent-worker: {markdown_text(r.status)}", "", "| | |", "|---|---|"]
-    lines += [f"| {label} | {text} |" for label, text in rows]
+    lines += [f"| {label} | {text} |" for label, text in _one_rows(r)]
     if r.files:
         lines += ["", "| file | status | added | removed |", "|---|---|---|---|"]
         for f in r.files[:SUMMARY_FILE_LIMIT]:
@@ -249,6 +297,34 @@ def _one_summary(r: RunReport) -> str:
         if hidden > 0:
             lines += ["", f"... and {hidden} more files (every file: report.json)"]
     return "\n".join(lines) + "\n\n"
+
+
+def pull_request_body(r: RunReport, *, others: Sequence[RunReport] = ()) -> str:
+    """A pull request's body: the run's summary as the job summary renders it (every name and
+    message escaped), then the other attempts at the same task, if any."""
+    text = _one_summary(r)
+    if others:
+        text += "Other attempts at the same task:\n\n" + "".join(
+            f"- {markdown_text(o.branch or o.run_id or '-')}: {_status(o.status, o.exit_code)}, "
+            f"{_changes(o.lines_added, o.lines_removed, len(o.files))}, {cost_cell(o)}\n"
+            for o in others
+        )
+    return text + "\n<sub>Opened by agent-worker.</sub>\n"
+
+
+def one_line(r: RunReport) -> str:
+    """The summary on one line (a GitLab push option cannot hold a line break), escaped."""
+    parts = [
+        f"agent-worker run {markdown_text(r.run_id)}: {_status(r.status, r.exit_code)}",
+        f"changes {_changes(r.lines_added, r.lines_removed, len(r.files))}",
+        f"tokens {tokens_cell(r)}",
+        f"cost {cost_cell(r)}",
+        f"duration {format_duration(r.duration_s)}",
+    ]
+    parts += [f"check {cell}"] if (cell := _check_cell(r)) else []
+    parts += [f"blocked {cell}"] if (cell := _blocked_cell(r, limit=3)) else []
+    parts += [f"error {markdown_text(r.error)}"] if r.error else []
+    return " \u00b7 ".join(parts)
 
 
 # ---------------------------------------------------------------- the annotation

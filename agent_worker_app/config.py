@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
-from agent_worker_app import agents, engines, hostport, presets
+from agent_worker_app import agents, engines, forge, hostport, presets
 from agent_worker_app.agents.base_agent import AgentSettings, BaseAgent, Credential
 from agent_worker_app.environment import NONE, Environment
 from agent_worker_app.errors import UsageError
@@ -81,6 +81,7 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)  # plain variables for the agent
     push: str | None = None  # --push: None no push, "" the default remote, else that remote
     push_ci: bool = False  # --push-ci: the push may start the remote's CI (no ci.skip)
+    pull_request: forge.Request | None = None  # --pr (which implies --push) and its options
     continue_from: str | None = None  # --continue: the agent branch (or run id) to continue
     # the project's environment (environment.py): --environment PATH, --no-environment, and
     # what the run read (project_image.load fills it in, and the values above)
@@ -537,6 +538,7 @@ def load(
         check=_parsed(layers, "check", _command, None),
         push=_push(cli.get("push")),
         push_ci=_parsed(layers, "push_ci", _bool, False),
+        pull_request=forge.request(cli),
         continue_from=_continue_from(cli),
         environment_file=_environment_file(cli),
         no_environment=bool(cli.get("no_environment")),

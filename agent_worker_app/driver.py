@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,10 +38,12 @@ from typing import TYPE_CHECKING, Any
 
 from agent_worker_app import (
     agents,
+    attempts,
     batch_plan,
     follow_up,
     git_manager,
     pipeline,
+    pull_request,
     recovery,
 )
 from agent_worker_app.batch import Run, Scheduler, entry, not_run
@@ -74,6 +77,8 @@ class Plan:
 
     runs: list[Run]
     one: bool
+    attempts: bool = False  # --attempts N: the runs are attempts at one task (attempts.py)
+    keep_winner: bool = False  # --keep winner
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,9 @@ def load(
     load_config: Callable[[Mapping[str, Any]], Config],
 ) -> Plan:
     """Every run's configuration, checked before anything starts (UsageError)."""
+    if (n := attempts.count(options)) > 1:
+        tries = attempts.plan(options, n, load_config)
+        return Plan(tries, one=False, attempts=True, keep_winner=attempts.keeps_winner(options))
     if not batch_plan.is_batch(options):
         cfg = load_config(batch_plan.single(options))
         entry = batch_plan.Entry(cfg.task, "--task")
@@ -194,7 +202,20 @@ def execute(
                     on_start=on_start,
                 )
             else:
-                Scheduler(backend, view, signals, redactor, env, on_start).run_all(plan.runs)
+                target = attempts.hold_pull_request(plan.runs) if plan.attempts else None
+                budget = attempts.budget(plan.runs) if plan.attempts else None
+                scheduler = Scheduler(backend, view, signals, redactor, env, on_start, budget)
+                scheduler.run_all(plan.runs)
+                if plan.attempts:
+                    with signals.protected():
+                        attempts.conclude(
+                            plan.runs,
+                            keep_winner=plan.keep_winner,
+                            target=target,
+                            progress=show,
+                            redactor=redactor,
+                            environ=os.environ,
+                        )
         finally:
             with signals.protected():  # every report is in hand: a signal must not lose them
                 report_orphans(orphans, show)
@@ -204,7 +225,9 @@ def execute(
         show.close()
     entries = [entry(run) for run in plan.runs]
     reports = [e.report for e in entries]
-    code = worst_exit([report.exit_code for report in reports])
+    code = (
+        attempts.exit_code(reports) if plan.attempts else worst_exit([r.exit_code for r in reports])
+    )
     duration = time.monotonic() - started
     return Outcome(entries, Totals.of(reports, exit_code=code, duration_s=duration), plan.one)
 
@@ -261,14 +284,26 @@ def _check(run: Run) -> None:
     else:
         run.ws = git_manager.preflight(cfg.project, cfg.branch, branch_given=cfg.branch_given)
     run.push_remote = check_push(cfg, run.ws)
+    if cfg.pull_request is not None and run.push_remote is not None:
+        run.pr = pull_request.prepare(
+            cfg, run.ws, run.push_remote, environ=os.environ, continuation=run.continuation
+        )
 
 
 def check_push(cfg: Config, ws: Workspace) -> str | None:
-    """--push: the remote the branch goes to after a successful run, checked now."""
-    if cfg.push is None:
+    """--push (and --pr, which pushes): the remote the branch goes to after a successful run,
+    checked now."""
+    if cfg.push is None and cfg.pull_request is None:
         return None
     remote = cfg.push or git_manager.default_remote(ws)
-    git_manager.check_remote(ws.root, remote)
+    try:
+        git_manager.check_remote(ws.root, remote)
+    except UsageError as exc:
+        if cfg.push is not None:
+            raise
+        raise UsageError(
+            f"--pr pushes the branch first, and {exc}".replace("--push: ", "")
+        ) from None
     return remote
 
 
@@ -360,11 +395,22 @@ def _run_here(
         progress=progress,
         signals=signals,
         journal=run.journal,
-        push_remote=run.push_remote,
+        push_remote=None if run.pr is not None else run.push_remote,  # --pr pushes after
         continuation=run.continuation,
         on_start=on_start,
     )
     run.report = pipeline.run_task(ctx, backend, run.ws, run.image.tag)
+    if run.pr is not None:
+        with signals.protected():
+            run.report = pull_request.finish(
+                run.pr,
+                run.report,
+                run.ws,
+                progress=progress,
+                redactor=redactor,
+                environ=os.environ,
+                push_ci=run.cfg.push_ci,
+            )
 
 
 # ---------------------------------------------------------------- the engine's housekeeping

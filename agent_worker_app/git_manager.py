@@ -305,10 +305,10 @@ def create_branch(ws: Workspace, *, branch_given: bool) -> Workspace:
     raise GitError(f"could not find a free branch name after {ws.branch!r}: too many runs at once")
 
 
-def delete_branch(ws: Workspace) -> bool:
-    """Delete the run's branch if it still points at the base (compare and delete); True when
-    deleted. Call it only for a branch create_branch made."""
-    return _succeeds(ws.root, "update-ref", "-d", f"refs/heads/{ws.branch}", ws.base_commit)
+def delete_branch(ws: Workspace, *, at: str | None = None) -> bool:
+    """Delete the run's branch if it still points at the base, or at `at` (where its run left
+    it): compare and delete; True when deleted. Call it only for a branch a run made."""
+    return _succeeds(ws.root, "update-ref", "-d", f"refs/heads/{ws.branch}", at or ws.base_commit)
 
 
 def branch_head(ws: Workspace) -> str:
@@ -564,6 +564,21 @@ def default_remote(ws: Workspace) -> str:
     return "origin"
 
 
+def current_branch(root: Path) -> str | None:
+    """The branch checked out in root (the one a run starts from); None on a detached HEAD."""
+    return _run(root, "symbolic-ref", "-q", "--short", "HEAD").stdout.strip() or None
+
+
+def remote_urls(root: Path, remote: str) -> tuple[str, ...]:
+    """The URLs a remote stands for: as configured, then as git fetches it (the user's
+    url.*.insteadOf applied); a URL or path given as the remote, as it is."""
+    if remote not in _remote_names(root):
+        return (remote,)
+    configured = _run(root, "config", "--get", f"remote.{remote}.url").stdout.strip()
+    fetched = _git(root, "remote", "get-url", remote).strip()
+    return tuple(dict.fromkeys(url for url in (configured, fetched) if url))
+
+
 def check_remote(root: Path, remote: str) -> None:
     """--push's remote must be a configured remote, or a URL or path (what git push takes)."""
     if remote.startswith("-"):
@@ -593,29 +608,38 @@ class Pushed:
 
     problem: str | None
     skip_ci: bool
+    options: tuple[str, ...] = ()  # the other push options that went with it
+    remote_said: tuple[str, ...] = ()  # the server's "remote:" lines (a merge request's URL)
 
 
-def push_command(ws: Workspace, remote: str, *, skip_ci: bool = True) -> list[str]:
+def push_command(
+    ws: Workspace, remote: str, *, skip_ci: bool = True, options: tuple[str, ...] = ()
+) -> list[str]:
     """The git command that pushes the task branch to remote, under the same name (with the
-    push option ci.skip unless skip_ci is False)."""
+    push option ci.skip unless skip_ci is False, and each of options)."""
     ref = f"refs/heads/{ws.branch}"
-    options = ["-o", SKIP_CI_OPTION] if skip_ci else []
-    return ["git", "-C", str(ws.root), "push", *options, "--", remote, f"{ref}:{ref}"]
+    sent = [*([SKIP_CI_OPTION] if skip_ci else []), *options]
+    flags = [flag for option in sent for flag in ("-o", option)]
+    return ["git", "-C", str(ws.root), "push", *flags, "--", remote, f"{ref}:{ref}"]
 
 
-def push(ws: Workspace, remote: str, *, skip_ci: bool = True) -> Pushed:
+def push(
+    ws: Workspace, remote: str, *, skip_ci: bool = True, options: tuple[str, ...] = ()
+) -> Pushed:
     """Push the task branch from the host, with the user's own git credentials and config.
-    Nothing in the container takes part. With skip_ci, the push carries ci.skip; a server that
-    takes no push options (git then refuses before sending anything) gets the push without it:
-    the branch still arrives, and Pushed.skip_ci says the option did not go."""
-    problem = _push_once(push_command(ws, remote, skip_ci=skip_ci))
-    if skip_ci and problem is not None and _NO_PUSH_OPTIONS in problem:
-        return Pushed(_push_once(push_command(ws, remote, skip_ci=False)), skip_ci=False)
-    return Pushed(problem, skip_ci=skip_ci)
+    Nothing in the container takes part. With skip_ci, the push carries ci.skip, and options
+    (GitLab's merge_request.*) go with it; a server that takes no push options (git then
+    refuses before sending anything) gets the push without any: the branch still arrives, and
+    Pushed says which options did not go."""
+    problem, said = _push_once(push_command(ws, remote, skip_ci=skip_ci, options=options))
+    if (skip_ci or options) and problem is not None and _NO_PUSH_OPTIONS in problem:
+        problem, said = _push_once(push_command(ws, remote, skip_ci=False))
+        return Pushed(problem, skip_ci=False, remote_said=said)
+    return Pushed(problem, skip_ci=skip_ci, options=options, remote_said=said)
 
 
-def _push_once(command: list[str]) -> str | None:
-    """None when git pushed, else its reason."""
+def _push_once(command: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    """None when git pushed, else its reason; and what the server said (its remote: lines)."""
     try:
         done = subprocess.run(
             command,
@@ -626,12 +650,15 @@ def _push_once(command: list[str]) -> str | None:
             check=False,
         )
     except FileNotFoundError:
-        return "git is not installed (or not on PATH)"
-    if done.returncode == 0:
-        return None
+        return "git is not installed (or not on PATH)", ()
     lines = [line.strip() for line in done.stderr.splitlines()]
+    remote = tuple(
+        line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")
+    )
+    if done.returncode == 0:
+        return None, remote
     said = [line.removeprefix("fatal: ") for line in lines if line.startswith(_PUSH_TROUBLE)]
-    return "; ".join(said) or _last_line(done.stderr)
+    return "; ".join(said) or _last_line(done.stderr), remote
 
 
 # the lines of git push's stderr that say why it failed (the rest is advice and progress)

@@ -172,6 +172,35 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
         "files); without it the push carries the push option ci.skip.",
         None,
     ),
+    (
+        "--pr",
+        None,
+        "After a successful run, push the branch (as --push) and open a draft pull request "
+        "into the branch the run started from, the report as its body (GitHub: GITHUB_TOKEN, "
+        "GH_TOKEN or gh; GitLab: push options).",
+        None,
+    ),
+    ("--pr-on-failure", None, "With --pr: also for a failed run that left commits.", None),
+    ("--pr-base", "BRANCH", "With --pr: the branch the pull request goes into.", None),
+    (
+        "--pr-provider",
+        "github|gitlab",
+        "With --pr: the forge of a host of your own (github.com and gitlab.com are known).",
+        "from the remote's host",
+    ),
+    (
+        "--attempts",
+        "N",
+        "Make N attempts at the task, each on its own branch (NAME-a1...), run under --jobs; "
+        "the winner: the check passed, then the smaller change, then the lower cost.",
+        "1",
+    ),
+    (
+        "--keep",
+        "all|winner",
+        "With --attempts: delete the branches of all but the winner (winner), or keep them.",
+        "all",
+    ),
     ("--json", None, "Print the report as JSON on stdout.", None),
     ("--report-file", "PATH", "Also write the JSON report to PATH.", None),
     ("--git-identity", "agent|user", "Commit as agent-worker or as your git identity.", "agent"),

@@ -27,6 +27,7 @@ from agent_worker_app.errors import (
     AgentWorkerError,
     Interrupted,
 )
+from agent_worker_app.forge import Opened
 from agent_worker_app.sandbox_report import (
     BLOCKED_TERMINAL_LIMIT,
     Blocked,
@@ -129,6 +130,16 @@ class BranchTotals:
     cost_usd: float | None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """--attempts: which attempt a run was, whether it won, whether its branch is kept."""
+
+    number: int
+    of: int
+    winner: bool
+    kept: bool  # False: --keep winner deleted its branch (its run data stays)
+
+
 @dataclass
 class RunReport:
     run_id: str
@@ -157,6 +168,8 @@ class RunReport:
     branch_totals: BranchTotals | None = None  # --continue: the branch's runs, this one included
     node: str | None = None  # the machine the task ran on, where the backend has several
     runtime: str | None = None  # the engine runtime the task ran under (runc, runsc)
+    pull_request: Opened | None = None  # --pr: the pull request opened or updated, if any
+    attempt: Attempt | None = None  # --attempts: which one, and whether it won
 
     @property
     def lines_added(self) -> int:
@@ -190,6 +203,8 @@ class RunReport:
             },
             "run_dir": self.run_dir,
             "pushed_to": self.pushed_to,
+            "pull_request": self.pull_request.to_json() if self.pull_request else None,
+            "attempt": asdict(self.attempt) if self.attempt else None,
             "continued_from": self.continued_from,
             "branch_totals": asdict(self.branch_totals) if self.branch_totals else None,
             "node": self.node,
@@ -386,6 +401,15 @@ def place_rows(report: RunReport) -> list[tuple[str, str]]:
     rows = []
     if report.pushed_to is not None:
         rows.append(("Pushed", f"to {quote_name(report.pushed_to)}"))
+    if report.pull_request is not None:
+        opened = report.pull_request
+        where = opened.url or opened.compare_url or ""
+        what = {"compare": "open it at", "requested": "asked of GitLab, into"}.get(
+            opened.action, opened.action
+        )
+        into = f" (into {quote_name(opened.base)})" if opened.action != "requested" else ""
+        text = f"{what} {quote_name(where)}{into}" if where else f"{what} {quote_name(opened.base)}"
+        rows.append(("PR", text))
     if report.node is not None:
         rows.append(("Node", f"ran on node {quote_name(report.node)}"))
     if report.runtime is not None and report.runtime != "runc":  # runc: Docker's own default
@@ -514,6 +538,15 @@ def json_text(payload: dict[str, Any]) -> str:
     """payload as readable, indented JSON with render_json's escapes."""
     text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def attempt_mark(report: RunReport) -> str:
+    """--attempts: " (winner)", " (deleted)" after a status; else nothing."""
+    if report.attempt is None:
+        return ""
+    if report.attempt.winner:
+        return " (winner)"
+    return "" if report.attempt.kept or report.branch is None else " (deleted)"
 
 
 def tokens_cell(report: RunReport) -> str:

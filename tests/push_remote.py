@@ -8,10 +8,11 @@ from pathlib import Path
 from conftest import git
 
 # A server's pre-receive hook that writes down the push options it was sent, one a line
+# (quoted through the eval: an option with spaces stays one line)
 RECORD_OPTIONS = """#!/bin/sh
 i=0
 while [ "$i" -lt "${GIT_PUSH_OPTION_COUNT:-0}" ]; do
-    eval "printf '%s\\n' \"\\$GIT_PUSH_OPTION_$i\"" >> "$GIT_DIR/push-options"
+    eval "printf '%s\\n' \\"\\$GIT_PUSH_OPTION_$i\\"" >> "$GIT_DIR/push-options"
     i=$((i + 1))
 done
 echo "${GIT_PUSH_OPTION_COUNT-unset}" >> "$GIT_DIR/push-option-counts"

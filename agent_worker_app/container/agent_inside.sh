@@ -347,6 +347,20 @@ watchdog() {
 AS_AGENT=(setpriv --reuid=agent --regid=agent --init-groups
   --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs)
 
+# A child's exit status: wait for it, and again while a trapped signal cuts the wait short (wait
+# then returns over 128 and the child still runs). The first wait is never behind a `kill -0`:
+# a child that ended at once (a check of `false`) may be reaped already, and a loop that looked
+# first would skip the wait and report it as exit status 0.
+wait_child() {
+  local pid=$1 status=0
+  wait "$pid" || status=$?
+  while kill -0 "$pid" 2>/dev/null; do
+    status=0
+    wait "$pid" || status=$?
+  done
+  return "$status"
+}
+
 supervise() {
   trap forward TERM INT HUP
   trap forward_now USR1
@@ -360,10 +374,7 @@ supervise() {
   echo "$child" >"$STAGE"
   watchdog &
   local dog=$! status=0
-  while kill -0 "$child" 2>/dev/null; do
-    status=0
-    wait "$child" || status=$?
-  done
+  wait_child "$child" || status=$?
   local result=$OUT/result.json error=""
   # Nothing of the agent user's is left running when root reads what it could write: anything
   # the stage ran (a hook, a filter) could have left a process that rewrites the account.
@@ -427,10 +438,7 @@ run_check() {
   local pid=$!
   child=-$pid
   echo "-$pid" >"$STAGE"
-  while kill -0 "$pid" 2>/dev/null; do
-    status=0
-    wait "$pid" || status=$?
-  done
+  wait_child "$pid" || status=$?
   end=${EPOCHREALTIME/[.,]/}
   child=
   : >"$STAGE"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def test_one_run_gives_its_own_figures(tmp_path: Path) -> None:
         "lines_removed": "87",
         "files_changed": "5",
         "report_file": "/repo/.git/agent-worker/runs/20261124-101500-ab12/report.json",
+        "pull_request": "",
     }
     assert json.loads(outputs["reports"]) == [{k: outputs[k] for k in ci_outputs.OUTPUT_KEYS}]
 
@@ -219,3 +221,20 @@ def test_an_error_before_any_report(tmp_path: Path) -> None:
         == "::error title=agent-worker::agent-worker: --timeout must be%0Aa number\n"
     )
     assert "\\-\\-timeout must be\\\\na number" in (tmp_path / "summary").read_text()
+
+
+def test_a_pull_request_body_is_the_summary_with_names_as_text() -> None:
+    report = make_report()
+    report.files[0] = replace(report.files[0], path="[x](https://evil.example) <img src=x>.md")
+    report.warnings.append("@everyone look at <script>")
+    other = replace(make_report(), branch="try-2 [link](https://e.example)", status="failed")
+    body = ci_outputs.pull_request_body(report, others=[other])
+    rendered = html(body)
+    assert "<a " not in rendered
+    assert "<img" not in rendered
+    assert "<script" not in rendered
+    assert "Other attempts" in body
+    assert report.run_id in body.replace("\\", "")
+    one = ci_outputs.one_line(report)
+    assert "\n" not in one
+    assert "\r" not in one

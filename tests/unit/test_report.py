@@ -88,6 +88,8 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         "changes",
         "run_dir",
         "pushed_to",
+        "pull_request",
+        "attempt",
         "continued_from",
         "branch_totals",
         "node",
@@ -577,3 +579,13 @@ def test_the_swarm_node_a_task_ran_on_is_reported() -> None:
     assert rows(render_text(report))["Node"] == ["ran on node worker-2"]
     assert make_report().to_json()["node"] is None
     assert "Node" not in rows(render_text(make_report()))
+
+
+def test_the_pull_request_is_a_row_of_the_text_report() -> None:
+    from agent_worker_app.forge import Opened
+
+    report = make_report(pushed_to="origin")
+    report.pull_request = Opened("github", "opened", "main", url="https://github.test/a/b/pull/1")
+    assert rows(render_text(report))["PR"] == ["opened https://github.test/a/b/pull/1 (into main)"]
+    report.pull_request = Opened(None, "compare", "main", compare_url="https://x.test/a/b/compare")
+    assert rows(render_text(report))["PR"] == ["open it at https://x.test/a/b/compare (into main)"]
