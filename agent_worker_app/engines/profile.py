@@ -31,11 +31,15 @@ class Profile:
     # /workspace as a tmpfs (fast, empty); False when the image's environment prepared it
     # (a .venv, node_modules made by setup), which a tmpfs would hide
     workspace_tmpfs: bool = True
+    # no network at all (the check's task): an engine that can gives it none; where one cannot
+    # (a swarm service), the task's root closes it (the firewall's capabilities, root's only)
+    offline: bool = False
 
     @property
     def capabilities(self) -> list[str]:
         """The task's capabilities (all others dropped)."""
-        return [*BASE_CAPABILITIES, *(FIREWALL_CAPABILITIES if self.firewall else ())]
+        network = self.firewall or self.offline
+        return [*BASE_CAPABILITIES, *(FIREWALL_CAPABILITIES if network else ())]
 
     @property
     def nano_cpus(self) -> int | None:
