@@ -89,7 +89,9 @@ emit_result() { # json (one line)
   # run knows it by the nonce it recorded, and a container that is not this task's cannot
   # pass for it (labels anyone can set)
   (umask 077 && printf '%s\n' "$line" >"$ACCOUNT")
-  if [[ "${AW_INPUTS:-stdin}" == files ]] || fits_a_frame; then emit_files; fi
+  if [[ -z "$CHECKING" ]] && { [[ "${AW_INPUTS:-stdin}" == files ]] || fits_a_frame; }; then
+    emit_files
+  fi
   printf '\n%s\n' "$line" >&2
 }
 ACCOUNT=/run/agent-worker-result.json
@@ -405,7 +407,9 @@ supervise() {
 # (prepare_stage); root then runs the check (run_check), waits for every process of the agent
 # user to be gone, and reports on the result channel, with this container's own nonce:
 # {"phase": "check", "error": why the check did not run or null, "check": its record or null}.
+CHECKING= # set in the check's container: its result is the line alone, no files
 check_root() {
+  CHECKING=1
   trap forward TERM INT HUP
   close_network
   agent_env # without secrets: none came in
@@ -546,8 +550,8 @@ agent_processes_left() {
   return 1
 }
 
-# What the agent stage left in the output, root's from here on: the check, which runs as the
-# agent user after root read the account, cannot change the bundle root then hands back.
+# What the agent stage left in the output, root's from here on: nothing of the agent user's
+# that might still run (a process root failed to stop) can change the bundle root hands back.
 seal_out() {
   chown -R -h root:root "$OUT" 2>/dev/null || true
   chmod -R go-w "$OUT" 2>/dev/null || true

@@ -6,6 +6,7 @@ to see it; each run must fail its check. The same run with a real fix passes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,23 @@ def test_a_bypass_planted_in_setups_venv_does_not_pass_the_check(
     assert fixed.report is not None
     assert fixed.report["check"]["passed"] is True
     assert any("1 passed" in line for line in fixed.report["check"]["output_tail"])
+
+
+def test_a_batch_checks_each_run_in_its_own_container(
+    tmp_path: Path, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    """--jobs 2: each run's check judges its own branch (one fixed, one attacked)."""
+    repo = unittest_project(tmp_path / "project")
+    report_file = tmp_path / "batch.json"
+    attack = HOME_ATTACKS["a wrapper on PATH in the home"]
+    args = ["--jobs", "2", "--branch", "many", "--json", "--report-file", str(report_file)]
+    result = run_cli(command(*args, "--task", FIX, "--task", attack), cwd=repo, env=command_env())
+    assert result.code == 1, result.stderr
+    runs = json.loads(report_file.read_text())["runs"]
+    assert [(r["branch"], r["status"], r["check"]["passed"]) for r in runs] == [
+        ("many-1", "success", True),
+        ("many-2", "failed", False),
+    ]
+    for n in (1, 2):
+        assert f"[{n}/2 many-{n}] Checking the branch in a fresh container" in result.stderr
+    assert all(containers_of(docker_client, r["run_id"]) == [] for r in runs)
