@@ -210,3 +210,41 @@ def test_a_batch_checks_each_run_in_its_own_container(
     for n in (1, 2):
         assert f"[{n}/2 many-{n}] Checking the branch in a fresh container" in result.stderr
     assert all(containers_of(docker_client, r["run_id"]) == [] for r in runs)
+
+
+def test_maintenance_prepares_the_checks_checkout_offline(
+    tmp_path: Path, command_env: Callable[..., dict[str, str]], target: str
+) -> None:
+    """The maintenance commands run again in the check's container, before the check: what they
+    make of the checkout (here an ignored, generated file) is there for it. They run offline
+    there: one that needs the network fails, and the check did not run, saying why."""
+    repo = make_repo(tmp_path / "project", {".gitignore": "generated.txt\n", "a.txt": "a\n"})
+    generate = "echo made-by-maintenance > generated.txt"
+    made = run_cli(
+        command(
+            *("--task", "rm generated.txt", "--branch", "generated"),
+            *("--maintenance", generate, "--check", "cat generated.txt"),
+        ),
+        cwd=repo,
+        env=command_env(),
+    )
+    assert made.code == 0, made.stderr
+    assert made.report is not None
+    assert made.report["check"]["output_tail"] == ["made-by-maintenance"]
+    download = f"curl -sf -o /dev/null --max-time 5 http://{target}:8080/"
+    offline = run_cli(
+        command(
+            *("--task", "true", "--branch", "needs-network", "--allow-host", f"{target}:8080"),
+            *("--maintenance", download, "--check", "true"),
+        ),
+        cwd=repo,
+        env=command_env(),
+    )
+    assert offline.code == 1, offline.stderr
+    report = offline.report
+    assert report is not None
+    assert report["status"] == "failed"
+    assert report["check"]["ran"] is False
+    assert "the check 'true' did not run (maintenance command 1 of 1 failed" in report["error"]
+    assert "(the check did not start)" in report["error"]
+    assert report["branch"] == "needs-network"  # the agent's part (its maintenance) went well
