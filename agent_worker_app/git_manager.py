@@ -379,6 +379,12 @@ def pack_branch(ws: Workspace, dest: Path) -> None:
     _pack_objects(ws.root, f"refs/heads/{ws.branch}\n", dest)
 
 
+def pack_commit(ws: Workspace, commit: str, dest: Path) -> None:
+    """A pack of every object of one commit's history (down to a shallow boundary), for the
+    check's container: the commit the run imported, whatever the branch points at meanwhile."""
+    _pack_objects(ws.root, f"{commit}\n", dest)
+
+
 def _pack_objects(root: Path, revs: str, dest: Path, env: dict[str, str] | None = None) -> None:
     """A pack of the objects of revs (git rev-list's stdin: one a line, ^ to exclude) in dest;
     env: more variables for git (an object directory of its own, say)."""

@@ -24,8 +24,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from agent_worker_app import capped_log, git_manager, runs, task_spec
+from agent_worker_app import capped_log, check_task, git_manager, runs, task_spec
 from agent_worker_app.agents.base_agent import AgentResult
+from agent_worker_app.check_task import CheckRun
 from agent_worker_app.console import AgentOutput
 from agent_worker_app.engines.base import GRACE_S, Backend, ExitInfo, Task
 from agent_worker_app.engines.channel import ResultTooLargeError
@@ -176,6 +177,7 @@ class Supervised:
     result: str | None = None  # the task's result line (JSON), when it came
     node: str | None = None  # the machine it ran on, where the engine has several
     runtime: str | None = None  # the engine runtime it ran under (runc, runsc)
+    deadline: float = 0.0  # time.monotonic() at which the run's timeout passes (agent and check)
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ def keep_build_logs(image: ImageResult, run_dir: Path, *, max_bytes: int) -> Non
 def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunReport:
     """Branch, spec, supervise, collect; cleanup and a report on every path."""
     supervised, collected, error = Supervised(), Collected(), None
+    checked: CheckRun | None = None
     task: Task | None = None
     created: Workspace | None = None
     try:
@@ -292,12 +295,20 @@ def run_task(ctx: Context, backend: Backend, ws: Workspace, image: str) -> RunRe
         with ctx.signals.protected():
             collected = collect(ctx, backend, task, ws, supervised)
         ctx.journal.mark("results")
+        if collected.head is not None and wants_check(ctx, supervised, collected):
+            with ctx.signals.protected():  # its work is on the branch: nothing left to recover
+                remove_task(ctx, backend, task)
+            task = None
+            checked = check_branch(
+                ctx, backend, ws, image, head=collected.head, deadline=supervised.deadline
+            )
+            ctx.journal.mark("check")
     except AgentWorkerError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 (a bug: reported with the log, not a traceback)
         log.error("internal error:\n%s", traceback.format_exc())
         error = internal_error(exc, ctx.run_dir / "agent-worker.log")
-    outcome = combine(supervised, collected, error, check=ctx.config.check)
+    outcome = combine(supervised, collected, error, check=ctx.config.check, checked=checked)
     with ctx.signals.protected():
         deleted = clean_up(ctx, backend, task, created, outcome)
     kept = ctx.continuation is not None or (created is not None and not deleted)
@@ -316,26 +327,68 @@ def resumed_session(ctx: Context) -> Session | None:
     return session
 
 
+def wants_check(ctx: Context, supervised: Supervised, collected: Collected) -> bool:
+    """Whether the check is to run: configured, and the run a success so far (the agent
+    succeeded and its work is on the branch); on any other run its verdict changes nothing."""
+    if ctx.config.check is None:
+        return False
+    so_far = combine(supervised, collected, None)
+    result = ctx.parser.result() if so_far.started else None
+    cfg = ctx.config
+    status, *_ = decide_status(
+        so_far, result, timeout_s=cfg.timeout_s, memory=cfg.memory, max_cost=cfg.max_cost_usd
+    )
+    return status == "success"
+
+
+def check_branch(
+    ctx: Context, backend: Backend, ws: Workspace, image: str, *, head: str, deadline: float
+) -> CheckRun:
+    """The check, in a fresh container of its own on the branch's final commit, in what is
+    left of the run's timeout."""
+    cfg = ctx.config
+    assert cfg.check is not None, "wants_check() said so"
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return CheckRun(CheckOutcome(command=cfg.check), timed_out=True)
+    spec, inputs = check_task.prepare(
+        cfg, ws, head=head, image=image, run_id=ctx.run_id, run_dir=ctx.run_dir, timeout_s=left
+    )
+    return check_task.run(
+        backend,
+        spec,
+        inputs,
+        command=cfg.check,
+        deadline=deadline,
+        run_dir=ctx.run_dir,
+        progress=ctx.progress,
+        signals=ctx.signals,
+        redactor=ctx.redactor,
+    )
+
+
 def combine(
     supervised: Supervised,
     collected: Collected,
     error: AgentWorkerError | None,
     *,
     check: str | None = None,
+    checked: CheckRun | None = None,
 ) -> Outcome:
+    """How the run ended: its agent's task, the import of its work, the check's own task."""
     inside = collected.inside
     setup_error = inside.error if inside is not None and inside.phase == "setup" else None
-    checked = inside.check if inside is not None else None
-    if check is not None and checked is None:  # configured, and the task never ran it
-        checked = CheckOutcome(command=check)
+    check_outcome = checked.check if checked is not None else None
+    if check is not None and check_outcome is None:  # configured, and it never ran
+        check_outcome = CheckOutcome(command=check)
     meter = inside.meter if inside is not None else None
     over_cost = supervised.over_cost
     if over_cost is None and meter is not None and meter.refused:  # the gate held the budget
         over_cost = meter.cost_usd
     return Outcome(
         exit=supervised.exit,
-        timed_out=supervised.timed_out,
-        interrupted=supervised.interrupted,
+        timed_out=supervised.timed_out or (checked is not None and checked.timed_out),
+        interrupted=supervised.interrupted or (checked is not None and checked.interrupted),
         over_cost=over_cost,
         started=supervised.started,
         node=supervised.node,
@@ -345,8 +398,12 @@ def combine(
         error=error,
         agent_tail=list(supervised.agent_tail),
         container_error=setup_error,
-        warnings=[*supervised.warnings, *collected.warnings],
-        check=checked,
+        warnings=[
+            *supervised.warnings,
+            *collected.warnings,
+            *(checked.warnings if checked is not None else ()),
+        ],
+        check=check_outcome,
         blocked=list(inside.blocked) if inside is not None else [],
         meter=meter,
     )
@@ -358,15 +415,20 @@ def clean_up(
     """Remove the task; delete the branch this run made if the agent never started. True when
     the branch was deleted."""
     if task is not None:
-        try:
-            backend.remove(task)
-        except AgentWorkerError as exc:
-            ctx.journal.warnings.append(str(exc))
+        remove_task(ctx, backend, task)
     (ctx.run_dir / "source.pack").unlink(missing_ok=True)
     if created is not None and not outcome.agent_started and git_manager.delete_branch(created):
         log.info("deleted branch %s: the agent never started", created.branch)
         return True
     return False
+
+
+def remove_task(ctx: Context, backend: Backend, task: Task) -> None:
+    """Remove the task; a refusal is a warning of the run's."""
+    try:
+        backend.remove(task)
+    except AgentWorkerError as exc:
+        ctx.journal.warnings.append(str(exc))
 
 
 # ---------------------------------------------------------------- supervise
@@ -379,7 +441,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
         ctx.run_dir, ctx.parser.feed, ctx.progress, ctx.redactor, max_bytes=ctx.config.max_log_bytes
     )
     started, exit_info, timed_out, interrupted, warnings = False, None, False, False, []
-    over_cost, node, runtime, result = None, None, None, None
+    over_cost, node, runtime, result, deadline = None, None, None, None, 0.0
     try:
         stream = backend.start(task, output.stdout.feed, output.stderr.feed)
         started, node, runtime = True, backend.node(task), backend.runtime(task)
@@ -421,6 +483,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
         result=result,
         node=node,
         runtime=runtime,
+        deadline=deadline,
     )
 
 

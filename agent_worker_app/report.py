@@ -259,7 +259,8 @@ def describe_exit(status: int) -> str:
 def check_failure(check: CheckOutcome) -> str:
     """Why a run whose agent succeeded failed its check, for the report's error line."""
     if not check.ran:
-        return f"the check {check.command!r} did not run; the branch is kept"
+        why = f" ({check.output_tail[-1]})" if check.output_tail else ""
+        return f"the check {check.command!r} did not run{why}; the branch is kept"
     if check.stopped:
         what = f"was stopped ({check.stopped})"
     else:

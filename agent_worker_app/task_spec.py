@@ -68,8 +68,6 @@ def prepare(
             FileEntry(f"{channel.MAINTENANCE}/{n}", command.encode("utf-8", "surrogateescape"))
             for n, command in enumerate(cfg.maintenance, 1)
         )
-    if cfg.check is not None:
-        inputs.append(FileEntry(channel.CHECK, cfg.check.encode("utf-8", "surrogateescape")))
     resume: list[str] = []
     if session is not None and agent.session_dir:
         inputs.append(FileEntry(channel.SESSION, None, 0o755))

@@ -3,9 +3,11 @@ text turn from the fake API), against `docker run --rm` of the same image runnin
 `claude -p` call as the agent user. Interleaved. Target: at most 1.5x. With --against REF, the
 code at REF (a worktree of it) runs the same task in the same rounds: the two side by side. With
 --tcp, agent-worker reaches the engine as a remote one, over a loopback TCP relay to its socket
-(the code before the engines work took docker-py's client for that; this one, its own).
+(the code before the engines work took docker-py's client for that; this one, its own). With
+--check CMD, every run (both checkouts') has that check command: `--check true --against REF`
+measures what the check's own container costs.
 
-    .venv/bin/python bench/overhead.py [--runs N] [--against REF] [--tcp]
+    .venv/bin/python bench/overhead.py [--runs N] [--against REF] [--tcp] [--check CMD]
 """
 
 from __future__ import annotations
@@ -62,13 +64,20 @@ def docker_run(image: str, api_url: str) -> float:
 
 
 def rounds(
-    image: str, url: str, repo: Path, env: dict[str, str], *, runs: int, code: Path | None
+    image: str,
+    url: str,
+    repo: Path,
+    env: dict[str, str],
+    *,
+    runs: int,
+    code: Path | None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[list[float], list[Run], list[Run]]:
     """docker run, this checkout's run and (with code) the other checkout's, interleaved."""
     docker_run(image, url)  # warm-up of every path (an image build), not counted
-    drop_branch(repo, run_cli(repo, "bench/warm-up", env).report["branch"])
+    drop_branch(repo, run_cli(repo, "bench/warm-up", env, *extra).report["branch"])
     if code is not None:
-        drop_branch(repo, run_cli(repo, "bench/warm", env, code=code).report["branch"])
+        drop_branch(repo, run_cli(repo, "bench/warm", env, *extra, code=code).report["branch"])
     plain: list[float] = []
     worker: list[Run] = []
     other: list[Run] = []
@@ -76,7 +85,7 @@ def rounds(
         plain.append(docker_run(image, url))
         for made, name, checkout in ((worker, "run", ROOT), (other, "other", code)):
             if checkout is not None:
-                run = run_cli(repo, f"bench/{name}-{i}", env, code=checkout)
+                run = run_cli(repo, f"bench/{name}-{i}", env, *extra, code=checkout)
                 drop_branch(repo, run.report["branch"])
                 made.append(run)
     return plain, worker, other
@@ -87,6 +96,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--against", metavar="REF", help="also run the code at REF, side by side")
     parser.add_argument("--tcp", action="store_true", help="reach the engine over TCP")
+    parser.add_argument("--check", metavar="CMD", help="every run with this check command")
     args = parser.parse_args()
     runs = args.runs
 
@@ -101,7 +111,8 @@ def main() -> int:
         if args.tcp:
             env["DOCKER_HOST"] = stack.enter_context(tcp_relay())
         try:
-            plain, worker, other = rounds(image, url, repo, env, runs=runs, code=code)
+            extra = ("--check", args.check) if args.check is not None else ()
+            plain, worker, other = rounds(image, url, repo, env, runs=runs, code=code, extra=extra)
         finally:
             remove_containers(client, BENCH_LABEL)
             remove_containers(client, f"agent-worker.project={repo}")
@@ -109,7 +120,8 @@ def main() -> int:
     walls = [r.wall_s for r in worker]
     inside = [r.report["duration_s"] for r in worker]
     over = "over a TCP relay to the engine's socket" if args.tcp else "on the local socket"
-    print(f"image {image}, {runs} runs each, interleaved, agent-worker {over}\n")
+    checked = f", each with --check {args.check!r}" if args.check is not None else ""
+    print(f"image {image}, {runs} runs each, interleaved, agent-worker {over}{checked}\n")
     table(
         ["command", "median s", "min s", "max s"],
         [

@@ -4,11 +4,14 @@
 # As root:  set the egress firewall, take the secrets out of /agent-worker/secrets, then start the
 #           agent stage as the agent user with no capabilities and no-new-privileges (setpriv),
 #           and supervise it: pass stop signals on, stop it when agent-worker is gone (the end of
-#           stdin) or the task's own deadline passes. Then run the check command the same way,
-#           read the firewall's record of blocked destinations, and report how it all ended.
+#           stdin) or the task's own deadline passes. Then read the firewall's record of
+#           blocked destinations, and report how it all ended.
 # As agent: check the task branch out into /workspace, run the maintenance commands, run the
 #           agent (argv after "--", the task on its stdin), commit what it left uncommitted,
 #           bundle base..HEAD into /agent-worker/out.
+# With --check (the check's own container, a fresh one from the same image: check_root), no
+# agent: root closes the network, the agent user checks out AW_BASE (the branch's final commit)
+# and runs the maintenance commands, then root runs the check as the agent user and reports it.
 #
 # Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS,
 # AW_DEADLINE (epoch seconds; or AW_DEADLINE_AFTER, seconds from the container's start, where
@@ -86,7 +89,9 @@ emit_result() { # json (one line)
   # run knows it by the nonce it recorded, and a container that is not this task's cannot
   # pass for it (labels anyone can set)
   (umask 077 && printf '%s\n' "$line" >"$ACCOUNT")
-  if [[ "${AW_INPUTS:-stdin}" == files ]] || fits_a_frame; then emit_files; fi
+  if [[ -z "$CHECKING" ]] && { [[ "${AW_INPUTS:-stdin}" == files ]] || fits_a_frame; }; then
+    emit_files
+  fi
   printf '\n%s\n' "$line" >&2
 }
 ACCOUNT=/run/agent-worker-result.json
@@ -205,6 +210,7 @@ root_stage() {
   [[ -r "$IN/nonce" ]] && NONCE=$(<"$IN/nonce")
   rm -f "$IN/nonce"
   if [[ -f "$IN/check" ]]; then CHECK=$(<"$IN/check"); fi
+  if [[ "${1:-}" == --check ]]; then check_root; fi
   take_secrets
   local log=/run/agent-worker-firewall.log
   : >"$SETUP_WARNINGS"
@@ -393,17 +399,12 @@ supervise() {
       '{phase: "agent", error: $error, bundle: false, blocked: $blocked, meter: $meter}')"
     exit "$status"
   fi
-  # Passed on as the agent stage wrote it, with root's own word added: the check's outcome and
-  # the blocked destinations (the host parses it, and refuses what it cannot read). No jq on
-  # this path unless there is a check: each jq costs 60 ms on a slow machine.
-  local json check=null blocked
+  # Passed on as the agent stage wrote it, with root's own word added: the blocked
+  # destinations (the host parses it, and refuses what it cannot read). No jq on this path:
+  # each jq costs 60 ms on a slow machine. (The check runs in a container of its own.)
+  local json blocked
   json=$(<"$result")
   json=${json//$'\n'/}
-  if [[ -n "$CHECK" ]] && [[ "$json" =~ \"phase\":[[:space:]]*\"agent\" ]] \
-    && ((stopped == 0)) && [[ ! -s "$STOP_REASON" ]]; then
-    run_check # in this shell, not a subshell: a stop signal reaches the check at once
-    check=$(<"$CHECK_RESULT")
-  fi # a check that did not run is null: the host, which configured it, reports it as not run
   kill "$dog" 2>/dev/null || true
   exec 3<&-
   blocked=$(blocked_json)
@@ -415,16 +416,103 @@ supervise() {
     exit 3
   fi
   # root's keys last: a JSON reader keeps the last of a repeated key
-  json="${json%\}},\"check\":$check,\"blocked\":$blocked,\"meter\":$(meter_json)}"
+  json="${json%\}},\"check\":null,\"blocked\":$blocked,\"meter\":$(meter_json)}"
   emit_result "$json"
   [[ "$json" =~ \"agent_exit\":[[:space:]]*([0-9]+) ]] && exit "${BASH_REMATCH[1]}"
   exit 3
 }
 
-# The check command, run by root after the agent stage ended by itself: as the agent user, in
-# /workspace, under the same limits and firewall, its output in a file only root can read. Its
-# outcome is root's own record: the agent's processes are all gone by then.
-# A stop (timeout, signal, agent-worker gone) stops it like the agent. Its JSON: CHECK_RESULT.
+# The check's container (--check): a fresh one from the run's image, so a fresh home and
+# setup's paths as setup left them; nothing of the agent's container but the commit. Root
+# closes the network; the agent user checks the commit out and runs the maintenance commands
+# (prepare_stage); root then runs the check (run_check), waits for every process of the agent
+# user to be gone, and reports on the result channel, with this container's own nonce:
+# {"phase": "check", "error": why the check did not run or null, "check": its record or null}.
+CHECKING= # set in the check's container: its result is the line alone, no files
+check_root() {
+  CHECKING=1
+  trap forward TERM INT HUP
+  close_network
+  agent_env # without secrets: none came in
+  printf '%s\0' "${AGENT_ENV[@]}" >"$AGENT_ENV_FOR_AGENT"
+  "${AS_AGENT[@]}" /usr/bin/env HOME=/home/agent USER=agent LOGNAME=agent \
+    /bin/bash -p "$0" --prepare-check 3<&- 2>&4 4>&- &
+  child=$!
+  echo "$child" >"$STAGE"
+  watchdog &
+  local dog=$! status=0 error="" check=null
+  while kill -0 "$child" 2>/dev/null; do
+    status=0
+    wait "$child" || status=$?
+  done
+  child=
+  : >"$STAGE"
+  # What maintenance left running (a database) stays up for the check, as it would for the
+  # agent: it is the commit's own code, as the check is.
+  if ((stopped)) || [[ -s "$STOP_REASON" ]]; then
+    error="stopped before the check ran"
+  elif [[ "$status" != 0 ]]; then
+    error="the checkout for the check failed (exit status $status)"
+    local said=$OUT/result.json
+    if [[ -f "$said" && ! -L "$said" ]]; then # the stage's own words: a message, nothing more
+      said=$(head -c 4000 "$said" | jq -r '.error // empty' 2>/dev/null) || said=""
+      [[ -n "$said" ]] && error=$said
+    fi
+  else
+    run_check # in this shell, not a subshell: a stop signal reaches the check at once
+    check=$(<"$CHECK_RESULT")
+  fi
+  if ! kill_user_processes; then
+    error="processes of the agent user outlived the check and could not be stopped"
+    check=null
+  fi
+  kill "$dog" 2>/dev/null || true
+  exec 3<&-
+  warnings=()
+  emit_result "$(jq -cn --arg error "$error" --argjson check "$check" \
+    '{phase: "check", error: (if $error == "" then null else $error end), check: $check}')"
+  exit 0
+}
+
+# The check's container has no network: the engine gave it none (Docker's "none"), or, where
+# an engine cannot (a swarm service), root closes it here before any other user's process
+# starts: loopback only, IPv4 and IPv6.
+close_network() {
+  local dev
+  for dev in /sys/class/net/*; do
+    [[ "${dev##*/}" == lo ]] && continue
+    printf '%s\n' '*filter' ':INPUT DROP [0:0]' ':FORWARD DROP [0:0]' ':OUTPUT DROP [0:0]' \
+      '-A INPUT -i lo -j ACCEPT' '-A OUTPUT -o lo -j ACCEPT' COMMIT >/run/agent-worker-offline
+    iptables-restore </run/agent-worker-offline 2>/dev/null \
+      || root_fails "the check's container could not be taken offline (iptables)"
+    if ! ip6tables-restore </run/agent-worker-offline 2>/dev/null \
+      && [[ -s /proc/net/if_inet6 ]] && grep -qv ' lo$' /proc/net/if_inet6; then
+      root_fails "the check's container could not be taken offline (ip6tables)"
+    fi
+    return 0
+  done
+}
+
+# The agent user's part of the check's container: the commit checked out, the maintenance
+# commands run. Exit status 0, or 3 with the reason in result.json.
+prepare_stage() {
+  trap on_signal TERM INT HUP
+  mapfile -d '' -t AGENT_ENV <"$AGENT_ENV_FOR_AGENT"
+  { : >&5; } 2>/dev/null || exec 5>&2
+  BEFORE="the check"
+  rm -rf "$OUT/result.json"
+  checkout_workspace
+  ((stopping == 0)) || fail_setup "stopped before the check"
+  run_maintenance
+  ((stopping == 0)) || fail_setup "stopped before the check"
+  exit 0
+}
+BEFORE="the agent" # what a failed maintenance command keeps from starting
+
+# The check command, run by root: as the agent user, in /workspace, under the same limits, its
+# output in a file only root can read. Its outcome is root's own record: the processes of the
+# agent user are all gone before it is sent.
+# A stop (timeout, signal, agent-worker gone) stops it. Its JSON: CHECK_RESULT.
 CHECK_RESULT=/run/agent-worker-check.json
 run_check() {
   local log=/run/agent-worker-check.log status=0 start end
@@ -480,8 +568,8 @@ agent_processes_left() {
   return 1
 }
 
-# What the agent stage left in the output, root's from here on: the check, which runs as the
-# agent user after root read the account, cannot change the bundle root then hands back.
+# What the agent stage left in the output, root's from here on: nothing of the agent user's
+# that might still run (a process root failed to stop) can change the bundle root hands back.
 seal_out() {
   chown -R -h root:root "$OUT" 2>/dev/null || true
   chmod -R go-w "$OUT" 2>/dev/null || true
@@ -724,7 +812,7 @@ run_maintenance() {
     tail -n 200 "$log" | cut -c 1-500 | sed 's/^/agent-worker: maintenance: /' >&2
     if [[ "$status" != 0 ]]; then
       fail_setup "maintenance command ${n} of ${#names[@]} failed (exit status $status): \
-$(jq -Rn --arg c "$cmd" '$c') (the agent did not start); its last output: \
+$(jq -Rn --arg c "$cmd" '$c') ($BEFORE did not start); its last output: \
 $(tail -n 5 "$log" | cut -c 1-300 | tr '\n' '|' | sed 's/|$//; s/|/ | /g')"
     fi
   done
@@ -807,6 +895,7 @@ if [[ "${1:-}" == "--as-agent" ]]; then
   [[ "${1:-}" == "--" ]] && shift
   agent_stage "$@"
 fi
+[[ "${1:-}" == "--prepare-check" ]] && prepare_stage
 ((EUID == 0)) || { say "error: must start as root (the firewall needs it)"; exit 3; }
 [[ "${1:-}" == "--as-root" ]] || clean_root "$@"
 shift

@@ -104,6 +104,9 @@ def inputs(files: list[FileEntry], nonce: str) -> Inputs:
 # The task's command: the container script under `bash -p` (no BASH_ENV or ENV file, no
 # functions from the environment: root runs it), then the agent's argv.
 COMMAND = ("/bin/bash", "-p", "/usr/local/bin/agent_inside.sh", "--")
+# The check's own task (a fresh container on the branch's final commit): the same script, no
+# agent; its result line is {"phase": "check", "error": ..., "check": ...}.
+CHECK_COMMAND = ("/bin/bash", "-p", "/usr/local/bin/agent_inside.sh", "--check")
 # The dynamic loader's variables that load or read code or data of the environment's choosing
 # (from glibc's list of those it ignores for setuid programs; each ignored when empty): blank in
 # the container's environment, whatever the image sets, so that root's first program loads as

@@ -38,11 +38,15 @@ class Profile:
     # --disk: the most the task's own files outside /workspace may take (its home, setup's
     # paths, the inputs); its scratch directories (SCRATCH) are tmpfs of this size at most
     disk_bytes: int | None = None
+    # no network at all (the check's task): an engine that can gives it none; where one cannot
+    # (a swarm service), the task's root closes it (the firewall's capabilities, root's only)
+    offline: bool = False
 
     @property
     def capabilities(self) -> list[str]:
         """The task's capabilities (all others dropped)."""
-        return [*BASE_CAPABILITIES, *(FIREWALL_CAPABILITIES if self.firewall else ())]
+        network = self.firewall or self.offline
+        return [*BASE_CAPABILITIES, *(FIREWALL_CAPABILITIES if network else ())]
 
     @property
     def nano_cpus(self) -> int | None:

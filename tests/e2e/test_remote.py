@@ -100,7 +100,8 @@ def test_a_shallow_ci_checkout_on_a_remote_engine(
     run_env: Callable[..., dict[str, str]],
     remote_engine: RemoteEngine,
 ) -> None:
-    """What a CI job has (actions/checkout: depth 1) on the engine it is given."""
+    """What a CI job has (actions/checkout: depth 1) on the engine it is given; the check runs
+    there too, in a container of its own, on the shallow branch's final commit."""
     origin = make_repo(tmp_path / "origin", {"app.py": "v = 1\n"})
     for n in (2, 3):
         (origin / "app.py").write_text(f"v = {n}\n")
@@ -112,8 +113,9 @@ def test_a_shallow_ci_checkout_on_a_remote_engine(
         Turn.tool_use(write("/workspace/app.py", "v = 4\n")),
         Turn.text("bumped"),
     )
+    check = "grep -qx 'v = 4' app.py && git log --oneline | wc -l"
     result = run_cli(
-        ["--task", "bump", "--branch", "bump"],
+        ["--task", "bump", "--branch", "bump", "--check", check],
         cwd=project,
         env=run_env(DOCKER_HOST=remote_engine.plain),
         timeout=600,
@@ -122,6 +124,9 @@ def test_a_shallow_ci_checkout_on_a_remote_engine(
     assert tool_outputs(fake_api)[0].split() == ["1", "v", "=", "3"]
     assert git(project, "show", "bump:app.py") == "v = 4\n"
     assert git(project, "rev-list", "--count", "bump").strip() == "2"
+    assert result.report is not None
+    assert result.report["check"]["passed"] is True
+    assert result.report["check"]["output_tail"] == ["2"]
     assert remote_engine.client().containers.list(all=True) == []
 
 

@@ -84,8 +84,13 @@ def test_the_projects_environment_reaches_the_agent_and_never_root(
     log = (Path(report["run_dir"]) / "container.log").read_text(errors="replace")
     assert "ran as uid 0" not in log
     planted = [line for line in log.splitlines() if "PLANTED" in line]
-    # (the check is the project's command: its bash reads the project's BASH_ENV)
-    assert planted == ["agent-worker: check: PLANTED bash_env ran as uid 1000"]
+    # (the project's own commands in the check's container, on the branch the agent committed
+    # .bashenv to: the maintenance command and the check, whose bash reads the project's
+    # BASH_ENV, as the agent user)
+    assert planted == [
+        "agent-worker: maintenance: PLANTED bash_env ran as uid 1000",
+        "agent-worker: check: PLANTED bash_env ran as uid 1000",
+    ]
     assert "the DNS forwarder is not listening" not in log
     before_maintenance = log[: log.index("maintenance 1/1")]
     assert "firewall: egress limited" in before_maintenance

@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import pytest
 from docker.types import ContainerSpec, Placement, RestartPolicy, ServiceMode, TaskTemplate
+from test_check_judges_the_branch import FIX, HOME_ATTACKS, unittest_project
 from test_faults import start_cli
 
 from conftest import TEST_KEY, clean_env, git, run_cli, snapshot
@@ -510,6 +511,49 @@ def test_a_job_service_of_an_earlier_version_is_swept_with_its_container(
     )
     swept = quick_run("sweeps")
     assert f"removed service agent-worker-{run_id} (its run is gone)" in swept
+    assert nothing_left(cluster) == []
+
+
+def test_the_check_runs_offline_in_a_fresh_task_on_the_swarm(
+    tmp_path: Path,
+    command_env: Callable[..., dict[str, str]],
+    cluster: Swarm,
+    swarm_args: list[str],
+) -> None:
+    """On a swarm, too, the check is a task of its own: a bypass the agent planted in its home
+    does not reach it, and it has no network (a service cannot be given none: its root closes
+    it) where the agent reached an allowed host."""
+    repo = unittest_project(tmp_path / "project")
+    probe = f"curl -s -o /dev/null --max-time 5 http://{cluster.registry}/v2/"
+    check = f'{probe}; echo "check probe exit=$?"; python3 -m unittest -q test_calc'
+
+    def run(task: str, branch: str) -> Any:
+        return run_cli(
+            [
+                *swarm_args,
+                *("--agent-type", "command", "--branch", branch, "--check", check),
+                *("--task", f'{probe}; echo "agent probe exit=$?"; {task}'),
+                *("--allow-host", cluster.registry),
+            ],
+            cwd=repo,
+            env=command_env(),
+            timeout=900,
+        )
+
+    attacked = run(HOME_ATTACKS["a .pth file in the home's user site"], "swarm-bypass")
+    assert attacked.code == 1, attacked.stderr
+    assert "agent probe exit=0" in attacked.stderr
+    report = attacked.report
+    assert report is not None
+    assert report["check"]["passed"] is False
+    assert any("FAILED (failures=1)" in line for line in report["check"]["output_tail"])
+    fixed = run(FIX, "swarm-fix")
+    assert fixed.code == 0, fixed.stderr
+    assert fixed.report is not None
+    tail = fixed.report["check"]["output_tail"]
+    assert fixed.report["check"]["passed"] is True
+    assert tail[0].startswith("check probe exit=")
+    assert tail[0] != "check probe exit=0"
     assert nothing_left(cluster) == []
 
 

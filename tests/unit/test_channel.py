@@ -283,6 +283,32 @@ def test_a_swarm_run_is_swept_when_its_process_here_is_gone_or_elsewhere_past_it
     assert os.getpid() == int(mine["agent-worker.pid"])
 
 
+def test_a_check_task_is_never_a_lost_run_and_goes_once_its_run_is_gone() -> None:
+    """A check's task holds no work of the agent's: recovery never takes it, and once its
+    run is gone (here: its process; elsewhere: its deadline) the sweep removes it at once,
+    not 7 days later."""
+    import socket
+
+    from agent_worker_app.engines.base import ExitInfo
+
+    now = 1_000_000.0
+    role = {sweep.ROLE: sweep.CHECK_ROLE, sweep.DEADLINE: str(int(now + 600))}
+    alive = sweep.labels("r1", Path("/p")) | role
+    assert sweep.note(alive, False, now) is None  # its run still waits for it
+    dead = alive | {"agent-worker.pid": str(2**22 + 7)}
+    assert sweep.note(dead, False, now) == "the check of a run that is gone"
+    assert sweep.note(dead, True, now) is None  # still running: it stops by itself
+    elsewhere = alive | {"agent-worker.host": socket.gethostname() + "-other"}
+    assert sweep.note(elsewhere, False, now) is None
+    assert sweep.note(elsewhere, False, now + 601) == "the check of a run that is gone"
+    exited = ExitInfo(0, False, None)
+    assert sweep.lost([("c", dead, True)], lambda handle: exited) == []
+    agent = {k: v for k, v in dead.items() if k != sweep.ROLE}
+    assert [t.task.handle for t in sweep.lost([("a", agent, True)], lambda h: exited)] == ["a"]
+    # an agent's task of a run that is gone waits for its recovery
+    assert sweep.note(agent, False, now) is None
+
+
 def test_the_result_reader_passes_output_on_at_once_and_keeps_the_frames(tmp_path: Path) -> None:
     seen: list[bytes] = []
     stderr = ResultReader(NONCE, seen.append)

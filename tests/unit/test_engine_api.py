@@ -185,6 +185,22 @@ def test_the_container_is_the_one_docker_py_would_make() -> None:
     assert container_config(spec) == drop_none
 
 
+def test_an_offline_task_gets_no_network_and_root_the_means_to_close_one() -> None:
+    """The check's task: Docker gives it no network at all ("none"); root keeps the
+    firewall's capabilities only to close a network an engine could not withhold (a swarm
+    service), and the check itself runs with none of them."""
+    from agent_worker_app.engines.base import TaskSpec
+    from agent_worker_app.engines.profile import Profile
+
+    limits = Profile(memory_bytes=1 << 30, cpus=None, pids_limit=64, firewall=False, offline=True)
+    spec = TaskSpec("img", "n", ["true"], {}, {}, 60.0, limits)
+    host = container_config(spec)["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert "NET_ADMIN" in host["CapAdd"]
+    online = Profile(memory_bytes=1 << 30, cpus=None, pids_limit=64, firewall=False)
+    assert "NET_ADMIN" not in online.capabilities
+
+
 def test_the_docker_backend_imports_no_docker_py() -> None:
     """The registry, the Docker backend's package and every module a run on an engine uses
     import nothing of docker-py (a run whose image is there needs none)."""

@@ -20,6 +20,7 @@ from agent_worker_app.agents.command_agent import CommandAgent
 from agent_worker_app.console import Env, Progress, Redactor
 from agent_worker_app.engines.base import ExitInfo, Task, TaskSpec
 from agent_worker_app.engines.channel import (
+    CHECK_COMMAND,
     FileEntry,
     Inputs,
     ResultReader,
@@ -65,6 +66,12 @@ class FakeBackend:
     removed: list[Task] = field(default_factory=list)
     spec: TaskSpec | None = None
     sent: Inputs | None = None
+    # the check's own task (channel.CHECK_COMMAND): its result line, and whether it runs on
+    check_result: dict[str, Any] | None = None
+    check_runs_until_signalled: bool = False
+    check_spec: TaskSpec | None = None
+    check_sent: Inputs | None = None
+    events: list[str] = field(default_factory=list)
 
     @property
     def inputs(self) -> tuple[FileEntry, ...]:
@@ -76,13 +83,23 @@ class FakeBackend:
     def create(self, spec: TaskSpec, inputs: Inputs) -> Task:
         if self.create_error is not None:
             raise self.create_error
+        if spec.command == list(CHECK_COMMAND):
+            self.check_spec, self.check_sent = spec, inputs
+            self.events.append("create check-1")
+            return Task(handle="check-1", inputs=inputs)
         self.spec, self.sent = spec, inputs
+        self.events.append("create task-1")
         return Task(handle="task-1", inputs=inputs)
 
     def start(
         self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
     ) -> FakeStream:
         reader = ResultReader(task.inputs.nonce, on_stderr)  # as every backend reads stderr
+        if task.handle == "check-1":
+            if self.check_result is not None and not self.check_runs_until_signalled:
+                reader.feed(result_line(self.check_result, task.inputs.nonce))
+            reader.end()
+            return FakeStream(result=reader.result)
         on_stdout(self.stdout)
         reader.feed(self.stderr)
         if self.result is not None:  # the root stage's line, marked with the run's nonce
@@ -93,6 +110,8 @@ class FakeBackend:
     def wait(self, task: Task, timeout_s: float) -> ExitInfo | None:
         if self.lost:
             raise DockerError("lost track of the agent container: no such container")
+        if task.handle == "check-1":
+            return None if self.check_runs_until_signalled and not self.signals else EXIT_0
         if self.runs_until_signalled and not self.signals:
             return None
         return self.exit
@@ -118,6 +137,7 @@ class FakeBackend:
         return None
 
     def remove(self, task: Task) -> None:
+        self.events.append(f"remove {task.handle}")
         self.removed.append(task)
 
     def remove_orphans(self) -> list[str]:
@@ -476,16 +496,24 @@ def test_a_task_in_a_worker_thread_stops_when_the_main_thread_is_signalled(
     assert git(project, "rev-parse", "task").strip() == head
 
 
-def test_maintenance_check_and_env_reach_the_task(project: Path, tmp_path: Path) -> None:
-    base = git(project, "rev-parse", "HEAD").strip()
+def checked(check: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
+    """The check task's result line, as its root stage writes it."""
+    return {"phase": "check", "error": error, "check": check}
+
+
+def test_maintenance_check_and_env_reach_the_tasks(project: Path, tmp_path: Path) -> None:
+    """The agent's task gets the maintenance commands, not the check; the check's own task, a
+    fresh one created once the agent's is removed, gets both, the branch's final commit, the
+    project's variables, no network, and a label that keeps it out of recovery."""
+    bundle, head = agent_bundle(project, tmp_path)
     result = {
         "phase": "agent",
-        "head": base,
-        "bundle": False,
-        "check": {"command": "make test", "ran": True, "exit_code": 0, "duration_s": 0.5},
+        "head": head,
+        "bundle": True,
         "blocked": [{"address": "10.0.0.7", "protocol": "tcp", "port": 443, "count": 2}],
     }
-    backend = FakeBackend(result=result)
+    check = {"command": "make test", "ran": True, "exit_code": 0, "duration_s": 0.5}
+    backend = FakeBackend(result=result, bundle=bundle, check_result=checked(check))
     ctx = context(
         project, tmp_path, maintenance=("npm ci", "make gen\nmake more"), check="make test"
     )
@@ -499,9 +527,29 @@ def test_maintenance_check_and_env_reach_the_task(project: Path, tmp_path: Path)
     assert files["/agent-worker/maintenance"].data is None  # a directory
     assert files["/agent-worker/maintenance/1"].data == b"npm ci"
     assert files["/agent-worker/maintenance/2"].data == b"make gen\nmake more"
-    assert files["/agent-worker/check"].data == b"make test"
+    assert "/agent-worker/check" not in files
     assert backend.spec is not None
     assert backend.spec.env["NODE_ENV"] == "test"
+    assert backend.events == ["create task-1", "remove task-1", "create check-1", "remove check-1"]
+    assert backend.check_sent is not None
+    assert backend.check_spec is not None
+    sent = {e.path: e for e in backend.check_sent.files}
+    assert sent["/agent-worker/check"].data == b"make test"
+    assert sent["/agent-worker/maintenance/2"].data == b"make gen\nmake more"
+    assert "/agent-worker/source.pack" in sent
+    assert not any(path.startswith("/agent-worker/secrets/") for path in sent)
+    assert backend.sent is not None
+    assert backend.check_sent.nonce != backend.sent.nonce  # its own
+    spec = backend.check_spec
+    assert spec.image == "fake:1"
+    assert spec.env["AW_BASE"] == head  # the commit the run imported
+    assert spec.env["NODE_ENV"] == "test"
+    assert spec.profile.offline
+    assert not spec.profile.firewall
+    assert spec.labels["agent-worker.role"] == "check"
+    assert spec.profile.memory_bytes == backend.spec.profile.memory_bytes
+    assert 0 < spec.timeout_s <= ctx.config.timeout_s
+    assert not (ctx.run_dir / "check-source.pack").exists()
     assert (report.status, report.exit_code) == ("success", 0)
     assert report.check is not None
     assert report.check.passed
@@ -511,7 +559,9 @@ def test_maintenance_check_and_env_reach_the_task(project: Path, tmp_path: Path)
 def test_a_failing_check_fails_the_run_and_keeps_the_branch(project: Path, tmp_path: Path) -> None:
     base = git(project, "rev-parse", "HEAD").strip()
     check = {"command": "make test", "ran": True, "exit_code": 2, "output_tail": ["boom"]}
-    backend = FakeBackend(result={"phase": "agent", "head": base, "bundle": False, "check": check})
+    backend = FakeBackend(
+        result={"phase": "agent", "head": base, "bundle": False}, check_result=checked(check)
+    )
     report, _ = run(project, tmp_path, backend, check="make test")
     assert (report.status, report.exit_code) == ("failed", 1)
     assert "the check 'make test' failed (exit status 2); its last output: boom" in report.error
@@ -519,15 +569,58 @@ def test_a_failing_check_fails_the_run_and_keeps_the_branch(project: Path, tmp_p
     assert "task" in branches(project)
 
 
-def test_a_check_the_task_never_recorded_did_not_run(project: Path, tmp_path: Path) -> None:
+def test_a_check_task_that_says_nothing_did_not_run(project: Path, tmp_path: Path) -> None:
     base = git(project, "rev-parse", "HEAD").strip()
     backend = FakeBackend(result={"phase": "agent", "head": base, "bundle": False})
     report, _ = run(project, tmp_path, backend, check="make test")
     assert (report.status, report.exit_code) == ("failed", 1)
     assert report.check is not None
     assert not report.check.ran
-    assert "did not run" in report.error
+    assert "did not run (its container ended without a result)" in report.error
     assert report.to_json()["check"]["ran"] is False
+
+
+def test_a_check_whose_checkout_failed_did_not_run_and_says_why(
+    project: Path, tmp_path: Path
+) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    why = 'maintenance command 1 of 1 failed (exit status 1): "pip install -e ."'
+    backend = FakeBackend(
+        result={"phase": "agent", "head": base, "bundle": False}, check_result=checked(None, why)
+    )
+    report, _ = run(project, tmp_path, backend, check="make test")
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert f"the check 'make test' did not run ({why})" in report.error
+
+
+def test_a_run_whose_agent_failed_runs_no_check(project: Path, tmp_path: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    backend = FakeBackend(
+        exit=ExitInfo(1, False, None),
+        result={"phase": "agent", "head": base, "bundle": False, "agent_exit": 1},
+        check_result=checked({"command": "make test", "ran": True, "exit_code": 0}),
+    )
+    report, _ = run(project, tmp_path, backend, check="make test")
+    assert (report.status, report.exit_code) == ("failed", 1)
+    assert backend.check_spec is None
+    assert report.check is not None
+    assert not report.check.ran
+
+
+def test_a_timeout_during_the_check_is_a_timeout_with_the_check_stopped(
+    project: Path, tmp_path: Path
+) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    backend = FakeBackend(
+        result={"phase": "agent", "head": base, "bundle": False},
+        check_runs_until_signalled=True,
+    )
+    report, _ = run(project, tmp_path, backend, check="sleep 300", timeout=1)
+    assert (report.status, report.exit_code) == ("timeout", 124)
+    assert backend.signals == ["SIGTERM"]
+    assert backend.events[-1] == "remove check-1"
+    assert report.check is not None
+    assert not report.check.passed
 
 
 def test_a_failed_maintenance_command_deletes_the_branch(project: Path, tmp_path: Path) -> None:

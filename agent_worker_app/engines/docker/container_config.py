@@ -28,7 +28,7 @@ def container_config(spec: TaskSpec) -> dict[str, Any]:
         "Memory": limits.memory_bytes,
         "MemorySwap": limits.memory_bytes,
         "PidsLimit": limits.pids_limit,
-        "NetworkMode": "bridge",
+        "NetworkMode": "none" if limits.offline else "bridge",
         # agent-worker keeps the output itself (agent.jsonl, container.log); the engine's
         # json-file copy doubled the disk use and capped output at a fifth of the speed.
         "LogConfig": {"Type": "none", "Config": {}},
