@@ -21,9 +21,11 @@ from typing import IO, Any, Protocol
 
 from agent_worker_app.agents.base_agent import ProgressEvent
 from agent_worker_app.engines.channel import Lines
+from agent_worker_app.output_text import clean_line
 
 log = logging.getLogger("agent_worker")
 MIN_SECRET_LEN = 8
+BUILD_OWN = "image: "  # the build's own progress lines; the rest is its commands' output
 
 
 def plain_wanted() -> bool:
@@ -375,11 +377,14 @@ class Progress:
             self._console.print(Text(f"  {text}", style=style))
 
     def build_line(self, text: str) -> None:
-        """A line of image-build output: on a terminal only the steps stay on screen."""
-        if self._console is None or text.startswith("Step "):
+        """A line of the image's build: its own lines ("image: ...", a layer or a setup
+        command with its time) stay; what the commands print only passes through the status
+        line of a terminal (the build log keeps all of it)."""
+        if text.startswith(BUILD_OWN):
             self.line(text, style="dim")
-        else:
-            self._status.text = f"Building the agent image: {escape_text(self._redact(text)[:60])}"
+        elif self._console is not None:
+            shown = escape_text(self._redact(text.strip())[:60])
+            self._status.text = f"Building the agent image: {shown}"
 
     def event(self, event: ProgressEvent) -> None:
         """A live event from the agent's output."""
@@ -441,6 +446,8 @@ class AgentOutput:
     def _err_line(self, raw: bytes) -> None:
         self._stderr.write(raw)
         text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
+        if text.startswith(_OWN):  # quoting a command's output: its colours out, not escaped
+            text = clean_line(text)
         if text.startswith(_OWN_WARNING):  # shown as the container says them; reported from
             self._progress.line(text.removeprefix(_OWN), style="yellow")  # result.json
         elif text.startswith(_OWN):
