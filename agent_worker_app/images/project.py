@@ -13,6 +13,7 @@ from agent_worker_app import environment, git_manager, trust
 from agent_worker_app.config import Config, apply_environment
 from agent_worker_app.errors import UsageError
 from agent_worker_app.images import layers as image_layers
+from agent_worker_app.images import setup_inputs
 from agent_worker_app.images.layers import ProjectImage
 
 if TYPE_CHECKING:
@@ -60,7 +61,11 @@ def load(
         named_by_user=cfg.environment_file is not None,
     )
     inputs = {}
-    for path in env.setup_inputs:
+    entries = env.setup_inputs
+    if any(setup_inputs.is_pattern(entry) for entry in entries):
+        files = git_manager.files_at(ws.root, commit)
+        entries = tuple(setup_inputs.select(entries, files, source=env.source, commit=commit))
+    for path in entries:
         data = git_manager.file_at(ws.root, commit, path)
         if data is None:
             raise UsageError(
