@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_worker_app import environment_hint
 from agent_worker_app.errors import EXIT_AGENT_FAILED, UsageError
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ def emit(run: Run, report: RunReport, cfg: Config, env: Env) -> int:
     code = exit_code(report)
     to = cfg.report_file
     found = steps(run, report)
+    hint = environment_hint.detect(run.cfg.environment.markers)
     source = run.cfg.environment.source or "no environment file (the default image)"
     base = (report.base_commit or "")[:12]
     payload = {
@@ -183,6 +185,7 @@ def emit(run: Run, report: RunReport, cfg: Config, env: Env) -> int:
         "steps": [step.to_json() for step in found],
         "duration_s": round(report.duration_s, 3),
         "run_dir": report.run_dir,
+        "suggested": hint.text if hint is not None else None,
     }
     text = json.dumps(payload, indent=2) + "\n"
     if to is not None:
@@ -201,6 +204,12 @@ def emit(run: Run, report: RunReport, cfg: Config, env: Env) -> int:
         verdict = "every step passed" if code == 0 else "failed"
         lines.append(f"Tried in {report.duration_s:.1f} s: {verdict}; no branch was kept")
         lines.append(f"Run data: {report.run_dir}")
+        if hint is not None:
+            lines.append(
+                f"Suggested for this {hint.kind} project ({hint.marker}): read it, change it, "
+                "commit it as .agent-worker/environment.toml and try it:"
+            )
+            lines.extend(["", *hint.text.splitlines()])
         env.stdout.write("".join(escape_text(line) + "\n" for line in lines))
     env.stdout.flush()
     if report.error:  # (no agent ran, and no branch is kept, whatever a run's message says)

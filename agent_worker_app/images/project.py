@@ -9,7 +9,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from agent_worker_app import environment, git_manager, trust
+from agent_worker_app import environment, environment_hint, git_manager, trust
 from agent_worker_app.config import Config, apply_environment
 from agent_worker_app.errors import UsageError
 from agent_worker_app.images import layers as image_layers
@@ -37,13 +37,19 @@ def read_environment(cfg: Config, ws: Workspace, commit: str) -> Environment:
         if path.suffix == ".json":
             return environment.parse_devcontainer(text, str(path), folder=".")
         return environment.parse_toml(text, str(path))
-    # one look for the files it may have (most repositories have none), then the one found
+    # one look for the files it may have (most repositories have none), then the one found;
+    # in the same look, what a suggestion for a repository without one goes by
     candidates = (environment.TOML_PATH, *environment.DEVCONTAINER_PATHS)
-    present = git_manager.blobs_at(ws.root, commit, candidates)
+    present = git_manager.blobs_at(ws.root, commit, (*candidates, *environment_hint.MARKERS))
     found = environment.find(
         lambda p: git_manager.file_at(ws.root, commit, p) if p in present else None
     )
-    return dataclasses.replace(found, commit=commit)
+    markers = (
+        frozenset(present & set(environment_hint.MARKERS))
+        if found is environment.NONE
+        else frozenset()
+    )
+    return dataclasses.replace(found, commit=commit, markers=markers)
 
 
 def load(

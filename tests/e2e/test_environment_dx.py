@@ -193,3 +193,77 @@ def test_try_environment_maintenance_and_check_without_an_environment_layer(
         "agent-worker: error: --try-environment runs no agent and keeps no branch: leave out --task"
     ]
     assert_left_nothing(repo, before, docker_client)
+
+
+def test_a_terminal_s_progress_has_no_docker_transcript(
+    tmp_path: Path, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    from test_terminal import run_on_a_terminal
+
+    marker = uuid.uuid4().hex[:12]  # a setup no run has seen: the layer is built
+    toml = f'setup = ["echo built-{marker}", "printf \'%s\\\\n\' one two three"]\ncheck = "true"\n'
+    repo = make_repo(tmp_path / "p", {".agent-worker/environment.toml": toml})
+    before = snapshot(repo)
+    code, screen = run_on_a_terminal(
+        ["--try-environment"], cwd=repo, env=no_credential(command_env())
+    )
+    text = screen.decode(errors="replace")
+    assert code == 0, text
+    assert f"image: environment: setup 1/2 `echo built-{marker}`" in text
+    assert "image: environment: setup 2/2 `printf" in text
+    assert not TRANSCRIPT.search(text), text
+    assert "every step passed" in text
+    assert_left_nothing(repo, before, docker_client)
+
+
+def test_without_an_environment_file_a_python_or_node_project_gets_a_suggestion(
+    tmp_path: Path, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    marker = uuid.uuid4().hex[:12]  # a version no run has seen: its environment layer is new
+    repo = make_repo(
+        tmp_path / "py",
+        {
+            "pyproject.toml": (
+                '[build-system]\nrequires = ["setuptools>=64"]\n'
+                'build-backend = "setuptools.build_meta"\n\n'
+                f'[project]\nname = "tally"\nversion = "0.0.0+{marker}"\n'
+            ),
+            "tally.py": "def total(items):\n    return sum(items)\n",
+            "test_tally.py": "from tally import total\n\n\n"
+            "def test_total():\n    assert total([1, 2]) == 3\n",
+        },
+    )
+    env = no_credential(command_env())
+    tried = run_cli(["--try-environment"], cwd=repo, env=env)
+    assert tried.code == 0, tried.stderr
+    assert "this looks like a Python project (pyproject.toml)" in tried.stderr
+    assert "Suggested for this Python project (pyproject.toml)" in tried.stdout
+    assert tried.report is not None
+    suggested = tried.report["suggested"]
+    assert 'setup_inputs = ["pyproject.toml"]' in suggested
+    # nothing was applied on its own: no environment layer
+    assert [step["name"] for step in tried.report["steps"]] == ["system layer", "agent layer"]
+
+    # the suggestion, committed as it is, works: the package installed, its tests the check
+    (repo / ".agent-worker").mkdir()
+    (repo / ".agent-worker/environment.toml").write_text(suggested)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "the suggested environment")
+    before = snapshot(repo)
+    applied = run_cli(["--try-environment"], cwd=repo, env=env, timeout=COLD_BUILD_S)
+    assert applied.code == 0, applied.stderr
+    assert applied.report is not None
+    assert steps(applied.report)["check `python -m pytest -q`"][0] == "passed"
+    assert "Suggested" not in applied.stdout
+    assert "looks like" not in applied.stderr
+    assert_left_nothing(repo, before, docker_client)
+
+    # a run says so too (one line), and applies nothing
+    node = make_repo(tmp_path / "node", {"package.json": '{"name": "x", "version": "1.0.0"}\n'})
+    ran = run_cli(["--agent-type", "command", "--task", "true", "--branch", "b"], cwd=node, env=env)
+    assert ran.code == 0, ran.stderr
+    assert (
+        "agent-worker: no environment file, and this looks like a Node project (package.json): "
+        "the agent gets no toolchain of its own; `agent-worker --try-environment` prints a "
+        "suggested .agent-worker/environment.toml"
+    ) in ran.stderr.splitlines()

@@ -229,3 +229,34 @@ def test_plain_progress_shows_the_build_s_own_lines_and_not_the_commands_output(
         "image: environment layer: building (agent-worker-env:0123)",
         "image: environment: setup 1/1 `pip install` 3.2 s",
     ]
+
+
+@pytest.mark.parametrize(
+    ("present", "kind", "has"),
+    [
+        (
+            {"pyproject.toml", "package.json"},
+            "Python",
+            '"/workspace/.venv/bin/pip install -e . pytest"',
+        ),
+        ({"setup.py"}, "Python", 'setup_inputs = ["setup.py"]'),
+        ({"requirements.txt"}, "Python", "pip install -r requirements.txt"),
+        ({"package.json", "package-lock.json"}, "Node", 'setup = ["npm ci --no-audit --no-fund"]'),
+        ({"package.json"}, "Node", 'setup = ["npm install --no-audit --no-fund"]'),
+        ({"go.mod", "go.sum"}, "Go", 'setup_inputs = ["go.mod", "go.sum"]'),
+        ({"Cargo.toml"}, "Rust", "cargo fetch"),
+    ],
+)
+def test_a_plain_project_gets_a_suggested_environment_file_that_parses(
+    present: set[str], kind: str, has: str
+) -> None:
+    from agent_worker_app import environment, environment_hint
+
+    hint = environment_hint.detect(frozenset(present))
+    assert hint is not None
+    assert hint.kind == kind
+    assert has in hint.text
+    parsed = environment.parse_toml(hint.text, "suggested")  # valid TOML, known keys only
+    assert parsed.setup
+    assert hint.marker in environment_hint.note(hint)
+    assert environment_hint.detect(frozenset({"README.md", "Makefile"})) is None
