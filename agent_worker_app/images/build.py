@@ -209,14 +209,17 @@ def _build(
                         error = said
                         log.write(f"error: {said}\n")
                         continue
-                    for line in _build_text(chunk).splitlines():
-                        log.write(line + "\n")
-                        _log.debug("build %s: %s", layer.name, line)
-                        watch.feed(line)
+                    text = _build_text(chunk)
+                    if text and "stream" not in chunk:  # (a status: a line of its own)
+                        text += "\n"
+                    log.write(text)
+                    _log.debug("build %s: %s", layer.name, text.rstrip("\n"))
+                    watch.feed_text(text)
         except DOCKER_ERRORS as exc:
             error = reason(exc)
             log.write(f"error: {error}\n")
     if error is not None:
+        watch.flush()
         raise _failure(layer, watch, error, log_path)
     watch.finish()
     took = time.monotonic() - started
@@ -243,20 +246,21 @@ def _failure(layer: Layer, watch: StepWatch, error: str, log_path: Path) -> Imag
     returned a non-zero code"); the log's path."""
     shown = list(watch.output)[-OUTPUT_SHOWN:]
     said = telling_lines(watch.output)
+    last = f"; its last output: {' | '.join(said)}" if said else "; it printed nothing"
+    code = _CODE.search(error)
+    engine_said = clean_line((error.strip() or "unknown error").splitlines()[-1])
+    exit_text = f"exit code {code.group(1)}" if code else engine_said
     index = watch.setup_index
     if index is not None:
-        code = _CODE.search(error)
-        exit_text = f"exit code {code.group(1)}" if code else clean_line(error.splitlines()[-1])
-        last = f"; its last output: {' | '.join(said)}" if said else "; it printed nothing"
         return ImageBuildError(
             f"setup command {index + 1}/{len(layer.setup)} of the environment failed "
             f"({exit_text}): {shown_command(layer.setup[index], width=200)}{last} "
             f"(full log: {log_path})",
             details=shown,
         )
-    last_error = clean_line(error.splitlines()[-1]) if error else "unknown error"
-    if _CODE.search(error) and said:  # a RUN of agent-worker's own: what it printed says why
-        last_error = f"{last_error.split(' returned ')[-1]}; its last output: {' | '.join(said)}"
+    # a RUN of agent-worker's own Dockerfile (apt, the agent's install): what it printed says
+    # why; anything else (a missing base image, a refused context) is the engine's own reason
+    last_error = f"{exit_text}{last}" if code else engine_said
     what = {
         "base": "the project's Dockerfile",
         "system": "the system layer of the agent image",

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent_worker_app.output_text import clean_line
+from agent_worker_app.output_text import clean_line, strip_ansi
 
 STEP = re.compile(r"Step (\d+)/(\d+) :")
 _TRANSCRIPT = re.compile(
@@ -61,6 +61,24 @@ class StepWatch:
     timings: list[tuple[str, float]] = field(default_factory=list)
     _started: float = 0.0
     _cached: bool = False
+    _partial: str = ""
+
+    def feed_text(self, text: str) -> None:
+        """A piece of the engine's build stream, as it came: the engine sends each write of a
+        command as it is (npm's "npm", then " ERR! notarget ...", each in the red it gives
+        stderr), so the lines are put together here, the colour codes out first."""
+        text = strip_ansi(text)
+        if self._partial and is_transcript(text):  # Docker's own lines start a line
+            self.flush()
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self.feed(line)
+
+    def flush(self) -> None:
+        """The last line, if the stream did not end it."""
+        partial, self._partial = self._partial, ""
+        if partial:
+            self.feed(partial)
 
     def feed(self, raw: str) -> None:
         """One line of the engine's build stream."""
@@ -81,6 +99,7 @@ class StepWatch:
 
     def finish(self) -> None:
         """The build ended well: the last setup command's line, if it was the last step."""
+        self.flush()
         self._end_step()
         self.step = 0
 

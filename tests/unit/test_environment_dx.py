@@ -260,3 +260,27 @@ def test_a_plain_project_gets_a_suggested_environment_file_that_parses(
     assert parsed.setup
     assert hint.marker in environment_hint.note(hint)
     assert environment_hint.detect(frozenset({"README.md", "Makefile"})) is None
+
+
+def test_a_line_cut_into_pieces_by_the_engine_is_put_together() -> None:
+    """Docker sends each write of a command as a piece of its own, stderr's in red: npm's
+    reason came as "npm", then " ERR! notarget ...", each wrapped in colour codes."""
+    lines: list[str] = []
+    watch = StepWatch("environment", ("npm install",), (3,), lines.append)
+    for piece in [
+        "Step 3/3 : RUN npm install\n",
+        " ---> Running in 1fdb288abc09\n",
+        "\x1b[91mnpm\x1b[0m",
+        "\x1b[91m ERR! notarget No matching version found for left-pad@99.99.99.\n"
+        "npm ERR! notarget\x1b[0m",
+        "\x1b[91m a package version that doesn't exist.\n\x1b[0m",
+        "\x1b[91mhalf a line\x1b[0m",
+        "Removing intermediate container 1fdb288abc09\n",
+    ]:
+        watch.feed_text(piece)
+    watch.flush()
+    assert list(watch.output) == [
+        "npm ERR! notarget No matching version found for left-pad@99.99.99.",
+        "npm ERR! notarget a package version that doesn't exist.",
+        "half a line",
+    ]
