@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from projects import SRC_LAYOUT_ENV, SRC_LAYOUT_FILES, src_layout_project
+from projects import NODE_ENV, SRC_LAYOUT_ENV, SRC_LAYOUT_FILES, src_layout_project
 
 from conftest import git, make_repo, run_cli, snapshot
 
@@ -267,3 +267,63 @@ def test_without_an_environment_file_a_python_or_node_project_gets_a_suggestion(
         "the agent gets no toolchain of its own; `agent-worker --try-environment` prints a "
         "suggested .agent-worker/environment.toml"
     ) in ran.stderr.splitlines()
+
+
+def test_npm_s_notarget_is_the_error_line_s_reason(
+    tmp_path: Path, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    # a Node project without a lockfile asking for a version that does not exist
+    repo = make_repo(
+        tmp_path / "node",
+        {
+            ".agent-worker/environment.toml": NODE_ENV,
+            "package.json": (
+                f'{{"name": "pad-{uuid.uuid4().hex[:8]}", "version": "1.0.0", "private": true,\n'
+                ' "dependencies": {"left-pad": "99.99.99"}}\n'
+            ),
+        },
+    )
+    before = snapshot(repo)
+    result = run_cli(["--try-environment"], cwd=repo, env=no_credential(command_env()))
+    assert result.code == 3, result.stderr
+    error = next(
+        line for line in result.stderr.splitlines() if line.startswith("agent-worker: error:")
+    )
+    assert error.startswith(
+        "agent-worker: error: setup command 1/1 of the environment failed (exit code 1): "
+        "`npm install --no-audit --no-fund`; its last output: "
+    )
+    assert "notarget No matching version found for left-pad@99.99.99" in error
+    assert "complete log of this run" not in error
+    assert "\\033" not in result.stderr
+    assert "\x1b" not in result.stderr
+    assert "returned a non-zero code" not in result.stderr
+    assert_left_nothing(repo, before, docker_client)
+
+
+def test_a_credential_in_the_user_s_environment_never_reaches_the_try(
+    tmp_path: Path, command_env: Callable[..., dict[str, str]], docker_client: Any
+) -> None:
+    secret = f"sk-ant-api03-try-{uuid.uuid4().hex}"
+    look = f"if env | grep -q {secret[-12:]}; then echo LEAKED; exit 9; fi; echo clean"
+    repo = make_repo(
+        tmp_path / "p", {".agent-worker/environment.toml": f'maintenance = ["{look}"]\n'}
+    )
+    before = snapshot(repo)
+    env = command_env(ANTHROPIC_API_KEY=secret, CLAUDE_CODE_OAUTH_TOKEN=secret)
+    result = run_cli(["--try-environment", "--check", look], cwd=repo, env=env)
+    assert result.code == 0, result.stderr
+    assert "check: clean" in result.stderr
+    assert "maintenance: clean" in result.stderr
+    assert secret not in result.stderr + result.stdout
+    assert_left_nothing(repo, before, docker_client)
+
+    # the same look finds a value that is passed (a plain variable of the file): it can fail
+    leaky = f'maintenance = ["{look}"]\n[env]\nPLAIN = "{secret}"\n'
+    (repo / ".agent-worker/environment.toml").write_text(leaky)
+    git(repo, "commit", "-qam", "a plain variable")
+    before = snapshot(repo)
+    found = run_cli(["--try-environment"], cwd=repo, env=env)
+    assert found.code == 1, found.stderr
+    assert "maintenance: LEAKED" in found.stderr
+    assert_left_nothing(repo, before, docker_client)
