@@ -215,6 +215,13 @@ def test_a_terminal_s_progress_has_no_docker_transcript(
     assert "every step passed" in text
     assert_left_nothing(repo, before, docker_client)
 
+    # with --debug, the transcript is there too
+    (repo / ".agent-worker/environment.toml").write_text(toml.replace(marker, f"{marker}-debug"))
+    git(repo, "commit", "-qam", "another setup")
+    debug = run_cli(["--try-environment", "--debug"], cwd=repo, env=command_env())
+    assert debug.code == 0, debug.stderr
+    assert re.search(r"agent-worker: debug: build environment: Step \d+/\d+ :", debug.stderr)
+
 
 def test_without_an_environment_file_a_python_or_node_project_gets_a_suggestion(
     tmp_path: Path, command_env: Callable[..., dict[str, str]], docker_client: Any
@@ -326,4 +333,48 @@ def test_a_credential_in_the_user_s_environment_never_reaches_the_try(
     found = run_cli(["--try-environment"], cwd=repo, env=env)
     assert found.code == 1, found.stderr
     assert "maintenance: LEAKED" in found.stderr
+    assert_left_nothing(repo, before, docker_client)
+
+
+def test_a_newer_toolchain_from_the_project_s_dockerfile(
+    tmp_path: Path,
+    command_env: Callable[..., dict[str, str]],
+    docker_client: Any,
+    base_image: str,
+) -> None:
+    """The README's newer-toolchain forms: `base_image = "golang:1.22-bookworm"` needs an
+    official image, which this machine cannot pull (no registry), so the `dockerfile` form is
+    tried here, from the suite's local base image: a toolchain the Dockerfile installs is the
+    check's. It needs the user's trust; without it the file's other parts still apply."""
+    marker = uuid.uuid4().hex[:12]
+    dockerfile = (
+        f"FROM {base_image}\n"
+        f"RUN printf '#!/bin/sh\\necho go version go1.22.5-{marker}\\n' > /usr/local/bin/go \\\n"
+        " && chmod 755 /usr/local/bin/go\n"
+    )
+    repo = make_repo(
+        tmp_path / "p",
+        {
+            ".agent-worker/Dockerfile": dockerfile,
+            ".agent-worker/environment.toml": (
+                'dockerfile = ".agent-worker/Dockerfile"\n'
+                f'check = "go version | grep -q go1.22.5-{marker}"\n'
+            ),
+        },
+    )
+    before = snapshot(repo)
+    env = no_credential(command_env(XDG_CONFIG_HOME=str(tmp_path / "config")))
+    untrusted = run_cli(["--try-environment"], cwd=repo, env=env)
+    assert untrusted.code == 1, untrusted.stderr  # the default image: no such Go
+    assert "not applied without your trust: dockerfile" in untrusted.stderr
+    assert_left_nothing(repo, before, docker_client)
+
+    trusted = run_cli(
+        ["--try-environment", "--trust-environment"], cwd=repo, env=env, timeout=COLD_BUILD_S
+    )
+    assert trusted.code == 0, trusted.stderr
+    assert trusted.report is not None
+    done = steps(trusted.report)
+    assert done["base layer"][0] == "built"
+    assert done[f"check `go version | grep -q go1.22.5-{marker}`"][0] == "passed"
     assert_left_nothing(repo, before, docker_client)

@@ -284,3 +284,22 @@ def test_a_line_cut_into_pieces_by_the_engine_is_put_together() -> None:
         "npm ERR! notarget a package version that doesn't exist.",
         "half a line",
     ]
+
+
+def test_the_readme_s_environment_files_parse() -> None:
+    """Every environment file the README shows is one agent-worker reads (its keys, its types,
+    its setup_inputs patterns)."""
+    import re
+    from pathlib import Path
+
+    from agent_worker_app import environment
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## The project's environment\n")[1].split("\n## ")[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) >= 7
+    for block in blocks:
+        parsed = environment.parse_toml(block, "README")
+        assert parsed.setup or parsed.check or parsed.maintenance, block
+    patterns = [p for b in blocks for p in environment.parse_toml(b, "README").setup_inputs]
+    assert "src/*/__init__.py" in patterns
