@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from agent_worker_app.console import BUILD_OWN, Env, Redactor, escape_text, quote_name
+from agent_worker_app.console import Env, Redactor, escape_text, quote_name
+from agent_worker_app.output_text import OUTPUT_MARK
 from agent_worker_app.report import (
     SCHEMA_VERSION,
     STATUS_STYLE,
@@ -118,7 +119,7 @@ class BatchView:
         self.print(f"agent-worker: warning: {self.shown(text)}", style="yellow")
 
     def build_line(self, text: str) -> None:
-        if text.startswith(BUILD_OWN):  # the commands' output: in the build log only
+        if not text.startswith(OUTPUT_MARK):  # the commands' output: in the build log only
             self.print(f"  {self.shown(text)}", style="dim")
 
     def event(self, event: ProgressEvent) -> None:
@@ -203,7 +204,7 @@ class TaskProgress:
             self._view.update(self._number, shown)
 
     def build_line(self, text: str) -> None:
-        if text.startswith(BUILD_OWN) or not self._plain:  # plain: the build's own lines only
+        if not (self._plain and text.startswith(OUTPUT_MARK)):  # plain: no command output
             self.line(text.strip())
 
     def event(self, event: ProgressEvent) -> None:

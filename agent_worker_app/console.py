@@ -21,11 +21,10 @@ from typing import IO, Any, Protocol
 
 from agent_worker_app.agents.base_agent import ProgressEvent
 from agent_worker_app.engines.channel import Lines
-from agent_worker_app.output_text import clean_line
+from agent_worker_app.output_text import OUTPUT_MARK, clean_line
 
 log = logging.getLogger("agent_worker")
 MIN_SECRET_LEN = 8
-BUILD_OWN = "image: "  # the build's own progress lines; the rest is its commands' output
 
 
 def plain_wanted() -> bool:
@@ -378,9 +377,10 @@ class Progress:
 
     def build_line(self, text: str) -> None:
         """A line of the image's build: its own lines ("image: ...", a layer or a setup
-        command with its time) stay; what the commands print only passes through the status
-        line of a terminal (the build log keeps all of it)."""
-        if text.startswith(BUILD_OWN):
+        command with its time; a pull's or a push's) stay; what the commands print
+        (OUTPUT_MARK) only passes through the status line of a terminal (the build log keeps
+        all of it)."""
+        if not text.startswith(OUTPUT_MARK):
             self.line(text, style="dim")
         elif self._console is not None:
             shown = escape_text(self._redact(text.strip())[:60])

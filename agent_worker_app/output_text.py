@@ -35,6 +35,9 @@ _NOISE = re.compile(
     r")",
     re.IGNORECASE,
 )
+# A line of a command's output passed to a progress sink (images/build_output.py): shown on a
+# terminal's status line only, never as a line of its own (the build log keeps it).
+OUTPUT_MARK = "  "
 _DECORATION = " \t│╰─>\u00d7╭┃┗━"  # the boxes pip draws round a subprocess
 
 

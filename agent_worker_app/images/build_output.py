@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent_worker_app.output_text import clean_line, strip_ansi
+from agent_worker_app.output_text import OUTPUT_MARK, clean_line, strip_ansi
 
 STEP = re.compile(r"Step (\d+)/(\d+) :")
 _TRANSCRIPT = re.compile(
@@ -25,7 +25,6 @@ _TRANSCRIPT = re.compile(
 _CACHED = " ---> Using cache"
 OUTPUT_KEPT = 40  # lines of a step's own output kept for its error
 OUTPUT_SHOWN = 12  # of them, shown under a failure's message
-OUTPUT_MARK = "  "  # command output on the progress sink: never mistaken for a line of ours
 
 
 def is_transcript(line: str) -> bool:

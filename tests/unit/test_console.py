@@ -556,9 +556,10 @@ def test_progress_masks_secrets_before_escaping(monkeypatch: pytest.MonkeyPatch)
 def test_the_build_status_line_is_escaped_and_cut() -> None:
     progress = Progress(Env(stdout=io.StringIO(), stderr=TtyIO(), plain=False), Redactor())
     try:
-        progress.build_line(" ---> Running in [abc] \x1b[2J\n" + "x" * 100)
+        # a command's output (two spaces first: images/build_output.py) goes to the status
+        progress.build_line("  added [abc] \x1b[2J\n" + "x" * 100)
         assert progress._status.text.startswith(
-            "Building the agent image: ---> Running in [abc] \\033[2J\\nxxx"
+            "Building the agent image: added [abc] \\033[2J\\nxxx"
         )
         assert "\x1b" not in progress._status.text
     finally:

@@ -12,8 +12,14 @@ import pytest
 
 from agent_worker_app.errors import UsageError
 from agent_worker_app.images import setup_inputs
-from agent_worker_app.images.build_output import OUTPUT_MARK, StepWatch, is_transcript
-from agent_worker_app.output_text import clean_line, clean_message, strip_ansi, telling_lines
+from agent_worker_app.images.build_output import StepWatch, is_transcript
+from agent_worker_app.output_text import (
+    OUTPUT_MARK,
+    clean_line,
+    clean_message,
+    strip_ansi,
+    telling_lines,
+)
 from agent_worker_app.report import RunReport
 from agent_worker_app.try_environment import exit_code, try_options
 
@@ -223,11 +229,13 @@ def test_plain_progress_shows_the_build_s_own_lines_and_not_the_commands_output(
     progress.build_line("image: environment layer: building (agent-worker-env:0123)")
     progress.build_line(f"{OUTPUT_MARK}Collecting pytest==8.3.4")
     progress.build_line("image: environment: setup 1/1 `pip install` 3.2 s")
+    progress.build_line("The push refers to repository [10.0.0.2:5000/agent-worker]")
     progress.close()
     shown = [line.split("]", 1)[1].strip() for line in stderr.getvalue().splitlines()]
     assert shown == [
         "image: environment layer: building (agent-worker-env:0123)",
         "image: environment: setup 1/1 `pip install` 3.2 s",
+        "The push refers to repository [10.0.0.2:5000/agent-worker]",  # a push's: stays
     ]
 
 
