@@ -350,6 +350,7 @@ supervise() {
   echo "$child" >"$STAGE"
   watchdog &
   local dog=$! status=0
+  wait "$child" || status=$? # first: see run_check (a stage already gone has only this status)
   while kill -0 "$child" 2>/dev/null; do
     status=0
     wait "$child" || status=$?
@@ -417,6 +418,9 @@ run_check() {
   local pid=$!
   child=-$pid
   echo "-$pid" >"$STAGE"
+  # wait first: a check that ended before the loop's kill -0 (bash reaps it at once) is
+  # gone, and only wait still has its status; the loop waits again after a signal's trap
+  wait "$pid" || status=$?
   while kill -0 "$pid" 2>/dev/null; do
     status=0
     wait "$pid" || status=$?
