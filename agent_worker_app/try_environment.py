@@ -196,11 +196,11 @@ def emit(run: Run, report: RunReport, cfg: Config, env: Env) -> int:
         env.stdout.write(text)
     else:
         lines = [f"Environment: {source} at {base}"]
-        width = max((len(step.name) for step in found), default=0)
-        for step in found:
+        labels = [("    " if step.kind == "setup" else "  ") + step.name for step in found]
+        width = max((len(label) for label in labels), default=0)
+        for label, step in zip(labels, found, strict=True):
             took = f"{step.seconds:6.1f} s" if step.seconds is not None else ""
-            indent = "    " if step.kind == "setup" else "  "
-            lines.append(f"{indent}{step.name:<{width}}  {step.status:<8} {took}".rstrip())
+            lines.append(f"{label:<{width}}  {step.status:<8} {took}".rstrip())
         verdict = "every step passed" if code == 0 else "failed"
         lines.append(f"Tried in {report.duration_s:.1f} s: {verdict}; no branch was kept")
         lines.append(f"Run data: {report.run_dir}")
