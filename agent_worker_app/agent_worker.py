@@ -97,7 +97,13 @@ def main(options: Mapping[str, Any], env: Env) -> int:
     signals = Signals()
     signals.install()
     runlog = None
+    trying = bool(options.get("try_environment"))
+    plan = None
     try:
+        if trying:  # a run of the no-op command agent (try_environment.py: about 5 ms)
+            from agent_worker_app import try_environment
+
+            options = try_environment.try_options(options)
         plan = driver.load(
             options,
             read_stdin=env.stdin.read,
@@ -124,11 +130,15 @@ def main(options: Mapping[str, Any], env: Env) -> int:
             env=env,
             cache_dir=cache_dir(),
         )
+        if trying:
+            return try_environment.emit(plan.runs[0], outcome.entries[0].report, first, env)
         _emit(outcome, first, env)
         return outcome.exit_code
     except Exception as exc:  # noqa: BLE001 (the single top-level handler: _failed)
         return _failed(exc, options, env, redactor)
     finally:
+        if trying and plan is not None:
+            try_environment.remove_branch(plan.runs[0])
         signals.restore()
         if runlog is not None:
             runlog.close()

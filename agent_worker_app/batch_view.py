@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agent_worker_app.console import Env, Redactor, escape_text, quote_name
+from agent_worker_app.output_text import OUTPUT_MARK
 from agent_worker_app.report import (
     SCHEMA_VERSION,
     STATUS_STYLE,
@@ -119,7 +120,7 @@ class BatchView:
         self.print(f"agent-worker: warning: {self.shown(text)}", style="yellow")
 
     def build_line(self, text: str) -> None:
-        if self._console is None or text.startswith("Step "):
+        if not text.startswith(OUTPUT_MARK):  # the commands' output: in the build log only
             self.print(f"  {self.shown(text)}", style="dim")
 
     def event(self, event: ProgressEvent) -> None:
@@ -204,7 +205,8 @@ class TaskProgress:
             self._view.update(self._number, shown)
 
     def build_line(self, text: str) -> None:
-        self.line(text)
+        if not (self._plain and text.startswith(OUTPUT_MARK)):  # plain: no command output
+            self.line(text.strip())
 
     def event(self, event: ProgressEvent) -> None:
         self.line(event.text)

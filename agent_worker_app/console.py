@@ -22,6 +22,7 @@ from typing import IO, Any, Protocol
 from agent_worker_app import capped_log
 from agent_worker_app.agents.base_agent import ProgressEvent
 from agent_worker_app.engines.channel import Lines
+from agent_worker_app.output_text import OUTPUT_MARK, clean_line
 
 log = logging.getLogger("agent_worker")
 MIN_SECRET_LEN = 8
@@ -377,11 +378,15 @@ class Progress:
             self._console.print(Text(f"  {text}", style=style))
 
     def build_line(self, text: str) -> None:
-        """A line of image-build output: on a terminal only the steps stay on screen."""
-        if self._console is None or text.startswith("Step "):
+        """A line of the image's build: its own lines ("image: ...", a layer or a setup
+        command with its time; a pull's or a push's) stay; what the commands print
+        (OUTPUT_MARK) only passes through the status line of a terminal (the build log keeps
+        all of it)."""
+        if not text.startswith(OUTPUT_MARK):
             self.line(text, style="dim")
-        else:
-            self._status.text = f"Building the agent image: {escape_text(self._redact(text)[:60])}"
+        elif self._console is not None:
+            shown = escape_text(self._redact(text.strip())[:60])
+            self._status.text = f"Building the agent image: {shown}"
 
     def event(self, event: ProgressEvent) -> None:
         """A live event from the agent's output."""
@@ -445,6 +450,8 @@ class AgentOutput:
     def _err_line(self, raw: bytes) -> None:
         self._stderr.write(raw)
         text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
+        if text.startswith(_OWN):  # quoting a command's output: its colours out, not escaped
+            text = clean_line(text)
         if text.startswith(_OWN_WARNING):  # shown as the container says them; reported from
             self._progress.line(text.removeprefix(_OWN), style="yellow")  # result.json
         elif text.startswith(_OWN):

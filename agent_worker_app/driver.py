@@ -40,6 +40,7 @@ from agent_worker_app import (
     agents,
     attempts,
     batch_plan,
+    environment_hint,
     follow_up,
     git_manager,
     pipeline,
@@ -256,6 +257,9 @@ def _prepare(
     ready = [run for run in plan.runs if run.report is None]
     for warning in dict.fromkeys(w for run in ready for w in run.cfg.environment.warnings):
         show.warn(warning)
+    for run in ready:  # no environment file where one plainly helps: say so, apply nothing
+        if (hint := environment_hint.detect(run.cfg.environment.markers)) is not None:
+            show.note(environment_hint.note(hint))
     for run in plan.runs:
         run.journal.mark("preflight")
     return backend

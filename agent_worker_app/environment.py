@@ -44,6 +44,8 @@ class Environment:
     warnings: tuple[str, ...] = ()
     digest: str = ""  # sha256 of the file's text: what trusting it approves (trust.py)
     commit: str = ""  # the commit it was read from ("": a file given, or none)
+    # with no file: which of environment_hint.MARKERS the commit's top holds (a suggestion's)
+    markers: frozenset[str] = frozenset()
 
     @property
     def prepares_workspace(self) -> bool:

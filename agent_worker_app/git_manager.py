@@ -688,6 +688,17 @@ def blobs_at(root: Path, commit: str, paths: tuple[str, ...]) -> set[str]:
     return {path for path, answer in found if answer.split(" ")[1:2] == ["blob"]}
 
 
+def files_at(root: Path, commit: str) -> list[str]:
+    """The paths of every file (blob) of the commit's tree, in git's order."""
+    listed = _git(root, "ls-tree", "-r", "-z", "--full-tree", commit)
+    files = []
+    for entry in listed.split("\0"):
+        meta, _, path = entry.partition("\t")
+        if meta.split(" ")[1:2] == ["blob"]:
+            files.append(path)
+    return files
+
+
 def file_at(root: Path, commit: str, path: str) -> bytes | None:
     """A file's bytes at a commit; None when the commit has no file there (a directory, a
     submodule or nothing)."""

@@ -143,6 +143,13 @@ OPTIONS: list[tuple[str, str | None, str, str | None]] = [
     ),
     ("--no-environment", None, "Ignore the project's environment file.", None),
     (
+        "--try-environment",
+        None,
+        "Try the project's environment at HEAD without an agent or a credential: build its "
+        "image, run its maintenance and check, say how long each step took; keeps no branch.",
+        None,
+    ),
+    (
         "--trust-environment",
         None,
         "Apply the project's environment file whole (its allowed hosts, base image or "

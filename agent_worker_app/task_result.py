@@ -6,12 +6,13 @@ run whose agent-worker is gone (recovery.py)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent_worker_app import git_manager
 from agent_worker_app.errors import GitError
 from agent_worker_app.git_manager import Workspace
+from agent_worker_app.output_text import clean_line, clean_message
 from agent_worker_app.sandbox_report import (
     Blocked,
     CheckOutcome,
@@ -63,15 +64,23 @@ def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:
         warnings = data.get("warnings") or []
         inside = Inside(
             phase=str(data["phase"]),
-            error=str(data["error"]) if data.get("error") else None,
+            # the commands' own output quoted in it: colours out, not escaped (output_text)
+            error=clean_message(str(data["error"])) if data.get("error") else None,
             head=str(data["head"]) if data.get("head") else None,
             bundle=bool(data.get("bundle")),
             stopped=str(data["stopped"]) if data.get("stopped") else None,
             warnings=tuple(str(w) for w in warnings if w),
-            check=parse_check(data.get("check")),
+            check=_cleaned(parse_check(data.get("check"))),
             blocked=parse_blocked(data.get("blocked")),
             meter=parse_meter(data.get("meter")),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"the container's result cannot be read ({type(exc).__name__})"
     return inside, None
+
+
+def _cleaned(check: CheckOutcome | None) -> CheckOutcome | None:
+    """The check's last lines as a terminal showed them: colours and redraws resolved."""
+    if check is None:
+        return None
+    return replace(check, output_tail=tuple(clean_line(line) for line in check.output_tail))

@@ -81,3 +81,53 @@ def devcontainer_project(path: Path, base_image: str) -> Path:
         path,
         {".devcontainer/devcontainer.json": devcontainer, "README.md": "# demo\n"},
     )
+
+
+# A Python package as many are today: pyproject.toml alone (setuptools, its version read from
+# the package, a README and a LICENSE in its metadata), a src layout, its tests needing pytest.
+# `pip install -e .` reads all of those: setup_inputs names them, the package by a pattern.
+SRC_LAYOUT_ENV = f"""apt = ["python3", "python3-venv"]
+setup_inputs = ["pyproject.toml", "README*", "LICENSE*", "src/*/__init__.py"]
+setup = [
+  "python3 -m venv /workspace/.venv",
+  "/workspace/.venv/bin/pip install --disable-pip-version-check -q -e '.[test]'",
+]
+check = "python -m pytest -q"
+
+[env]
+PATH = "{PATH}"
+VIRTUAL_ENV = "/workspace/.venv"
+"""
+
+SRC_LAYOUT_FILES = {
+    ".agent-worker/environment.toml": SRC_LAYOUT_ENV,
+    ".gitignore": "__pycache__/\n.pytest_cache/\n*.egg-info/\n",
+    "pyproject.toml": """[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "tally"
+dynamic = ["version"]
+readme = "README.rst"
+license = {file = "LICENSE"}
+requires-python = ">=3.9"
+
+[project.optional-dependencies]
+test = ["pytest==8.3.4"]
+
+[tool.setuptools.dynamic]
+version = {attr = "tally.__version__"}
+""",
+    "README.rst": "tally\n=====\n\nCounts things.\n",
+    "LICENSE": "MIT License\n\nCopyright (c) 2026 tally's authors\n",
+    "src/tally/__init__.py": '"""Counting."""\n\n__version__ = "1.2.0"\n',
+    "src/tally/core.py": "def total(items):\n    return sum(items)\n",
+    "tests/test_core.py": "import tally\nfrom tally.core import total\n\n\n"
+    "def test_total():\n    assert total([1, 2, 3]) == 6\n\n\n"
+    "def test_version():\n    assert tally.__version__ == '1.2.0'\n",
+}
+
+
+def src_layout_project(path: Path) -> Path:
+    return make_repo(path, dict(SRC_LAYOUT_FILES))

@@ -793,13 +793,14 @@ state_of() {
 run_maintenance() {
   local dir=$IN/maintenance log=/tmp/agent-worker-maintenance.log
   [[ -d "$dir" ]] || return 0
-  local names=() plain=() name cmd n=0 status pid
+  local names=() plain=() name cmd n=0 status pid start ms
   mapfile -t names < <(find "$dir" -mindepth 1 -maxdepth 1 -type f -printf '%f\n' | sort -n)
   mapfile -d '' -t plain < <(without_secrets)
   for name in "${names[@]}"; do
     n=$((n + 1))
     cmd=$(<"$dir/$name")
     say "maintenance ${n}/${#names[@]}: ${cmd%%$'\n'*}"
+    start=${EPOCHREALTIME/[.,]/} # microseconds, whatever the locale's decimal mark
     (cd /workspace && exec setsid /usr/bin/env -i "${plain[@]}" /bin/bash -c "$cmd") \
       </dev/null >"$log" 2>&1 5>&- &
     pid=$!
@@ -815,6 +816,8 @@ run_maintenance() {
 $(jq -Rn --arg c "$cmd" '$c') ($BEFORE did not start); its last output: \
 $(tail -n 5 "$log" | cut -c 1-300 | tr '\n' '|' | sed 's/|$//; s/|/ | /g')"
     fi
+    ms=$(((${EPOCHREALTIME/[.,]/} - start) / 1000))
+    say "maintenance ${n}/${#names[@]}: passed in $((ms / 1000)).$((ms % 1000 / 100)) s"
   done
 }
 

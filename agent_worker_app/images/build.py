@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import re
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -22,10 +24,12 @@ from agent_worker_app.agents.base_agent import ImageLayer
 from agent_worker_app.engines.docker.client import DOCKER_ERRORS, reason
 from agent_worker_app.errors import DockerError, ImageBuildError
 from agent_worker_app.images import layers as image_layers
+from agent_worker_app.images.build_output import OUTPUT_SHOWN, StepWatch, seconds, shown_command
 from agent_worker_app.images.layers import ImageResult, Layer, LayerResult, ProjectImage
+from agent_worker_app.output_text import clean_line, telling_lines
 
 IMAGE_REPO = "agent-worker"
-_STEP = re.compile(r"Step (\d+)/(\d+) :")
+_log = logging.getLogger("agent_worker")
 _CODE = re.compile(r"returned a non-zero code: (\d+)")
 
 
@@ -172,13 +176,15 @@ def _build(
     log_dir: Path,
     on_line: Callable[[str], None],
 ) -> LayerResult:
-    """Build one layer, its output logged to build-<layer>-<hash>.log; ImageBuildError (exit 3)
-    naming the failed setup command, its exit code and the log when setup fails."""
+    """Build one layer, its whole output (Docker's transcript included) logged to
+    build-<layer>-<hash>.log; on on_line a line for the layer and one per setup command with
+    its time, and the commands' own output (build_output.StepWatch). ImageBuildError (exit 3)
+    quoting the failed setup command's own last lines and the log when setup fails."""
     log_path = log_dir / f"build-{layer.name.split()[0]}-{layer.tag.split(':')[1]}.log"
     on_line(f"image: {layer.name} layer: building ({layer.tag})")
-    tail: list[str] = []
+    started = time.monotonic()
+    watch = StepWatch(layer.name, layer.setup, layer.setup_steps, on_line)
     error: str | None = None
-    step = 0
     # setup's output may be endless: the log stops at 256m (the run directory's copy at
     # --max-log-size)
     with capped_log.CappedFile(log_path) as log:
@@ -203,22 +209,33 @@ def _build(
                     network_mode=network_mode,
                 )
                 for chunk in stream:
-                    error = _chunk_error(chunk) or error
-                    for line in _build_text(chunk).splitlines():
-                        log.line(line)
-                        if not line.strip():
-                            continue
-                        tail = [*tail[-4:], line]
-                        if match := _STEP.match(line):
-                            step = int(match.group(1))
-                            _setup_progress(layer, step, on_line)
-                        on_line(line)
+                    if (said := _chunk_error(chunk)) is not None:  # Docker's trailer
+                        error = said
+                        log.line(f"error: {said}")
+                        continue
+                    text = _build_text(chunk)
+                    if text and "stream" not in chunk:  # (a status: a line of its own)
+                        text += "\n"
+                    log.write(text.encode("utf-8", "surrogateescape"))
+                    _log.debug("build %s: %s", layer.name, text.rstrip("\n"))
+                    watch.feed_text(text)
         except DOCKER_ERRORS as exc:
             error = reason(exc)
             log.line(f"error: {error}")
     if error is not None:
-        raise _failure(layer, step, error, log_path, tail)
-    return LayerResult(layer.name, layer.tag, built=True, log_path=log_path)
+        watch.flush()
+        raise _failure(layer, watch, error, log_path)
+    watch.finish()
+    took = time.monotonic() - started
+    on_line(f"image: {layer.name} layer built in {seconds(took)}")
+    return LayerResult(
+        layer.name,
+        layer.tag,
+        built=True,
+        log_path=log_path,
+        duration_s=took,
+        setup_times=tuple(watch.timings),
+    )
 
 
 @contextmanager
@@ -242,28 +259,27 @@ def _chunk_error(chunk: Any) -> str | None:
     return None
 
 
-def _setup_progress(layer: Layer, step: int, on_line: Callable[[str], None]) -> None:
-    if step in layer.setup_steps:
-        index = layer.setup_steps.index(step)
-        on_line(
-            f"image: {layer.name}: {index + 1}/{len(layer.setup)} setup commands: "
-            f"{layer.setup[index]}"
-        )
-
-
-def _failure(
-    layer: Layer, step: int, error: str, log_path: Path, tail: list[str]
-) -> ImageBuildError:
-    last = error.splitlines()[-1] if error else "unknown error"
-    if step in layer.setup_steps:
-        index = layer.setup_steps.index(step)
-        code = _CODE.search(error)
-        exit_text = f"exit code {code.group(1)}" if code else last
+def _failure(layer: Layer, watch: StepWatch, error: str, log_path: Path) -> ImageBuildError:
+    """The error of a failed build: for a setup command, its number, the command, its exit
+    code and its own last lines (never Docker's trailer: "The command '/bin/sh -c ...'
+    returned a non-zero code"); the log's path."""
+    shown = list(watch.output)[-OUTPUT_SHOWN:]
+    said = telling_lines(watch.output)
+    last = f"; its last output: {' | '.join(said)}" if said else "; it printed nothing"
+    code = _CODE.search(error)
+    engine_said = clean_line((error.strip() or "unknown error").splitlines()[-1])
+    exit_text = f"exit code {code.group(1)}" if code else engine_said
+    index = watch.setup_index
+    if index is not None:
         return ImageBuildError(
             f"setup command {index + 1}/{len(layer.setup)} of the environment failed "
-            f"({exit_text}): {layer.setup[index]} (full log: {log_path})",
-            details=tail,
+            f"({exit_text}): {shown_command(layer.setup[index], width=200)}{last} "
+            f"(full log: {log_path})",
+            details=shown,
         )
+    # a RUN of agent-worker's own Dockerfile (apt, the agent's install): what it printed says
+    # why; anything else (a missing base image, a refused context) is the engine's own reason
+    last_error = f"{exit_text}{last}" if code else engine_said
     what = {
         "base": "the project's Dockerfile",
         "system": "the system layer of the agent image",
@@ -271,7 +287,7 @@ def _failure(
         "agent": "the agent layer of the agent image",
     }.get(layer.name, f"the {layer.name} layer of the agent image")
     return ImageBuildError(
-        f"the build of {what} failed: {last} (full log: {log_path})", details=tail
+        f"the build of {what} failed: {last_error} (full log: {log_path})", details=shown
     )
 
 

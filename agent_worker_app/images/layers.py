@@ -78,6 +78,8 @@ class LayerResult:
     tag: str
     built: bool
     log_path: Path | None
+    duration_s: float | None = None  # how long its build took (built ones)
+    setup_times: tuple[tuple[str, float], ...] = ()  # each setup command and its seconds
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from agent_worker_app import environment, git_manager, trust
+from agent_worker_app import environment, environment_hint, git_manager, trust
 from agent_worker_app.config import Config, apply_environment
 from agent_worker_app.errors import UsageError
 from agent_worker_app.images import layers as image_layers
+from agent_worker_app.images import setup_inputs
 from agent_worker_app.images.layers import ProjectImage
 
 if TYPE_CHECKING:
@@ -36,13 +37,19 @@ def read_environment(cfg: Config, ws: Workspace, commit: str) -> Environment:
         if path.suffix == ".json":
             return environment.parse_devcontainer(text, str(path), folder=".")
         return environment.parse_toml(text, str(path))
-    # one look for the files it may have (most repositories have none), then the one found
+    # one look for the files it may have (most repositories have none), then the one found;
+    # in the same look, what a suggestion for a repository without one goes by
     candidates = (environment.TOML_PATH, *environment.DEVCONTAINER_PATHS)
-    present = git_manager.blobs_at(ws.root, commit, candidates)
+    present = git_manager.blobs_at(ws.root, commit, (*candidates, *environment_hint.MARKERS))
     found = environment.find(
         lambda p: git_manager.file_at(ws.root, commit, p) if p in present else None
     )
-    return dataclasses.replace(found, commit=commit)
+    markers = (
+        frozenset(present & set(environment_hint.MARKERS))
+        if found is environment.NONE
+        else frozenset()
+    )
+    return dataclasses.replace(found, commit=commit, markers=markers)
 
 
 def load(
@@ -60,7 +67,11 @@ def load(
         named_by_user=cfg.environment_file is not None,
     )
     inputs = {}
-    for path in env.setup_inputs:
+    entries = env.setup_inputs
+    if any(setup_inputs.is_pattern(entry) for entry in entries):
+        files = git_manager.files_at(ws.root, commit)
+        entries = tuple(setup_inputs.select(entries, files, source=env.source, commit=commit))
+    for path in entries:
         data = git_manager.file_at(ws.root, commit, path)
         if data is None:
             raise UsageError(

@@ -3,6 +3,7 @@ setup at build time, failures."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -101,8 +102,15 @@ def test_a_python_project_rebuilds_only_the_layers_whose_inputs_changed(
         first = prepare("1", lines)
         assert [r.name for r in first.layers] == ["system", "environment", "agent"]
         assert built(first) >= {"environment", "agent"}
-        assert "image: environment: 1/2 setup commands: python3 -m venv .venv" in lines
-        assert any(line.startswith("image: environment: 2/2 setup commands: ") for line in lines)
+        # one timed line per setup command; Docker's step transcript only in the log
+        assert any(
+            re.fullmatch(r"image: environment: setup 1/2 `python3 -m venv \.venv` [0-9.]+ s", line)
+            for line in lines
+        )
+        assert any(
+            line.startswith("image: environment: setup 2/2 `.venv/bin/pip ") for line in lines
+        )
+        assert not any(line.startswith(("Step ", " --->")) for line in lines)
         env_log = next(r.log_path for r in first.layers if r.name == "environment")
         assert env_log is not None
         assert "Successfully tagged agent-worker-env:" in env_log.read_text()
@@ -148,9 +156,10 @@ def test_a_failed_setup_command_exits_3_naming_it_and_leaves_nothing(
     env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
     result = run_cli(["--agent-type", "command", "--task", "true"], cwd=repo, env=env)
     assert result.code == 3, result.stderr
-    assert "setup command 2/2 of the environment failed (exit code 7): echo failing-now" in (
-        result.stderr
-    )
+    failed = "setup command 2/2 of the environment failed (exit code 7): `echo failing-now"
+    assert failed in result.stderr
+    assert re.search(r"; its last output: failing-now-[0-9a-f]{8} \(full log: ", result.stderr)
+    assert "returned a non-zero code" not in result.stderr
     log = next((tmp_path / "cache" / "agent-worker" / "builds").glob("build-environment-*.log"))
     assert f"(full log: {log})" in result.stderr
     assert "failing-now" in log.read_text()

@@ -488,7 +488,7 @@ PROGRESS_CALLS = [
     ("line", "Write docs/[/x].md \x1b]2;pwned\x07"),
     ("warn", "allowed host [::1]:8080 is listed twice\x1b[2J\nStatus   success"),
     ("event", "Bash: printf [red]x[/red] \x9b\x7f\x00\u202e\tdone"),
-    ("build_line", "Step 3/17 : RUN [ -n x ] [/dim] \x1b[2J"),
+    ("build_line", "image: setup 3/17 `[ -n x ] [/dim] \x1b[2J`"),
 ]
 PROGRESS_SHOWN = [
     "Agent at work on branch [bold]agent/[wip][/]",
@@ -496,7 +496,7 @@ PROGRESS_SHOWN = [
     "Write docs/[/x].md \\033]2;pwned\\a",
     "allowed host [::1]:8080 is listed twice\\033[2J\\nStatus   success",
     "Bash: printf [red]x[/red] \\302\\233\\177\\000\\342\\200\\256\\tdone",
-    "Step 3/17 : RUN [ -n x ] [/dim] \\033[2J",
+    "image: setup 3/17 `[ -n x ] [/dim] \\033[2J`",
 ]
 
 
@@ -556,9 +556,10 @@ def test_progress_masks_secrets_before_escaping(monkeypatch: pytest.MonkeyPatch)
 def test_the_build_status_line_is_escaped_and_cut() -> None:
     progress = Progress(Env(stdout=io.StringIO(), stderr=TtyIO(), plain=False), Redactor())
     try:
-        progress.build_line(" ---> Running in [abc] \x1b[2J\n" + "x" * 100)
+        # a command's output (two spaces first: images/build_output.py) goes to the status
+        progress.build_line("  added [abc] \x1b[2J\n" + "x" * 100)
         assert progress._status.text.startswith(
-            "Building the agent image:  ---> Running in [abc] \\033[2J\\nxxx"
+            "Building the agent image: added [abc] \\033[2J\\nxxx"
         )
         assert "\x1b" not in progress._status.text
     finally:
@@ -600,7 +601,8 @@ def test_agent_output_keeps_data_raw_and_shows_it_escaped(
         assert control not in raw, control
     shown = "\n".join(screen_lines(raw))
     assert "Write t\\033]2;pwned\\a[x].md" in shown
-    assert "warning: host [h]\\033[2J is odd" in shown
+    # the container's own lines quote commands' output: escape sequences are taken out
+    assert "warning: host [h] is odd" in shown
     assert "error: cannot clone [/] \ufffd" in shown
 
 
