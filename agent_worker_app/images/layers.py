@@ -55,6 +55,7 @@ REPOSITORIES = {
     "system": "agent-worker-system",
     "environment": "agent-worker-env",
     "agent": "agent-worker",
+    "node-job": "agent-worker-node-job",  # the swarm's helper jobs (engines/swarm/helper_image.py)
 }
 # Documentation, manual pages and translations are not installed: the agent reads --help.
 # (Debian's own slim images do the same.)

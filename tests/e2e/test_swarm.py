@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import signal
 import threading
 import time
@@ -22,7 +23,9 @@ from docker.types import ContainerSpec, Placement, RestartPolicy, ServiceMode, T
 from test_check_judges_the_branch import FIX, HOME_ATTACKS, unittest_project
 from test_faults import start_cli
 
-from conftest import TEST_KEY, clean_env, git, run_cli, snapshot
+from agent_worker_app.engines.swarm import helper_image
+from agent_worker_app.engines.swarm.registry import Registry
+from conftest import TEST_KEY, clean_env, git, make_repo, run_cli, snapshot
 from fake_anthropic import Turn, bash, edit, write
 from swarm_cluster import Swarm, swarm
 
@@ -594,3 +597,147 @@ def test_a_worker_killed_mid_task_is_a_clear_failure(
     assert manager.services.list() == []
     assert manager.configs.list() == []
     assert manager.secrets.list() == []
+
+
+class ServiceSpy(threading.Thread):
+    """The spec of every service the swarm shows while a run goes (helper jobs live seconds)."""
+
+    def __init__(self, cluster: Swarm) -> None:
+        super().__init__(daemon=True)
+        self.manager = cluster.manager.client()
+        self.specs: dict[str, dict[str, Any]] = {}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            with contextlib.suppress(Exception):
+                for service in self.manager.api.services():
+                    self.specs[service["ID"]] = service["Spec"]
+            time.sleep(0.1)
+
+    def __enter__(self) -> ServiceSpy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self.join()
+
+
+HOOK = """# sourced by every bash that starts with this image's environment (BASH_ENV)
+curl -s --max-time 5 --unix-socket /var/run/docker.sock -X POST \\
+  -H 'Content-Type: application/json' -d '{"Name": "agent-worker-test-pwned"}' \\
+  http://localhost/volumes/create >/dev/null 2>&1 || true
+"""
+
+
+def test_a_helper_job_runs_none_of_the_repository(
+    tmp_path: Path,
+    command_env: Callable[..., dict[str, str]],
+    cluster: Swarm,
+    swarm_args: list[str],
+) -> None:
+    """A trusted environment file whose image sources a hook in every bash (BASH_ENV, a file its
+    setup inputs put in the image): the hook, run as root with a node's Docker socket, makes a
+    volume there. A timed-out run's helper job signals its task on its node: it runs agent-worker's
+    own image, named by digest, with the run's id as its only input, and no marker appears on
+    any node; the task's service names its image by digest too; the run keeps its commits."""
+    repo = make_repo(
+        tmp_path / "hostile",
+        {
+            "README.md": "# project\n",
+            "hook.sh": HOOK,
+            ".agent-worker/environment.toml": (
+                'setup_inputs = ["hook.sh"]\n[env]\nBASH_ENV = "/workspace/hook.sh"\n'
+            ),
+        },
+    )
+    env = command_env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    task = ["--agent-type", "command", "--task", COMMIT_THEN_WAIT, "--branch", "late"]
+    with ServiceSpy(cluster) as spy:
+        result = run_cli(
+            [*swarm_args, *task, "--timeout", "15", "--trust-environment", "--debug"],
+            cwd=repo,
+            env=env,
+            timeout=900,
+        )
+    assert result.code == 124, result.stderr
+    assert "env BASH_ENV" not in result.stderr  # trusted: the hook is in the task's image
+    assert git(repo, "log", "--format=%s", "main..late").splitlines() == [
+        "agent-worker: work the agent left uncommitted",
+        "One",
+    ]
+    for node in cluster.nodes:
+        names = [v.name for v in node.client().volumes.list()]
+        assert "agent-worker-test-pwned" not in names, node.name
+
+    helpers = [s for s in spy.specs.values() if "agent-worker.helper" in s["Labels"]]
+    tasks = [s for s in spy.specs.values() if "agent-worker.run-id" in s["Labels"]]
+    assert len(helpers) >= 1, spy.specs
+    assert len(tasks) == 1
+    run_id = tasks[0]["Labels"]["agent-worker.run-id"]
+    digest = r"@sha256:[0-9a-f]{64}"
+    assert re.fullmatch(rf"{re.escape(cluster.registry)}/agent-worker{digest}", image_of(tasks[0]))
+    manager = cluster.manager.client()
+    for helper in helpers:
+        container = helper["TaskTemplate"]["ContainerSpec"]
+        ref = container["Image"]
+        assert re.fullmatch(rf"{re.escape(cluster.registry)}/agent-worker-node-job{digest}", ref)
+        assert container["Args"][1:2] == [run_id]  # its only input: the run's id
+        assert "Env" not in container
+        # the digest is the one of the image the manager built and pushed: one static program
+        local = manager.images.get(ref)
+        assert local.attrs["Config"]["Entrypoint"] == ["/node-job"]
+        assert [e.split("=")[0] for e in local.attrs["Config"].get("Env") or []] in ([], ["PATH"])
+        assert local.attrs["Size"] < 200_000
+    assert nothing_left(cluster) == []
+
+
+def image_of(spec: dict[str, Any]) -> str:
+    return str(spec["TaskTemplate"]["ContainerSpec"]["Image"])
+
+
+def test_the_helper_takes_the_run_id_as_data_only(
+    cluster: Swarm, base_image: str, tmp_path: Path
+) -> None:
+    """The helper's program (run here on the manager, with its socket) refuses a run id that is
+    not a plain name (a path, a shell fragment, a filter of its own) and touches nothing; with a
+    plain one it signals the containers labelled with it."""
+    manager = cluster.manager.client()
+    ref = helper_image.prepare(
+        manager,
+        Registry(manager.api, cluster.registry),
+        base_image=base_image,
+        force=False,
+        log_dir=tmp_path,
+        on_line=lambda line: None,
+    )
+    socket = {"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}
+    victim = manager.containers.run(
+        base_image, ["sleep", "300"], detach=True, labels={"agent-worker.run-id": "x"}
+    )
+    try:
+        for bad in [
+            "../x",
+            "x;kill",
+            'x"],"label":["y',
+            "x&all=1",
+            "-x",
+            "a b",
+            "$(id)",
+            "x" * 129,
+        ]:
+            job = manager.containers.run(ref, ["SIGKILL", bad, "abc"], volumes=socket, detach=True)
+            assert job.wait(timeout=60)["StatusCode"] == 2, bad
+            assert b"not a plain name" in job.logs(), bad
+            job.remove()
+            victim.reload()
+            assert victim.status == "running", bad
+        job = manager.containers.run(ref, ["SIGKILL", "x", "abc"], volumes=socket, detach=True)
+        assert job.wait(timeout=60)["StatusCode"] == 0, job.logs()
+        assert b"SIGKILL: 1 container(s) of run x" in job.logs()
+        job.remove()
+        victim.reload()
+        assert victim.status == "exited"
+    finally:
+        victim.remove(force=True)

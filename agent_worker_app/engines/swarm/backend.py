@@ -5,10 +5,11 @@ there and pushed to a registry every node pulls from.
 A service has no stdin and no file copy: the inputs arrive as configs and secrets (io.py), the
 output and the result files come back through the service's log. The engine cannot signal a
 service's container: a short helper job on its node does, which talks to the node's own engine
-through its socket and removes its own container last (node_job). The node removes the task's
-container when its service is removed (within a second, while nobody waits). Not a job's
-(moby 42789, 44312): the services of runs made as replicated-jobs, by an earlier agent-worker,
-have their containers removed by a helper job too.
+through its socket and removes its own container last (node_job): agent-worker's own image of
+one static program (helper_image.py), never the task's, whose image is named by digest too.
+The node removes the task's container when its service is removed (within a second, while
+nobody waits). Not a job's (moby 42789, 44312): the services of runs made as replicated-jobs,
+by an earlier agent-worker, have their containers removed by a helper job too.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from agent_worker_app.engines.docker import client as docker_client
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError, reach
 from agent_worker_app.engines.docker.client import DOCKER_ERRORS as _DOCKER_ERRORS
 from agent_worker_app.engines.docker.client import reason as _reason
-from agent_worker_app.engines.swarm import node_jobs
+from agent_worker_app.engines.swarm import helper_image, node_jobs
 from agent_worker_app.engines.swarm.io import (
     CONFIG_DIR,
     CONFIG_PIECE,
@@ -136,6 +137,8 @@ class SwarmBackend:
         self.api: Any = client.api  # Any: docker-py's stubs leave the swarm calls untyped
         self.engine = engine  # the manager's API as api.py speaks it: a log, followed
         self.registry = Registry(self.api, registry)
+        self._helper: str | None = None  # the helper jobs' image, repository@sha256:...
+        self._helper_lock = threading.Lock()
 
     # ------------------------------------------------------------ image
 
@@ -150,8 +153,10 @@ class SwarmBackend:
         on_line: Callable[[str], None],
         project: ProjectImage | None = None,
     ) -> ImageResult:
-        """Built on the manager (or reused there by its content tag), and pushed under the same
-        tag unless the registry has it already."""
+        """Built on the manager (or reused there by its content tag), pushed under the same tag
+        unless the registry has what this manager pushed, and named by the digest the registry
+        returned (repository@sha256:...): a node pulls exactly the bytes that were built. The
+        helper jobs' own image is made ready beside it (helper_image.py)."""
         built = layers.prepare(
             self.client,
             layer,
@@ -163,10 +168,18 @@ class SwarmBackend:
             project=project,
         )
         repository = f"{self.registry.host}/{IMAGE_REPO}"
-        tag = built.tag.split(":", 1)[1]
-        name = f"{repository}:{tag}"
-        if force or built.built or not self.registry.has(name):
-            self.registry.push(built.tag, repository, tag, on_line)
+        force_push = force or built.built
+        name = self.registry.publish(built.tag, repository, force=force_push, on_line=on_line)
+        with self._helper_lock:
+            if self._helper is None:  # once a process; --force-rebuild rebuilds it too
+                self._helper = helper_image.prepare(
+                    self.client,
+                    self.registry,
+                    base_image=base_image,
+                    force=force,
+                    log_dir=log_dir,
+                    on_line=on_line,
+                )
         return dataclasses.replace(built, tag=name)
 
     # ------------------------------------------------------------ the task
@@ -380,7 +393,7 @@ class SwarmBackend:
         if self.exit_info(service) is not None:
             return
         for node in sorted(service.nodes):
-            self.node_job(node, service.image, "signal", service.run_id, name)
+            self.node_job(node, name, service.run_id)
 
     def fetch_result(
         self, task: Task, dest: Path, *, account: bool = False, max_bytes: int = DEFAULT_MAX_RESULT
@@ -485,9 +498,7 @@ class SwarmBackend:
                     f"{self._node_name(node)}, which is down: remove it there"
                 )
                 continue
-            if service.job and (
-                problem := self.node_job(node, service.image, "remove", service.run_id)
-            ):
+            if service.job and (problem := self.node_job(node, "remove", service.run_id)):
                 problems.append(problem)
         problems += self._remove_inputs(service.secrets, self.api.remove_secret)
         problems += self._remove_inputs(service.configs, self.api.remove_config)
@@ -513,15 +524,21 @@ class SwarmBackend:
 
     # ------------------------------------------------------------ helper jobs on a node
 
-    def node_job(self, node: str, image: str, action: str, run_id: str, sig: str = "") -> str:
-        """A helper job on node that signals or removes the run's containers there
-        (node_jobs.run); a problem, or "" when it ran."""
+    def node_job(self, node: str, action: str, run_id: str) -> str:
+        """A helper job on node that signals (action SIGTERM, SIGINT, SIGKILL) or removes
+        ("remove") the run's containers there (node_jobs.run); a problem, or "" when it ran."""
+        image = self._helper or helper_image.published(self.client, self.registry)
+        if image is None:
+            return (
+                f"cannot {action} the containers of run {run_id} on node {self._node_name(node)}:"
+                " the swarm's helper image is not made yet (a run on this swarm makes it)"
+            )
 
         def state(service_id: str) -> tuple[str, str | None]:
             return self._state(Service(run_id, image, "", service_id=service_id))[:2]
 
         return node_jobs.run(
-            self.api, node, image, action, run_id, sig=sig, state=state, node_name=self._node_name
+            self.api, node, image, action, run_id, state=state, node_name=self._node_name
         )
 
     # ------------------------------------------------------------ orphans
