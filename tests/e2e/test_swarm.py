@@ -165,8 +165,10 @@ def test_claude_on_the_swarm_gives_the_branch_and_report_of_docker(
     assert report["turns"] == 4
     assert fake_api.saw_api_key(TEST_KEY)  # it reached the agent, on a worker
     assert nothing_left(cluster) == []
-    # the image went to the registry (pushed by this run, or an earlier one) and ran on a worker
-    assert f"{cluster.registry}/agent-worker:" in "".join(spy.seen)
+    # the image went to the registry (pushed by this run, or an earlier one) and ran on a
+    # worker, named by its digest
+    assert f'"{cluster.registry}/agent-worker@sha256:' in "".join(spy.seen)
+    assert f'"{cluster.registry}/agent-worker:' not in "".join(spy.seen)
     assert spy.services > 0
     images = ""
     for node in cluster.nodes:
@@ -560,45 +562,6 @@ def test_the_check_runs_offline_in_a_fresh_task_on_the_swarm(
     assert nothing_left(cluster) == []
 
 
-def test_a_worker_killed_mid_task_is_a_clear_failure(
-    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
-) -> None:
-    """Last in this module: it takes a worker away (the fixture removes it all after)."""
-    report_file = repo.parent / "report.json"
-    proc = start_cli(
-        [
-            *swarm_args,
-            "--agent-type",
-            "command",
-            "--task",
-            COMMIT_THEN_WAIT,
-            "--branch",
-            "lost",
-            "--report-file",
-            str(report_file),
-        ],
-        cwd=repo,
-        env=command_env(),
-    )
-    node_id = _wait_for_ready(cluster)
-    names = cluster.node_names()
-    victim = next(w for w in cluster.workers if w.container.id.startswith(names[node_id]))
-    victim.container.kill()
-    _stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 1, stderr
-    report = json.loads(report_file.read_text())
-    assert report["status"] == "failed"
-    assert f"node {names[node_id]} went down" in report["error"]
-    assert any(names[node_id] in w and "down" in w for w in report["warnings"])
-    survivors = [n for n in cluster.nodes if n is not victim]
-    for node in survivors:
-        assert node.client().containers.list(all=True) == [], node.name
-    manager = cluster.manager.client()
-    assert manager.services.list() == []
-    assert manager.configs.list() == []
-    assert manager.secrets.list() == []
-
-
 class ServiceSpy(threading.Thread):
     """The spec of every service the swarm shows while a run goes (helper jobs live seconds)."""
 
@@ -741,3 +704,42 @@ def test_the_helper_takes_the_run_id_as_data_only(
         assert victim.status == "exited"
     finally:
         victim.remove(force=True)
+
+
+def test_a_worker_killed_mid_task_is_a_clear_failure(
+    repo: Path, command_env: Callable[..., dict[str, str]], cluster: Swarm, swarm_args: list[str]
+) -> None:
+    """Last in this module: it takes a worker away (the fixture removes it all after)."""
+    report_file = repo.parent / "report.json"
+    proc = start_cli(
+        [
+            *swarm_args,
+            "--agent-type",
+            "command",
+            "--task",
+            COMMIT_THEN_WAIT,
+            "--branch",
+            "lost",
+            "--report-file",
+            str(report_file),
+        ],
+        cwd=repo,
+        env=command_env(),
+    )
+    node_id = _wait_for_ready(cluster)
+    names = cluster.node_names()
+    victim = next(w for w in cluster.workers if w.container.id.startswith(names[node_id]))
+    victim.container.kill()
+    _stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr
+    report = json.loads(report_file.read_text())
+    assert report["status"] == "failed"
+    assert f"node {names[node_id]} went down" in report["error"]
+    assert any(names[node_id] in w and "down" in w for w in report["warnings"])
+    survivors = [n for n in cluster.nodes if n is not victim]
+    for node in survivors:
+        assert node.client().containers.list(all=True) == [], node.name
+    manager = cluster.manager.client()
+    assert manager.services.list() == []
+    assert manager.configs.list() == []
+    assert manager.secrets.list() == []
