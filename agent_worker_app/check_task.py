@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent_worker_app import git_manager
+from agent_worker_app.console import show_own_line
 from agent_worker_app.engines import channel, sweep
 from agent_worker_app.engines.base import ExitInfo, OutputStream, Task, TaskSpec
 from agent_worker_app.engines.channel import FileEntry, Inputs, Lines
@@ -213,16 +214,10 @@ class _Output:
 
     def _line(self, raw: bytes) -> None:
         self._log.write(raw)
-        text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
-        if text.startswith(_OWN_WARNING):
-            self._progress.line(text.removeprefix(_OWN), style="yellow")
-        elif text.startswith(_OWN):
-            self._progress.line(text.removeprefix(_OWN), style="dim")
+        show_own_line(
+            self._progress, raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
+        )
 
     def close(self) -> None:
         self.stderr.close()
         self._log.close()
-
-
-_OWN = "agent-worker: "
-_OWN_WARNING = "agent-worker: warning: "

@@ -450,13 +450,7 @@ class AgentOutput:
     def _err_line(self, raw: bytes) -> None:
         self._stderr.write(raw)
         text = raw.decode("utf-8", "replace").rstrip("\n").removesuffix("\r")
-        if text.startswith(_OWN):  # quoting a command's output: its colours out, not escaped
-            text = clean_line(text)
-        if text.startswith(_OWN_WARNING):  # shown as the container says them; reported from
-            self._progress.line(text.removeprefix(_OWN), style="yellow")  # result.json
-        elif text.startswith(_OWN):
-            self._progress.line(text.removeprefix(_OWN), style="dim")
-        elif text.strip():
+        if not show_own_line(self._progress, text) and text.strip():
             self.tail.append(text)
             log.debug("agent stderr: %s", text)
 
@@ -472,5 +466,19 @@ class AgentOutput:
         return [w for f in (self._jsonl, self._stderr) if (w := f.warning()) is not None]
 
 
+def show_own_line(progress: ProgressSink, text: str) -> bool:
+    """A line of a container's root stage ("agent-worker: ..."), shown as progress (a warning
+    in yellow: reported from result.json too); its quotes of a command's output with their
+    colours out, not escaped. False for any other line."""
+    if not text.startswith(_OWN):
+        return False
+    text = clean_line(text).removeprefix(_OWN)
+    if text.startswith(_WARNING):
+        progress.line(text, style="yellow")
+    else:
+        progress.line(text, style="dim")
+    return True
+
+
 _OWN = "agent-worker: "
-_OWN_WARNING = "agent-worker: warning: "
+_WARNING = "warning: "

@@ -242,12 +242,13 @@ def test_wait_returns_none_while_running_then_the_exit(engine: Engine, base_imag
 
 
 def test_copy_out(engine: Engine, base_image: str, tmp_path: Path) -> None:
+    # not under /tmp: a task's scratch directories are tmpfs, gone once it stops (--disk)
     container = engine.create(
-        spec(base_image, ["sh", "-c", "mkdir /tmp/out && echo result > /tmp/out/file"])
+        spec(base_image, ["sh", "-c", "mkdir /srv/out && echo result > /srv/out/file"])
     )
     engine.containers.start(container)
     engine.containers.wait(container, 60)
-    assert engine.containers.copy_out(container, "/tmp/out", tmp_path)
+    assert engine.containers.copy_out(container, "/srv/out", tmp_path)
     assert (tmp_path / "out" / "file").read_text() == "result\n"
     assert not engine.containers.copy_out(container, "/no/such/dir", tmp_path)
 
