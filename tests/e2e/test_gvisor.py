@@ -42,10 +42,16 @@ def test_the_agent_runs_under_runsc_and_the_report_says_so(
 ) -> None:
     repo = _repo(tmp_path)
     args = ["--agent-type", "command", "--task", COMMIT, "--no-firewall"]
-    done = run_cli([*args, "--runtime", runsc, "--branch", "gvisor"], cwd=repo, env=command_env())
+    # the check's fresh container runs repository code too: under the same runtime
+    check = ["--check", "test -f f.txt && dmesg | head -n 1"]
+    done = run_cli(
+        [*args, *check, "--runtime", runsc, "--branch", "gvisor"], cwd=repo, env=command_env()
+    )
     assert done.code == 0, done.stderr
     assert done.report is not None
     assert done.report["runtime"] == "runsc"
+    assert done.report["check"]["passed"] is True
+    assert "Starting gVisor" in " ".join(done.report["check"]["output_tail"])
     assert "Runtime    ran under runsc" in done.stdout
     assert git(repo, "show", "gvisor:f.txt") == "hi\n"
     # gVisor's own kernel answered the agent, not the host's
