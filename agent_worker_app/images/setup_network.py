@@ -53,6 +53,9 @@ def firewalled(client: docker.DockerClient, image: str, *, allow: tuple[str, ...
                 cap_add=["NET_ADMIN", "NET_RAW"],
                 security_opt=["no-new-privileges"],
                 pids_limit=16,
+                # its rules must act on the namespace: never under a runtime whose network is
+                # not the kernel's (gVisor), whatever the engine's default
+                runtime="runc",
             ),
         )
     except DOCKER_ERRORS as exc:
