@@ -167,6 +167,34 @@ def docker_client() -> Any:
 
 
 @pytest.fixture(scope="session")
+def runsc(docker_client: Any) -> str:
+    """The engine's runsc runtime, gVisor (registered by scripts/gvisor, which scripts/test
+    runs; here too when it is not)."""
+    if "runsc" not in (docker_client.info().get("Runtimes") or {}):
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "gvisor")], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            require(f"gVisor's runsc cannot be registered with the engine: {done.stderr}")
+    return "runsc"
+
+
+@pytest.fixture(params=["runc", "runsc"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """A test of what the sandbox promises, once under each runtime: the engine's default
+    (runc) and gVisor (runsc, whose network the run holds from a network companion)."""
+    name = str(request.param)
+    if name == "runsc":
+        request.getfixturevalue("runsc")
+    return name
+
+
+def runtime_env(runtime: str) -> dict[str, str]:
+    """A run's setting for the runtime fixture's runtime (none for the engine's default)."""
+    return {"AGENT_WORKER_RUNTIME": runtime} if runtime != "runc" else {}
+
+
+@pytest.fixture(scope="session")
 def base_image(docker_client: Any) -> str:
     name = os.environ.get("AGENT_WORKER_BASE_IMAGE", "debian:bookworm-slim")
     from agent_worker_app.images import build

@@ -13,7 +13,8 @@
 # agent: root closes the network, the agent user checks out AW_BASE (the branch's final commit)
 # and runs the maintenance commands, then root runs the check as the agent user and reports it.
 #
-# Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0), AW_ALLOW_HOSTS,
+# Inputs: AW_BRANCH, AW_BASE, AW_OBJECT_FORMAT (sha1/sha256), AW_FIREWALL (1/0, or companion: a
+# network companion holds the firewall and the gate, network-companion.sh), AW_ALLOW_HOSTS,
 # AW_DEADLINE (epoch seconds; or AW_DEADLINE_AFTER, seconds from the container's start, where
 # the start can be long after the run made its spec: a node pulling the image first), AW_SESSION_DIR (where the agent keeps its sessions, if it can
 # resume one); on stdin, a tar of agent-worker/task.md, agent-worker/nonce,
@@ -221,11 +222,35 @@ root_stage() {
     fi
     cat "$log" >&2
     sed -n 's/^agent-worker: warning: //p' "$log" >"$SETUP_WARNINGS"
+  elif [[ "${AW_FIREWALL:-1}" == companion ]]; then
+    companion_firewall
   else
     say "warning: firewall disabled (--no-firewall): the agent can reach any address"
   fi
   [[ -z "$GATE_STARTED" ]] || gate_listening
   supervise "$@"
+}
+
+# The firewall of a network companion (network-companion.sh: this container shares its network
+# namespace, and has no capability to change it): what it said, as the host passed it on
+# (agent-worker/firewall.log), and two probes of its rules from here, as the agent user: one they
+# refuse must be refused at once (a reset), one they send to the egress proxy must reach it.
+# Otherwise the agent would run unfiltered: no run.
+companion_firewall() {
+  local log=$IN/firewall.log said
+  if [[ -f "$log" ]]; then
+    cat "$log" >&2
+    sed -n 's/^agent-worker: warning: //p' "$log" >"$SETUP_WARNINGS"
+  fi
+  said=$("${AS_AGENT[@]}" timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.1/9' 2>&1) && said="it connected"
+  if [[ "$said" != *"Connection refused"* ]]; then
+    root_fails "the firewall could not be set up: the network companion's rules did not deny this container's connection to 192.0.2.1:9 (${said:-no answer within 3 s}): not starting the agent unfiltered"
+  fi
+  said=$("${AS_AGENT[@]}" timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.2/9 && head -n 1 <&3' 2>&1) || true
+  if [[ "$said" != "agent-worker egress proxy" ]]; then
+    root_fails "the firewall could not be set up: the network companion's rules did not bring this container's connection to 192.0.2.2:9 to its egress proxy (${said:-no answer within 3 s}): not starting the agent"
+  fi
+  say "firewall: this container's egress goes through its network companion's rules"
 }
 
 # The secrets (agent-worker/secrets/<VAR>), out of the inputs. With a credential gate
@@ -244,7 +269,9 @@ take_secrets() {
       [[ -f "$file" ]] || continue
       name=${file##*/}
       [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { say "ignoring secret with a bad name"; continue; }
-      if [[ -n "${AW_GATE_UPSTREAM:-}" ]]; then
+      if [[ -n "${AW_GATE_UPSTREAM:-}" && "${AW_FIREWALL:-1}" == companion ]]; then
+        export "$name=$GATE_PLACEHOLDER" # the credential went to the companion's gate alone
+      elif [[ -n "${AW_GATE_UPSTREAM:-}" ]]; then
         [[ -z "$GATE_STARTED" ]] || root_fails "the credential gate takes one credential, not several"
         start_gate "$file"
         export "$name=$GATE_PLACEHOLDER"
@@ -577,7 +604,7 @@ seal_out() {
 
 # The firewall's record of what it blocked: [{address, protocol, port, count, names}] (JSON),
 # from state only root can read or change (init-firewall.sh); [] without the firewall.
-blocked_json() {
+blocked_json() { # (a network companion's record is its own: the host reads it there)
   if [[ "${AW_FIREWALL:-1}" != 1 ]]; then
     echo '[]'
     return 0

@@ -26,12 +26,32 @@
 # agent_inside.sh runs it after the agent and the check).
 set -euo pipefail
 
+# Whose connections are the firewall's own (its egress proxy's and DNS forwarder's, and the
+# credential gate's): root's (uid 0) in the agent's container; in a network companion
+# (network-companion.sh: the agent's container joins its namespace, and a runtime such as
+# gVisor makes every socket of the agent's root's in the kernel's eyes) a uid of their own,
+# AW_NET_UID, with their records in AW_NET_DIR, a directory of that uid's.
+NET_UID=${AW_NET_UID:-0}
+NET_DIR=${AW_NET_DIR:-/run}
+AS_NET=()
+if ((NET_UID != 0)); then
+  AS_NET=(setpriv "--reuid=$NET_UID" "--regid=$NET_UID" --clear-groups --inh-caps=-all
+    --bounding-set=-all --no-new-privs)
+fi
+
 BLOCKED_SET=aw-blocked
-NAMES=/run/agent-worker-names # "address name" lines, root's only
-REFUSED=/run/agent-worker-refused # a name a line: lookups the forwarder refused, root's only
-EGRESS_RULES=/run/agent-worker-egress-rules # what the egress proxy allows, root's only
-EGRESS_REFUSED=/run/agent-worker-egress-refused # "count protocol address port [name]", root's
-EGRESS_PORT=15001                               # the egress proxy's, on 127.0.0.1
+NAMES=$NET_DIR/agent-worker-names # "address name" lines, root's (or AW_NET_UID's) only
+REFUSED=$NET_DIR/agent-worker-refused # a name a line: lookups the forwarder refused
+EGRESS_RULES=$NET_DIR/agent-worker-egress-rules # what the egress proxy allows
+EGRESS_REFUSED=$NET_DIR/agent-worker-egress-refused # "count protocol address port [name]"
+EGRESS_PORT=15001                                   # the egress proxy's, on 127.0.0.1
+
+# A file of the firewall's own processes (made empty if it is not there): theirs alone.
+own_file() { # path
+  [[ -e "$1" ]] || : >"$1"
+  chmod 0600 "$1"
+  ((NET_UID == 0)) || chown "$NET_UID:$NET_UID" "$1"
+}
 
 # [{address, protocol, port, count, names}] from the counting ipset and the names record,
 # {address "", protocol "dns", port 53, count, names [the name]} for each name whose lookups the
@@ -125,8 +145,8 @@ EGRESS_PROXY=/usr/local/bin/egress-proxy.py
   for entry in "${!ports[@]}"; do echo "address ${entry%%,*} ${entry##*:}"; done
   echo "probe $PROBE_REDIRECT 9"
 } >"$EGRESS_RULES"
-chmod 0600 "$EGRESS_RULES"
-setsid /usr/bin/python3 -I -S "$EGRESS_PROXY" "$EGRESS_PORT" "$EGRESS_RULES" "$EGRESS_REFUSED" \
+own_file "$EGRESS_RULES"
+setsid "${AS_NET[@]}" /usr/bin/python3 -I -S "$EGRESS_PROXY" "$EGRESS_PORT" "$EGRESS_RULES" "$EGRESS_REFUSED" \
   </dev/null >/dev/null 2>&1 &
 
 {
@@ -142,8 +162,8 @@ setsid /usr/bin/python3 -I -S "$EGRESS_PROXY" "$EGRESS_PORT" "$EGRESS_RULES" "$E
 # Docker's too, for its embedded DNS: added to, never flushed.)
 {
   echo "*nat"
-  echo "-A OUTPUT -p tcp -m owner ! --uid-owner 0 -m set --match-set aw-hosts dst -j REDIRECT --to-ports $EGRESS_PORT"
-  echo "-A OUTPUT -p tcp -m owner ! --uid-owner 0 -m set --match-set aw-ports dst,dst -j REDIRECT --to-ports $EGRESS_PORT"
+  echo "-A OUTPUT -p tcp -m owner ! --uid-owner $NET_UID -m set --match-set aw-hosts dst -j REDIRECT --to-ports $EGRESS_PORT"
+  echo "-A OUTPUT -p tcp -m owner ! --uid-owner $NET_UID -m set --match-set aw-ports dst,dst -j REDIRECT --to-ports $EGRESS_PORT"
   echo "COMMIT"
 } | iptables-restore --noflush
 
@@ -159,11 +179,11 @@ setsid /usr/bin/python3 -I -S "$EGRESS_PROXY" "$EGRESS_PORT" "$EGRESS_RULES" "$E
   echo "-A OUTPUT -d 127.0.0.1 -p tcp --dport $EGRESS_PORT -m conntrack --ctstate DNAT -j ACCEPT"
   echo "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
   while read -r resolver; do # root's lookups only: the agent's go to root's forwarder
-    echo "-A OUTPUT -d $resolver -p udp --dport 53 -m owner --uid-owner 0 -j ACCEPT"
-    echo "-A OUTPUT -d $resolver -p tcp --dport 53 -m owner --uid-owner 0 -j ACCEPT"
+    echo "-A OUTPUT -d $resolver -p udp --dport 53 -m owner --uid-owner $NET_UID -j ACCEPT"
+    echo "-A OUTPUT -d $resolver -p tcp --dport 53 -m owner --uid-owner $NET_UID -j ACCEPT"
   done < <(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' /etc/resolv.conf)
-  echo "-A OUTPUT -m owner --uid-owner 0 -m set --match-set aw-hosts dst -j ACCEPT"
-  echo "-A OUTPUT -p tcp -m owner --uid-owner 0 -m set --match-set aw-ports dst,dst -j ACCEPT"
+  echo "-A OUTPUT -m owner --uid-owner $NET_UID -m set --match-set aw-hosts dst -j ACCEPT"
+  echo "-A OUTPUT -p tcp -m owner --uid-owner $NET_UID -m set --match-set aw-ports dst,dst -j ACCEPT"
   # Counted when already recorded, then recorded (an entry starts at its first packet): in this
   # order each blocked packet counts once.
   echo "-A OUTPUT -m set --match-set $BLOCKED_SET dst,dst"
@@ -235,10 +255,11 @@ record_names() {
   fi
   : >"$NAMES"
   : >"$REFUSED"
-  chmod 0600 "$NAMES" "$REFUSED"
+  own_file "$NAMES"
+  own_file "$REFUSED"
   local allowed
   allowed=$(IFS=,; echo "${!names[*]}")
-  setsid perl "$DNS_FORWARDER" "$NAMES" "$upstream" "$allowed" "$REFUSED" </dev/null >/dev/null 2>&1 &
+  setsid "${AS_NET[@]}" perl "$DNS_FORWARDER" "$NAMES" "$upstream" "$allowed" "$REFUSED" </dev/null >/dev/null 2>&1 &
   { echo "nameserver 127.0.0.1"; grep -v '^[[:space:]]*nameserver' /etc/resolv.conf || true; } \
     >/run/agent-worker-resolv.conf
   cat /run/agent-worker-resolv.conf >/etc/resolv.conf # the bind-mounted file, written in place

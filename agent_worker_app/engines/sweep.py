@@ -23,7 +23,9 @@ PID_START = f"{LABEL}.pid-start"
 BRANCH = f"{LABEL}.branch"
 BASE = f"{LABEL}.base"
 AGENT = f"{LABEL}.agent"
-ROLE = f"{LABEL}.role"  # "check": a run's check task, with no work of the agent's to recover
+# a container of a run's that holds no work of the agent's to recover: "check" (the check's
+# task), "network" (the network companion of the agent's container)
+ROLE = f"{LABEL}.role"
 CHECK_ROLE = "check"
 KEEP_LOST_S = 7 * 86400  # a lost run's container waits this long for its repository's next run
 
@@ -101,8 +103,8 @@ def note(labels: Mapping[str, str], running: bool, now: float) -> str | None:
         return "still running past its deadline" if ends < now else None
     if mine(labels) and orchestrator_alive(labels):
         return None
-    if labels.get(ROLE) == CHECK_ROLE and (mine(labels) or ends < now):
-        return "the check of a run that is gone"
+    if labels.get(ROLE) and (mine(labels) or ends < now):
+        return f"the {labels[ROLE]} container of a run that is gone"
     if ends + KEEP_LOST_S >= now:
         return None
     branch = labels.get(BRANCH, "?")
@@ -141,7 +143,7 @@ def lost(
     that is gone; wait(handle) is the exit of one that exited."""
     tasks = []
     for handle, labels, exited in found:
-        if not mine(labels) or orchestrator_alive(labels) or labels.get(ROLE) == CHECK_ROLE:
+        if not mine(labels) or orchestrator_alive(labels) or labels.get(ROLE):
             continue
         tasks.append(LostTask(Task(handle), labels, wait(handle) if exited else None))
     return tasks

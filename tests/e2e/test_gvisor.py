@@ -1,8 +1,9 @@
 """--runtime: the agent's container under another engine runtime (gVisor's runsc, which
 scripts/gvisor registers with the suite's engine), reported as such; an unknown one is exit 3
-naming the engine's; and where the sandbox cannot hold (the firewall inside the container does
-not act on gVisor's network, a process flood kills gVisor's sandbox) the run ends honestly:
-never a success, never an unfiltered agent, nothing left behind."""
+naming the engine's; its firewall held by a network companion (rules inside gVisor's sandbox
+would not act on its network); and where a limit cannot hold (a process flood kills gVisor's
+sandbox) the run ends honestly: never a success, nothing left behind. The sandbox's and the
+credential's own tests run under both runtimes (the runtime fixture)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,11 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, git, make_repo, require, run_cli, snapshot
+from conftest import ROOT, git, make_repo, run_cli, snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 COMMIT = "echo hi > f.txt && git add f.txt && git commit -qm hi && dmesg 2>&1 | head -n 1"
-
-
-@pytest.fixture(scope="module")
-def runsc(docker_client: Any) -> str:
-    """The engine's runsc runtime (registered by scripts/gvisor, which scripts/test runs)."""
-    if "runsc" not in (docker_client.info().get("Runtimes") or {}):
-        done = subprocess.run(
-            [str(ROOT / "scripts" / "gvisor")], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            require(f"gVisor's runsc cannot be registered with the engine: {done.stderr}")
-    return "runsc"
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -67,22 +56,42 @@ def test_the_agent_runs_under_runsc_and_the_report_says_so(
     assert "gVisor" not in (Path(plain.report["run_dir"]) / "agent.jsonl").read_text()
 
 
-def test_a_firewall_that_cannot_act_under_runsc_is_no_run(
-    tmp_path: Path, runsc: str, command_env: Callable[..., dict[str, str]], docker_client: Any
+def test_under_runsc_a_network_companion_holds_the_firewall_and_goes_with_the_run(
+    tmp_path: Path,
+    runsc: str,
+    command_env: Callable[..., dict[str, str]],
+    docker_client: Any,
+    target: str,
 ) -> None:
+    """gVisor's network is not the kernel's: rules inside its sandbox would not act. The run's
+    network companion holds them: the agent reaches what is allowed, is refused the rest (and
+    the report says so), cannot touch the rules, and the companion is gone with the run."""
     repo = _repo(tmp_path)
-    before = snapshot(repo)
+    probe = (
+        "curl -s -o /dev/null -w 'allowed=%{http_code}\\n' --max-time 5 http://{t}:8080/; "
+        "curl -s -o /dev/null -w 'other=%{http_code} ' --max-time 5 http://{t}:8081/; "
+        "echo exit=$?; iptables -F OUTPUT 2>/dev/null; echo flush=$?; " + COMMIT
+    ).replace("{t}", target)
     done = run_cli(
-        ["--agent-type", "command", "--task", COMMIT, "--runtime", runsc],
+        [
+            *("--agent-type", "command", "--task", probe, "--runtime", runsc),
+            *("--allow-host", f"{target}:8080"),
+        ],
         cwd=repo,
         env=command_env(),
     )
-    assert done.code == 3, done.stderr
-    assert "the firewall could not be set up" in done.stderr
-    assert "under the runtime runsc" in done.stderr
-    assert snapshot(repo) == before  # the branch it made is gone again
+    assert done.code == 0, done.stderr
+    log = (Path(done.report["run_dir"]) / "agent.jsonl").read_text() if done.report else ""
+    assert "allowed=200" in log, log
+    assert "other=000 exit=7" in log, log  # refused at once
+    assert "flush=0" not in log
+    assert "Starting gVisor" in log
     assert done.report is not None
     assert done.report["runtime"] == "runsc"
+    assert [(b["address"], b["port"], b["count"]) for b in done.report["blocked"]] == [
+        (target, 8081, 1)
+    ]
+    assert "network companion" in done.stderr
     assert not docker_client.containers.list(
         all=True, filters={"label": f"agent-worker.run-id={done.report['run_id']}"}
     )

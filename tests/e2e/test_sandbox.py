@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import containers_of, git, run_cli, tool_outputs
+from conftest import containers_of, git, run_cli, runtime_env, tool_outputs
 from fake_anthropic import Turn, bash
 
 
@@ -20,6 +20,7 @@ def test_the_firewall_lets_the_api_through_and_blocks_the_rest(
     gateway: str,
     run_env: Callable[..., dict[str, str]],
     target: str,
+    runtime: str,
 ) -> None:
     fake_api.add_turns(
         Turn.tool_use(bash(probe_command(f"{fake_api.url(gateway)}/v1/models"))),
@@ -27,7 +28,7 @@ def test_the_firewall_lets_the_api_through_and_blocks_the_rest(
         Turn.tool_use(bash(probe_command(f"http://{gateway}:{fake_api.port + 1}/"))),
         Turn.text("probed"),
     )
-    result = run_cli(["--task", "probe the network"], cwd=repo, env=run_env())
+    result = run_cli(["--task", "probe the network"], cwd=repo, env=run_env(**runtime_env(runtime)))
     assert result.code == 0, result.stderr
     api, other, other_port = tool_outputs(fake_api)
     assert "code=404 exit=0" in api  # reached the fake API, which knows no /v1/models
@@ -35,6 +36,7 @@ def test_the_firewall_lets_the_api_through_and_blocks_the_rest(
     assert "code=000 exit=7" in other_port  # the API host, but not the API's port
     assert result.report is not None
     assert result.report["firewall"] is True
+    assert result.report["runtime"] == runtime
 
 
 def test_allow_host_opens_one_more_destination(

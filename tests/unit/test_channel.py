@@ -296,11 +296,11 @@ def test_a_check_task_is_never_a_lost_run_and_goes_once_its_run_is_gone() -> Non
     alive = sweep.labels("r1", Path("/p")) | role
     assert sweep.note(alive, False, now) is None  # its run still waits for it
     dead = alive | {"agent-worker.pid": str(2**22 + 7)}
-    assert sweep.note(dead, False, now) == "the check of a run that is gone"
+    assert sweep.note(dead, False, now) == "the check container of a run that is gone"
     assert sweep.note(dead, True, now) is None  # still running: it stops by itself
     elsewhere = alive | {"agent-worker.host": socket.gethostname() + "-other"}
     assert sweep.note(elsewhere, False, now) is None
-    assert sweep.note(elsewhere, False, now + 601) == "the check of a run that is gone"
+    assert sweep.note(elsewhere, False, now + 601) == "the check container of a run that is gone"
     exited = ExitInfo(0, False, None)
     assert sweep.lost([("c", dead, True)], lambda handle: exited) == []
     agent = {k: v for k, v in dead.items() if k != sweep.ROLE}

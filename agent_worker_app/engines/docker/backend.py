@@ -24,6 +24,7 @@ from agent_worker_app.engines.channel import (
     Inputs,
     ResultReader,
 )
+from agent_worker_app.engines.docker import companion
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError, reach
 from agent_worker_app.engines.docker.container_io import ContainerIO
 from agent_worker_app.engines.docker.containers import Container, Containers
@@ -49,6 +50,7 @@ FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not
 # what the output's frames may come to (a tar of FRAME_MAX bytes of files, with its headers):
 # more is not how the task frames its result, which is then copied out instead
 FRAMES_READ_MAX = 2 * FRAME_MAX
+COMPANION_ENV = {"AW_FIREWALL": "companion"}  # agent_inside.sh: the companion's firewall
 
 
 def connect(docker_host: str | None) -> DockerBackend:
@@ -95,7 +97,7 @@ class DockerBackend:
         self._readers: dict[int, ResultReader] = {}  # by id() of the Task
         self._watches: dict[int, DiskWatch] = {}  # by id() of the Task
         self._containers = Containers(api)
-        self._default_runtime: str | None = None
+        self._known: tuple[list[str], str] | None = None  # the engine's runtimes, default
 
     @property
     def client(self) -> docker.DockerClient:
@@ -174,26 +176,45 @@ class DockerBackend:
         # Small result files come back framed in the output (channel.ResultReader), larger
         # ones are copied out of the stopped container.
         spec = replace(spec, env=spec.env | channel.frame_max(FRAME_MAX))
-        if spec.profile.runtime is not None:
-            self._known_runtime(spec.profile.runtime)
-        return Task(self._containers.create(spec), inputs)
-
-    def _known_runtime(self, name: str) -> None:
-        """DockerError (exit 3) naming the engine's runtimes when it has no runtime name."""
+        runtime = self._runtime_named(spec.profile.runtime)
+        if not companion.needed(spec.profile, runtime):
+            return Task(self._containers.create(spec), inputs)
+        # its firewall (and credential gate) in a namespace the agent's container joins
+        spec = replace(spec, env=spec.env | COMPANION_ENV)
+        network, inputs = companion.Companion.start(self._api, spec, inputs)
         try:
-            known, default = self._api.runtimes()
-        except (OSError, EngineError) as exc:
-            raise DockerError(f"cannot ask the Docker engine for its runtimes: {exc}") from None
+            made = self._containers.create(spec, network)
+        except BaseException:
+            network.close()
+            raise
+        return Task(made, inputs)
+
+    def _runtimes(self) -> tuple[list[str], str]:
+        """The engine's runtimes and its default, asked once (GET /info)."""
+        if self._known is None:
+            try:
+                self._known = self._api.runtimes()
+            except (OSError, EngineError) as exc:
+                raise DockerError(f"cannot ask the Docker engine for its runtimes: {exc}") from None
+        return self._known
+
+    def _runtime_named(self, name: str | None) -> str:
+        """The runtime a task runs under: name, or the engine's default; DockerError (exit 3)
+        naming the engine's runtimes when it has no runtime name."""
+        known, default = self._runtimes()
+        if name is None:
+            return default
         if name not in known:
             raise DockerError(
                 f"the Docker engine has no runtime {name!r} (it has: {', '.join(known)}; "
                 f"default {default}): register it in the engine's daemon.json, or choose "
                 "another --runtime (--list-runtimes)"
             )
+        return name
 
     def start(
         self, task: Task, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
-    ) -> ContainerIO:
+    ) -> ContainerIO | companion.Networked:
         reader = ResultReader(task.inputs.nonce, on_stderr, max_bytes=FRAMES_READ_MAX)
         self._readers[id(task)] = reader
         attach = self._containers.attach(task.handle)
@@ -205,6 +226,8 @@ class DockerBackend:
             raise
         io_thread.start()
         self._watch_disk(task)
+        if task.handle.network is not None:
+            return companion.Networked(io_thread, task.handle.network)
         return io_thread
 
     def _watch_disk(self, task: Task) -> None:
@@ -254,17 +277,19 @@ class DockerBackend:
         reader = self._readers.pop(id(task), None)
         if reader is not None:
             reader.frames.close()
-        self._containers.remove(task.handle)
+        try:
+            self._containers.remove(task.handle)
+        finally:
+            if task.handle.network is not None:
+                task.handle.network.close()
 
     def runtime(self, task: Task) -> str | None:
         if task.handle.runtime is not None:
             return str(task.handle.runtime)
-        if self._default_runtime is None:
-            try:
-                self._default_runtime = self._api.runtimes()[1]
-            except (OSError, EngineError):
-                return None
-        return self._default_runtime
+        try:
+            return self._runtimes()[1]
+        except DockerError:
+            return None
 
     def node(self, task: Task) -> str | None:
         return None  # one engine: the report names no machine

@@ -16,19 +16,23 @@ def storage_size(spec: TaskSpec) -> dict[str, Any]:
     return {"StorageOpt": {"size": str(size)}} if size else {}
 
 
-def container_config(spec: TaskSpec) -> dict[str, Any]:
+def container_config(spec: TaskSpec, network_of: str | None = None) -> dict[str, Any]:
     """Its limits, root to start with (the firewall), and its stdin open for the run's inputs:
-    StdinOnce, so that the end of agent-worker's attach is the end of the container's stdin."""
+    StdinOnce, so that the end of agent-worker's attach is the end of the container's stdin.
+    network_of: the network companion whose namespace it joins (companion.py), which holds its
+    firewall: no capability of the network's for it then."""
     limits = spec.profile
     host: dict[str, Any] = {
         "Init": profile.INIT,
         "CapDrop": ["ALL"],
-        "CapAdd": limits.capabilities,
+        "CapAdd": list(profile.BASE_CAPABILITIES) if network_of else limits.capabilities,
         "SecurityOpt": ["no-new-privileges"] if profile.NO_NEW_PRIVILEGES else [],
         "Memory": limits.memory_bytes,
         "MemorySwap": limits.memory_bytes,
         "PidsLimit": limits.pids_limit,
-        "NetworkMode": "none" if limits.offline else "bridge",
+        "NetworkMode": (
+            f"container:{network_of}" if network_of else "none" if limits.offline else "bridge"
+        ),
         # agent-worker keeps the output itself (agent.jsonl, container.log); the engine's
         # json-file copy doubled the disk use and capped output at a fifth of the speed.
         "LogConfig": {"Type": "none", "Config": {}},

@@ -21,6 +21,7 @@ from agent_worker_app.engines.channel import (
     extract_results,
 )
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError
+from agent_worker_app.engines.docker.companion import Companion
 from agent_worker_app.engines.docker.container_config import container_config, storage_size
 from agent_worker_app.errors import DockerError
 
@@ -30,6 +31,7 @@ class Container(NamedTuple):
     name: str
     runtime: str | None = None  # the runtime it was created with; None: the engine's default
     disk_watch: int | None = None  # --disk, to be watched: the engine could not cap it itself
+    network: Companion | None = None  # the network companion whose namespace it joined
 
 
 def _failure(what: str, exc: OSError | EngineError) -> DockerError:
@@ -46,11 +48,13 @@ class Containers:
         # None until a container was made with it or refused
         self.storage_opt: bool | None = None
 
-    def create(self, spec: TaskSpec) -> Container:
+    def create(self, spec: TaskSpec, network: Companion | None = None) -> Container:
         """Create (not start) the task's container, labelled with its deadline: started next,
-        it ends by then (sweep.deadline_label)."""
+        it ends by then (sweep.deadline_label); in the network companion's namespace, if
+        given."""
         spec = replace(spec, labels=spec.labels | sweep.deadline_label(spec.timeout_s))
-        config, sized = container_config(spec), storage_size(spec)
+        config = container_config(spec, network.id if network is not None else None)
+        sized = storage_size(spec)
         try:
             if sized and self.storage_opt is not False:
                 try:
@@ -58,13 +62,15 @@ class Containers:
                         spec.name, config | {"HostConfig": config["HostConfig"] | sized}
                     )
                     self.storage_opt = True
-                    return Container(made, spec.name, spec.profile.runtime)
+                    return Container(made, spec.name, spec.profile.runtime, network=network)
                 except EngineError as exc:
                     if self.storage_opt or "storage" not in exc.message.lower():
                         raise
                     self.storage_opt = False  # its storage cannot: the disk is watched instead
             made = self.api.create(spec.name, config)
-            return Container(made, spec.name, spec.profile.runtime, spec.profile.disk_bytes)
+            return Container(
+                made, spec.name, spec.profile.runtime, spec.profile.disk_bytes, network
+            )
         except (OSError, EngineError) as exc:
             raise _failure("Docker refused to create the agent container", exc) from None
 
