@@ -1,7 +1,8 @@
 """gVisor's cost, side by side with runc in the same rounds (interleaved): a container's start
 (`docker run --rm --runtime R IMAGE true`), a whole trivial agent-worker run (`--agent-type
-command --task true --no-firewall --runtime R`: the firewall cannot act inside gVisor yet), and a
-CPU-bound command in the container (a Python loop), each as the median of its runs. There is no
+command --task true --runtime R`) without the firewall and with it (under runsc the firewall is
+a network companion's, a second container), and a CPU-bound command in the container (a Python
+loop), each as the median of its runs. There is no
 target: it prints the ratios the README quotes. Needs the engine's runsc runtime
 (scripts/gvisor registers it).
 
@@ -51,10 +52,10 @@ def docker_run(runtime: str, image: str, *command: str) -> float:
     return time.perf_counter() - start
 
 
-def run(repo: Path, runtime: str, branch: str) -> float:
+def run(repo: Path, runtime: str, branch: str, *, firewall: bool) -> float:
     argv = [sys.executable, str(ROOT / "agent_worker.py"), "--agent-type", "command"]
-    argv += ["--env-file", str(empty_env_file(repo.parent)), "--no-firewall", "--task", "true"]
-    argv += ["--runtime", runtime, "--branch", branch]
+    argv += ["--env-file", str(empty_env_file(repo.parent)), "--task", "true"]
+    argv += ["--runtime", runtime, "--branch", branch, *([] if firewall else ["--no-firewall"])]
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -79,14 +80,17 @@ def main() -> int:
                 times.setdefault(("container start", runtime), []).append(
                     docker_run(runtime, image, "true")
                 )
-                times.setdefault(("agent-worker run", runtime), []).append(
-                    run(repo, runtime, f"bench-{runtime}-{i}")
+                times.setdefault(("run, no firewall", runtime), []).append(
+                    run(repo, runtime, f"bench-{runtime}-{i}", firewall=False)
+                )
+                times.setdefault(("run, firewall", runtime), []).append(
+                    run(repo, runtime, f"bench-fw-{runtime}-{i}", firewall=True)
                 )
                 times.setdefault(("CPU-bound command", runtime), []).append(
                     docker_run(runtime, image, "bash", "-c", CPU_BOUND)
                 )
     rows = []
-    for case in ("container start", "agent-worker run", "CPU-bound command"):
+    for case in ("container start", "run, no firewall", "run, firewall", "CPU-bound command"):
         runc, runsc = median(times[(case, "runc")]), median(times[(case, "runsc")])
         rows.append([case, f"{runc:.2f} s", f"{runsc:.2f} s", f"{runsc / runc:.2f}x"])
     table(["case", "runc", "runsc", "runsc / runc"], rows)

@@ -30,12 +30,15 @@ def search_command(out: str, secret: str) -> str:
     return shlex.join(["python3", "/workspace/credential_search.py", out, *needles])
 
 
-def assert_found_nothing(found: dict[str, list[str]]) -> None:
-    """The control was found where the agent holds it; no form of the credential anywhere."""
+def assert_found_nothing(found: dict[str, list[str]], *, memory: bool = True) -> None:
+    """The control was found where the agent holds it; no form of the credential anywhere.
+    memory: whether processes' memory is readable (/proc/PID/mem; gVisor serves no reads of
+    it, to the search or to anyone)."""
     # (Claude Code keeps a subscription token out of its tools' environment: the agent's own
     # process holds it)
     assert any(w.endswith("/environ") for w in found["placeholder"]), found["placeholder"]
-    assert any(w.endswith("/mem") for w in found["placeholder"]), found["placeholder"]
+    if memory:
+        assert any(w.endswith("/mem") for w in found["placeholder"]), found["placeholder"]
     assert found["unreadable"], "root's processes (the gate among them) must be unreadable"
     leaks = {k: v for k, v in found.items() if k not in ("placeholder", "unreadable") and v}
     assert leaks == {}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import git, run_cli
+from conftest import git, run_cli, runtime_env
 from credential_hunt import SEARCH, assert_found_nothing, search_command
 from fake_anthropic import Turn, bash
 
@@ -42,6 +42,7 @@ def test_the_credential_reaches_the_api_and_never_the_agent(
     variable: str,
     secret: str,
     header: str,
+    runtime: str,
 ) -> None:
     """The agent and a maintenance command search everything they can read for the credential
     (the attack) and find only the placeholder; the API receives the real credential."""
@@ -57,12 +58,13 @@ def test_the_credential_reaches_the_api_and_never_the_agent(
     result = run_cli(
         ["--task", "t", "--branch", branch, "--maintenance", maintenance],
         cwd=repo,
-        env=without_key(run_env, **{variable: secret}),
+        env=without_key(run_env, **{variable: secret}, **runtime_env(runtime)),
     )
     assert result.code == 0, result.stderr
     assert result.report is not None
     assert result.report["status"] == "success"
-    assert_found_nothing(json.loads(git(repo, "show", f"{branch}:found-agent.json")))
+    found = json.loads(git(repo, "show", f"{branch}:found-agent.json"))
+    assert_found_nothing(found, memory=runtime != "runsc")
     during_maintenance = json.loads(git(repo, "show", f"{branch}:found-maintenance.json"))
     assert "environment" not in during_maintenance["placeholder"]  # run without the agent's
     assert {

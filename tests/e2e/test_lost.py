@@ -21,7 +21,7 @@ from typing import Any
 
 from test_faults import containers_of_project, start_cli, wait_for_requests
 
-from conftest import clean_env, git, run_cli
+from conftest import clean_env, git, run_cli, runtime_env
 from fake_anthropic import Turn, bash, write
 
 WORK_THEN_A_SLOW_ANSWER = [
@@ -83,15 +83,19 @@ def check_recovered(repo: Path, run_id: str, fake_api: Any) -> None:
 
 
 def test_a_killed_run_stops_spending_and_recover_brings_its_work_back(
-    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+    repo: Path,
+    fake_api: Any,
+    run_env: Callable[..., dict[str, str]],
+    docker_client: Any,
+    runtime: str,
 ) -> None:
-    run_id = kill_mid_run(repo, fake_api, run_env(), docker_client)
-    result = run_cli(["--recover"], cwd=repo, env=run_env())
+    run_id = kill_mid_run(repo, fake_api, run_env(**runtime_env(runtime)), docker_client)
+    result = run_cli(["--recover"], cwd=repo, env=run_env(**runtime_env(runtime)))
     assert result.code == 0, result.stderr
     assert f"recovered 2 commits of run {run_id} onto branch lost" in result.stdout
     check_recovered(repo, run_id, fake_api)
     assert containers_of_project(docker_client, repo) == []
-    again = run_cli(["--recover"], cwd=repo, env=run_env())
+    again = run_cli(["--recover"], cwd=repo, env=run_env(**runtime_env(runtime)))
     assert "nothing to recover" in again.stdout
 
 
@@ -363,12 +367,13 @@ def test_a_forged_result_with_another_nonce_is_ignored_and_the_real_one_recovere
     run_env: Callable[..., dict[str, str]],
     docker_client: Any,
     base_image: str,
+    runtime: str,
 ) -> None:
     """A second container with the lost run's very labels (its run id, branch and base), whose
     result line is marked with a nonce of the forger's: the real task is recovered, whichever
     of the two comes first, and the forged one is left alone."""
     main = git(repo, "rev-parse", "main").strip()
-    run_id = kill_mid_run(repo, fake_api, run_env(), docker_client)
+    run_id = kill_mid_run(repo, fake_api, run_env(**runtime_env(runtime)), docker_client)
     (real,) = containers_of_project(docker_client, repo)
     run_dir = repo / ".git" / "agent-worker" / "runs" / run_id
     nonce = (run_dir / "nonce").read_text()
@@ -384,7 +389,7 @@ def test_a_forged_result_with_another_nonce_is_ignored_and_the_real_one_recovere
     }
     forged = forge(docker_client, base_image, repo, dict(real.labels), files)
     try:
-        result = run_cli(["--recover"], cwd=repo, env=run_env())
+        result = run_cli(["--recover"], cwd=repo, env=run_env(**runtime_env(runtime)))
         assert result.code == 0, result.stderr
         assert f"recovered 2 commits of run {run_id} onto branch lost" in result.stdout
         check_recovered(repo, run_id, fake_api)

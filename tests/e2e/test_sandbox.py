@@ -65,7 +65,7 @@ def test_allow_host_opens_one_more_destination(
 
 
 def test_another_name_on_an_allowed_address_is_refused_and_reported(
-    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], target: str
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], target: str, runtime: str
 ) -> None:
     """The target is allowed as an address: a request naming it by its address goes through;
     the same request naming another host (an HTTP Host, as a shared address's server would
@@ -76,7 +76,11 @@ def test_another_name_on_an_allowed_address_is_refused_and_reported(
         Turn.tool_use(bash(probe_command(f"-H 'Host: evil.example' http://{target}:8080/"))),
         Turn.text("probed"),
     )
-    result = run_cli(["--task", "probe", "--allow-host", f"{target}:8080"], cwd=repo, env=run_env())
+    result = run_cli(
+        ["--task", "probe", "--allow-host", f"{target}:8080"],
+        cwd=repo,
+        env=run_env(**runtime_env(runtime)),
+    )
     assert result.code == 0, result.stderr
     allowed, other_name = tool_outputs(fake_api)
     assert "code=200 exit=0" in allowed
@@ -142,10 +146,15 @@ def test_no_firewall_is_explicit_and_reported(
 
 
 def test_the_agent_has_no_privilege(
-    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]]
+    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], runtime: str
 ) -> None:
     fake_api.add_turns(
-        Turn.tool_use(bash("id; grep -E '^(Cap|NoNewPrivs)' /proc/self/status")),
+        Turn.tool_use(
+            bash(
+                "id; grep -E '^(Cap|NoNewPrivs)' /proc/self/status; "
+                "setpriv -d 2>/dev/null | grep -E '^(no_new_privs|Ambient)'"
+            )
+        ),
         Turn.tool_use(
             bash(
                 "iptables -F OUTPUT; echo iptables=$?; ipset list >/dev/null 2>&1; "
@@ -155,15 +164,21 @@ def test_the_agent_has_no_privilege(
         ),
         Turn.text("looked"),
     )
-    result = run_cli(["--task", "look at yourself"], cwd=repo, env=run_env())
+    result = run_cli(["--task", "look at yourself"], cwd=repo, env=run_env(**runtime_env(runtime)))
     assert result.code == 0, result.stderr
     ident, attempts = tool_outputs(fake_api)
     assert "uid=1000(agent) gid=1000(agent) groups=1000(agent)" in ident
-    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd"):
         assert f"{field}:\t0000000000000000" in ident
-    assert "NoNewPrivs:\t1" in ident
+    assert "no_new_privs: 1" in ident
+    if runtime == "runsc":  # gVisor has no ambient capabilities at all
+        assert "Ambient capabilities: [unsupported]" in ident
+    else:
+        assert "CapAmb:\t0000000000000000" in ident
+        assert "Ambient capabilities: [none]" in ident
     assert "iptables=4" in attempts or "iptables=1" in attempts
-    assert "Permission denied" in attempts or "you must be root" in attempts
+    refusals = ("Permission denied", "you must be root", "Protocol not supported")
+    assert any(refusal in attempts for refusal in refusals), attempts  # (gVisor: the last)
     assert "ipset=1" in attempts
     assert "secrets" not in attempts  # the key's file was removed before the agent started
     assert "sock=2" in attempts
@@ -171,7 +186,11 @@ def test_the_agent_has_no_privilege(
 
 
 def test_a_memory_hog_is_killed_and_the_run_says_so(
-    repo: Path, fake_api: Any, run_env: Callable[..., dict[str, str]], docker_client: Any
+    repo: Path,
+    fake_api: Any,
+    run_env: Callable[..., dict[str, str]],
+    docker_client: Any,
+    runtime: str,
 ) -> None:
     fake_api.add_turns(
         Turn.tool_use(bash("echo kept > kept.txt && git add kept.txt && git commit -qm 'Keep'")),
@@ -179,15 +198,26 @@ def test_a_memory_hog_is_killed_and_the_run_says_so(
         Turn.text("the hog died"),
     )
     result = run_cli(
-        ["--task", "eat memory", "--branch", "hog", "--memory", "512m"], cwd=repo, env=run_env()
+        ["--task", "eat memory", "--branch", "hog", "--memory", "512m"],
+        cwd=repo,
+        env=run_env(**runtime_env(runtime)),
     )
     report = result.report
     assert report is not None
+    assert containers_of(docker_client, report["run_id"]) == []
+    if runtime == "runsc":
+        # the host's OOM killer takes gVisor's whole sandbox (one process to the kernel): the
+        # run ends failed and says why, never a success; the branch stays at the base (the
+        # agent's commits lived in the sandbox's memory)
+        assert result.code == 1, result.stderr
+        assert report["status"] == "failed"
+        assert "ran out of memory (--memory 512m)" in report["error"]
+        assert report["head_commit"] == report["base_commit"]
+        return
     assert "hog=137" in tool_outputs(fake_api)[1]
     assert any("ran out of memory (--memory 512m)" in w for w in report["warnings"])
     assert result.code == 0, result.stderr
     assert git(repo, "show", "hog:kept.txt") == "kept\n"
-    assert containers_of(docker_client, report["run_id"]) == []
 
 
 def test_an_agent_killed_for_memory_fails_with_a_clear_status(

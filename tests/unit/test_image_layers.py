@@ -110,13 +110,13 @@ def test_the_agent_layer_builds_its_stages_from_the_system_layer() -> None:
     assert f"FROM {env.tag}\nUSER root\nCOPY --from=claude" in text
     assert (
         "COPY agent_inside.sh credential-gate.py dns-names.pl egress-proxy.py init-firewall.sh"
-        " /usr/local/bin/"
+        " network-companion.sh /usr/local/bin/"
     ) in text
     # the shell scripts are commands; the Perl forwarder and the Python proxies are only read
     # (root runs them: perl FILE, python3 FILE)
     assert (
         "RUN chmod 0755 /usr/local/bin/agent_inside.sh /usr/local/bin/init-firewall.sh"
-        " && chmod 0644 /usr/local/bin/credential-gate.py /usr/local/bin/dns-names.pl"
+        " /usr/local/bin/network-companion.sh && chmod 0644 /usr/local/bin/credential-gate.py /usr/local/bin/dns-names.pl"
         " /usr/local/bin/egress-proxy.py\n"
     ) in text
     assert text.rstrip().endswith('USER agent\nWORKDIR /workspace\nCMD ["bash"]')
