@@ -619,7 +619,7 @@ blocked_json() { # (a network companion's record is its own: the host reads it t
 build_repository() {
   cd /workspace || return 1
   local prepared=0
-  [[ -n "$(ls -A . 2>/dev/null)" ]] && prepared=1 # the environment's setup left files here
+  has_entries . && prepared=1 # the environment's setup left files here
   git init --quiet --object-format="${AW_OBJECT_FORMAT:-sha1}" --initial-branch="$AW_BRANCH" . \
     || return 1
   if [[ -f "$IN/source.pack" ]]; then
@@ -640,6 +640,18 @@ build_repository() {
   git update-ref "refs/heads/$AW_BRANCH" "$AW_BASE" || return 1
   git reset --quiet --hard || return 1
   if ((prepared)); then exclude_prepared || return 1; fi
+}
+
+# Whether a directory holds anything, dot files included: read by the shell (readdir), no
+# program's stat of it (ls asks statx, which gVisor's 2022 kernel refuses with EINVAL: an
+# empty answer there would take setup's .venv for the agent's own work).
+has_entries() { # dir
+  local found
+  found=$(shopt -s nullglob dotglob && cd -- "$1" 2>/dev/null && for entry in *; do
+    printf 1
+    break
+  done)
+  [[ -n "$found" ]]
 }
 
 # What setup made in /workspace (a .venv, node_modules, build output) stays where the tools look
@@ -676,7 +688,7 @@ warn_submodule_changes() {
   while IFS= read -r -d '' entry; do
     [[ "$entry" == "160000 "* ]] || continue
     path=${entry#*$'\t'}
-    if [[ -d "$path" ]] && [[ -n "$(ls -A -- "$path" 2>/dev/null)" ]]; then
+    if [[ -d "$path" ]] && has_entries "$path"; then
       warn "the agent wrote files under the submodule $(printf '%q' "$path"); they are \
 not kept (submodules are not checked out in the container)"
     fi

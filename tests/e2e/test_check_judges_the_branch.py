@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from projects import python_project
 
-from conftest import containers_of, git, make_repo, run_cli
+from conftest import containers_of, git, make_repo, run_cli, runtime_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -155,18 +155,20 @@ def test_the_check_has_no_network(
 
 
 def test_a_bypass_planted_in_setups_venv_does_not_pass_the_check(
-    tmp_path: Path, command_env: Callable[..., dict[str, str]]
+    tmp_path: Path, command_env: Callable[..., dict[str, str]], runtime: str
 ) -> None:
     """Setup made /workspace/.venv (untracked, kept out of the agent's commits); the agent
     plants a .pth in it that ends every Python with success, and fixes nothing. The check's
-    container has the .venv as setup left it. With the fix, the same run passes."""
+    container has the .venv as setup left it. With the fix, the same run passes. (Under
+    gVisor's 2022 kernel, which refuses `ls`'s statx, the .venv once went into the agent's
+    commits, planted .pth and all, and the check passed.)"""
     repo = python_project(tmp_path / "py")
     attack = (
         "site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')"
         " && echo 'import os; os._exit(0)' > \"$site/agent-worker-bypass.pth\""
         " && python -m pytest -q"  # passes here, in the agent's container
     )
-    env = command_env()
+    env = command_env(**runtime_env(runtime))
     attacked = run_cli(
         command("--task", attack, "--branch", "venv-bypass"),
         cwd=repo,

@@ -116,8 +116,8 @@ def test_the_agent_layer_builds_its_stages_from_the_system_layer() -> None:
     # (root runs them: perl FILE, python3 FILE)
     assert (
         "RUN chmod 0755 /usr/local/bin/agent_inside.sh /usr/local/bin/init-firewall.sh"
-        " /usr/local/bin/network-companion.sh && chmod 0644 /usr/local/bin/credential-gate.py /usr/local/bin/dns-names.pl"
-        " /usr/local/bin/egress-proxy.py\n"
+        " /usr/local/bin/network-companion.sh && chmod 0644 /usr/local/bin/credential-gate.py"
+        " /usr/local/bin/dns-names.pl /usr/local/bin/egress-proxy.py\n"
     ) in text
     assert text.rstrip().endswith('USER agent\nWORKDIR /workspace\nCMD ["bash"]')
     assert top.build_args == dict(CLAUDE.build_args)
