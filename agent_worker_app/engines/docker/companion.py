@@ -24,6 +24,7 @@ from agent_worker_app.engines import channel, sweep
 from agent_worker_app.engines.base import OutputStream, TaskSpec
 from agent_worker_app.engines.channel import Demux, FileEntry, Inputs
 from agent_worker_app.engines.docker.api import EngineAPI, EngineError
+from agent_worker_app.engines.docker.container_config import ATTACHED
 from agent_worker_app.engines.profile import Profile
 from agent_worker_app.errors import DockerError
 
@@ -198,12 +199,7 @@ def _config(spec: TaskSpec, *, gated: bool) -> dict[str, Any]:
         "User": "root",
         "Env": [f"{key}={value}" for key, value in channel.root_safe(env).items()],
         "Labels": labels,
-        "Tty": False,
-        "OpenStdin": True,
-        "StdinOnce": True,
-        "AttachStdin": True,
-        "AttachStdout": True,
-        "AttachStderr": True,
+        **ATTACHED,
         "HostConfig": {
             "Init": True,
             "AutoRemove": True,

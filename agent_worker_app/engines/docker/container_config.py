@@ -16,6 +16,18 @@ def storage_size(spec: TaskSpec) -> dict[str, Any]:
     return {"StorageOpt": {"size": str(size)}} if size else {}
 
 
+# A container whose stdin stays open for agent-worker's attach (StdinOnce: the end of the
+# attach is the end of its stdin) and whose output is read through it.
+ATTACHED: dict[str, Any] = {
+    "Tty": False,
+    "OpenStdin": True,
+    "StdinOnce": True,
+    "AttachStdin": True,
+    "AttachStdout": True,
+    "AttachStderr": True,
+}
+
+
 def container_config(spec: TaskSpec, network_of: str | None = None) -> dict[str, Any]:
     """Its limits, root to start with (the firewall), and its stdin open for the run's inputs:
     StdinOnce, so that the end of agent-worker's attach is the end of the container's stdin.
@@ -61,12 +73,7 @@ def container_config(spec: TaskSpec, network_of: str | None = None) -> dict[str,
         "Env": [f"{key}={value}" for key, value in spec.env.items()],
         "Labels": dict(spec.labels),
         "WorkingDir": profile.WORKDIR,
-        "Tty": False,
-        "OpenStdin": True,
-        "StdinOnce": True,
-        "AttachStdin": True,
-        "AttachStdout": True,
-        "AttachStderr": True,
+        **ATTACHED,
         "NetworkDisabled": False,
         "HostConfig": host,
     }
