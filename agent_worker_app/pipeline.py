@@ -49,7 +49,7 @@ from agent_worker_app.report import (
     render_json,
 )
 from agent_worker_app.sandbox_report import CheckOutcome
-from agent_worker_app.task_result import Inside, import_result, parse_inside
+from agent_worker_app.task_result import Inside, import_result, parse_inside, parse_network
 
 if TYPE_CHECKING:
     from agent_worker_app.agents.base_agent import BaseAgent, OutputParser
@@ -175,6 +175,8 @@ class Supervised:
     agent_tail: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     result: str | None = None  # the task's result line (JSON), when it came
+    # what held the task's network outside it recorded, when no result line came to say it
+    network: dict[str, Any] | None = None
     node: str | None = None  # the machine it ran on, where the engine has several
     runtime: str | None = None  # the engine runtime it ran under (runc, runsc)
     deadline: float = 0.0  # time.monotonic() at which the run's timeout passes (agent and check)
@@ -381,7 +383,9 @@ def combine(
     check_outcome = checked.check if checked is not None else None
     if check is not None and check_outcome is None:  # configured, and it never ran
         check_outcome = CheckOutcome(command=check)
-    meter = inside.meter if inside is not None else None
+    blocked, meter = parse_network(supervised.network)
+    if inside is not None:
+        blocked, meter = inside.blocked, inside.meter
     over_cost = supervised.over_cost
     if over_cost is None and meter is not None and meter.refused:  # the gate held the budget
         over_cost = meter.cost_usd
@@ -404,7 +408,7 @@ def combine(
             *(checked.warnings if checked is not None else ()),
         ],
         check=check_outcome,
-        blocked=list(inside.blocked) if inside is not None else [],
+        blocked=list(blocked),
         meter=meter,
     )
 
@@ -469,6 +473,9 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
         if stream.error is not None:
             warnings.append(f"reading the agent's output failed: {stream.error}")
         result = stream.result  # the task's own account (channel.ResultReader), if it came
+        # a task that died without its account (gVisor's sandbox, killed whole by a limit):
+        # its network companion still knows what it blocked and what the gate counted
+        network = stream.network_record() if result is None else None
     finally:
         output.close()
     warnings.extend(output.warnings)
@@ -481,6 +488,7 @@ def supervise(ctx: Context, backend: Backend, task: Task, ws: Workspace) -> Supe
         agent_tail=tuple(output.tail),
         warnings=tuple(warnings),
         result=result,
+        network=network,
         node=node,
         runtime=runtime,
         deadline=deadline,

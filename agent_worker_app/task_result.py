@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from agent_worker_app import git_manager
 from agent_worker_app.errors import GitError
@@ -53,6 +54,18 @@ def import_result(
         return git_manager.branch_head(ws), f"{exc}; the agent's commits are kept in {bundle}"
     bundle.unlink()
     return head, None
+
+
+def parse_network(record: dict[str, Any] | None) -> tuple[tuple[Blocked, ...], Meter | None]:
+    """The blocked destinations and the meter of what held the task's network outside it (a
+    network companion's record), for a task that died without its result line; none when
+    there is no record or it cannot be read."""
+    if record is None:
+        return (), None
+    try:
+        return parse_blocked(record.get("blocked")), parse_meter(record.get("meter"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return (), None
 
 
 def parse_inside(text: str | None) -> tuple[Inside | None, str | None]:

@@ -76,6 +76,11 @@ class OutputStream(Protocol):
 
     def join(self, timeout: float | None = None) -> None: ...
 
+    def network_record(self) -> dict[str, Any] | None:
+        """What holds the task's network outside its container recorded ({"blocked": [...],
+        "meter": ...}: the Docker backend's network companion), asked once the task ended; None
+        where the task's own root holds its network (its result line carries the record)."""
+
 
 class Backend(Protocol):
     """An execution engine. Each call raises an AgentWorkerError subclass (DockerError for

@@ -213,6 +213,8 @@ def test_a_memory_hog_is_killed_and_the_run_says_so(
         assert report["status"] == "failed"
         assert "ran out of memory (--memory 512m)" in report["error"]
         assert report["head_commit"] == report["base_commit"]
+        # what the gate counted is still known: it is the network companion's, outside
+        assert report["meter"]["requests"] == len(fake_api.requests) >= 2
         return
     assert "hog=137" in tool_outputs(fake_api)[1]
     assert any("ran out of memory (--memory 512m)" in w for w in report["warnings"])

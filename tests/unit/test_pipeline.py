@@ -42,6 +42,9 @@ class FakeStream:
     def is_alive(self) -> bool:
         return self.interrupt
 
+    def network_record(self) -> dict[str, Any] | None:
+        return None
+
     def join(self, timeout: float | None = None) -> None:
         if self.interrupt:
             self.interrupt = False

@@ -239,6 +239,9 @@ class Networked:
     def result(self) -> str | None:
         return with_record(self._stream.result, self._companion.report())
 
+    def network_record(self) -> dict[str, Any] | None:
+        return self._companion.report()
+
     def is_alive(self) -> bool:
         return self._stream.is_alive()
 

@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from typing import Any
 
 from agent_worker_app.engines.channel import Demux, FileEntry, ResultReader, files_tar
 
@@ -54,6 +55,9 @@ class ContainerIO(threading.Thread):
 
     def is_alive(self) -> bool:
         return self.ident is not None and not self._finished.is_set()
+
+    def network_record(self) -> dict[str, Any] | None:
+        return None  # the task's root holds its network: its result line says what it recorded
 
     def join(self, timeout: float | None = None) -> None:
         self._finished.wait(timeout)

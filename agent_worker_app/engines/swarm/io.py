@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, Any
 
 from agent_worker_app.engines.channel import Demux, ResultReader
 
@@ -77,6 +77,9 @@ class LogStream:
 
     def is_alive(self) -> bool:
         return not self._finished.is_set()
+
+    def network_record(self) -> dict[str, Any] | None:
+        return None  # the task's root holds its network: its result line says what it recorded
 
     def join(self, timeout: float | None = None) -> None:
         self._finished.wait(timeout)
