@@ -379,6 +379,12 @@ watchdog() {
 # no-new-privileges.
 AS_AGENT=(setpriv --reuid=agent --regid=agent --init-groups
   --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs)
+# AW_PROC_LIMIT: the agent user's processes, held by the kernel that runs them (RLIMIT_NPROC),
+# where the engine's pids limit would not hold them but kill the whole sandbox (gVisor's: to the
+# host it is one process tree): a fork past it fails, as under a pids limit, and the run goes on.
+if [[ "${AW_PROC_LIMIT:-}" =~ ^[1-9][0-9]*$ ]]; then
+  AS_AGENT=(prlimit "--nproc=$AW_PROC_LIMIT:$AW_PROC_LIMIT" "${AS_AGENT[@]}")
+fi
 
 # A child's exit status: wait for it, and again while a trapped signal cuts the wait short (wait
 # then returns over 128 and the child still runs). The first wait is never behind a `kill -0`:

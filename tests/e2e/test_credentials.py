@@ -28,11 +28,13 @@ def without_key(run_env: Callable[..., dict[str, str]], **extra: str) -> dict[st
 
 
 @pytest.mark.parametrize(
-    ("variable", "secret", "header"),
+    ("variable", "secret", "header", "runtime"),
     [
-        ("ANTHROPIC_API_KEY", KEY, "x-api-key"),
-        ("CLAUDE_CODE_OAUTH_TOKEN", OAUTH, "authorization"),
-        ("ANTHROPIC_AUTH_TOKEN", GATEWAY, "authorization"),
+        ("ANTHROPIC_API_KEY", KEY, "x-api-key", "runc"),
+        ("CLAUDE_CODE_OAUTH_TOKEN", OAUTH, "authorization", "runc"),
+        ("ANTHROPIC_AUTH_TOKEN", GATEWAY, "authorization", "runc"),
+        # under gVisor the credential goes to the network companion's gate, whichever kind
+        ("ANTHROPIC_API_KEY", KEY, "x-api-key", "runsc"),
     ],
 )
 def test_the_credential_reaches_the_api_and_never_the_agent(
@@ -43,9 +45,12 @@ def test_the_credential_reaches_the_api_and_never_the_agent(
     secret: str,
     header: str,
     runtime: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """The agent and a maintenance command search everything they can read for the credential
     (the attack) and find only the placeholder; the API receives the real credential."""
+    if runtime == "runsc":
+        request.getfixturevalue("runsc")  # registered with the engine
     (repo / "credential_search.py").write_bytes(SEARCH.read_bytes())
     git(repo, "add", "credential_search.py")
     git(repo, "commit", "-qm", "the search")
@@ -72,11 +77,11 @@ def test_the_credential_reaches_the_api_and_never_the_agent(
     } == {}
     main = fake_api.main_requests
     assert len(main) == 2
-    for request in main:
-        value = request.headers.get(header, "")
-        assert secret in value, (header, request.headers)
+    for sent in main:
+        value = sent.headers.get(header, "")
+        assert secret in value, (header, sent.headers)
         other = "authorization" if header == "x-api-key" else "x-api-key"
-        assert other not in request.headers  # one credential, never two
+        assert other not in sent.headers  # one credential, never two
     # the meter counted what the API answered, as the agent reported it
     assert result.report["meter"]["requests"] == len(fake_api.requests)
     assert result.report["meter"]["tokens"]["output"] == fake_api.all_usage_total.output_tokens

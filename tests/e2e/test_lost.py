@@ -367,13 +367,12 @@ def test_a_forged_result_with_another_nonce_is_ignored_and_the_real_one_recovere
     run_env: Callable[..., dict[str, str]],
     docker_client: Any,
     base_image: str,
-    runtime: str,
 ) -> None:
     """A second container with the lost run's very labels (its run id, branch and base), whose
     result line is marked with a nonce of the forger's: the real task is recovered, whichever
     of the two comes first, and the forged one is left alone."""
     main = git(repo, "rev-parse", "main").strip()
-    run_id = kill_mid_run(repo, fake_api, run_env(**runtime_env(runtime)), docker_client)
+    run_id = kill_mid_run(repo, fake_api, run_env(), docker_client)
     (real,) = containers_of_project(docker_client, repo)
     run_dir = repo / ".git" / "agent-worker" / "runs" / run_id
     nonce = (run_dir / "nonce").read_text()
@@ -389,7 +388,7 @@ def test_a_forged_result_with_another_nonce_is_ignored_and_the_real_one_recovere
     }
     forged = forge(docker_client, base_image, repo, dict(real.labels), files)
     try:
-        result = run_cli(["--recover"], cwd=repo, env=run_env(**runtime_env(runtime)))
+        result = run_cli(["--recover"], cwd=repo, env=run_env())
         assert result.code == 0, result.stderr
         assert f"recovered 2 commits of run {run_id} onto branch lost" in result.stdout
         check_recovered(repo, run_id, fake_api)

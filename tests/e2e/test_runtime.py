@@ -193,7 +193,7 @@ def test_the_agent_cannot_forge_the_check(
 
 
 def test_blocked_destinations_are_counted_and_reported(
-    repo: Path, command_env: Callable[..., dict[str, str]], target: str, gateway: str, runtime: str
+    repo: Path, command_env: Callable[..., dict[str, str]], target: str, gateway: str
 ) -> None:
     task = " ; ".join(
         [
@@ -204,7 +204,7 @@ def test_blocked_destinations_are_counted_and_reported(
             "true",
         ]
     )
-    result = run_cli(command("--task", task), cwd=repo, env=command_env(**runtime_env(runtime)))
+    result = run_cli(command("--task", task), cwd=repo, env=command_env())
     assert result.code == 0, result.stderr
     report = result.report
     assert report is not None
@@ -217,7 +217,7 @@ def test_blocked_destinations_are_counted_and_reported(
     text = run_cli(
         command("--task", probe(f"http://{target}:8080/")),
         cwd=repo,
-        env=command_env(**runtime_env(runtime)),
+        env=command_env(),
     )
     assert f"  {target}:8080 (name unknown) 1 time" in text.stdout
     assert "to allow one: --allow-host HOST:PORT" in text.stdout

@@ -51,6 +51,11 @@ FRAME_MAX = 4 << 20  # result files up to this size come back in the output, not
 # more is not how the task frames its result, which is then copied out instead
 FRAMES_READ_MAX = 2 * FRAME_MAX
 COMPANION_ENV = {"AW_FIREWALL": "companion"}  # agent_inside.sh: the companion's firewall
+# The cgroup's backstop under a kernel of the runtime's own (own_kernel_limits): gVisor's ptrace
+# platform takes about six host tasks for each process of its sandbox, and its own besides
+# (measured: 64 processes held by RLIMIT_NPROC live under a cgroup limit of 800, not of 400)
+HOST_TASKS_EACH = 10
+HOST_TASKS_OWN = 512
 
 
 def connect(docker_host: str | None) -> DockerBackend:
@@ -63,6 +68,21 @@ def connect(docker_host: str | None) -> DockerBackend:
         return client.client_for(where)
 
     return DockerBackend(api, local=where.local, make_client=make_client)
+
+
+def own_kernel_limits(spec: TaskSpec) -> TaskSpec:
+    """A task under a runtime with a kernel of its own (gVisor): a pids cgroup limit there kills
+    the whole sandbox (to the host it is one process tree) instead of refusing one fork. That
+    kernel holds the agent user's processes itself (AW_PROC_LIMIT, RLIMIT_NPROC: a fork past it
+    fails and the run goes on); the cgroup's limit stays, with room for the host tasks that
+    many need, as the backstop."""
+    limit = spec.profile.pids_limit
+    backstop = HOST_TASKS_EACH * limit + HOST_TASKS_OWN
+    return replace(
+        spec,
+        env=spec.env | {"AW_PROC_LIMIT": str(limit)},
+        profile=replace(spec.profile, pids_limit=backstop),
+    )
 
 
 def _present(image_id: str | None) -> str:
@@ -177,6 +197,8 @@ class DockerBackend:
         # ones are copied out of the stopped container.
         spec = replace(spec, env=spec.env | channel.frame_max(FRAME_MAX))
         runtime = self._runtime_named(spec.profile.runtime)
+        if runtime not in companion.KERNEL_NETWORK:
+            spec = own_kernel_limits(spec)
         if not companion.needed(spec.profile, runtime):
             return Task(self._containers.create(spec), inputs)
         # its firewall (and credential gate) in a namespace the agent's container joins
